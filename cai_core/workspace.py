@@ -1,0 +1,82 @@
+"""The workspace: one folder with the SQLite store, runs/, exports/ and models/.
+
+Default ./workspace; CAI_WORKSPACE or --workspace overrides. Every name a user types that becomes
+a path goes through `child_path`, so run and export names can never escape the folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CaiError
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("CAI_WORKSPACE", "workspace")).expanduser()
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """Validate a user-chosen name used as a file or folder name (no slashes, no '..')."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise CaiError(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def open(cls, root: str | os.PathLike | None = None, *, create: bool = True) -> "Workspace":
+        path = Path(root).expanduser() if root else default_root()
+        path = path.resolve()
+        if create:
+            try:
+                for sub in ("", "runs", "exports", "models", "jobs", "reports"):
+                    (path / sub).mkdir(parents=True, exist_ok=True)
+                probe = path / ".write-probe"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as exc:
+                raise CaiError(f"workspace {path} is not writable ({exc.strerror or exc})") from exc
+        elif not path.is_dir():
+            raise CaiError(f"workspace {path} does not exist")
+        return cls(path)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "cai.sqlite3"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def child_path(self, area: str, name: str) -> Path:
+        """A path for a user-named item inside one area of the workspace; refuses escapes."""
+        base = (self.root / area).resolve()
+        target = (base / safe_name(name)).resolve()
+        if base not in target.parents:
+            raise CaiError(f"{name!r} would leave the workspace folder {base}")
+        return target

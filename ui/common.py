@@ -1,0 +1,89 @@
+"""Shared page helpers: the workspace store, the active model, errors, job progress."""
+from __future__ import annotations
+
+import os
+import time
+
+import streamlit as st
+
+from cai_core.errors import CaiError
+from cai_core.settings import get_setting, set_setting
+from cai_core.store import Store, open_store
+
+ACTIVE_MODEL_KEY = "active_model"
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> Store:
+    return open_store(root)
+
+
+def workspace_root() -> str:
+    return os.environ.get("CAI_WORKSPACE", "workspace")
+
+
+def get_store() -> Store:
+    return _store(workspace_root())
+
+
+def active_model() -> str:
+    if ACTIVE_MODEL_KEY not in st.session_state:
+        st.session_state[ACTIVE_MODEL_KEY] = get_setting(get_store(), ACTIVE_MODEL_KEY, "default")
+    return st.session_state[ACTIVE_MODEL_KEY]
+
+
+def set_active_model(spec: str) -> None:
+    st.session_state[ACTIVE_MODEL_KEY] = spec
+    set_setting(get_store(), ACTIVE_MODEL_KEY, spec)
+
+
+def api_key() -> str | None:
+    """The endpoint API key: environment or st.secrets only, never the store."""
+    key = os.environ.get("CAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if key:
+        return key
+    try:
+        return st.secrets.get("CAI_API_KEY")  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - no secrets file is fine
+        return None
+
+
+def show_error(exc: Exception) -> None:
+    if isinstance(exc, CaiError):
+        st.error(str(exc))
+    else:
+        st.error(f"{type(exc).__name__}: {exc}")
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating..."
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s left" if seconds >= 60 else f"{seconds}s left"
+
+
+def job_progress(job) -> None:
+    """One job's progress bar with ETA and status line."""
+    label = f"{job.title or job.kind} - {job.status}"
+    if job.total:
+        label += f" - {job.done}/{job.total}"
+        if job.status == "running":
+            label += f" - {fmt_eta(job.eta_s)}"
+    st.progress(job.fraction if job.total else (1.0 if job.status == "finished" else 0.0), text=label)
+    if job.message and job.status == "running":
+        st.caption(job.message)
+    if job.status == "failed" and job.error:
+        st.error(f"job {job.id} failed: {job.error}")
+
+
+def age(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    d = time.time() - ts
+    if d < 60:
+        return f"{int(d)}s ago"
+    if d < 3600:
+        return f"{int(d // 60)}m ago"
+    if d < 86400:
+        return f"{int(d // 3600)}h ago"
+    return time.strftime("%Y-%m-%d", time.localtime(ts))

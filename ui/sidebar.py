@@ -1,0 +1,53 @@
+"""The sidebar: workspace path, active model (name, device, dtype, memory) and the model picker."""
+from __future__ import annotations
+
+import streamlit as st
+
+from cai_core.models import DEFAULT_NAME, DEFAULT_SPEC, is_http, loaded_backends
+from ui.common import set_active_model
+
+SOURCES = ["Embedded default", "Local folder or .gguf", "Hugging Face ID", "OpenAI-compatible URL"]
+
+
+def _source_of(spec: str) -> int:
+    if spec == DEFAULT_SPEC:
+        return 0
+    if spec.startswith("hf:"):
+        return 2
+    if is_http(spec):
+        return 3
+    return 1
+
+
+def render_sidebar(store, root: str, spec: str) -> None:
+    with st.sidebar:
+        st.caption(f"Workspace: `{store.workspace.root}`")
+        st.markdown("**Active model**")
+        st.text(DEFAULT_NAME + " (embedded)" if spec == DEFAULT_SPEC else spec)
+        info = next((b for b in loaded_backends() if b.get("spec") == spec), None)
+        if info:
+            bits = [info.get("device"), info.get("dtype"), info.get("quantization")]
+            mem = info.get("memory_mb")
+            st.caption(" · ".join(str(b) for b in bits if b) + (f" · {mem:.0f} MB" if mem else ""))
+        else:
+            st.caption("not loaded in this server yet (loads on first use)")
+        with st.expander("Change model"):
+            source = st.radio("Source", SOURCES, index=_source_of(spec), key="sb_model_source",
+                              help="Where the model comes from. The embedded default works offline.")
+            value = DEFAULT_SPEC
+            if source == SOURCES[1]:
+                value = st.text_input("Folder or .gguf path", value="" if spec == DEFAULT_SPEC else spec,
+                                      key="sb_model_path", help="An HF model folder, a run's output folder, or a .gguf file")
+            elif source == SOURCES[2]:
+                value = "hf:" + st.text_input("Hub ID", value=spec[3:] if spec.startswith("hf:") else "",
+                                              key="sb_model_hf", help="Needs CAI_ALLOW_HUB=1 (the app is offline by default)")
+            elif source == SOURCES[3]:
+                value = st.text_input("Base URL", value=spec if is_http(spec) else "http://127.0.0.1:8000/v1",
+                                      key="sb_model_url",
+                                      help="vLLM, llama.cpp server, TGI, Ollama... API key from CAI_API_KEY or st.secrets")
+            if st.button("Use this model", key="sb_use_model"):
+                if not value or value in ("hf:",):
+                    st.error("enter a model first")
+                else:
+                    set_active_model(value.strip())
+                    st.rerun()
