@@ -28,7 +28,8 @@ def get_store() -> Store:
 
 def active_model() -> str:
     if ACTIVE_MODEL_KEY not in st.session_state:
-        st.session_state[ACTIVE_MODEL_KEY] = get_setting(get_store(), ACTIVE_MODEL_KEY, "default")
+        fallback = os.environ.get("CAI_MODEL", "default")
+        st.session_state[ACTIVE_MODEL_KEY] = get_setting(get_store(), ACTIVE_MODEL_KEY, fallback)
     return st.session_state[ACTIVE_MODEL_KEY]
 
 
