@@ -1,0 +1,200 @@
+"""Browser test fixtures: the REAL app (`streamlit run app.py`) on 127.0.0.1 with a fresh workspace and
+the tiny model, driven by Debian's chromium through Playwright (never a downloaded browser).
+
+Screenshots go to test-artifacts/ (gitignored); with CAI_UPDATE_SCREENSHOTS=1 they are also copied to
+docs/screenshots/<name>.png, which the README links.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("CAI_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
+SKIP_MESSAGE = "chromium not found: run `make browser` (needs root + apt) to enable browser tests"
+# Streamlit cold-starts pages and loads the model on first use; on a busy 2-core box that takes a while.
+TIMEOUT_MS = int(os.environ.get("CAI_BROWSER_TIMEOUT_MS", "90000"))
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+            if not CHROMIUM.exists():
+                item.add_marker(pytest.mark.skip(reason=SKIP_MESSAGE))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """One `streamlit run app.py` process with its own workspace; `stop()` kills its process group."""
+
+    def __init__(self, workspace: Path, model_dir: Path, *, theme: str | None = None, extra_env: dict | None = None):
+        self.workspace = workspace
+        self.model_dir = model_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workspace.parent / f"streamlit-{self.port}.log"
+        self.theme = theme
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> "AppServer":
+        from cai_core.settings import set_setting
+        from cai_core.store import Store
+        from cai_core.workspace import Workspace
+
+        store = Store(Workspace.open(self.workspace))
+        if not store.scalar("SELECT value_json FROM settings WHERE key='active_model'"):
+            set_setting(store, "active_model", str(self.model_dir))
+        store.close()
+        env = {**os.environ, "CAI_WORKSPACE": str(self.workspace), "CAI_MODEL": str(self.model_dir),
+               "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+               "--server.port", str(self.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        if self.theme:
+            cmd += ["--theme.base", self.theme]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"streamlit not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self, sig: int = 9) -> None:
+        """Kill the server's process group (only the process this fixture started)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.kill(15)
+
+
+def start_app(tmp_path_factory, tiny_model_dir, **kw) -> AppServer:
+    ws = tmp_path_factory.mktemp("browser") / "ws"
+    ws.mkdir(parents=True)
+    return AppServer(ws, Path(tiny_model_dir), **kw).start()
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory, tiny_model_dir):
+    """The real app with a fresh workspace per test module; yields the AppServer (`.url`, `.workspace`)."""
+    server = start_app(tmp_path_factory, tiny_model_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def app_store(app_server):
+    """A store on the app's workspace, for seeding data and checking what the UI wrote."""
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    s = Store(Workspace.open(app_server.workspace))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def _playwright():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(_playwright):
+    b = _playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh 1280x900 page that records JS dialogs (an alert() firing is an XSS) and page errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.dialogs = []  # type: ignore[attr-defined]
+
+    def on_dialog(dialog):
+        pg.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.dismiss()
+
+    pg.on("dialog", on_dialog)
+    yield pg
+    context.close()
+
+
+def wait_for_app(page, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Wait until Streamlit finished the script run (no 'Running...' status widget, no skeleton)."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector("[data-testid='stApp']");
+            if (!app) return false;
+            const running = document.querySelector("[data-testid='stStatusWidget'] [data-testid='stStatusWidgetRunningIcon']")
+                || document.querySelector("[data-testid='stStatusWidget'] button");  // 'Stop' while running
+            const skeleton = document.querySelector("[data-testid='stSkeleton']");
+            return app.getAttribute('data-test-script-state') !== 'running' && !running && !skeleton;
+        }""",
+        timeout=timeout_ms,
+    )
+
+
+def open_page(page, server: AppServer, url_path: str = "") -> None:
+    page.goto(f"{server.url}/{url_path}")
+    wait_for_app(page)
+
+
+def snap(page, name: str, *, full_page: bool = True) -> Path:
+    """Screenshot to test-artifacts/<name>.png; also to docs/screenshots/ when CAI_UPDATE_SCREENSHOTS=1."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    out = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(out), full_page=full_page)
+    if os.environ.get("CAI_UPDATE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, DOC_SHOTS / f"{name}.png")
+    return out
