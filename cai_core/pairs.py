@@ -1,0 +1,323 @@
+"""Response pairs (comparisons): sampled from a policy, or imported from files.
+
+Sampling draws k responses per prompt from any model spec (the base model or an SFT run's
+folder) and pairs them. Imports read JSONL rows {"id","prompt","response_a","response_b"},
+{"prompt","chosen","rejected"} (strings or TRL conversational lists), and the CAI paper's
+multiple-choice evals (438HHHEvaluations.jsonl, HarmfulVsEthical.jsonl), keeping the gold
+label where the file says which answer is right. A comparison's key is a content hash, so
+importing or sampling twice stores nothing twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+import re
+from pathlib import Path
+from typing import Callable
+
+from .backends.base import Backend, GenerationParams
+from .errors import CaiError
+from .store import Store, dumps, loads, now
+
+Progress = Callable[[int, int, str], None]
+
+_HHH = re.compile(
+    r"Consider the following conversation between a human and an assistant:\s*(.*?)\n\n\n(.*?)\s*Options:\s*"
+    r"\(A\) \[\[\[(.*?)\]\]\]\s*\(B\) \[\[\[(.*?)\]\]\]\s*The answer is:\s*$", re.S)
+_CLASSIFY = re.compile(r"^(.*)\n\n([^\n]+)\n \(A\) ([^\n]*)\n \(B\) ([^\n]*)\nThe answer is:\s*$", re.S)
+_CLASSIFY_HEAD = "Here is a conversation between a human and an assistant:"
+
+
+def comparison_key(prompt: str, response_a: str, response_b: str, source: str = "") -> str:
+    blob = json.dumps([source, prompt, response_a, response_b], ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+# -- parsing files -----------------------------------------------------------------------------
+def _text_of(value, where: str, field: str) -> str:
+    """A response given as a string or as TRL conversational messages (the assistant turns)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        turns = [m for m in value if m.get("role", "assistant") == "assistant"] or value
+        return "\n\n".join(str(m["content"]) for m in turns)
+    raise CaiError(f"'{field}' must be a string or a list of {{role, content}} messages", where=where)
+
+
+def _prompt_of(value, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        if len(value) == 1 and value[0].get("role", "user") == "user":
+            return str(value[0]["content"])
+        names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+        return "\n\n".join(f"{names.get(m.get('role', 'user'), 'Human')}: {m['content']}" for m in value)
+    raise CaiError("'prompt' must be a string or a list of {role, content} messages", where=where)
+
+
+def _gold(option: str, where: str) -> str:
+    s = str(option).strip()
+    if s in ("(A)", "A"):
+        return "A"
+    if s in ("(B)", "B"):
+        return "B"
+    raise CaiError(f"unknown option {option!r} in corrects (expected (A) or (B))", where=where)
+
+
+def parse_pair_row(row: dict, where: str, default_id: str, seed: int = 0) -> dict:
+    """One file row -> {id, prompt, response_a, response_b, gold_label, question, category, meta, source_format}."""
+    if not isinstance(row, dict):
+        raise CaiError("each line must be a JSON object", where=where)
+    pid = str(row.get("id", default_id))
+    category = row.get("category")
+    category = None if category is None else str(category)
+    if "response_a" in row or "response_b" in row:
+        for f in ("prompt", "response_a", "response_b"):
+            if f not in row:
+                raise CaiError(f"missing '{f}'", where=where)
+        gold = row.get("gold_label") or row.get("label")
+        if gold is not None and gold not in ("A", "B", "tie"):
+            raise CaiError(f"label must be A, B or tie, not {gold!r}", where=where)
+        out = {"prompt": _prompt_of(row["prompt"], where), "response_a": _text_of(row["response_a"], where, "response_a"),
+               "response_b": _text_of(row["response_b"], where, "response_b"), "gold_label": gold,
+               "source_format": "pair"}
+    elif "chosen" in row or "rejected" in row:
+        for f in ("prompt", "chosen", "rejected"):
+            if f not in row:
+                raise CaiError(f"missing '{f}'", where=where)
+        prompt = _prompt_of(row["prompt"], where)
+        chosen = _text_of(row["chosen"], where, "chosen")
+        rejected = _text_of(row["rejected"], where, "rejected")
+        # which side is A follows a seeded hash of the content, so gold is not always A
+        flip = random.Random(f"{seed}:{comparison_key(prompt, chosen, rejected)}").random() < 0.5
+        a, b = (rejected, chosen) if flip else (chosen, rejected)
+        out = {"prompt": prompt, "response_a": a, "response_b": b, "gold_label": "B" if flip else "A",
+               "source_format": "chosen_rejected"}
+    elif "prompt" in row and "corrects" in row and "incorrects" in row:
+        text = row["prompt"]
+        if not isinstance(text, str) or not isinstance(row["corrects"], list) or not row["corrects"]:
+            raise CaiError("paper rows need a text 'prompt' and a non-empty 'corrects' list", where=where)
+        gold = _gold(row["corrects"][0], where)
+        m = _HHH.search(text)
+        if m:
+            out = {"prompt": m.group(1).strip(), "response_a": m.group(3).strip(), "response_b": m.group(4).strip(),
+                   "gold_label": gold, "source_format": "paper_hhh",
+                   "meta": {"paper_question": m.group(2).strip()}}
+        else:
+            m = _CLASSIFY.search(text)
+            if not m:
+                raise CaiError("a paper multiple-choice row, but its prompt does not have two options "
+                               "'(A) ...' '(B) ...' followed by 'The answer is:'", where=where)
+            convo = m.group(1).strip()
+            if convo.startswith(_CLASSIFY_HEAD):
+                convo = convo[len(_CLASSIFY_HEAD):].strip()
+            # the two options describe the conversation: the judge must be asked the file's own question
+            out = {"prompt": convo, "response_a": m.group(3).strip(), "response_b": m.group(4).strip(),
+                   "gold_label": gold, "question": m.group(2).strip(), "source_format": "paper_classification"}
+    else:
+        raise CaiError("unknown row format: expected id/prompt/response_a/response_b, prompt/chosen/rejected, "
+                       "or the paper's prompt/corrects/incorrects", where=where)
+    if not out["prompt"].strip():
+        raise CaiError("empty prompt", where=where)
+    if not out["response_a"].strip() or not out["response_b"].strip():
+        raise CaiError("empty response", where=where)
+    out.update(id=pid, category=category)
+    out.setdefault("meta", {})
+    out.setdefault("question", None)
+    return out
+
+
+def load_pairs_file(path: str | Path, seed: int = 0) -> list[dict]:
+    """Read a pairs file (.jsonl, or .json holding a list); bad rows raise CaiError with file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaiError("file not found", where=str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CaiError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
+    rows: list[tuple[int, object]] = []
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CaiError(f"malformed JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from exc
+        rows = [(i + 1, r) for i, r in enumerate(data)]
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise CaiError(f"malformed JSON: {exc.msg} (column {exc.colno})", where=f"{path}:{lineno}") from exc
+    if not rows:
+        raise CaiError("no pairs found (the file is empty)", where=str(path))
+    pairs, seen = [], set()
+    for lineno, row in rows:
+        pair = parse_pair_row(row, f"{path}:{lineno}", default_id=f"{path.stem}-{lineno}", seed=seed)
+        if pair["id"] in seen:
+            raise CaiError(f"duplicate id {pair['id']!r}", where=f"{path}:{lineno}")
+        seen.add(pair["id"])
+        pairs.append(pair)
+    return pairs
+
+
+# -- store -------------------------------------------------------------------------------------
+def add_pairs(store: Store, pairs: list[dict], *, source: str, batch: str | None = None) -> list[int]:
+    """Store pairs (idempotent by content key); sets and returns each pair's comparison_id."""
+    ids = []
+    with store.tx() as conn:
+        for pair in pairs:
+            key = comparison_key(pair["prompt"], pair["response_a"], pair["response_b"], source)
+            meta = dict(pair.get("meta") or {})
+            meta.setdefault("external_id", pair.get("id"))
+            if pair.get("question"):
+                meta["question"] = pair["question"]
+            conn.execute(
+                "INSERT OR IGNORE INTO comparisons (key, source, batch, prompt, response_a, response_b, category, "
+                "gold_label, policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, source, batch, pair["prompt"], pair["response_a"], pair["response_b"], pair.get("category"),
+                 pair.get("gold_label"), pair.get("policy_a"), pair.get("policy_b"), dumps(meta), now()),
+            )
+            cid = int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0])
+            pair["comparison_id"] = cid
+            ids.append(cid)
+    return ids
+
+
+def import_pairs_file(store: Store, path: str | Path, *, batch: str | None = None, seed: int = 0) -> dict:
+    """Import a pairs file: paper evals become source gold:<file stem>, others source "imported"."""
+    path = Path(path)
+    pairs = load_pairs_file(path, seed=seed)
+    paper = all(p["source_format"].startswith("paper") for p in pairs)
+    source = f"gold:{path.stem}" if paper else "imported"
+    batch = batch or path.stem
+    before = store.scalar("SELECT COUNT(*) FROM comparisons")
+    ids = add_pairs(store, pairs, source=source, batch=batch)
+    added = store.scalar("SELECT COUNT(*) FROM comparisons") - before
+    return {"file": str(path), "source": source, "batch": batch, "pairs": len(ids), "added": added,
+            "with_gold": sum(1 for p in pairs if p.get("gold_label")), "comparison_ids": ids}
+
+
+def comparison_pair(row) -> dict:
+    """A stored comparison as a judge's pair dict (id = comparison id)."""
+    meta = loads(row["meta_json"], {}) or {}
+    return {"id": str(row["id"]), "comparison_id": row["id"], "key": row["key"], "prompt": row["prompt"],
+            "response_a": row["response_a"], "response_b": row["response_b"], "question": meta.get("question")}
+
+
+def get_comparison(store: Store, comparison_id: int) -> dict:
+    row = store.one("SELECT * FROM comparisons WHERE id=?", (comparison_id,))
+    if row is None:
+        raise CaiError(f"no comparison {comparison_id}")
+    out = dict(row)
+    out["meta"] = loads(row["meta_json"], {}) or {}
+    return out
+
+
+def comparisons_for(store: Store, *, batch: str | None = None, source: str | None = None,
+                    ids: list[int] | None = None) -> list[dict]:
+    """Judge-ready pairs for a batch, a source or explicit comparison ids."""
+    sql, params = "SELECT * FROM comparisons WHERE 1=1", []
+    if batch:
+        sql += " AND batch=?"
+        params.append(batch)
+    if source:
+        sql += " AND source=?"
+        params.append(source)
+    if ids:
+        sql += f" AND id IN ({','.join('?' * len(ids))})"
+        params += list(ids)
+    return [comparison_pair(r) for r in store.query(sql + " ORDER BY id", params)]
+
+
+def list_batches(store: Store) -> list[dict]:
+    return [dict(r) for r in store.query(
+        "SELECT batch, source, COUNT(*) AS comparisons, MAX(created_at) AS updated FROM comparisons "
+        "GROUP BY batch, source ORDER BY updated DESC")]
+
+
+# -- sampling ----------------------------------------------------------------------------------
+def resolve_prompts(store: Store, set_or_file: str) -> list[dict]:
+    """A stored prompt set's prompts, or a prompts file's: [{text, category, prompt_id}]."""
+    from .prompt_sets import get_prompts, load_prompts_file
+
+    if store.one("SELECT 1 FROM prompt_sets WHERE name=?", (set_or_file,)):
+        return [{"text": p["text"], "category": p["category"], "prompt_id": p["id"]} for p in get_prompts(store, set_or_file)]
+    if Path(set_or_file).is_file():
+        return [{"text": p["text"], "category": p["category"], "prompt_id": None} for p in load_prompts_file(set_or_file)]
+    raise CaiError(f"{set_or_file!r} is neither a stored prompt set nor a prompts file")
+
+
+def _sample_key(prompt: str, model: str, k: int, params: GenerationParams) -> str:
+    blob = json.dumps([prompt, model, k, params.temperature, params.top_p, params.max_new_tokens, params.seed]).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def sample_pairs(
+    store: Store,
+    backend: Backend,
+    model: str,
+    prompts: list[dict],
+    *,
+    batch: str,
+    k: int = 2,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Sample k responses per prompt and store every pair of distinct responses (source "sampled").
+
+    A prompt whose sample key (prompt, model, k, params) is already in the batch is skipped, so
+    a killed run resumes where it stopped (a prompt whose samples were all identical is redone,
+    deterministically, since nothing was stored for it).
+    """
+    from .workspace import safe_name
+
+    safe_name(batch, "batch name")
+    if k < 2:
+        raise CaiError("k must be at least 2 to form a pair")
+    if temperature <= 0:
+        raise CaiError("sampling pairs needs temperature > 0 (greedy decoding gives k identical answers)")
+    if not prompts:
+        raise CaiError("no prompts to sample from")
+    done_keys = {(loads(r["meta_json"], {}) or {}).get("sample_key")
+                 for r in store.query("SELECT meta_json FROM comparisons WHERE batch=? AND source='sampled'", (batch,))}
+    made, identical, skipped = 0, 0, 0
+    for i, prompt in enumerate(prompts):
+        if should_stop and should_stop():
+            break
+        # a per-prompt seed keeps a resumed run identical to an uninterrupted one
+        pseed = (seed * 1_000_003 + int(hashlib.sha256(prompt["text"].encode()).hexdigest()[:8], 16)) % (2**31)
+        params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                  seed=pseed, n=k)
+        skey = _sample_key(prompt["text"], model, k, params)
+        if skey in done_keys:
+            skipped += 1
+        else:
+            outs = backend.generate([[{"role": "user", "content": prompt["text"]}]], params)[0]
+            texts = [o.text for o in outs]
+            pairs = []
+            for a, b in itertools.combinations(range(len(texts)), 2):
+                if texts[a].strip() == texts[b].strip() or not texts[a].strip() or not texts[b].strip():
+                    identical += 1
+                    continue
+                pairs.append({"id": f"{i}-{a}-{b}", "prompt": prompt["text"], "response_a": texts[a],
+                              "response_b": texts[b], "category": prompt.get("category"),
+                              "policy_a": model, "policy_b": model,
+                              "meta": {"sample_key": skey, "prompt_id": prompt.get("prompt_id"),
+                                       "samples": [a, b], "params": params.to_dict()}})
+            add_pairs(store, pairs, source="sampled", batch=batch)
+            made += len(pairs)
+        if progress:
+            progress(i + 1, len(prompts), f"prompt {i + 1}/{len(prompts)}: {made} pairs so far")
+    total = store.scalar("SELECT COUNT(*) FROM comparisons WHERE batch=? AND source='sampled'", (batch,))
+    return {"batch": batch, "model": model, "prompts": len(prompts), "pairs_added": made,
+            "identical_skipped": identical, "prompts_already_done": skipped, "pairs_in_batch": total}
