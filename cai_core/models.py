@@ -111,7 +111,8 @@ def is_http(spec: str) -> bool:
 
 
 _cache: dict[tuple, Backend] = {}
-_cache_lock = threading.Lock()
+_cache_lock = threading.Lock()          # guards the dict only; never held while a model loads
+_load_locks: dict[tuple, threading.Lock] = {}
 
 
 def get_backend(
@@ -124,7 +125,10 @@ def get_backend(
     api_key: str | None = None,
     progress: Progress | None = None,
 ) -> Backend:
-    """Load (or reuse) the backend for a model spec."""
+    """Load (or reuse) the backend for a model spec.
+
+    Two callers asking for the same spec wait for one load; other specs (and `loaded_backends`,
+    which the sidebar calls on every rerun) are not blocked meanwhile."""
     spec = (spec or DEFAULT_SPEC).strip()
     workspace = workspace or Workspace.open()
     key = (spec, str(workspace.root), quantization, device, dtype)
@@ -132,30 +136,48 @@ def get_backend(
         cached = _cache.get(key)
         if cached is not None:
             return cached
+        load_lock = _load_locks.setdefault(key, threading.Lock())
+    with load_lock:
+        with _cache_lock:
+            cached = _cache.get(key)
+        if cached is not None:
+            return cached
         if is_http(spec):
             from .backends.http import HttpBackend
 
+            if progress:
+                progress(0.1, f"connecting to {spec}")
             backend: Backend = HttpBackend(spec, api_key=api_key)
+            if progress:
+                progress(1.0, "endpoint ready")
         else:
             from .backends.local import LocalBackend
 
             kwargs = resolve_local(spec, workspace, progress)
             backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress, **kwargs)
-        _cache[key] = backend
+        with _cache_lock:
+            _cache[key] = backend
         return backend
+
+
+def is_loaded(spec: str) -> bool:
+    with _cache_lock:
+        return any(k[0] == spec for k in _cache)
 
 
 def loaded_backends() -> list[dict]:
     with _cache_lock:
-        return [b.info() for b in _cache.values()]
+        backends = list(_cache.values())
+    return [b.info() for b in backends]
 
 
 def unload(spec: str | None = None) -> int:
     """Drop cached backends (all, or those for one spec); returns how many."""
     with _cache_lock:
         keys = [k for k in _cache if spec is None or k[0] == spec]
-        for k in keys:
-            _cache.pop(k).close()
+        dropped = [_cache.pop(k) for k in keys]
+    for backend in dropped:
+        backend.close()
     import gc
 
     gc.collect()
