@@ -110,6 +110,22 @@ def is_http(spec: str) -> bool:
     return spec.startswith("http://") or spec.startswith("https://")
 
 
+def check_spec(spec: str, workspace: Workspace) -> str:
+    """Validate a spec without loading weights (the endpoint must answer); returns it cleaned."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise CaiError("no model given: use default, a folder, a .gguf file, hf:ID or an http(s) URL")
+    if spec == DEFAULT_SPEC:
+        embedded_gguf()
+    elif is_http(spec):
+        from .backends.http import HttpBackend
+
+        HttpBackend(spec)
+    else:
+        resolve_local(spec, workspace)
+    return spec
+
+
 _cache: dict[tuple, Backend] = {}
 _cache_lock = threading.Lock()          # guards the dict only; never held while a model loads
 _load_locks: dict[tuple, threading.Lock] = {}

@@ -29,6 +29,49 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_generate)
 
+    p = add_command(sub, "model-use", "make a model the workspace's active model (checked first, not loaded)")
+    p.add_argument("spec", help="default | local folder | file.gguf | hf:ID | http://host:port/v1[#model=NAME]")
+    p.set_defaults(func=cmd_model_use)
+
+    p = add_command(sub, "model-info", "load a model (with progress) and print its device, dtype and memory as JSON")
+    p.add_argument("spec", nargs="?", default=None, help="model spec (default: the workspace's active model)")
+    p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
+    p.set_defaults(func=cmd_model_info)
+
+
+def cmd_model_use(args) -> int:
+    from ..models import check_spec
+    from ..settings import set_setting
+    from ..store import Store
+    from ..workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    spec = check_spec(args.spec, ws)
+    store = Store(ws)
+    set_setting(store, "active_model", spec)
+    store.close()
+    print(f"active model: {spec}")
+    return 0
+
+
+def cmd_model_info(args) -> int:
+    from ..models import get_backend
+    from ..settings import get_setting
+    from ..store import Store
+    from ..workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    spec = args.spec
+    if not spec:
+        store = Store(ws)
+        spec = get_setting(store, "active_model", "default")
+        store.close()
+    t = time.time()
+    backend = get_backend(spec, ws, quantization=args.quantization,
+                          progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
+    print(json.dumps({**backend.info(), "load_seconds": round(time.time() - t, 2)}, indent=2))
+    return 0
+
 
 def cmd_tiny_model(args) -> int:
     from ..tiny_model import build_tiny_model
