@@ -1,0 +1,133 @@
+"""`python -m cai_core judge`: AI judges over a pairs file or a stored batch of comparisons."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from ..cli import add_command
+
+
+def register(sub) -> None:
+    p = add_command(sub, "judge", "judge response pairs with an AI judge (both A/B orders by default)")
+    p.add_argument("--judge-model", required=True, help="judge model spec: default | folder | file.gguf | hf:ID | http://host:port/v1")
+    p.add_argument("--constitution", default=None,
+                   help="constitution file (YAML/JSON/paper JSON) or stored constitution name "
+                        "(optional only when every pair carries its own question)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help='JSONL: {"id","prompt","response_a","response_b"} or prompt/chosen/rejected or paper eval rows')
+    src.add_argument("--batch", help="judge the stored comparisons of this batch instead of a file")
+    p.add_argument("--cot", action="store_true", help="chain-of-thought style (same as --style cot)")
+    p.add_argument("--style", choices=["mc", "cot", "parse"], default=None,
+                   help="mc: option log-probs; cot: reasoning then log-probs, clamped; parse: verdict parsed from text")
+    p.add_argument("--no-swap", action="store_true", help="judge only the A/B order (no position debiasing)")
+    p.add_argument("--principles", default="random", help="random | all | comma-separated principle ids")
+    p.add_argument("--ensemble-models", default="", help="more judge models (comma-separated) combined with --judge-model")
+    p.add_argument("--combine", choices=["mean", "vote"], default="mean", help="how ensemble members combine")
+    p.add_argument("--cot-clamp", default="0.4,0.6", help="LOW,HIGH clamp of CoT probabilities")
+    p.add_argument("--max-new-tokens", type=int, default=160, help="reasoning (cot) or verdict (parse) length")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random principle draw and of generation")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="write one JSON line per pair (id, p_a, label, p_a_ab, p_a_ba, flipped, invalid)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_judge)
+
+
+def load_constitution_arg(store, value: str):
+    """A constitution file (stored as a version for lineage) or a stored constitution name."""
+    from ..constitution import get_constitution, load_constitution_file, save_constitution
+    from ..errors import CaiError
+
+    if Path(value).is_file():
+        constitution = load_constitution_file(value)
+        save_constitution(store, constitution, note=f"used by judge from {value}")
+        return constitution
+    if store.one("SELECT 1 FROM constitutions WHERE name=?", (value,)):
+        return get_constitution(store, value)
+    raise CaiError(f"--constitution {value!r} is neither a file nor a stored constitution name")
+
+
+def cmd_judge(args) -> int:
+    from ..errors import CaiError
+    from ..jobs import JobReporter
+    from ..judges import JudgeSpec, judge_ensemble
+    from ..models import get_backend
+    from ..pairs import add_pairs, comparisons_for, load_pairs_file
+    from ..store import open_store
+
+    store = open_store(args.workspace)
+    style = args.style or ("cot" if args.cot else "mc")
+    if args.cot and args.style not in (None, "cot"):
+        raise CaiError(f"--cot conflicts with --style {args.style}")
+    try:
+        clamp = tuple(float(x) for x in args.cot_clamp.split(","))
+        if len(clamp) != 2:
+            raise ValueError
+    except ValueError as exc:
+        raise CaiError(f"--cot-clamp must be LOW,HIGH (e.g. 0.4,0.6), not {args.cot_clamp!r}") from exc
+    models = [args.judge_model] + [m.strip() for m in args.ensemble_models.split(",") if m.strip()]
+    specs = [JudgeSpec(model=m, style=style, principles=args.principles, swap=not args.no_swap, cot_clamp=clamp,
+                       seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size) for m in models]
+    # validate everything before writing anything
+    if args.pairs:
+        pairs = load_pairs_file(args.pairs, seed=args.seed)
+    else:
+        pairs = comparisons_for(store, batch=args.batch)
+        if not pairs:
+            raise CaiError(f"no stored comparisons in batch {args.batch!r}")
+    constitution = None
+    if args.constitution:
+        constitution = load_constitution_arg(store, args.constitution)
+    elif not all(p.get("question") for p in pairs):
+        raise CaiError("--constitution is required (these pairs have no question of their own)")
+    if constitution is not None:
+        for spec in specs:
+            if isinstance(spec.principles, list):
+                for pid in spec.principles:
+                    constitution.principle(pid)
+    if args.out:
+        out_dir = Path(args.out).resolve().parent
+        if not out_dir.is_dir():
+            raise CaiError(f"--out folder {out_dir} does not exist")
+    if args.pairs:
+        paper = all(p["source_format"].startswith("paper") for p in pairs)
+        add_pairs(store, pairs, source=f"gold:{Path(args.pairs).stem}" if paper else "imported",
+                  batch=Path(args.pairs).stem)
+    backends = [get_backend(m, store.workspace) for m in models]
+    reporter = JobReporter(store, args.job_id)
+
+    def progress(done, total, message):
+        reporter.progress(done, total, message)
+        if not args.job_id and sys.stderr.isatty():
+            print(f"\r{message}", end="", file=sys.stderr)
+
+    verdicts = judge_ensemble(list(zip(backends, specs)), constitution, pairs, store, combine=args.combine,
+                              progress=progress, should_stop=lambda: reporter.should_stop, job_id=args.job_id)
+    if args.out:
+        tmp = Path(args.out).with_name(Path(args.out).name + ".partial")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for v in verdicts:
+                fh.write(json.dumps(v.out_row(), ensure_ascii=False) + "\n")
+        os.replace(tmp, args.out)
+    labels = Counter(v.label or "invalid" for v in verdicts)
+    summary = {
+        "pairs": len(verdicts), "judges": [s.judge_key for s in specs], "style": style, "swap": not args.no_swap,
+        "A": labels.get("A", 0), "B": labels.get("B", 0), "tie": labels.get("tie", 0),
+        "no_valid_judgment": labels.get("invalid", 0), "invalid_judgments": sum(v.invalid for v in verdicts),
+        "flipped": sum(v.flipped for v in verdicts), "disagreements": sum(v.disagreement for v in verdicts),
+        "stopped": reporter.should_stop, "out": args.out,
+    }
+    reporter.progress(len(verdicts), len(verdicts), "done", force=True)
+    reporter.finish(summary)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        if sys.stderr.isatty() and not args.job_id:
+            print(file=sys.stderr)
+        print(f"judged {summary['pairs']} pairs with {', '.join(summary['judges'])}: "
+              f"A {summary['A']}, B {summary['B']}, tie {summary['tie']}, no valid judgment {summary['no_valid_judgment']}; "
+              f"invalid judgments {summary['invalid_judgments']}, flips {summary['flipped']}, "
+              f"ensemble disagreements {summary['disagreements']}" + (f"; wrote {args.out}" if args.out else ""))
+    return 0
