@@ -1,0 +1,124 @@
+"""`revise`: the critique -> revision batch, headless (the page starts it as a background job)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from ..cli import add_command
+from ..errors import CaiError
+from ..workspace import safe_name
+
+
+def register(sub) -> None:
+    p = add_command(sub, "revise", "answer prompts, then critique and revise each answer for N rounds",
+                    description="Critique -> revision over a prompt file or stored prompt set. Every step is "
+                                "stored as it finishes; re-running the same command resumes and never redoes work.")
+    p.add_argument("--model", default="default", help="default | local folder | file.gguf | hf:ID | http://host:port/v1")
+    p.add_argument("--constitution", required=True,
+                   help="constitution file (project YAML/JSON or the paper's JSON) or stored NAME[@VERSION]")
+    p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field, CSV, .txt (one per line) or a stored prompt set")
+    p.add_argument("--rounds", type=int, default=1, help="critique/revision rounds per prompt")
+    p.add_argument("--cot", action="store_true", help="chain-of-thought critiques ending in a verdict")
+    p.add_argument("--out", default=None, help="write one JSON line per prompt (rounds and final answer) here")
+    p.add_argument("--schedule", choices=["random", "sequence", "all"], default="random",
+                   help="random: a fresh principle each round (paper); sequence: --sequence in order; all: every enabled principle in turn")
+    p.add_argument("--sequence", default="", help="comma-separated principle ids for --schedule sequence")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--early-stop", action="store_true", help="stop a prompt when its critique finds no violation")
+    p.add_argument("--no-few-shot", action="store_true", help="leave out the constitution's few-shot examples")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    p.add_argument("--batch", default=None, help="batch name shown in the app (default: <prompts>-<version>)")
+    p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
+    p.set_defaults(func=cmd_revise)
+
+
+def default_batch_name(source: str, version: str) -> str:
+    """<prompts>-<version>: the same command gets the same batch, so a re-run resumes it."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-.") or "prompts"
+    return f"{stem[:100]}-{version[:8]}"
+
+
+def _check_out(path: str | None) -> Path | None:
+    if not path:
+        return None
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise CaiError("--out is a folder; give a file name", where=str(out))
+    if not out.parent.exists():
+        raise CaiError("the folder for --out does not exist", where=str(out))
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """All lines or none: write a temporary file, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def cmd_revise(args) -> int:
+    from ..constitution import save_constitution
+    from ..jobs import JobReporter
+    from ..models import get_backend
+    from ..revision import (ReviseSettings, get_trajectories, resolve_constitution, resolve_prompts, run_revision,
+                            to_jsonl_record)
+    from ..store import open_store
+
+    # validate everything before writing anything
+    store = open_store(args.workspace)
+    constitution, from_file = resolve_constitution(store, args.constitution)
+    items, source = resolve_prompts(store, args.prompts)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CaiError("--limit must be at least 1")
+        items = items[: args.limit]
+    if args.batch_size < 1:
+        raise CaiError("--batch-size must be at least 1")
+    settings = ReviseSettings(
+        rounds=args.rounds, schedule=args.schedule, cot=args.cot, early_stop=args.early_stop,
+        sequence=[s.strip() for s in args.sequence.split(",") if s.strip()], few_shot=not args.no_few_shot,
+        seed=args.seed, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+    ).validate(constitution)
+    out = _check_out(args.out)
+    batch = safe_name(args.batch, "batch name") if args.batch else default_batch_name(source, constitution.version)
+    backend = get_backend(args.model, store.workspace, quantization=args.quantization,
+                          progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
+    if from_file:
+        save_constitution(store, constitution, note=f"used by revise from {args.constitution}")
+
+    reporter = JobReporter(store, args.job_id, None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="step", desc="revise", file=sys.stderr, mininterval=1.0)
+
+    def progress(done: int, total: int, message: str) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+        reporter.progress(done, total, message, force=done >= total)
+
+    ids = run_revision(store, backend, constitution, items, settings, args.model, batch=batch, job_id=args.job_id,
+                       batch_size=args.batch_size, progress=progress, should_stop=lambda: reporter.should_stop)
+    bar.close()
+    trajs = get_trajectories(store, ids)
+    done = sum(t["status"] == "done" for t in trajs)
+    if out is not None:
+        write_jsonl(out, [to_jsonl_record(t) for t in trajs])
+    result = {"batch": batch, "trajectories": len(trajs), "done": done, "constitution": constitution.name,
+              "constitution_version": constitution.version, "model": args.model, "out": str(out) if out else None}
+    reporter.finish(result)
+    print(json.dumps(result), file=sys.stderr)
+    stopped = reporter.should_stop and done < len(trajs)
+    print(f"{done}/{len(trajs)} prompts done in batch {batch!r}" + (" (stopped; run again to resume)" if stopped else ""))
+    return 0

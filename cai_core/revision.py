@@ -1,0 +1,690 @@
+"""The supervised phase of CAI: answer -> (critique -> revision) x N, batched, resumable.
+
+For each prompt the model answers, then for each round a principle is picked (paper default: a
+fresh one at random, seeded), the model critiques its latest answer against that principle's
+critique request (plain, or chain-of-thought ending in a verdict) and revises it following the
+revision request. Work is batched across prompts (all initial answers in one `generate` call,
+then all round-1 critiques, ...), and every step is committed to the store as soon as it is
+generated: a trajectory's key is a hash of prompt + constitution version + model + settings +
+seed, so a killed batch resumes where it stopped and a re-run never redoes a stored step.
+
+`stream_revision` runs the same steps for one prompt token by token (the live page).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+from .backends.base import Backend, Conversation, GenerationParams
+from .constitution import Constitution, Principle, template_variables
+from .errors import CaiError
+from .refusals import refusal_introduced
+from .store import Store, dumps, loads, now
+from .textdiff import change_ratio, edit_distance_words
+
+SCHEDULES = ("random", "sequence", "all")
+COT_INSTRUCTION = (
+    "Let's think step by step. Check the response against the request above, one point at a time. "
+    "Then write a final paragraph that starts with \"Verdict:\" and says \"violation\" or \"no violation\", "
+    "followed by your critique."
+)
+CRITIQUE_PREFIX = "CritiqueRequest: "
+REVISION_PREFIX = "RevisionRequest: "
+
+
+# -- settings and identity ---------------------------------------------------------------------
+@dataclass
+class ReviseSettings:
+    """Everything that changes what the engine writes (part of every trajectory's key)."""
+    rounds: int = 1
+    schedule: str = "random"            # random | sequence | all
+    sequence: list[str] = field(default_factory=list)  # principle ids for schedule "sequence"
+    cot: bool = False
+    early_stop: bool = False
+    few_shot: bool = True               # the constitution's few-shot examples as prior turns
+    seed: int = 0
+    max_new_tokens: int = 200
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+    def key_params(self) -> dict:
+        data = asdict(self)
+        data.pop("seed")
+        return data
+
+    def params(self, stage: int) -> GenerationParams:
+        """Generation params for one stage (0 = answer, 2r-1 = critique r, 2r = revision r)."""
+        return GenerationParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p, seed=self.seed * 1000 + stage)
+
+    def validate(self, constitution: Constitution) -> "ReviseSettings":
+        if self.schedule not in SCHEDULES:
+            raise CaiError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if not isinstance(self.rounds, int) or self.rounds < 0 or self.rounds > 50:
+            raise CaiError(f"rounds must be between 0 and 50 (got {self.rounds})")
+        if self.max_new_tokens < 1:
+            raise CaiError("max new tokens must be at least 1")
+        if self.temperature < 0:
+            raise CaiError("temperature must be >= 0")
+        if self.schedule == "sequence":
+            if not self.sequence:
+                raise CaiError("schedule 'sequence' needs a list of principle ids")
+            ids = {p.id for p in constitution.principles}
+            unknown = [s for s in self.sequence if s not in ids]
+            if unknown:
+                raise CaiError(f"constitution {constitution.name!r} has no principle(s) {', '.join(unknown)}")
+        if not constitution.enabled_principles():
+            raise CaiError(f"constitution {constitution.name!r} has no enabled principle")
+        return self
+
+
+def trajectory_key(prompt: str, constitution_version: str, model: str, settings: ReviseSettings) -> str:
+    blob = json.dumps([prompt, constitution_version, model, settings.key_params(), settings.seed],
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def plan_principles(constitution: Constitution, settings: ReviseSettings, key: str) -> list[str]:
+    """The principle id of each round. 'random' draws with a generator seeded by the key (which
+    includes the seed), so the same prompt and seed always get the same principles."""
+    enabled = [p.id for p in constitution.enabled_principles()]
+    if settings.schedule == "random":
+        rng = random.Random(int(key[:16], 16))
+        return [rng.choice(enabled) for _ in range(settings.rounds)]
+    cycle = settings.sequence if settings.schedule == "sequence" else enabled
+    return [cycle[i % len(cycle)] for i in range(settings.rounds)]
+
+
+# -- prompts as conversations -------------------------------------------------------------------
+def _fill(template: str, question: str, response: str, critique: str = "") -> str:
+    return template.format_map({"question": question, "response": response, "critique": critique})
+
+
+def _self_contained(template: str) -> bool:
+    """A template that quotes {response} carries the dialogue itself; others are asked after it."""
+    return "response" in template_variables(template)
+
+
+def _critique_turns(principle: Principle, question: str, response: str, cot: bool) -> Conversation:
+    request = _fill(principle.critique_request, question, response)
+    if cot:
+        request = f"{request}\n\n{COT_INSTRUCTION}"
+    if _self_contained(principle.critique_request):
+        return [{"role": "user", "content": request}]
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": response},
+            {"role": "user", "content": CRITIQUE_PREFIX + request}]
+
+
+def _revision_turns(principle: Principle, question: str, response: str, critique: str, cot: bool) -> Conversation:
+    request = _fill(principle.revision_request, question, response, critique)
+    if _self_contained(principle.revision_request):
+        return [{"role": "user", "content": request}]
+    return _critique_turns(principle, question, response, cot) + [
+        {"role": "assistant", "content": critique},
+        {"role": "user", "content": REVISION_PREFIX + request},
+    ]
+
+
+def few_shot_turns(constitution: Constitution) -> Conversation:
+    """The few-shot examples as prior turns. The block is the same for every prompt and round
+    (each example uses its own principle), so a backend can reuse the shared prefix."""
+    turns: Conversation = []
+    enabled = constitution.enabled_principles()
+    for ex in constitution.few_shot:
+        try:
+            principle = constitution.principle(ex.principle_id) if ex.principle_id else enabled[0]
+        except CaiError:
+            principle = enabled[0]
+        turns += _revision_turns(principle, ex.question, ex.response, ex.critique, cot=False)
+        turns.append({"role": "assistant", "content": ex.revision})
+    return turns
+
+
+def answer_conversation(prompt: str) -> Conversation:
+    return [{"role": "user", "content": prompt}]
+
+
+def critique_conversation(constitution: Constitution, principle: Principle, prompt: str, response: str,
+                          settings: ReviseSettings) -> Conversation:
+    prefix = few_shot_turns(constitution) if settings.few_shot else []
+    return prefix + _critique_turns(principle, prompt, response, settings.cot)
+
+
+def revision_conversation(constitution: Constitution, principle: Principle, prompt: str, response: str,
+                          critique_output: str, settings: ReviseSettings) -> Conversation:
+    """The revision request follows the critique as the model wrote it (CoT reasoning included)."""
+    prefix = few_shot_turns(constitution) if settings.few_shot else []
+    return prefix + _revision_turns(principle, prompt, response, critique_output, settings.cot)
+
+
+# -- reading critiques -------------------------------------------------------------------------
+_VERDICT = re.compile(r"verdict\s*\**\s*[:\-]", re.IGNORECASE)
+_NO_VIOLATION = re.compile(
+    r"\b(?:no\s+violations?|not?\s+violat\w*|does\s*n[o']t\s+violate|doesn't\s+violate|without\s+violat\w*|"
+    r"no\s+(?:harm|issues?|problems?|concerns?)\b|(?:is|was|seems|appears)\s+not\s+(?:harmful|problematic|unethical|"
+    r"dangerous|illegal|toxic|offensive)|nothing\s+(?:harmful|wrong|problematic|unethical)|"
+    r"(?:is|was|seems|appears)\s+(?:fine|acceptable|appropriate|harmless|safe)\b|harmless)",
+    re.IGNORECASE,
+)
+_VIOLATION = re.compile(
+    r"\b(?:violat\w*|harmful|unethical|racist|sexist|toxic|dangerous|illegal|problematic|inappropriate|"
+    r"offensive|misleading|biased)\b",
+    re.IGNORECASE,
+)
+
+
+def parse_violation(text: str | None) -> int | None:
+    """1 when the text says a violation was found, 0 when it says none, None when unclear.
+    Reads the opening (where verdicts and first judgements sit); the earliest statement wins."""
+    head = (text or "")[:400]
+    no = _NO_VIOLATION.search(head)
+    masked = _NO_VIOLATION.sub(lambda m: " " * len(m.group(0)), head)
+    yes = _VIOLATION.search(masked)
+    if no and yes:
+        return 0 if no.start() < yes.start() else 1
+    if no:
+        return 0
+    if yes:
+        return 1
+    return None
+
+
+@dataclass
+class Critique:
+    text: str                   # the critique proper (the verdict part for CoT)
+    reasoning: str | None       # chain of thought, kept apart from the verdict
+    violation: int | None
+    raw: str                    # what the model wrote, as fed to the revision request
+
+
+def parse_critique(raw: str, cot: bool) -> Critique:
+    raw = (raw or "").strip()
+    if not cot:
+        return Critique(text=raw, reasoning=None, violation=parse_violation(raw), raw=raw)
+    matches = list(_VERDICT.finditer(raw))
+    if not matches:  # no verdict line: the whole output is the critique, the violation is unknown
+        return Critique(text=raw, reasoning=None, violation=None, raw=raw)
+    last = matches[-1]
+    reasoning = raw[: last.start()].strip()
+    verdict = raw[last.end():].strip()
+    return Critique(text=verdict, reasoning=reasoning, violation=parse_violation(verdict), raw=raw)
+
+
+# -- in-memory state of one trajectory ----------------------------------------------------------
+@dataclass
+class _Step:
+    round: int
+    principle_id: str
+    critique: str | None = None
+    reasoning: str | None = None
+    violation: int | None = None
+    revision: str | None = None
+    state: str = "critiqued"     # critiqued | revised | stopped
+    raw: str | None = None
+
+
+@dataclass
+class _Traj:
+    id: int
+    key: str
+    prompt: str
+    plan: list[str]
+    initial: str | None
+    status: str
+    steps: dict[int, _Step] = field(default_factory=dict)
+
+    def response_before(self, rnd: int) -> str:
+        """The text a round critiques: the previous round's revision, else the initial answer."""
+        for r in range(rnd - 1, 0, -1):
+            s = self.steps.get(r)
+            if s is not None and s.revision is not None:
+                return s.revision
+        return self.initial or ""
+
+    def stopped_before(self, rnd: int) -> bool:
+        return any(s.state == "stopped" for r, s in self.steps.items() if r < rnd)
+
+    def final(self) -> str:
+        return self.response_before(len(self.plan) + 1)
+
+
+@dataclass
+class PromptItem:
+    text: str
+    category: str | None = None
+    meta: dict = field(default_factory=dict)
+    prompt_id: int | None = None
+
+
+def as_prompt_items(items: Iterable) -> list[PromptItem]:
+    out = []
+    for it in items:
+        if isinstance(it, PromptItem):
+            out.append(it)
+        elif isinstance(it, str):
+            out.append(PromptItem(it))
+        else:
+            out.append(PromptItem(it["text"], it.get("category"), dict(it.get("meta") or {}), it.get("id")))
+    return out
+
+
+# -- the engine --------------------------------------------------------------------------------
+class Reviser:
+    """Runs (or resumes) trajectories for one constitution version, model and settings."""
+
+    def __init__(self, store: Store, backend: Backend, constitution: Constitution, settings: ReviseSettings,
+                 model: str, *, batch: str | None = None, job_id: int | None = None):
+        self.store = store
+        self.backend = backend
+        self.constitution = constitution.validate()
+        self.settings = settings.validate(constitution)
+        self.model = model
+        self.batch = batch
+        self.job_id = job_id
+        self.version = constitution.version
+
+    # -- store ---------------------------------------------------------------------------------
+    def _load_or_create(self, item: PromptItem) -> _Traj:
+        key = trajectory_key(item.text, self.version, self.model, self.settings)
+        plan = plan_principles(self.constitution, self.settings, key)
+        row = self.store.one("SELECT id, initial, status FROM trajectories WHERE key=?", (key,))
+        if row is None:
+            with self.store.tx() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO trajectories (key, job_id, batch, prompt_id, prompt, category, "
+                    "constitution_name, constitution_version, model, params_json, seed, status, meta_json, rounds, "
+                    "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (key, self.job_id, self.batch, item.prompt_id, item.text, item.category, self.constitution.name,
+                     self.version, self.model, dumps(self.settings.key_params()), self.settings.seed, "pending",
+                     dumps(item.meta) if item.meta else None, self.settings.rounds, now(), now()),
+                )
+            row = self.store.one("SELECT id, initial, status FROM trajectories WHERE key=?", (key,))
+        traj = _Traj(id=row["id"], key=key, prompt=item.text, plan=plan, initial=row["initial"], status=row["status"])
+        for s in self.store.query("SELECT * FROM trajectory_steps WHERE trajectory_id=? ORDER BY round", (traj.id,)):
+            traj.steps[s["round"]] = _Step(round=s["round"], principle_id=s["principle_id"], critique=s["critique"],
+                                           reasoning=s["critique_reasoning"], violation=s["violation"],
+                                           revision=s["revision"], state=s["state"])
+        return traj
+
+    def _save_initial(self, t: _Traj, text: str, seconds: float) -> None:
+        t.initial = text
+        self.store.execute("UPDATE trajectories SET initial=?, timings_json=?, updated_at=? WHERE id=?",
+                           (text, dumps({"answer_s": round(seconds, 4)}), now(), t.id))
+
+    def _save_critique(self, t: _Traj, rnd: int, c: Critique, seconds: float) -> _Step:
+        stop = self.settings.early_stop and c.violation == 0
+        step = _Step(round=rnd, principle_id=t.plan[rnd - 1], critique=c.text, reasoning=c.reasoning,
+                     violation=c.violation, state="stopped" if stop else "critiqued", raw=c.raw)
+        t.steps[rnd] = step
+        self.store.execute(
+            "INSERT OR IGNORE INTO trajectory_steps (trajectory_id, round, principle_id, critique, critique_reasoning, "
+            "violation, state, timings_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (t.id, rnd, step.principle_id, c.text, c.reasoning, c.violation, step.state,
+             dumps({"critique_s": round(seconds, 4)}), now()),
+        )
+        return step
+
+    def _save_revision(self, t: _Traj, rnd: int, text: str, seconds: float) -> None:
+        step = t.steps[rnd]
+        before = t.response_before(rnd)
+        step.revision, step.state = text, "revised"
+        row = self.store.one("SELECT timings_json FROM trajectory_steps WHERE trajectory_id=? AND round=?", (t.id, rnd))
+        timings = {**loads(row["timings_json"] if row else None, {}), "revision_s": round(seconds, 4)}
+        self.store.execute(
+            "UPDATE trajectory_steps SET revision=?, state='revised', edit_words=?, refusal_introduced=?, timings_json=? "
+            "WHERE trajectory_id=? AND round=?",
+            (text, edit_distance_words(before, text), int(refusal_introduced(before, text)), dumps(timings), t.id, rnd),
+        )
+
+    def _finish(self, t: _Traj) -> None:
+        final = t.final()
+        t.status = "done"
+        self.store.execute(
+            "UPDATE trajectories SET final=?, status='done', change_ratio=?, updated_at=? WHERE id=?",
+            (final, change_ratio(t.initial or "", final), now(), t.id),
+        )
+
+    def _needs_critique(self, t: _Traj, rnd: int) -> bool:
+        return t.status != "done" and rnd <= len(t.plan) and rnd not in t.steps and not t.stopped_before(rnd)
+
+    def _needs_revision(self, t: _Traj, rnd: int) -> bool:
+        s = t.steps.get(rnd)
+        return t.status != "done" and s is not None and s.state == "critiqued" and s.revision is None
+
+    def _critique_conv(self, t: _Traj, rnd: int) -> Conversation:
+        principle = self.constitution.principle(t.plan[rnd - 1])
+        return critique_conversation(self.constitution, principle, t.prompt, t.response_before(rnd), self.settings)
+
+    def _revision_conv(self, t: _Traj, rnd: int) -> Conversation:
+        principle = self.constitution.principle(t.plan[rnd - 1])
+        step = t.steps[rnd]
+        critique_text = step.raw if step.raw is not None else _stored_critique_output(step, self.settings.cot)
+        return revision_conversation(self.constitution, principle, t.prompt, t.response_before(rnd),
+                                     critique_text, self.settings)
+
+    # -- batch ---------------------------------------------------------------------------------
+    def prepare(self, items: Iterable) -> list[_Traj]:
+        """Create (or find) the trajectory rows for these prompts; duplicates collapse into one."""
+        seen, out = set(), []
+        for item in as_prompt_items(items):
+            t = self._load_or_create(item)
+            if t.key not in seen:
+                seen.add(t.key)
+                out.append(t)
+        return out
+
+    def steps_total(self, trajs: list[_Traj]) -> int:
+        return len(trajs) * (1 + 2 * self.settings.rounds)
+
+    @staticmethod
+    def steps_done(t: _Traj) -> int:
+        if t.status == "done":
+            return 1 + 2 * len(t.plan)
+        n = int(t.initial is not None)
+        for s in t.steps.values():
+            n += 2 if s.state in ("revised", "stopped") else 1
+        return n
+
+    def run(self, items: Iterable, *, batch_size: int = 8,
+            progress: Callable[[int, int, str], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[int]:
+        """Run every prompt to the end (skipping stored steps); returns trajectory ids in input order.
+        Stops between generation calls when should_stop() says so (the rest resumes later)."""
+        trajs = self.prepare(items)
+        total = self.steps_total(trajs)
+        batch_size = max(1, int(batch_size))
+
+        def report(msg: str) -> None:
+            if progress:
+                progress(sum(self.steps_done(t) for t in trajs), total, msg)
+
+        report("starting")
+        for start in range(0, len(trajs), batch_size):
+            chunk = [t for t in trajs[start:start + batch_size] if t.status != "done"]
+            if not chunk:
+                continue
+            label = f"prompts {start + 1}-{start + len(trajs[start:start + batch_size])} of {len(trajs)}"
+            todo = [t for t in chunk if t.initial is None]
+            if todo:
+                if should_stop and should_stop():
+                    break
+                self._generate(todo, [answer_conversation(t.prompt) for t in todo], 0,
+                               lambda t, text, s: self._save_initial(t, text, s))
+                report(f"{label}: answers")
+            for rnd in range(1, self.settings.rounds + 1):
+                todo = [t for t in chunk if self._needs_critique(t, rnd)]
+                if todo:
+                    if should_stop and should_stop():
+                        return [t.id for t in trajs]
+                    self._generate(todo, [self._critique_conv(t, rnd) for t in todo], 2 * rnd - 1,
+                                   lambda t, text, s, r=rnd: self._save_critique(t, r, parse_critique(text, self.settings.cot), s))
+                    report(f"{label}: round {rnd} critiques")
+                todo = [t for t in chunk if self._needs_revision(t, rnd)]
+                if todo:
+                    if should_stop and should_stop():
+                        return [t.id for t in trajs]
+                    self._generate(todo, [self._revision_conv(t, rnd) for t in todo], 2 * rnd,
+                                   lambda t, text, s, r=rnd: self._save_revision(t, r, text, s))
+                    report(f"{label}: round {rnd} revisions")
+            for t in chunk:
+                self._finish(t)
+            report(f"{label}: done")
+        return [t.id for t in trajs]
+
+    def _generate(self, trajs: list[_Traj], convs: list[Conversation], stage: int, save) -> None:
+        t0 = time.time()
+        outs = self.backend.generate(convs, self.settings.params(stage))
+        per_item = (time.time() - t0) / max(1, len(trajs))
+        for t, out in zip(trajs, outs):
+            save(t, out[0].text if out else "", per_item)
+
+    # -- single prompt, streamed ---------------------------------------------------------------
+    def stream(self, item) -> Iterator["Event"]:
+        """Run one prompt, yielding events as tokens arrive; stored steps are replayed whole."""
+        t = self.prepare([item])[0]
+        yield Event("start", 0, None, "", {"trajectory_id": t.id, "plan": t.plan, "stored": t.status == "done"})
+        params = self.settings.params
+        if t.initial is None:
+            t0, buf = time.time(), []
+            for piece in self.backend.stream(answer_conversation(t.prompt), params(0)):
+                buf.append(piece)
+                yield Event("initial", 0, None, piece, None)
+            self._save_initial(t, "".join(buf).strip(), time.time() - t0)
+        else:
+            yield Event("initial", 0, None, t.initial, {"stored": True})
+        yield Event("initial_done", 0, None, t.initial, None)
+        for rnd in range(1, len(t.plan) + 1):
+            pid = t.plan[rnd - 1]
+            if t.stopped_before(rnd):
+                break
+            yield Event("round", rnd, pid, self.constitution.principle(pid).name, None)
+            if rnd not in t.steps:
+                t0, buf = time.time(), []
+                for piece in self.backend.stream(self._critique_conv(t, rnd), params(2 * rnd - 1)):
+                    buf.append(piece)
+                    yield Event("critique", rnd, pid, piece, None)
+                self._save_critique(t, rnd, parse_critique("".join(buf), self.settings.cot), time.time() - t0)
+            else:
+                yield Event("critique", rnd, pid, _stored_critique_output(t.steps[rnd], self.settings.cot), {"stored": True})
+            s = t.steps[rnd]
+            yield Event("critique_done", rnd, pid, s.critique or "",
+                        {"reasoning": s.reasoning, "violation": s.violation, "stopped": s.state == "stopped"})
+            if self._needs_revision(t, rnd):
+                t0, buf = time.time(), []
+                for piece in self.backend.stream(self._revision_conv(t, rnd), params(2 * rnd)):
+                    buf.append(piece)
+                    yield Event("revision", rnd, pid, piece, None)
+                self._save_revision(t, rnd, "".join(buf).strip(), time.time() - t0)
+            elif s.revision is not None:
+                yield Event("revision", rnd, pid, s.revision, {"stored": True})
+            if s.revision is not None:
+                yield Event("revision_done", rnd, pid, s.revision, None)
+        if t.status != "done":
+            self._finish(t)
+        yield Event("done", len(t.plan), None, t.final(), get_trajectory(self.store, t.id))
+
+
+def _stored_critique_output(step: _Step, cot: bool) -> str:
+    """Rebuild the critique as the model wrote it, for a step loaded from the store."""
+    if cot and step.reasoning is not None and step.reasoning != step.critique:
+        return f"{step.reasoning}\n\nVerdict: {step.critique or ''}".strip()
+    return step.critique or ""
+
+
+class Event(NamedTuple):
+    """One thing that happened while streaming: kind is start | initial | initial_done | round |
+    critique | critique_done | revision | revision_done | done; text is a token (or a whole
+    stored text, data={"stored": True})."""
+    kind: str
+    round: int
+    principle_id: str | None
+    text: str
+    data: dict | None
+
+
+def stream_revision(store: Store, backend: Backend, constitution: Constitution, prompt, settings: ReviseSettings,
+                    model: str, *, batch: str = "live") -> Iterator[Event]:
+    """Live single-prompt run for the page: yields Events and stores every step like a batch."""
+    return Reviser(store, backend, constitution, settings, model, batch=batch).stream(prompt)
+
+
+def run_revision(store: Store, backend: Backend, constitution: Constitution, prompts: Iterable,
+                 settings: ReviseSettings, model: str, *, batch: str | None = None, job_id: int | None = None,
+                 batch_size: int = 8, progress=None, should_stop=None) -> list[int]:
+    """Batch run (or resume) over prompts; returns trajectory ids in prompt order."""
+    return Reviser(store, backend, constitution, settings, model, batch=batch, job_id=job_id).run(
+        prompts, batch_size=batch_size, progress=progress, should_stop=should_stop)
+
+
+# -- reading results ---------------------------------------------------------------------------
+def get_trajectory(store: Store, trajectory_id: int) -> dict:
+    """A trajectory with its rounds: {..., "meta", "params", "steps": [{round, principle_id, ...}]}."""
+    row = store.one("SELECT * FROM trajectories WHERE id=?", (trajectory_id,))
+    if row is None:
+        raise CaiError(f"no trajectory {trajectory_id}")
+    out = dict(row)
+    out["meta"] = loads(out.pop("meta_json"), {})
+    out["params"] = loads(out.pop("params_json"), {})
+    out["timings"] = loads(out.pop("timings_json"), {})
+    steps = []
+    for s in store.query("SELECT * FROM trajectory_steps WHERE trajectory_id=? ORDER BY round", (trajectory_id,)):
+        d = dict(s)
+        d["timings"] = loads(d.pop("timings_json"), {})
+        steps.append(d)
+    out["steps"] = steps
+    return out
+
+
+def get_trajectories(store: Store, ids: list[int]) -> list[dict]:
+    return [get_trajectory(store, i) for i in ids]
+
+
+def to_jsonl_record(traj: dict) -> dict:
+    """The --out line for one prompt: prompt, metadata, every round and the final answer."""
+    return {
+        "prompt": traj["prompt"],
+        "category": traj["category"],
+        "meta": traj["meta"],
+        "initial": traj["initial"],
+        "rounds": [{"round": s["round"], "principle_id": s["principle_id"], "critique": s["critique"],
+                    "critique_reasoning": s["critique_reasoning"], "violation": s["violation"],
+                    "revision": s["revision"]} for s in traj["steps"]],
+        "final": traj["final"],
+        "trajectory_id": traj["id"],
+        "constitution": traj["constitution_name"],
+        "constitution_version": traj["constitution_version"],
+        "model": traj["model"],
+        "seed": traj["seed"],
+        "params": traj["params"],
+        "status": traj["status"],
+    }
+
+
+CHANGE_FILTERS = {
+    "any": None,
+    "not at all": "t.change_ratio <= 0.0001",
+    "a little": "t.change_ratio > 0.0001 AND t.change_ratio < 0.5",
+    "a lot": "t.change_ratio >= 0.5",
+}
+
+
+def _where(batch=None, constitution_version=None, principle=None, change=None, search=None, status="done",
+           model=None) -> tuple[str, list]:
+    clauses, params = [], []
+    if status:
+        clauses.append("t.status=?")
+        params.append(status)
+    if batch:
+        clauses.append("t.batch=?")
+        params.append(batch)
+    if constitution_version:
+        clauses.append("t.constitution_version=?")
+        params.append(constitution_version)
+    if model:
+        clauses.append("t.model=?")
+        params.append(model)
+    if principle:
+        clauses.append("EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=t.id AND s.principle_id=?)")
+        params.append(principle)
+    if change:
+        if change not in CHANGE_FILTERS:
+            raise CaiError(f"unknown change filter {change!r}; use one of {', '.join(CHANGE_FILTERS)}")
+        if CHANGE_FILTERS[change]:
+            clauses.append(CHANGE_FILTERS[change])
+    if search:
+        like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(t.prompt LIKE ? ESCAPE '\\' OR t.initial LIKE ? ESCAPE '\\' OR t.final LIKE ? ESCAPE '\\')")
+        params += [like, like, like]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def list_trajectories(store: Store, *, batch: str | None = None, constitution_version: str | None = None,
+                      principle: str | None = None, change: str | None = None, search: str | None = None,
+                      status: str | None = "done", limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+    """One page of trajectory summaries (newest first) and the total matching."""
+    where, params = _where(batch, constitution_version, principle, change, search, status)
+    total = int(store.scalar(f"SELECT COUNT(*) FROM trajectories t{where}", tuple(params)) or 0)
+    rows = store.query(
+        "SELECT t.id, t.batch, t.prompt, t.category, t.initial, t.final, t.status, t.change_ratio, t.rounds, "
+        "t.constitution_name, t.constitution_version, t.model, t.seed, t.created_at, "
+        "(SELECT GROUP_CONCAT(principle_id, ', ') FROM (SELECT principle_id FROM trajectory_steps s "
+        " WHERE s.trajectory_id=t.id ORDER BY s.round)) AS principles "
+        f"FROM trajectories t{where} ORDER BY t.id DESC LIMIT ? OFFSET ?",
+        tuple(params) + (int(limit), int(offset)),
+    )
+    return [dict(r) for r in rows], total
+
+
+def list_batches(store: Store) -> list[dict]:
+    """Batches with their size and progress, newest first."""
+    return [dict(r) for r in store.query(
+        "SELECT batch, COUNT(*) AS trajectories, SUM(status='done') AS done, MIN(created_at) AS created_at, "
+        "GROUP_CONCAT(DISTINCT constitution_version) AS versions, GROUP_CONCAT(DISTINCT model) AS models "
+        "FROM trajectories WHERE batch IS NOT NULL GROUP BY batch ORDER BY MIN(created_at) DESC")]
+
+
+def principle_stats(store: Store, *, batch: str | None = None, constitution_version: str | None = None) -> list[dict]:
+    """Per principle: rounds, how often its critique found a violation, mean word edit distance of
+    its revisions, and refusals its revisions introduced."""
+    where, params = _where(batch, constitution_version, status=None)
+    rows = store.query(
+        "SELECT s.principle_id, COUNT(*) AS rounds, SUM(s.violation=1) AS violations, SUM(s.violation=0) AS clean, "
+        "SUM(s.violation IS NULL) AS unclear, SUM(s.revision IS NOT NULL) AS revisions, "
+        "AVG(s.edit_words) AS mean_edit_words, SUM(COALESCE(s.refusal_introduced, 0)) AS refusals_introduced "
+        f"FROM trajectory_steps s JOIN trajectories t ON t.id=s.trajectory_id{where} "
+        "GROUP BY s.principle_id ORDER BY s.principle_id",
+        tuple(params),
+    )
+    out = []
+    for r in rows:
+        d = dict(r)
+        judged = (d["violations"] or 0) + (d["clean"] or 0)
+        d["violation_rate"] = (d["violations"] or 0) / judged if judged else None
+        d["refusal_rate"] = (d["refusals_introduced"] or 0) / d["revisions"] if d["revisions"] else None
+        d["mean_edit_words"] = round(d["mean_edit_words"], 2) if d["mean_edit_words"] is not None else None
+        out.append(d)
+    return out
+
+
+# -- resolving what a command names ------------------------------------------------------------
+def resolve_constitution(store: Store, spec: str) -> tuple[Constitution, bool]:
+    """A constitution from a file (project YAML/JSON or paper JSON), "NAME", "NAME@VERSION" or a
+    stored version hash. Returns (constitution, from_file); a file's constitution is not saved here."""
+    from pathlib import Path
+
+    from .constitution import get_by_version, get_constitution, load_constitution_file
+
+    path = Path(spec).expanduser()
+    if path.is_file() or path.suffix.lower() in (".json", ".yaml", ".yml"):
+        return load_constitution_file(path), True
+    name, _, version = spec.partition("@")
+    try:
+        return get_constitution(store, name, version or None), False
+    except CaiError:
+        if not version and re.fullmatch(r"[0-9a-f]{6,64}", spec):
+            try:
+                return get_by_version(store, spec), False
+            except CaiError:
+                pass
+    raise CaiError(f"{spec!r} is neither a constitution file nor a stored constitution "
+                   "(give a .yaml/.json path, NAME or NAME@VERSION)")
+
+
+def resolve_prompts(store: Store, spec: str) -> tuple[list[PromptItem], str]:
+    """Prompts from a .jsonl/.csv/.txt file or a stored prompt set. Returns (items, source label)."""
+    from pathlib import Path
+
+    from .prompt_sets import get_prompts, load_prompts_file
+
+    path = Path(spec).expanduser()
+    if path.is_file() or path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".csv", ".txt"):
+        return as_prompt_items(load_prompts_file(path)), path.stem
+    try:
+        return as_prompt_items(get_prompts(store, spec)), spec
+    except CaiError:
+        raise CaiError(f"{spec!r} is neither a prompt file (.jsonl/.csv/.txt) nor a stored prompt set") from None
