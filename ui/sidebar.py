@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cai_core.models import DEFAULT_NAME, DEFAULT_SPEC, is_http, loaded_backends
-from ui.common import set_active_model
+from cai_core.errors import CaiError
+from cai_core.models import DEFAULT_SPEC, check_spec, is_http
+from ui.common import set_active_model, show_error
+from ui.models import display_name, load_status, start_load
 
 SOURCES = ["Embedded default", "Local folder or .gguf", "Hugging Face ID", "OpenAI-compatible URL"]
 
@@ -23,14 +25,8 @@ def render_sidebar(store, root: str, spec: str) -> None:
     with st.sidebar:
         st.caption(f"Workspace: `{store.workspace.root}`")
         st.markdown("**Active model**")
-        st.text(DEFAULT_NAME + " (embedded)" if spec == DEFAULT_SPEC else spec)
-        info = next((b for b in loaded_backends() if b.get("spec") == spec), None)
-        if info:
-            bits = [info.get("device"), info.get("dtype"), info.get("quantization")]
-            mem = info.get("memory_mb")
-            st.caption(" · ".join(str(b) for b in bits if b) + (f" · {mem:.0f} MB" if mem else ""))
-        else:
-            st.caption("not loaded in this server yet (loads on first use)")
+        st.text(display_name(spec))
+        load_status(spec, store.workspace, key="sidebar")
         with st.expander("Change model"):
             source = st.radio("Source", SOURCES, index=_source_of(spec), key="sb_model_source",
                               help="Where the model comes from. The embedded default works offline.")
@@ -49,5 +45,11 @@ def render_sidebar(store, root: str, spec: str) -> None:
                 if not value or value in ("hf:",):
                     st.error("enter a model first")
                 else:
-                    set_active_model(value.strip())
-                    st.rerun()
+                    try:
+                        checked = check_spec(value, store.workspace)
+                    except CaiError as exc:
+                        show_error(exc)
+                    else:
+                        set_active_model(checked)
+                        start_load(checked, store.workspace)  # in the background; progress shows above
+                        st.rerun()
