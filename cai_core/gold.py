@@ -12,7 +12,6 @@ so a judge that always says "(A)" scores about 50%, not whatever the file's orde
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -46,8 +45,12 @@ def label_from_p(p_a: float, tie_margin: float = 0.0) -> str:
     return "A" if p_a > 0.5 else "B"
 
 
-def parse_label_row(obj: Any, where: str) -> dict:
-    """Validate one interchange row; returns a normalised copy (id as str, label canonical)."""
+def parse_label_row(obj: Any, where: str, allow_no_verdict: bool = False) -> dict:
+    """Validate one interchange row; returns a normalised copy (id as str, label canonical).
+
+    allow_no_verdict: a judge's output may hold rows with neither label nor p_a (every judgment of
+    that pair was unparseable); they are kept with label None, to be counted, never guessed.
+    """
     if not isinstance(obj, dict):
         raise CaiError("each line must be a JSON object with 'id' and 'label'", where=where)
     if "id" not in obj or obj["id"] in (None, ""):
@@ -62,17 +65,23 @@ def parse_label_row(obj: Any, where: str) -> dict:
             raise CaiError(f"'p_a' must be a number between 0 and 1, got {p_a!r}", where=where)
         row["p_a"] = float(p_a)
     if obj.get("label") is None:
-        if p_a is None:
+        if p_a is None and allow_no_verdict:
+            row["label"] = None
+        elif p_a is None:
             raise CaiError("missing 'label' (or at least 'p_a')", where=where)
         row["label"] = label_from_p(float(p_a))
     else:
         row["label"] = normalise_label(obj["label"], where)
+    for field in ("p_a_ab", "p_a_ba"):
+        v = obj.get(field)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0):
+            raise CaiError(f"'{field}' must be a number between 0 and 1, got {v!r}", where=where)
     if obj.get("rater") is not None:
         row["rater"] = str(obj["rater"])
     return row
 
 
-def parse_labels(text: str, source: str = "<labels>") -> list[dict]:
+def parse_labels(text: str, source: str = "<labels>", allow_no_verdict: bool = False) -> list[dict]:
     """Parse label-interchange JSONL text; errors name source:line. Blank lines are skipped."""
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -83,13 +92,13 @@ def parse_labels(text: str, source: str = "<labels>") -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CaiError(f"not valid JSON ({exc.msg} at column {exc.colno})", where=where) from exc
-        rows.append(parse_label_row(obj, where))
+        rows.append(parse_label_row(obj, where, allow_no_verdict))
     if not rows:
         raise CaiError("no labels found (expected JSONL rows with 'id' and 'label')", where=source)
     return rows
 
 
-def read_labels(path: str | Path) -> list[dict]:
+def read_labels(path: str | Path, allow_no_verdict: bool = False) -> list[dict]:
     """Read a label file. The paper's eval sets (rows with 'corrects') are read as their gold labels."""
     path = Path(path)
     text = _read_text(path)
@@ -100,7 +109,7 @@ def read_labels(path: str | Path) -> list[dict]:
         is_paper = False
     if is_paper:
         return paper_gold_labels(path)
-    return parse_labels(text, source=str(path))
+    return parse_labels(text, source=str(path), allow_no_verdict=allow_no_verdict)
 
 
 def write_labels(path: str | Path, rows: Iterable[dict]) -> int:
@@ -212,6 +221,8 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
             "response_b": b,
             "gold_label": gold,
             "category": category,
+            # a classification set asks its own question; a pairwise set is judged on the constitution
+            "question": question if fmt == "classification" else None,
             "meta": {"set": stem, "line": lineno, "question": question, "format": fmt,
                      "paper_correct": correct, "swapped": swap, "seed": seed if randomize else None},
         })
@@ -223,41 +234,44 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
 def paper_gold_labels(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool = True) -> list[dict]:
     """The gold labels of a paper eval set in the interchange format (same ids as load_paper_eval)."""
     return [{"id": it["id"], "label": it["gold_label"], "rater": f"paper:{it['meta']['set']}",
-             "category": it["category"]} for it in load_paper_eval(path, seed=seed, randomize=randomize)]
+             "category": it["category"], "len_a": word_count(it["response_a"]), "len_b": word_count(it["response_b"])}
+            for it in load_paper_eval(path, seed=seed, randomize=randomize)]
+
+
+def word_count(text: str | None) -> int:
+    """Answer length for the length-bias statistics: whitespace-separated words."""
+    return len((text or "").split())
 
 
 # -- gold sets in the store ---------------------------------------------------------------------
-def comparison_key(source: str, prompt: str, response_a: str, response_b: str) -> str:
-    """Content hash of a comparison (the comparisons.key column)."""
-    blob = json.dumps([source, prompt, response_a, response_b], ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
-
-
 def import_paper_eval(store: Store, path: str | Path, *, seed: int = PAPER_SEED, limit: int | None = None) -> dict:
     """Import a paper eval set as comparisons with gold_label (source 'gold:<set>'); re-runs skip.
 
-    Everything is parsed before anything is written. Returns {set, source, ids (comparison ids in
-    file order), added, skipped}.
+    Everything is parsed before anything is written. A comparison already stored with the two
+    sides the other way round (e.g. by the pairs importer, which keeps the file's order) is
+    reused, so one eval item is never stored twice. Returns {set, source, ids, added, reused}.
     """
+    from .pairs import add_pairs, comparison_key
+
     items = load_paper_eval(path, seed=seed)
     if limit is not None:
         items = items[: max(0, int(limit))]
     set_name = Path(path).stem
     source = f"gold:{set_name}"
-    ids, added = [], 0
-    with store.tx() as conn:
-        for it in items:
-            key = comparison_key(source, it["prompt"], it["response_a"], it["response_b"])
-            meta = {**it["meta"], "gold_id": it["id"]}
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO comparisons (key, source, batch, prompt, response_a, response_b, category,"
-                " gold_label, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (key, source, set_name, it["prompt"], it["response_a"], it["response_b"], it["category"],
-                 it["gold_label"], dumps(meta), now()),
-            )
-            added += cur.rowcount
-            ids.append(int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0]))
-    return {"set": set_name, "source": source, "ids": ids, "added": added, "skipped": len(items) - added}
+    ids: list[int | None] = []
+    fresh = []
+    for it in items:
+        mirror = store.scalar("SELECT id FROM comparisons WHERE key=?",
+                              (comparison_key(it["prompt"], it["response_b"], it["response_a"], source),))
+        ids.append(None if mirror is None else int(mirror))
+        if mirror is None:
+            fresh.append(it)
+    before = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0)
+    pairs = [{**it, "meta": {**it["meta"], "gold_id": it["id"]}} for it in fresh]
+    new_ids = iter(add_pairs(store, pairs, source=source, batch=set_name) if pairs else [])
+    ids = [i if i is not None else next(new_ids) for i in ids]
+    added = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0) - before
+    return {"set": set_name, "source": source, "ids": ids, "added": added, "reused": len(items) - len(fresh)}
 
 
 def gold_sets(store: Store) -> list[dict]:
@@ -306,6 +320,59 @@ def gold_from_human_labels(store: Store, *, blind_only: bool = False, include_ov
         if label is None:  # skip
             continue
         out.append({"id": str(cid), "label": label, "rater": annotator, "category": r["category"]})
+    return out
+
+
+def judge_keys(store: Store) -> list[dict]:
+    """Judges with stored judgments: judge_key, model, style, number of judged comparisons."""
+    return [dict(r) for r in store.query(
+        "SELECT g.judge_key, MIN(g.judge_model) AS model, MIN(g.style) AS style, "
+        "COUNT(DISTINCT g.comparison_id) AS comparisons, COUNT(*) AS judgments, "
+        "SUM(g.parse_status != 'ok') AS invalid FROM judgments g GROUP BY g.judge_key ORDER BY MIN(g.created_at)")]
+
+
+def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | None = None) -> list[dict]:
+    """A stored judge's verdicts as interchange rows, one per (comparison, principle).
+
+    Verdicts come from the judges module (both orders combined there); each row carries p_a,
+    p_a_ab, p_a_ba, the principle, the judge's reasoning and the answers' lengths. Judgments
+    that could not be parsed give no row; their count is in `judge_keys`.
+    """
+    from .judges import stored_verdicts
+
+    if comparison_ids is None:
+        comparison_ids = [r[0] for r in store.query(
+            "SELECT DISTINCT comparison_id FROM judgments WHERE judge_key=? ORDER BY comparison_id", (judge_key,))]
+    ids = [int(i) for i in comparison_ids]
+    verdicts = stored_verdicts(store, ids, [judge_key])
+    meta = comparison_meta(store, [str(i) for i in verdicts])
+    rows = []
+    for cid, verdict in sorted(verdicts.items()):
+        info = meta.get(str(cid), {})
+        for m in verdict.members:
+            if m.label is None:
+                continue
+            rows.append({
+                "id": str(cid), "label": m.label, "p_a": m.p_a, "p_a_ab": m.p_a_ab, "p_a_ba": m.p_a_ba,
+                "rater": judge_key, "judge_model": m.model, "principle": m.principle_id,
+                "reasoning": m.reasoning_ab or m.reasoning_ba, "category": info.get("category"),
+                "len_a": word_count(info.get("response_a")), "len_b": word_count(info.get("response_b")),
+            })
+    return rows
+
+
+def with_lengths(store: Store, rows: list[dict]) -> list[dict]:
+    """Add len_a / len_b (and category) from stored comparisons to rows whose id is a comparison id."""
+    meta = comparison_meta(store, [r["id"] for r in rows])
+    out = []
+    for r in rows:
+        info = meta.get(str(r["id"]))
+        if info is None:
+            out.append(r)
+            continue
+        out.append({**r, "len_a": r.get("len_a", word_count(info["response_a"])),
+                    "len_b": r.get("len_b", word_count(info["response_b"])),
+                    "category": r.get("category") or info["category"]})
     return out
 
 

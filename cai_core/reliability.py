@@ -437,15 +437,17 @@ def agreement(items: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, n_bin
     return report
 
 
-def breakdown(items: Sequence[dict], by: str, *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """agreement() per value of one field (rater / principle / category / judge_model ...)."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+def breakdown(items: Sequence[dict], by: str | Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """agreement() per value of one field, or per combination of fields (rater / principle /
+    category / judge_model ...). Each row holds the grouping fields plus the agreement report."""
+    fields = (by,) if isinstance(by, str) else tuple(by)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for i in items:
-        groups[str(i.get(by) if i.get(by) is not None else "(none)")].append(i)
+        groups[tuple(str(i.get(f)) if i.get(f) is not None else "(none)" for f in fields)].append(i)
     out = []
     for name in sorted(groups):
         rep = agreement(groups[name], n_boot=n_boot, seed=seed)
-        out.append({by: name, **{k: v for k, v in rep.items() if k not in ("calibration_bins",)}})
+        out.append({**dict(zip(fields, name)), **{k: v for k, v in rep.items() if k != "calibration_bins"}})
     return out
 
 
@@ -495,6 +497,54 @@ def inter_rater_with_ci(rows: Iterable[dict], *, n_boot: int = 1000, seed: int =
 def disagreements(items: Sequence[dict]) -> list[dict]:
     """The matched items where the judge and the gold differ."""
     return [i for i in items if i["label"] != i["gold"]]
+
+
+def reliability_report(judge_rows: Sequence[dict], gold_rows: Sequence[dict], *, n_boot: int = 1000,
+                       seed: int = 0) -> dict:
+    """The whole dashboard in one dict: the combined verdict against gold (top-level keys), one
+    agreement row per judge, breakdowns per principle and per category, agreement among judges,
+    among gold raters, each judge's self-consistency across principles, and the disagreements.
+
+    judge_rows: interchange rows (rater = judge; several principles per id allowed); rows whose
+    label is None (no valid judgment) are counted in n_invalid and left out.
+    """
+    judge_rows = [dict(r, rater=r.get("rater") or "judge") for r in judge_rows]
+    valid = [r for r in judge_rows if r.get("label") is not None]
+    gold_rows = list(gold_rows)
+    gold_ids = {str(g["id"]) for g in gold_rows}
+    per_judge = match(valid, gold_rows, ("rater", "id"))
+    combined = match([dict(r, rater="combined") for r in valid], gold_rows, ("rater", "id"))
+    per_principle = match(valid, gold_rows, ("rater", "id", "principle"))
+    report: dict[str, Any] = agreement(combined, n_boot=n_boot, seed=seed)
+    raters = sorted({r["rater"] for r in valid})
+    report.update({
+        "n_judge_rows": len(judge_rows),
+        "n_invalid": len(judge_rows) - len(valid),
+        "n_gold": len(gold_ids),
+        "n_unmatched": len({str(r["id"]) for r in valid} - gold_ids),
+        "raters": raters,
+        "judges": breakdown(per_judge, "rater", n_boot=n_boot, seed=seed),
+        "by_principle": (breakdown(per_principle, ("rater", "principle"), n_boot=n_boot, seed=seed)
+                         if any(i.get("principle") is not None for i in per_principle) else []),
+        "by_category": (breakdown(per_judge, ("rater", "category"), n_boot=n_boot, seed=seed)
+                        if any(i.get("category") is not None for i in per_judge) else []),
+        "inter_judge": inter_rater_with_ci(valid, n_boot=n_boot, seed=seed) if len(raters) > 1 else None,
+        "gold_inter_rater": (inter_rater_with_ci(gold_rows, n_boot=n_boot, seed=seed)
+                             if len({g.get("rater") for g in gold_rows}) > 1 else None),
+        "self_consistency": {},
+        "reference": MT_BENCH_REFERENCE,
+    })
+    for rater in raters:
+        units: dict[str, list[str]] = defaultdict(list)
+        for r in collapse([r for r in valid if r["rater"] == rater], ("id", "principle")):
+            units[str(r["id"])].append(r["label"])
+        report["self_consistency"][rater] = self_consistency(list(units.values()))
+    report["disagreements"] = [
+        {k: i.get(k) for k in ("id", "rater", "principle", "label", "gold", "gold_labels", "p_a", "p_a_ab", "p_a_ba",
+                               "reasoning", "category")}
+        for i in disagreements(match(valid, gold_rows, ("rater", "id", "principle")))
+    ]
+    return report
 
 
 # -- spot check sampling -----------------------------------------------------------------------
