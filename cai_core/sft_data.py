@@ -1,0 +1,212 @@
+"""SFT data from the supervised phase: (prompt, final revision) pairs as a TRL conversational dataset.
+
+Each row has a "messages" column ([{"role": "user"}, {"role": "assistant"}]) that TRL's
+SFTTrainer reads directly, plus lineage columns (source, trajectory id, constitution version,
+model). The paper mixes in the model's own answers to helpfulness prompts so SL-CAI stays
+helpful; `mix_helpful` does the same, reusing stored answers and generating missing ones.
+
+Written to workspace/exports/NAME/: data.jsonl, the HF dataset files (save_to_disk, so
+`datasets.load_from_disk(folder)` works), card.json and README.md. The folder is built aside
+and renamed into place, and recorded in the `exports` table (kind "sft").
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from .errors import CaiError
+from .store import Store, dumps, loads, now
+
+FORMATS = ("jsonl", "hf")
+
+
+def parse_formats(text: str | list[str] | tuple) -> tuple[str, ...]:
+    items = [f.strip().lower() for f in (text.split(",") if isinstance(text, str) else text) if f and f.strip()]
+    unknown = [f for f in items if f not in FORMATS]
+    if unknown or not items:
+        raise CaiError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; use jsonl, hf or jsonl,hf")
+    return tuple(dict.fromkeys(items))
+
+
+def export_exists(store: Store, name: str) -> bool:
+    return store.one("SELECT 1 FROM exports WHERE name=?", (name,)) is not None
+
+
+def revision_rows(store: Store, *, batch: str | None = None, constitution_version: str | None = None) -> list[dict]:
+    """Finished trajectories with at least one round and a non-empty final answer."""
+    clauses = ["status='done'", "COALESCE(rounds, 1) > 0", "TRIM(COALESCE(final, '')) != ''",
+               "EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=trajectories.id)"]
+    params: list = []
+    if batch:
+        clauses.append("batch=?")
+        params.append(batch)
+    if constitution_version:
+        clauses.append("constitution_version=?")
+        params.append(constitution_version)
+    return [dict(r) for r in store.query(
+        "SELECT id, batch, job_id, prompt, final, constitution_name, constitution_version, model FROM trajectories "
+        f"WHERE {' AND '.join(clauses)} ORDER BY id", tuple(params))]
+
+
+def _stored_answer(store: Store, prompt: str, model: str | None) -> dict | None:
+    """The model's own first answer to a prompt, from any stored trajectory (answer-only runs first)."""
+    sql = ("SELECT id, initial, model FROM trajectories WHERE prompt=? AND initial IS NOT NULL AND TRIM(initial) != ''"
+           + (" AND model=?" if model else "") + " ORDER BY COALESCE(rounds, 1) ASC, id ASC LIMIT 1")
+    row = store.one(sql, (prompt, model) if model else (prompt,))
+    return dict(row) if row else None
+
+
+def helpful_rows(store: Store, set_name: str, *, model: str | None, backend=None, max_new_tokens: int = 200,
+                 seed: int = 0, progress=None, should_stop=None) -> list[dict]:
+    """The model's answers to a helpfulness prompt set: stored ones reused, missing ones generated
+    (stored as answer-only trajectories in batch 'helpful-<set>', so they are never generated twice)."""
+    from .prompt_sets import get_prompts
+
+    prompts = get_prompts(store, set_name)
+    missing = [p for p in prompts if _stored_answer(store, p["text"], model) is None]
+    if missing:
+        if backend is None or not model:
+            raise CaiError(f"{len(missing)} prompt(s) of {set_name!r} have no stored answer; "
+                           "give a model to generate them")
+        from .constitution import Constitution, Principle
+        from .revision import ReviseSettings, run_revision
+        from .workspace import safe_name
+
+        # Answer-only runs need no principle; a fixed placeholder constitution keeps their keys stable.
+        answer_only = Constitution(name="answer-only", principles=[Principle(
+            id="none", name="answer only", critique_request="(unused)", revision_request="(unused)")],
+            description="Answer-only runs (helpfulness data); no critique or revision.")
+        batch = "helpful-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in set_name)[:100]
+        run_revision(store, backend, answer_only, missing,
+                     ReviseSettings(rounds=0, seed=seed, max_new_tokens=max_new_tokens), model,
+                     batch=safe_name(batch, "batch name"), progress=progress, should_stop=should_stop)
+    out = []
+    for p in prompts:
+        found = _stored_answer(store, p["text"], model)
+        if found is not None:
+            out.append({"id": found["id"], "prompt": p["text"], "answer": found["initial"], "model": found["model"]})
+    return out
+
+
+def _messages(user: str, assistant: str) -> list[dict]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
+def build_card(name: str, revisions: list[dict], helpful: list[dict], *, filters: dict, formats: tuple) -> dict:
+    versions = Counter((r["constitution_name"], r["constitution_version"]) for r in revisions)
+    return {
+        "name": name,
+        "kind": "sft",
+        "format": "TRL conversational: a 'messages' column of user/assistant turns",
+        "created_at": now(),
+        "files": (["data.jsonl"] if "jsonl" in formats else []) + (["HF dataset (save_to_disk)"] if "hf" in formats else []),
+        "counts": {"revisions": len(revisions), "helpful": len(helpful), "total": len(revisions) + len(helpful)},
+        "constitution_versions": [{"name": n, "version": v, "rows": c} for (n, v), c in sorted(versions.items())],
+        "models": sorted({r["model"] for r in revisions} | {h["model"] for h in helpful}),
+        "filters": filters,
+        "lineage": {
+            "batches": sorted({r["batch"] for r in revisions if r["batch"]}),
+            "job_ids": sorted({r["job_id"] for r in revisions if r["job_id"]}),
+            "trajectory_ids": [r["id"] for r in revisions],
+            "helpful_trajectory_ids": [h["id"] for h in helpful],
+        },
+    }
+
+
+def card_markdown(card: dict) -> str:
+    lines = [
+        f"# SFT dataset `{card['name']}`", "",
+        "Supervised-phase Constitutional AI data: each row pairs a prompt with the model's final revision "
+        "after critique -> revision rounds" + (", mixed with the model's own answers to helpfulness prompts"
+                                               if card["counts"]["helpful"] else "") + ".", "",
+        f"- Format: {card['format']}",
+        f"- Rows: {card['counts']['total']} ({card['counts']['revisions']} revisions, {card['counts']['helpful']} helpful)",
+        f"- Models: {', '.join(card['models']) or '-'}",
+        "- Constitution versions: " + (", ".join(f"{v['name']}@{v['version']} ({v['rows']} rows)"
+                                                 for v in card["constitution_versions"]) or "-"),
+        f"- Batches: {', '.join(card['lineage']['batches']) or '-'}",
+        f"- Filters: {json.dumps(card['filters'])}",
+        "", "Load with `datasets.load_from_disk(<this folder>)` or read `data.jsonl`; "
+            "the full lineage (trajectory ids) is in card.json.", "",
+    ]
+    return "\n".join(lines)
+
+
+def export_sft(store: Store, name: str, *, batch: str | None = None, constitution_version: str | None = None,
+               mix_helpful: str | None = None, formats=FORMATS, model: str | None = None, backend=None,
+               max_new_tokens: int = 200, seed: int = 0, overwrite: bool = False,
+               progress=None, should_stop=None) -> dict:
+    """Write the dataset folder and record it; returns the card (with its "path")."""
+    from .workspace import safe_name
+
+    safe_name(name, "export name")
+    target = store.workspace.child_path("exports", name)
+    formats = parse_formats(formats)
+    if batch and constitution_version:
+        raise CaiError("give a batch or a constitution version, not both")
+    if export_exists(store, name) and not overwrite:
+        raise CaiError(f"an export named {name!r} already exists; choose another name or overwrite it")
+    revisions = revision_rows(store, batch=batch, constitution_version=constitution_version)
+    if not revisions:
+        what = f"batch {batch!r}" if batch else f"constitution version {constitution_version}" if constitution_version else "the store"
+        raise CaiError(f"no finished trajectories with revisions in {what}; run a revise batch first")
+    if mix_helpful:
+        from .prompt_sets import get_prompt_set
+
+        get_prompt_set(store, mix_helpful)  # fails clearly before any work
+        models = sorted({r["model"] for r in revisions})
+        model = model or (models[0] if len(models) == 1 else None)
+    helpful = helpful_rows(store, mix_helpful, model=model, backend=backend, max_new_tokens=max_new_tokens,
+                           seed=seed, progress=progress, should_stop=should_stop) if mix_helpful else []
+
+    rows = [{"messages": _messages(r["prompt"], r["final"]), "source": "revision", "trajectory_id": r["id"],
+             "constitution_version": r["constitution_version"], "model": r["model"]} for r in revisions]
+    rows += [{"messages": _messages(h["prompt"], h["answer"]), "source": "helpful", "trajectory_id": h["id"],
+              "constitution_version": None, "model": h["model"]} for h in helpful]
+    card = build_card(name, revisions, helpful, formats=formats, filters={
+        "batch": batch, "constitution_version": constitution_version, "mix_helpful": mix_helpful})
+
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if "hf" in formats:
+            import datasets
+
+            datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+        tmp.mkdir(parents=True, exist_ok=True)
+        if "jsonl" in formats:
+            with open(tmp / "data.jsonl", "w", encoding="utf-8") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        (tmp / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / "README.md").write_text(card_markdown(card), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with store.tx() as conn:
+        conn.execute("DELETE FROM exports WHERE name=?", (name,))
+        conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
+                     (name, "sft", str(target), dumps(card), now()))
+    return {**card, "path": str(target)}
+
+
+def list_exports(store: Store, kind: str | None = "sft") -> list[dict]:
+    rows = store.query("SELECT id, name, kind, path, card_json, created_at FROM exports"
+                       + (" WHERE kind=?" if kind else "") + " ORDER BY created_at DESC", (kind,) if kind else ())
+    out = []
+    for r in rows:
+        card = loads(r["card_json"], {})
+        out.append({"id": r["id"], "name": r["name"], "kind": r["kind"], "path": r["path"],
+                    "rows": card.get("counts", {}).get("total"), "models": ", ".join(card.get("models", [])),
+                    "created_at": r["created_at"]})
+    return out
+
+
+def load_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
