@@ -1,0 +1,166 @@
+"""`constitution ...`: import, export, list, versions, diff and validate constitutions headless."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..cli import add_command
+from ..errors import CaiError
+
+
+def register(sub) -> None:
+    group = sub.add_parser("constitution", help="import, export, list, diff and validate constitutions",
+                           description="Constitutions: named, versioned lists of principles.")
+    actions = group.add_subparsers(dest="action", metavar="ACTION")
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+
+    p = add_command(actions, "import", "import a constitution file (this project's YAML/JSON or the paper's JSON)")
+    p.add_argument("file", help=".yaml/.yml/.json: ours, CritiqueRevisionInstructions.json, RLMadisonInstructions.json "
+                                "or CritiqueRevisionFewShotPrompts.json")
+    p.add_argument("--name", default=None, help="store it under this name (default: the file's own name)")
+    p.add_argument("--comparisons", default=None, metavar="FILE",
+                   help="pair these comparison questions (e.g. RLMadisonInstructions.json) with the principles")
+    p.add_argument("--few-shot", default=None, metavar="FILE",
+                   help="add few-shot examples (e.g. CritiqueRevisionFewShotPrompts.json)")
+    p.add_argument("--note", default=None, help="note stored with the version")
+    p.set_defaults(func=cmd_import)
+
+    p = add_command(actions, "export", "print or write a stored constitution as YAML or JSON")
+    p.add_argument("name")
+    p.add_argument("--version", default=None, help="content-hash version (default: newest)")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--out", default=None, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_export)
+
+    p = add_command(actions, "list", "list stored constitutions")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = add_command(actions, "versions", "list the saved versions of a constitution, newest first")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_versions)
+
+    p = add_command(actions, "diff", "per-principle word-level diff between two versions")
+    p.add_argument("name")
+    p.add_argument("v1", help="old version")
+    p.add_argument("v2", help="new version")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_diff)
+
+    p = add_command(actions, "validate", "check a constitution file without storing anything")
+    p.add_argument("file")
+    p.add_argument("--comparisons", default=None, metavar="FILE")
+    p.add_argument("--few-shot", default=None, metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+
+def _store(args):
+    from ..store import open_store
+
+    return open_store(args.workspace)
+
+
+def _load_with_extras(args):
+    from ..constitution import (attach_comparison_questions, attach_few_shot, load_comparison_questions,
+                                load_constitution_file, load_few_shot_file)
+
+    c = load_constitution_file(args.file, name=getattr(args, "name", None))
+    if args.comparisons:
+        c = attach_comparison_questions(c, load_comparison_questions(args.comparisons))
+    if args.few_shot:
+        c = attach_few_shot(c, load_few_shot_file(args.few_shot))
+    return c.validate(where=args.file)
+
+
+def cmd_import(args) -> int:
+    from ..constitution import import_constitution
+
+    _load_with_extras(args)  # everything validated before the store is even opened
+    c, version = import_constitution(_store(args), args.file, name=args.name, comparisons=args.comparisons,
+                                     few_shot=args.few_shot, note=args.note)
+    print(f"imported {c.name!r} version {version}: {len(c.principles)} principles "
+          f"({len(c.critique_principles())} for critique/revision, {len(c.comparison_principles())} with a "
+          f"comparison question), {len(c.few_shot)} few-shot examples")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..constitution import export_constitution
+
+    text = export_constitution(_store(args), args.name, args.version, args.format)
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise CaiError("is a folder; give a file name", where=str(out))
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CaiError(f"cannot write ({exc.strerror or exc})", where=str(out)) from exc
+        print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ..constitution import list_constitutions
+
+    rows = list_constitutions(_store(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no constitutions yet")
+    for r in rows:
+        print(f"{r['name']:<28} {r['version']}  {r['principles']:>3} principles  {r['versions']:>3} version(s)")
+    return 0
+
+
+def cmd_versions(args) -> int:
+    from ..constitution import list_versions
+
+    rows = list_versions(_store(args), args.name)
+    if not rows:
+        raise CaiError(f"no constitution {args.name!r}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    import time
+
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        print(f"{r['version']}  {when}  parent={r['parent_version'] or '-':<12}  {r['note'] or ''}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from ..constitution import diff_constitutions, get_constitution
+
+    store = _store(args)
+    old = get_constitution(store, args.name, args.v1)
+    new = get_constitution(store, args.name, args.v2)
+    changes = diff_constitutions(old, new)
+    if args.json:
+        print(json.dumps([{"kind": c.kind, "key": c.key, "status": c.status, "label": c.label,
+                           "old_index": c.old_index, "new_index": c.new_index,
+                           "fields": {k: [[s.op, s.text] for s in v] for k, v in c.fields.items()}}
+                          for c in changes], indent=2, ensure_ascii=False))
+        return 0
+    if not changes:
+        print("no differences")
+    for ch in changes:
+        where = f" (position {ch.old_index + 1} -> {ch.new_index + 1})" if ch.status == "moved" else ""
+        print(f"== {ch.kind} {ch.key} [{ch.status}]{where}: {ch.label}")
+        for fld, segments in ch.fields.items():
+            rendered = "".join(s.text if s.op == "equal" else f"[-{s.text}-]" if s.op == "delete" else f"{{+{s.text}+}}"
+                               for s in segments)
+            print(f"  {fld}: {rendered}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    c = _load_with_extras(args)
+    print(f"ok: {c.name!r} version {c.version}, {len(c.principles)} principles, {len(c.few_shot)} few-shot examples")
+    return 0
