@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from cai_core import model_loader
-from cai_core.models import DEFAULT_NAME, DEFAULT_SPEC, is_loaded, loaded_backends
-from ui.common import show_error
+from cai_core.models import DEFAULT_NAME, DEFAULT_SPEC, is_http, is_loaded, loaded_backends
+from ui.common import api_key, show_error
 
 
 def display_name(spec: str) -> str:
@@ -34,6 +34,8 @@ def info_caption(info: dict) -> str:
 
 def start_load(spec: str, workspace, quantization: str | None = None) -> None:
     kwargs = {"quantization": quantization} if quantization else {}
+    if is_http(spec):
+        kwargs = {"api_key": api_key()}  # from the environment or st.secrets, handed over, never stored
     model_loader.start_load(spec, workspace, **kwargs)
 
 

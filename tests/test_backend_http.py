@@ -1,0 +1,223 @@
+"""The HTTP backend against a REAL llama.cpp server (embedded GGUF on 127.0.0.1), plus failure modes
+(refused port, HTTP 500, timeout, no log-probs) against tiny stdlib servers."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from cai_core.backends.base import GenerationParams
+from cai_core.backends.http import HttpBackend, parse_spec
+from cai_core.errors import CaiError
+
+QUESTION = [{"role": "user", "content": "Reply with one letter, A or B. Which number is larger: (A) 3 or (B) 7?"}]
+STORY = [{"role": "user", "content": "Tell me a short story about a lighthouse."}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from cai_core import llama_server
+    from cai_core.workspace import Workspace
+
+    if not llama_server.is_installed():
+        pytest.skip("llama-cpp-python[server] is not installed (make install-server): no real server to test against")
+    ws = Workspace.open(tmp_path_factory.mktemp("llama") / "ws")
+    state = llama_server.start(ws, threads=1, wait=90)
+    yield {"ws": ws, **state}
+    llama_server.stop(ws)
+
+
+@pytest.fixture(scope="module")
+def backend(server):
+    return HttpBackend(server["spec"])
+
+
+def test_server_status_and_spec(server):
+    from cai_core import llama_server
+
+    st = llama_server.status(server["ws"])
+    assert st["running"] and st["ready"] and st["host"] == "127.0.0.1"
+    assert st["spec"] == f"http://127.0.0.1:{st['port']}/v1"
+
+
+def test_second_start_refused(server):
+    from cai_core import llama_server
+
+    with pytest.raises(CaiError, match="already running"):
+        llama_server.start(server["ws"])
+
+
+def test_generate_batch_and_n(backend):
+    out = backend.generate([QUESTION, STORY], GenerationParams(max_new_tokens=8, temperature=0.9, seed=1, n=2))
+    assert [len(row) for row in out] == [2, 2]
+    for row in out:
+        for c in row:
+            assert c.text and 0 < c.tokens <= 8
+    assert out[1][0].finish_reason == "length"
+
+
+def test_seed_sent_per_sample(fake_server):
+    """Sample j of a prompt uses seed+j, so a seeded run asks the server for the same samples again
+    (llama.cpp's prompt cache can still change late tokens by float noise, so compare requests)."""
+    url = fake_server("nologprobs")
+    b = HttpBackend(url)
+    b.generate([STORY, QUESTION], GenerationParams(max_new_tokens=5, temperature=0.8, top_p=0.9, seed=7, n=2,
+                                                   stop=["\n\n"]))
+    sent = [r for r in _Handler.requests if r.get("messages")]
+    assert sorted((r["messages"][0]["content"][:4], r["seed"]) for r in sent) == [
+        ("Repl", 7), ("Repl", 8), ("Tell", 7), ("Tell", 8)]
+    assert all(r["temperature"] == 0.8 and r["top_p"] == 0.9 and r["max_tokens"] == 5 and r["stop"] == ["\n\n"]
+               and r["model"] == "fake" for r in sent)
+
+
+def test_stream_matches_generate(backend):
+    p = GenerationParams(max_new_tokens=12, temperature=0)
+    pieces = list(backend.stream(STORY, p))
+    assert len(pieces) > 3, "streams token by token"
+    assert "".join(pieces).strip() == backend.generate([STORY], p)[0][0].text
+
+
+def test_stop_strings(backend):
+    p = GenerationParams(max_new_tokens=16, temperature=0)
+    full = backend.generate([STORY], p)[0][0].text
+    words = full.split()
+    assert len(words) > 3
+    stop = " " + words[2]
+    expected = full[: full.find(stop)].strip()
+    p.stop = [stop]
+    assert backend.generate([STORY], p)[0][0].text == expected
+    assert "".join(backend.stream(STORY, p)).strip() == expected
+
+
+def test_choice_logprobs_exact_matches_first_token(backend):
+    exact = backend.choice_logprobs([QUESTION, STORY], ["A", "B"])
+    for probs in exact:
+        assert set(probs) == {"A", "B"} and abs(sum(probs.values()) - 1) < 1e-9
+    assert backend._template is not None, "the server's model is a local .gguf: its chat template is used"
+    assert backend.supports_logprobs
+    # single-token options: exact scoring and the chat endpoint's first-token top_logprobs measure the same thing
+    chat_only = HttpBackend(backend.spec)
+    chat_only._template_resolved, chat_only._server_template = True, False
+    first = chat_only.choice_logprobs([QUESTION], ["A", "B"])[0]
+    assert first["A"] == pytest.approx(exact[0]["A"], abs=0.03)
+
+
+def test_choice_logprobs_multitoken_options_and_prefix(backend):
+    probs = backend.choice_logprobs([QUESTION], ["(A)", "(B)"], assistant_prefix="The answer is ")[0]
+    assert abs(sum(probs.values()) - 1) < 1e-9 and all(0 < v < 1 for v in probs.values())
+
+
+def test_info(backend):
+    info = backend.info()
+    assert info["kind"] == "http" and info["model"].endswith(".gguf") and info["api_key"] in ("set", "none")
+
+
+def test_get_backend_http_through_models(server, workspace):
+    from cai_core.models import get_backend, loaded_backends, unload
+
+    b = get_backend(server["spec"], workspace)
+    assert get_backend(server["spec"], workspace) is b
+    assert any(i["spec"] == server["spec"] for i in loaded_backends())
+    assert unload(server["spec"]) == 1
+
+
+# -- failure modes ----------------------------------------------------------------------------------
+
+def test_bad_spec():
+    with pytest.raises(CaiError, match="not an http"):
+        parse_spec("http:/nohost")
+    with pytest.raises(CaiError, match="unknown setting"):
+        parse_spec("http://127.0.0.1:1/v1#foo=1")
+    assert parse_spec("http://h:1/v1/#model=m") == ("http://h:1/v1", {"model": "m"})
+
+
+def test_refused_port():
+    from cai_core.llama_server import free_port
+
+    port = free_port()
+    with pytest.raises(CaiError, match=rf"127\.0\.0\.1:{port}.*connection refused"):
+        HttpBackend(f"http://127.0.0.1:{port}/v1")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    requests: list[dict] = []
+
+    def log_message(self, *a):
+        pass
+
+    def _reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._reply(200, {"data": [{"id": "fake"}]})
+
+    def do_POST(self):
+        _Handler.requests.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"))
+        if self.server.mode == "500":
+            self._reply(500, {"error": "model crashed"})
+        elif self.server.mode == "slow":
+            time.sleep(3)
+            self._reply(200, {})
+        elif self.path.endswith("/apply-template"):
+            self._reply(404, {"error": "not found"})
+        else:  # a chat server without log-probs
+            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "A"}, "finish_reason": "stop"}],
+                              "usage": {"completion_tokens": 1}})
+
+
+@pytest.fixture
+def fake_server():
+    servers = []
+
+    _Handler.requests.clear()
+
+    def make(mode):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        srv.mode = mode
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+    yield make
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_http_500_is_one_clear_error(fake_server):
+    url = fake_server("500")
+    b = HttpBackend(url)
+    assert b.model == "fake"
+    with pytest.raises(CaiError, match=rf"{url}/chat/completions answered HTTP 500.*model crashed"):
+        b.generate([STORY], GenerationParams(max_new_tokens=4))
+    with pytest.raises(CaiError, match="HTTP 500"):
+        list(b.stream(STORY, GenerationParams(max_new_tokens=4)))
+
+
+def test_timeout_is_one_clear_error(fake_server):
+    url = fake_server("slow")
+    b = HttpBackend(url, timeout=0.5)
+    with pytest.raises(CaiError, match=rf"cannot reach {url}/chat/completions: no answer within"):
+        b.generate([STORY], GenerationParams(max_new_tokens=4))
+
+
+def test_no_logprobs_server(fake_server):
+    b = HttpBackend(fake_server("nologprobs"))
+    assert b.generate([STORY], GenerationParams(max_new_tokens=4))[0][0].text == "A"
+    with pytest.raises(CaiError, match="offers no log-probs"):
+        b.choice_logprobs([QUESTION], ["A", "B"])
+    assert b.supports_logprobs is False
+
+
+def test_api_key_from_env_sent_not_stored(fake_server, monkeypatch):
+    monkeypatch.setenv("CAI_API_KEY", "sk-test")
+    b = HttpBackend(fake_server("nologprobs"))
+    assert b.info()["api_key"] == "set" and "sk-test" not in json.dumps(b.info())
