@@ -1,0 +1,86 @@
+"""`python -m cai_core pairs ...`: sample response pairs from a policy, import pairs files, list batches."""
+from __future__ import annotations
+
+import json
+
+from ..cli import add_command
+
+
+def register(sub) -> None:
+    p = add_command(sub, "pairs", "response pairs for judging: sample, import, list")
+    psub = p.add_subparsers(dest="pairs_command", metavar="ACTION", required=True)
+
+    s = add_command(psub, "sample", "sample k responses per prompt from a policy and store every distinct pair")
+    s.add_argument("--model", default="default", help="policy: default | folder (e.g. an SFT run's output) | file.gguf | hf:ID | http://...")
+    s.add_argument("--prompts", required=True, help="stored prompt set name or a prompts file (.jsonl/.csv/.txt)")
+    s.add_argument("--k", type=int, default=2, help="responses per prompt (pairs = every two distinct responses)")
+    s.add_argument("--batch", required=True, help="batch name for the new comparisons")
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-p", type=float, default=0.95)
+    s.add_argument("--max-new-tokens", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    s.set_defaults(func=cmd_sample)
+
+    i = add_command(psub, "import", "import pairs: id/prompt/response_a/response_b, prompt/chosen/rejected, or the paper's eval files")
+    i.add_argument("file")
+    i.add_argument("--batch", default=None, help="batch name (default: the file name)")
+    i.add_argument("--seed", type=int, default=0, help="seed of the A/B side draw for chosen/rejected rows")
+    i.set_defaults(func=cmd_import)
+
+    ls = add_command(psub, "list", "list comparison batches")
+    ls.set_defaults(func=cmd_list)
+
+
+def cmd_sample(args) -> int:
+    from ..errors import CaiError
+    from ..jobs import JobReporter
+    from ..models import get_backend
+    from ..pairs import resolve_prompts, sample_pairs
+    from ..store import open_store
+    from ..workspace import safe_name
+
+    store = open_store(args.workspace)
+    safe_name(args.batch, "batch name")
+    if args.k < 2:
+        raise CaiError("--k must be at least 2")
+    if args.temperature <= 0:
+        raise CaiError("--temperature must be > 0 to sample different responses")
+    prompts = resolve_prompts(store, args.prompts)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CaiError("--limit must be at least 1")
+        prompts = prompts[: args.limit]
+    backend = get_backend(args.model, store.workspace)
+    reporter = JobReporter(store, args.job_id, len(prompts))
+    result = sample_pairs(store, backend, args.model, prompts, batch=args.batch, k=args.k,
+                          temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                          seed=args.seed, progress=lambda d, t, m: reporter.progress(d, t, m),
+                          should_stop=lambda: reporter.should_stop)
+    reporter.progress(len(prompts), len(prompts), "done", force=True)
+    reporter.finish(result)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ..pairs import import_pairs_file
+    from ..store import open_store
+    from ..workspace import safe_name
+
+    store = open_store(args.workspace)
+    if args.batch:
+        safe_name(args.batch, "batch name")
+    result = import_pairs_file(store, args.file, batch=args.batch, seed=args.seed)
+    result.pop("comparison_ids")
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ..pairs import list_batches
+    from ..store import open_store
+
+    for row in list_batches(open_store(args.workspace)):
+        print(f"{row['batch'] or '-':30s} {row['source']:24s} {row['comparisons']:6d}")
+    return 0

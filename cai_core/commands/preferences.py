@@ -1,0 +1,85 @@
+"""`python -m cai_core label | queue | export-prefs`: human annotation and the preference export."""
+from __future__ import annotations
+
+import json
+
+from ..cli import add_command
+
+
+def _keys(text: str | None) -> list[str] | None:
+    keys = [k.strip() for k in (text or "").split(",") if k.strip()]
+    return keys or None
+
+
+def register(sub) -> None:
+    p = add_command(sub, "label", "add a human label to a comparison (append-only; an override when it differs from the AI)")
+    p.add_argument("id", type=int, help="comparison id")
+    p.add_argument("label", choices=["A", "B", "tie", "skip", "both_bad"])
+    p.add_argument("--annotator", required=True)
+    p.add_argument("--reason", default=None)
+    p.add_argument("--blind", action="store_true", help="record that the AI verdict was hidden while labelling")
+    p.add_argument("--judges", default=None, help="judge keys (comma-separated) the override is measured against (default: all)")
+    p.set_defaults(func=cmd_label)
+
+    q = add_command(sub, "queue", "list the annotation queue")
+    q.add_argument("--order", default="uncertain", choices=["uncertain", "flips", "disagreement", "random", "newest", "oldest"])
+    q.add_argument("--status", default="unlabelled", choices=["unlabelled", "labelled", "all", "invalid", "overrides"])
+    q.add_argument("--batch", default=None)
+    q.add_argument("--judges", default=None)
+    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--offset", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_queue)
+
+    e = add_command(sub, "export-prefs", "export resolved preferences as a TRL preference dataset (JSONL + HF folder + card)")
+    e.add_argument("--name", required=True, help="export name (workspace/exports/NAME)")
+    e.add_argument("--batch", default=None)
+    e.add_argument("--source", default=None, help="only comparisons of this source (sampled, imported, gold:...)")
+    e.add_argument("--judges", default=None, help="judge keys (comma-separated) for the AI labels (default: all)")
+    e.add_argument("--combine", choices=["mean", "vote"], default="mean")
+    e.add_argument("--soft-labels", action="store_true", help="add a p_chosen column")
+    e.add_argument("--margin", action="store_true", help="add a margin column (2*p_chosen-1) for RewardTrainer")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+
+def cmd_label(args) -> int:
+    from ..preferences import add_label
+    from ..store import open_store
+
+    result = add_label(open_store(args.workspace), args.id, args.label, args.annotator, reason=args.reason,
+                       blind=args.blind, judge_keys=_keys(args.judges))
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_queue(args) -> int:
+    from ..preferences import queue
+    from ..store import open_store
+
+    page = queue(open_store(args.workspace), order=args.order, status=args.status, batch=args.batch,
+                 judge_keys=_keys(args.judges), limit=args.limit, offset=args.offset, seed=args.seed)
+    print(f"{page['total']} comparisons ({args.status}, {args.order} first)")
+    for r in page["rows"]:
+        p = "-" if r["ai_p_a"] is None else f"{r['ai_p_a']:.3f}"
+        flags = ",".join(f for f, on in (("flip", r["flipped"]), ("disagree", r["disagreement"]),
+                                          (f"invalid={r['invalid']}", r["invalid"])) if on)
+        print(f"{r['id']:6d}  P(A)={p:6s} AI={r['ai_label'] or '-':4s} human={r['human_label'] or '-':8s} {flags:20s} "
+              f"{r['prompt'][:60]!r}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..jobs import JobReporter
+    from ..preferences import export_preferences
+    from ..store import open_store
+
+    store = open_store(args.workspace)
+    reporter = JobReporter(store, args.job_id)
+    card = export_preferences(store, args.name, batch=args.batch, source=args.source, judge_keys=_keys(args.judges),
+                              combine=args.combine, soft_labels=args.soft_labels, margin=args.margin,
+                              overwrite=args.overwrite, progress=lambda d, t, m: reporter.progress(d, t, m))
+    reporter.finish({"path": card["path"], **card["counts"]})
+    print(json.dumps({"path": card["path"], "counts": card["counts"],
+                      "share_human_overrides": card["share_human_overrides"]}))
+    return 0

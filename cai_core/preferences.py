@@ -1,0 +1,397 @@
+"""Human annotation, overrides, the annotation queue, and the preference-dataset export.
+
+Human labels are append-only: two people annotating at once both land, nothing is updated in
+place. A human label that differs from the AI verdict is flagged as an override (with who,
+when and why). The resolved label of a comparison is its newest human label that is not a
+skip, else its gold label (paper evals), else the AI verdict. Exports turn resolved labels
+into a TRL conversational preference dataset (prompt/chosen/rejected) with a card.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from .errors import CaiError
+from .judges import COMBINES, label_of, stored_verdicts
+from .store import Store, dumps, loads, now
+
+LABELS = ("A", "B", "tie", "skip", "both_bad")
+ORDERS = ("uncertain", "flips", "disagreement", "random", "newest", "oldest")
+STATUSES = ("unlabelled", "labelled", "all", "invalid", "overrides")
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):\s?", re.S)
+
+
+# -- labels ------------------------------------------------------------------------------------
+def ai_verdict(store: Store, comparison_id: int, judge_keys: list[str] | None = None, combine: str = "mean"):
+    """The combined AI verdict of one comparison (None when it has no judgment)."""
+    return stored_verdicts(store, [comparison_id], judge_keys, combine).get(comparison_id)
+
+
+def _check_annotator(annotator: str) -> str:
+    annotator = (annotator or "").strip()
+    if not annotator:
+        raise CaiError("an annotator name is required")
+    if len(annotator) > 64:
+        raise CaiError("annotator name is longer than 64 characters")
+    return annotator
+
+
+def add_label(store: Store, comparison_id: int, label: str, annotator: str, *, reason: str | None = None,
+              blind: bool = False, judge_keys: list[str] | None = None, combine: str = "mean") -> dict:
+    """Append one human label. It is an override when the AI verdict exists and says otherwise."""
+    if label not in LABELS:
+        raise CaiError(f"label must be one of {', '.join(LABELS)}, not {label!r}")
+    annotator = _check_annotator(annotator)
+    if store.one("SELECT 1 FROM comparisons WHERE id=?", (comparison_id,)) is None:
+        raise CaiError(f"no comparison {comparison_id}")
+    verdict = ai_verdict(store, comparison_id, judge_keys, combine)
+    ai_label = verdict.label if verdict else None
+    is_override = label != "skip" and ai_label is not None and label != ai_label
+    reason = (reason or "").strip() or None
+    with store.tx() as conn:
+        cur = conn.execute(
+            "INSERT INTO human_labels (comparison_id, annotator, label, reason, is_override, blind, created_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (comparison_id, annotator, label, reason, int(is_override), int(bool(blind)), now()),
+        )
+    return {"id": int(cur.lastrowid), "comparison_id": comparison_id, "label": label, "annotator": annotator,
+            "reason": reason, "is_override": is_override, "ai_label": ai_label,
+            "ai_p_a": verdict.p_a if verdict else None, "blind": bool(blind)}
+
+
+def override_label(store: Store, comparison_id: int, label: str, annotator: str, reason: str, **kwargs) -> dict:
+    """A deliberate override of the AI verdict: needs a verdict to override, a different label and a reason."""
+    if not (reason or "").strip():
+        raise CaiError("an override needs a reason")
+    verdict = ai_verdict(store, comparison_id, kwargs.get("judge_keys"), kwargs.get("combine", "mean"))
+    if verdict is None or verdict.label is None:
+        raise CaiError(f"comparison {comparison_id} has no valid AI verdict to override")
+    if label == verdict.label or label == "skip":
+        raise CaiError(f"the AI verdict is already {verdict.label!r}; an override must choose another label")
+    return add_label(store, comparison_id, label, annotator, reason=reason, **kwargs)
+
+
+def label_history(store: Store, comparison_id: int) -> list[dict]:
+    """Every human label of a comparison, oldest first (append-only history)."""
+    return [dict(r) for r in store.query(
+        "SELECT id, annotator, label, reason, is_override, blind, created_at FROM human_labels "
+        "WHERE comparison_id=? ORDER BY id", (comparison_id,))]
+
+
+def resolve(human_labels: list[dict], gold_label: str | None, ai_label: str | None) -> tuple[str | None, str]:
+    """(label, source): newest non-skip human label, else gold, else AI; source human|gold|ai|none."""
+    for row in sorted(human_labels, key=lambda r: r["id"], reverse=True):
+        if row["label"] != "skip":
+            return row["label"], "human"
+    if gold_label:
+        return gold_label, "gold"
+    if ai_label:
+        return ai_label, "ai"
+    return None, "none"
+
+
+def resolved_label(store: Store, comparison_id: int, judge_keys: list[str] | None = None,
+                   combine: str = "mean") -> dict:
+    row = store.one("SELECT gold_label FROM comparisons WHERE id=?", (comparison_id,))
+    if row is None:
+        raise CaiError(f"no comparison {comparison_id}")
+    verdict = ai_verdict(store, comparison_id, judge_keys, combine)
+    label, source = resolve(label_history(store, comparison_id), row["gold_label"], verdict.label if verdict else None)
+    return {"label": label, "source": source, "ai_label": verdict.label if verdict else None,
+            "ai_p_a": verdict.p_a if verdict else None}
+
+
+# -- queue -------------------------------------------------------------------------------------
+def _judge_filter(judge_keys: list[str] | None) -> tuple[str, list]:
+    if not judge_keys:
+        return "", []
+    return f" WHERE judge_key IN ({','.join('?' * len(judge_keys))})", list(judge_keys)
+
+
+def _verdict_cte(judge_keys: list[str] | None) -> tuple[str, list, str]:
+    """SQL for per-comparison AI p (mean of members), flip and disagreement, matching judges.aggregate (mean)."""
+    where, params = _judge_filter(judge_keys)
+    sign = "(CASE WHEN ABS({x}-0.5)<=1e-9 THEN 0 WHEN {x}>0.5 THEN 1 ELSE -1 END)"
+    cte = f"""
+    WITH m AS (
+        SELECT comparison_id, judge_key, principle_id,
+               AVG(CASE WHEN order_shown='AB' AND parse_status='ok' THEN p_a END) AS pab,
+               AVG(CASE WHEN order_shown='BA' AND parse_status='ok' THEN p_a END) AS pba,
+               SUM(parse_status!='ok') AS invalid
+        FROM judgments{where} GROUP BY comparison_id, judge_key, principle_id
+    ), mp AS (
+        SELECT *, CASE WHEN pab IS NULL THEN pba WHEN pba IS NULL THEN pab ELSE (pab+pba)/2 END AS p FROM m
+    ), v AS (
+        SELECT comparison_id, AVG(p) AS p, AVG(CASE WHEN p IS NOT NULL THEN pab END) AS pab,
+               AVG(CASE WHEN p IS NOT NULL THEN pba END) AS pba, SUM(invalid) AS invalid,
+               COUNT(DISTINCT CASE WHEN p IS NOT NULL THEN {sign.format(x='p')} END) > 1 AS disagreement
+        FROM mp GROUP BY comparison_id
+    ), lab AS (
+        SELECT h.comparison_id, h.label, h.annotator, h.is_override, h.created_at FROM human_labels h
+        WHERE h.id = (SELECT MAX(id) FROM human_labels h2 WHERE h2.comparison_id = h.comparison_id)
+    )"""
+    flipped = f"(v.pab IS NOT NULL AND v.pba IS NOT NULL AND {sign.format(x='v.pab')} != {sign.format(x='v.pba')})"
+    return cte, params, flipped
+
+
+def queue(store: Store, *, order: str = "uncertain", status: str = "unlabelled", batch: str | None = None,
+          source: str | None = None, judge_keys: list[str] | None = None, limit: int = 20, offset: int = 0,
+          seed: int = 0) -> dict:
+    """One page of the annotation queue: {"rows": [...], "total": N}. Fast on 10k+ comparisons.
+
+    order: uncertain (P(A) nearest 0.5 first), flips (judge flips first), disagreement (ensemble
+    disagreements first), random (seeded), newest, oldest. status: unlabelled | labelled | all |
+    invalid (has an invalid judgment or no valid one) | overrides.
+    """
+    if order not in ORDERS:
+        raise CaiError(f"unknown queue order {order!r}: use one of {', '.join(ORDERS)}")
+    if status not in STATUSES:
+        raise CaiError(f"unknown queue status {status!r}: use one of {', '.join(STATUSES)}")
+    if limit < 1 or offset < 0:
+        raise CaiError("limit must be >= 1 and offset >= 0")
+    cte, params, flipped = _verdict_cte(judge_keys)
+    where, wparams = ["1=1"], []
+    if batch:
+        where.append("c.batch=?")
+        wparams.append(batch)
+    if source:
+        where.append("c.source=?")
+        wparams.append(source)
+    if status == "unlabelled":
+        where.append("lab.label IS NULL")
+    elif status == "labelled":
+        where.append("lab.label IS NOT NULL")
+    elif status == "invalid":
+        where.append("(v.invalid > 0 OR (v.comparison_id IS NOT NULL AND v.p IS NULL))")
+    elif status == "overrides":
+        where.append("EXISTS (SELECT 1 FROM human_labels o WHERE o.comparison_id=c.id AND o.is_override=1)")
+    uncertainty = "(CASE WHEN v.p IS NULL THEN 1 ELSE 0 END), ABS(v.p-0.5)"
+    order_sql = {
+        "uncertain": f"{uncertainty}, c.id",
+        "flips": f"{flipped} DESC, {uncertainty}, c.id",
+        "disagreement": f"COALESCE(v.disagreement, 0) DESC, {uncertainty}, c.id",
+        "random": f"((c.id * 2654435761 + {int(seed) * 40503 + 1}) % 4294967291), c.id",
+        "newest": "c.id DESC",
+        "oldest": "c.id",
+    }[order]
+    base = f"FROM comparisons c LEFT JOIN v ON v.comparison_id=c.id LEFT JOIN lab ON lab.comparison_id=c.id WHERE {' AND '.join(where)}"
+    total = store.scalar(f"{cte} SELECT COUNT(*) {base}", params + wparams)
+    rows = store.query(
+        f"{cte} SELECT c.id, c.batch, c.source, c.prompt, c.response_a, c.response_b, c.category, c.gold_label, "
+        f"c.meta_json, v.p AS ai_p_a, v.pab AS ai_p_a_ab, v.pba AS ai_p_a_ba, COALESCE(v.invalid, 0) AS invalid, "
+        f"COALESCE(v.disagreement, 0) AS disagreement, {flipped} AS flipped, lab.label AS human_label, "
+        f"lab.annotator AS human_annotator, lab.is_override AS human_is_override "
+        f"{base} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+        params + wparams + [int(limit), int(offset)],
+    )
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["meta"] = loads(d.pop("meta_json"), {}) or {}
+        d["ai_label"] = label_of(d["ai_p_a"])
+        d["flipped"] = bool(d["flipped"])
+        d["disagreement"] = bool(d["disagreement"])
+        out.append(d)
+    return {"rows": out, "total": int(total or 0)}
+
+
+def stats(store: Store, *, batch: str | None = None, source: str | None = None) -> dict:
+    """Counts for the page header: comparisons, judged, invalid bucket, human labels, overrides."""
+    cond, params = "1=1", []
+    if batch:
+        cond += " AND c.batch=?"
+        params.append(batch)
+    if source:
+        cond += " AND c.source=?"
+        params.append(source)
+    one = lambda sql: int(store.scalar(sql, params) or 0)  # noqa: E731
+    return {
+        "comparisons": one(f"SELECT COUNT(*) FROM comparisons c WHERE {cond}"),
+        "judged": one(f"SELECT COUNT(DISTINCT j.comparison_id) FROM judgments j JOIN comparisons c ON c.id=j.comparison_id WHERE {cond}"),
+        "judgments": one(f"SELECT COUNT(*) FROM judgments j JOIN comparisons c ON c.id=j.comparison_id WHERE {cond}"),
+        "invalid_judgments": one(f"SELECT COUNT(*) FROM judgments j JOIN comparisons c ON c.id=j.comparison_id WHERE {cond} AND j.parse_status!='ok'"),
+        "human_labelled": one(f"SELECT COUNT(DISTINCT h.comparison_id) FROM human_labels h JOIN comparisons c ON c.id=h.comparison_id WHERE {cond}"),
+        "human_labels": one(f"SELECT COUNT(*) FROM human_labels h JOIN comparisons c ON c.id=h.comparison_id WHERE {cond}"),
+        "overrides": one(f"SELECT COUNT(*) FROM human_labels h JOIN comparisons c ON c.id=h.comparison_id WHERE {cond} AND h.is_override=1"),
+    }
+
+
+# -- export ------------------------------------------------------------------------------------
+def prompt_messages(prompt: str) -> list[dict]:
+    """A prompt as chat messages: a 'Human: ... Assistant: ...' transcript becomes turns, else one user turn."""
+    text = prompt.strip()
+    if not text.startswith("Human:"):
+        return [{"role": "user", "content": text}]
+    parts = _TURN.split(text)
+    msgs = []
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        msgs.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
+    if not msgs or msgs[-1]["role"] != "user":
+        return [{"role": "user", "content": text}]
+    return msgs
+
+
+def _atomic_dir(target: Path) -> Path:
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def export_preferences(
+    store: Store,
+    name: str,
+    *,
+    batch: str | None = None,
+    source: str | None = None,
+    judge_keys: list[str] | None = None,
+    combine: str = "mean",
+    soft_labels: bool = False,
+    margin: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
+    """Write workspace/exports/NAME/ (data.jsonl, hf/, lineage.jsonl, card.json, README.md); returns the card.
+
+    Rows are TRL conversational preference rows: prompt (user turns), chosen and rejected
+    (one assistant turn each). soft_labels adds p_chosen (the probability that chosen is better:
+    1.0 for human and gold labels, the AI P for AI labels); margin adds 2*p_chosen-1 (TRL
+    RewardTrainer's optional margin). Ties, both_bad and comparisons without a valid label are
+    left out and counted in the card.
+    """
+    from .workspace import safe_name
+
+    safe_name(name, "export name")
+    if combine not in COMBINES:
+        raise CaiError(f"unknown combine {combine!r}: use mean or vote")
+    target = store.workspace.child_path("exports", name)
+    existing = store.one("SELECT id FROM exports WHERE name=?", (name,))
+    if (existing or target.exists()) and not overwrite:
+        raise CaiError(f"export {name!r} already exists; choose another name or overwrite")
+    sql, params = "SELECT id, prompt, response_a, response_b, gold_label, source, batch FROM comparisons WHERE 1=1", []
+    if batch:
+        sql += " AND batch=?"
+        params.append(batch)
+    if source:
+        sql += " AND source=?"
+        params.append(source)
+    comps = store.query(sql + " ORDER BY id", params)
+    if not comps:
+        raise CaiError("no comparisons match (check the batch / source filter)")
+    ids = [c["id"] for c in comps]
+    verdicts = stored_verdicts(store, ids, judge_keys, combine)
+    labels: dict[int, list[dict]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in store.query(f"SELECT id, comparison_id, annotator, label, reason, is_override, created_at FROM human_labels "
+                             f"WHERE comparison_id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
+            labels.setdefault(r["comparison_id"], []).append(dict(r))
+    rows, lineage = [], []
+    counts: Counter = Counter()
+    for i, c in enumerate(comps):
+        v = verdicts.get(c["id"])
+        ai_label = v.label if v else None
+        history = labels.get(c["id"], [])
+        label, src = resolve(history, c["gold_label"], ai_label)
+        counts[f"source_{src}"] += 1
+        if label in ("tie", "both_bad"):
+            counts[f"excluded_{label}"] += 1
+            continue
+        if label is None:
+            counts["excluded_invalid" if v is not None and v.invalid else "excluded_unjudged"] += 1
+            continue
+        newest = next((h for h in reversed(history) if h["label"] != "skip"), None)
+        is_override = bool(src == "human" and ai_label is not None and label != ai_label)
+        counts["overrides"] += int(is_override)
+        chosen, rejected = (c["response_a"], c["response_b"]) if label == "A" else (c["response_b"], c["response_a"])
+        p_chosen = 1.0 if src in ("human", "gold") else (v.p_a if label == "A" else 1.0 - v.p_a)
+        row = {"prompt": prompt_messages(c["prompt"]),
+               "chosen": [{"role": "assistant", "content": chosen}],
+               "rejected": [{"role": "assistant", "content": rejected}]}
+        if soft_labels:
+            row["p_chosen"] = float(p_chosen)
+        if margin:
+            row["margin"] = float(2 * p_chosen - 1)
+        rows.append(row)
+        lineage.append({"row": len(rows) - 1, "comparison_id": c["id"], "batch": c["batch"], "source": c["source"],
+                        "label": label, "label_source": src, "is_override": is_override,
+                        "annotator": newest["annotator"] if src == "human" else None,
+                        "override_reason": newest["reason"] if is_override else None,
+                        "ai_label": ai_label, "ai_p_a": v.p_a if v else None,
+                        "ai_flipped": v.flipped if v else None})
+        if progress and i % 200 == 0:
+            progress(i, len(comps), f"resolved {i}/{len(comps)}")
+    if not rows:
+        raise CaiError(f"nothing to export: of {len(comps)} comparisons none has an A/B label "
+                       f"({dict(counts)})")
+    used_keys = sorted({m.judge_key for v in verdicts.values() for m in v.members})
+    judges = [dict(r) for r in store.query(
+        f"SELECT judge_key, model, style, constitution_name, constitution_version FROM judges "
+        f"WHERE judge_key IN ({','.join('?' * len(used_keys))})", used_keys)] if used_keys else []
+    card = {
+        "name": name, "kind": "preference", "format": "trl-conversational-preference",
+        "columns": list(rows[0].keys()), "created_at": now(),
+        "filters": {"batch": batch, "source": source, "judge_keys": judge_keys, "combine": combine},
+        "constitution_versions": sorted({j["constitution_version"] for j in judges if j["constitution_version"]}),
+        "judges": judges,
+        "counts": {
+            "comparisons": len(comps), "exported": len(rows),
+            "from_human": sum(1 for r in lineage if r["label_source"] == "human"),
+            "from_gold": sum(1 for r in lineage if r["label_source"] == "gold"),
+            "from_ai": sum(1 for r in lineage if r["label_source"] == "ai"),
+            "human_overrides": counts["overrides"],
+            "excluded_tie": counts["excluded_tie"], "excluded_both_bad": counts["excluded_both_bad"],
+            "excluded_invalid": counts["excluded_invalid"], "excluded_unjudged": counts["excluded_unjudged"],
+        },
+        "share_human_overrides": counts["overrides"] / len(rows),
+        "resolution": "newest non-skip human label, else gold label, else AI verdict",
+    }
+    from datasets import Dataset
+
+    tmp = _atomic_dir(target)
+    with open(tmp / "data.jsonl", "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(tmp / "lineage.jsonl", "w", encoding="utf-8") as fh:
+        for row in lineage:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    Dataset.from_list(rows).save_to_disk(str(tmp / "hf"))
+    (tmp / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False))
+    (tmp / "README.md").write_text(_readme(card))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    with store.tx() as conn:
+        conn.execute("DELETE FROM exports WHERE name=?", (name,))
+        conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
+                     (name, "preference", str(target), dumps(card), now()))
+    card["path"] = str(target)
+    return card
+
+
+def _readme(card: dict) -> str:
+    c = card["counts"]
+    judges = "\n".join(f"- `{j['judge_key']}` ({j['model']}, style {j['style']}, constitution "
+                       f"{j['constitution_name']} @ {j['constitution_version']})" for j in card["judges"]) or "- none"
+    return (
+        f"# Preference dataset `{card['name']}`\n\n"
+        f"TRL conversational preference format (prompt / chosen / rejected); columns: {', '.join(card['columns'])}.\n"
+        f"Load with `datasets.load_from_disk('hf')` or read `data.jsonl`; `lineage.jsonl` links each row to its "
+        f"comparison, label source and override.\n\n"
+        f"- constitution version(s): {', '.join(card['constitution_versions']) or 'none'}\n"
+        f"- rows: {c['exported']} of {c['comparisons']} comparisons (human {c['from_human']}, gold {c['from_gold']}, "
+        f"AI {c['from_ai']})\n"
+        f"- human overrides: {c['human_overrides']} ({card['share_human_overrides']:.1%} of rows)\n"
+        f"- excluded: tie {c['excluded_tie']}, both bad {c['excluded_both_bad']}, invalid {c['excluded_invalid']}, "
+        f"unjudged {c['excluded_unjudged']}\n"
+        f"- label resolution: {card['resolution']}\n\n## Judges\n\n{judges}\n"
+    )
+
+
+def list_exports(store: Store) -> list[dict]:
+    return [{**dict(r), "card": loads(r["card_json"], {})} for r in store.query(
+        "SELECT id, name, path, card_json, created_at FROM exports WHERE kind='preference' ORDER BY created_at DESC")]
