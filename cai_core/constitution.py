@@ -487,13 +487,18 @@ def load_comparison_questions(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CaiError("file not found", where=str(path))
-    data = _parse_mapping(path.read_text(encoding="utf-8-sig"), path)
+    return parse_comparison_questions_text(path.read_text(encoding="utf-8-sig"), path.name, where=str(path))
+
+
+def parse_comparison_questions_text(text: str, filename: str, where: str | None = None) -> list[str]:
+    where = where or filename
+    data = _parse_mapping(text, Path(filename), where)
     if not _is_string_list(data):
-        raise CaiError("expected a list of comparison questions (strings)", where=str(path))
+        raise CaiError("expected a list of comparison questions (strings)", where=where)
     out = [_clean_question(q) for q in data]
     empty = [i + 1 for i, q in enumerate(out) if not q]
     if empty:
-        raise CaiError(f"comparison question #{empty[0]} is empty", where=str(path))
+        raise CaiError(f"comparison question #{empty[0]} is empty", where=where)
     return out
 
 
@@ -570,16 +575,20 @@ def load_few_shot_file(path: str | Path) -> list[PaperFewShot | FewShotExample]:
     path = Path(path)
     if not path.is_file():
         raise CaiError("file not found", where=str(path))
-    text = path.read_text(encoding="utf-8-sig")
-    data = _parse_mapping(text, path)
+    return parse_few_shot_text(path.read_text(encoding="utf-8-sig"), path.name, where=str(path))
+
+
+def parse_few_shot_text(text: str, filename: str, where: str | None = None) -> list[PaperFewShot | FewShotExample]:
+    where = where or filename
+    data = _parse_mapping(text, Path(filename), where)
     if _is_string_list(data):
-        return parse_paper_few_shot(data, where=str(path))
+        return parse_paper_few_shot(data, where=where)
     if isinstance(data, dict) and "few_shot" in data:
         data = data["few_shot"]
     if not isinstance(data, list) or not data:
-        raise CaiError("expected a non-empty list of few-shot examples", where=str(path))
-    lines = _item_lines(text, path.suffix.lower())
-    return [_few_shot_from_dict(f, i, _at(str(path), lines, "few_shot", i)) for i, f in enumerate(data)]
+        raise CaiError("expected a non-empty list of few-shot examples", where=where)
+    lines = _item_lines(text, Path(filename).suffix.lower())
+    return [_few_shot_from_dict(f, i, _at(where, lines, "few_shot", i)) for i, f in enumerate(data)]
 
 
 def _norm(text: str) -> str:
@@ -624,21 +633,50 @@ def from_paper_few_shot(examples: list[PaperFewShot], name: str = "paper-few-sho
 
 
 # -- import / export ---------------------------------------------------------------------------
+def build_import(text: str, filename: str, name: str | None = None,
+                 comparisons: tuple[str, str] | None = None, few_shot: tuple[str, str] | None = None,
+                 where: str | None = None) -> Constitution:
+    """Parse and validate a constitution (+ optional (text, filename) of comparison questions and
+    few-shot examples) without saving anything; uploads and files share this path."""
+    c = parse_constitution_text(text, filename, where=where, name=name)
+    if comparisons:
+        c = attach_comparison_questions(c, parse_comparison_questions_text(*comparisons))
+    if few_shot:
+        c = attach_few_shot(c, parse_few_shot_text(*few_shot))
+    return c.validate(where=where or filename)
+
+
+def save_imported(store: Store, c: Constitution, note: str) -> str:
+    """Save an imported constitution as a new version of its name (parent: the newest one)."""
+    parent = _latest_version(store, c.name)
+    return save_constitution(store, c, note=note, parent_version=parent if parent != c.version else None)
+
+
+def _read(path: str | Path) -> tuple[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CaiError("file not found", where=str(path))
+    try:
+        return path.read_text(encoding="utf-8-sig"), str(path)
+    except UnicodeDecodeError as exc:
+        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
+
+
+def load_import(path: str | Path, name: str | None = None, comparisons: str | Path | None = None,
+                few_shot: str | Path | None = None) -> Constitution:
+    """build_import for files on disk (messages name each file and line)."""
+    text, where = _read(path)
+    return build_import(text, where, name=name, comparisons=_read(comparisons) if comparisons else None,
+                        few_shot=_read(few_shot) if few_shot else None, where=where)
+
+
 def import_constitution(store: Store, path: str | Path, name: str | None = None,
                         comparisons: str | Path | None = None, few_shot: str | Path | None = None,
                         note: str | None = None) -> tuple[Constitution, str]:
     """Read a constitution file (+ optional comparison questions and few-shot file), validate
     everything, then save one new version. Returns (constitution, version)."""
-    c = load_constitution_file(path, name=name)
-    if comparisons:
-        c = attach_comparison_questions(c, load_comparison_questions(comparisons))
-    if few_shot:
-        c = attach_few_shot(c, load_few_shot_file(few_shot))
-    c.validate(where=str(path))
-    parent = _latest_version(store, c.name)
-    version = save_constitution(store, c, note=note or f"imported from {Path(path).name}",
-                                parent_version=parent if parent != c.version else None)
-    return c, version
+    c = load_import(path, name=name, comparisons=comparisons, few_shot=few_shot)
+    return c, save_imported(store, c, note or f"imported from {Path(path).name}")
 
 
 def _latest_version(store: Store, name: str) -> str | None:

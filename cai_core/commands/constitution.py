@@ -63,23 +63,17 @@ def _store(args):
 
 
 def _load_with_extras(args):
-    from ..constitution import (attach_comparison_questions, attach_few_shot, load_comparison_questions,
-                                load_constitution_file, load_few_shot_file)
+    from ..constitution import load_import
 
-    c = load_constitution_file(args.file, name=getattr(args, "name", None))
-    if args.comparisons:
-        c = attach_comparison_questions(c, load_comparison_questions(args.comparisons))
-    if args.few_shot:
-        c = attach_few_shot(c, load_few_shot_file(args.few_shot))
-    return c.validate(where=args.file)
+    return load_import(args.file, name=getattr(args, "name", None), comparisons=args.comparisons,
+                       few_shot=args.few_shot)
 
 
 def cmd_import(args) -> int:
-    from ..constitution import import_constitution
+    from ..constitution import save_imported
 
-    _load_with_extras(args)  # everything validated before the store is even opened
-    c, version = import_constitution(_store(args), args.file, name=args.name, comparisons=args.comparisons,
-                                     few_shot=args.few_shot, note=args.note)
+    c = _load_with_extras(args)  # everything validated before the store is even opened
+    version = save_imported(_store(args), c, args.note or f"imported from {Path(args.file).name}")
     print(f"imported {c.name!r} version {version}: {len(c.principles)} principles "
           f"({len(c.critique_principles())} for critique/revision, {len(c.comparison_principles())} with a "
           f"comparison question), {len(c.few_shot)} few-shot examples")
