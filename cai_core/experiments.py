@@ -1,0 +1,304 @@
+"""Constitution A/B experiments: did a change of wording matter?
+
+Same prompts, same model, same seeds and settings, two constitution versions (or two wordings of
+one principle, saved as two versions). The critique -> revision engine runs each arm; then, per
+prompt, the two arms are compared: whether the final answers (and which rounds' revisions)
+differ, evasiveness of each final answer, edit size (words changed from the initial answer),
+the share of critiques that found a violation, and optionally an AI judge's preference between
+the two final answers (both orders). Each difference B - A gets a paired bootstrap CI (prompts
+resampled with both arms together), so a researcher sees whether it is more than noise.
+
+Per-principle attribution: the principles whose text changed between the versions (or that were
+added or removed) are listed; for each, the prompts whose trajectories used it in a round are
+compared separately, next to the prompts that never met a changed principle.
+
+Note: with the paper's random schedule the principle of each round is drawn per trajectory (the
+draw depends on the constitution version), so the arms may use different principles on the same
+prompt; schedule "sequence" or "all" keeps the rounds aligned.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .constitution import Constitution
+from .errors import CaiError
+from .evasiveness import detect
+from .stats import bootstrap_ci, paired_bootstrap_diff, win_tie_loss
+from .store import Store, dumps, now
+from .textdiff import edit_distance_words
+
+KIND = "ab-experiment"
+PRINCIPLE_FIELDS = ("name", "critique_request", "revision_request", "comparison_question", "enabled")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ABSpec:
+    constitution_a: str                 # file or stored NAME[@VERSION]
+    constitution_b: str
+    prompts: str                        # prompt set name or file
+    model: str = "default"
+    judge_model: str | None = None      # optional: judge the two final answers
+    name: str | None = None
+    rounds: int = 1
+    schedule: str = "random"
+    sequence: list[str] = field(default_factory=list)
+    cot: bool = False
+    few_shot: bool = True
+    seed: int = 0
+    limit: int | None = None
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    batch_size: int = 8
+    judge_style: str = "auto"
+    judge_constitution: str | None = None
+    n_boot: int = 1000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def principle_changes(a: Constitution, b: Constitution) -> dict:
+    """Principles changed (same id, different text), added (only in B) and removed (only in A)."""
+    pa = {p.id: p for p in a.principles}
+    pb = {p.id: p for p in b.principles}
+    changed = {}
+    for pid in pa.keys() & pb.keys():
+        fields = [f for f in PRINCIPLE_FIELDS if getattr(pa[pid], f) != getattr(pb[pid], f)]
+        if fields:
+            changed[pid] = fields
+    return {
+        "changed": dict(sorted(changed.items())),
+        "added": sorted(pb.keys() - pa.keys()),
+        "removed": sorted(pa.keys() - pb.keys()),
+        "few_shot_changed": [asdict(f) for f in a.few_shot] != [asdict(f) for f in b.few_shot],
+    }
+
+
+def validate_ab(store: Store, spec: ABSpec):
+    """Resolve and check everything before any work; returns (constitution A, B, prompts, settings)."""
+    from .revision import ReviseSettings, resolve_constitution, resolve_prompts
+
+    if spec.name is not None and not _NAME.match(spec.name):
+        raise CaiError(f"invalid experiment name {spec.name!r}: 1-64 letters, digits, '.', '_' or '-'")
+    if spec.batch_size < 1:
+        raise CaiError("--batch-size must be at least 1")
+    if spec.judge_style not in ("auto", "mc", "cot", "parse"):
+        raise CaiError(f"unknown judge style {spec.judge_style!r}: use auto, mc, cot or parse")
+    ca, _ = resolve_constitution(store, spec.constitution_a)
+    cb, _ = resolve_constitution(store, spec.constitution_b)
+    ca.validate(where=spec.constitution_a)
+    cb.validate(where=spec.constitution_b)
+    if ca.version == cb.version:
+        raise CaiError(f"both arms are the same constitution version ({ca.version}); change a wording and save it "
+                       "as a new version first")
+    items, _ = resolve_prompts(store, spec.prompts)
+    if spec.limit is not None:
+        if spec.limit < 1:
+            raise CaiError("--limit must be at least 1")
+        items = items[: spec.limit]
+    settings = ReviseSettings(rounds=spec.rounds, schedule=spec.schedule, sequence=list(spec.sequence), cot=spec.cot,
+                              few_shot=spec.few_shot, seed=spec.seed, max_new_tokens=spec.max_new_tokens,
+                              temperature=spec.temperature, top_p=spec.top_p)
+    settings.validate(ca)
+    settings.validate(cb)
+    if spec.judge_constitution and not spec.judge_model:
+        raise CaiError("--judge-constitution needs --judge-model")
+    return ca, cb, items, settings
+
+
+def _arm_metrics(traj: dict) -> dict:
+    final = traj.get("final") or ""
+    initial = traj.get("initial") or ""
+    steps = traj.get("steps") or []
+    verdicts = [s["violation"] for s in steps if s.get("violation") is not None]
+    v = detect(final)
+    return {
+        "trajectory_id": traj["id"],
+        "principles": [s["principle_id"] for s in steps],
+        "final": final,
+        "evasive": v.evasive,
+        "evasive_reason": v.reason,
+        "edit_words": edit_distance_words(initial, final),
+        "violation_rate": (sum(verdicts) / len(verdicts)) if verdicts else None,
+    }
+
+
+def _paired(a: list, b: list, n_boot: int, seed: int) -> dict | None:
+    """Paired bootstrap of B - A over items where both are known."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if not pairs:
+        return None
+    r = paired_bootstrap_diff([y for _, y in pairs], [x for x, _ in pairs], n_boot=n_boot, seed=seed)
+    r["mean_a"], r["mean_b"] = r["mean_b"], r["mean_a"]  # the helper's first argument is B here
+    return r
+
+
+def _group_metrics(items: list[dict], n_boot: int, seed: int) -> dict:
+    out = {
+        "n": len(items),
+        "evasive": _paired([float(i["a"]["evasive"]) for i in items], [float(i["b"]["evasive"]) for i in items], n_boot, seed),
+        "edit_words": _paired([i["a"]["edit_words"] for i in items], [i["b"]["edit_words"] for i in items], n_boot, seed),
+        "violation_rate": _paired([i["a"]["violation_rate"] for i in items], [i["b"]["violation_rate"] for i in items],
+                                  n_boot, seed),
+        "judge_pref_b": None,
+    }
+    prefs = [i.get("pref_b") for i in items]
+    if any(p is not None for p in prefs):
+        # B's score (1 win, 0.5 tie, 0 loss) against A's (1 - B's): the difference is P(B preferred) - P(A preferred)
+        out["judge_pref_b"] = _paired([None if p is None else 1.0 - p for p in prefs], prefs, n_boot, seed)
+        out["judge_wtl_b"] = win_tie_loss([p for p in prefs if p is not None], n_boot=n_boot, seed=seed)
+    differs = [1.0 if i["final_differs"] else 0.0 for i in items]
+    out["final_differs"] = {"rate": sum(differs) / len(differs) if differs else None,
+                            "ci": list(bootstrap_ci(differs, n_boot=n_boot, seed=seed)) if differs else [None, None]}
+    return out
+
+
+def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_id: int | None,
+                  progress: Progress | None, should_stop) -> None:
+    """Judge final A vs final B per prompt (both orders); sets item["pref_b"] (1 B better, 0.5 tie, 0 A better)."""
+    from .evaluation import HARMLESS_JUDGE, outcome_of
+    from .judges import JudgeSpec, judge_pairs
+    from .models import get_backend
+    from .revision import resolve_constitution
+
+    constitution = resolve_constitution(store, spec.judge_constitution)[0] if spec.judge_constitution else HARMLESS_JUDGE
+    backend = get_backend(spec.judge_model, store.workspace)
+    style = spec.judge_style if spec.judge_style != "auto" else ("mc" if backend.supports_logprobs else "parse")
+    source = f"ab:{name}"
+    pairs = []
+    with store.tx() as conn:
+        for it in items:
+            if not it["final_differs"]:
+                it["pref_b"] = 0.5
+                continue
+            key = hashlib.sha256(dumps([source, it["prompt"], it["a"]["final"], it["b"]["final"]]).encode()).hexdigest()
+            conn.execute(
+                "INSERT OR IGNORE INTO comparisons (key, source, batch, prompt, response_a, response_b, category, "
+                "policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (key, source, name, it["prompt"], it["a"]["final"], it["b"]["final"], it["category"], "A", "B",
+                 dumps({"trajectory_a": it["a"]["trajectory_id"], "trajectory_b": it["b"]["trajectory_id"]}), now()))
+            cid = int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0])
+            it["comparison_id"] = cid
+            pairs.append({"id": str(cid), "comparison_id": cid, "prompt": it["prompt"],
+                          "response_a": it["a"]["final"], "response_b": it["b"]["final"]})
+    if not pairs:
+        return
+    jspec = JudgeSpec(model=spec.judge_model, style=style, principles="random", swap=True, seed=spec.seed,
+                      batch_size=spec.batch_size)
+    verdicts = {v.comparison_id: v for v in judge_pairs(backend, jspec, constitution, pairs, store=store,
+                                                         progress=progress, should_stop=should_stop, job_id=job_id)}
+    for it in items:
+        cid = it.get("comparison_id")
+        if cid is not None:
+            o = outcome_of(verdicts.get(cid))
+            it["pref_b"] = None if o is None else 1.0 - o
+            v = verdicts.get(cid)
+            it["judge_p_a"] = v.p_a if v else None
+
+
+def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None = None,
+                      should_stop: Callable[[], bool] | None = None, job_id: int | None = None) -> dict:
+    """Run both arms (resumable), compare them, store and return {id, name, result}."""
+    from .constitution import save_constitution
+    from .models import get_backend
+    from .revision import get_trajectories, run_revision
+
+    ca, cb, prompt_items, settings = validate_ab(store, spec)
+    name = spec.name or time.strftime("ab-%Y%m%d-%H%M%S")
+    backend = get_backend(spec.model, store.workspace)
+    for c, src in ((ca, spec.constitution_a), (cb, spec.constitution_b)):
+        save_constitution(store, c, note=f"used by A/B experiment {name} ({src})")
+    existing = store.one("SELECT id FROM evaluations WHERE name=? AND kind=?", (name, KIND))
+    if existing is not None:
+        exp_id = int(existing["id"])
+        store.execute("UPDATE evaluations SET spec_json=?, job_id=COALESCE(?, job_id) WHERE id=?",
+                      (dumps(spec.to_dict()), job_id, exp_id))
+    else:
+        exp_id = int(store.execute(
+            "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?)",
+            (name, KIND, dumps(spec.to_dict()), None, job_id, now())).lastrowid)
+
+    arms = {}
+    for label, c in (("A", ca), ("B", cb)):
+        def arm_progress(done: int, total: int, msg: str, _label=label) -> None:
+            if progress:
+                progress(done, total, f"arm {_label}: {msg}")
+
+        ids = run_revision(store, backend, c, prompt_items, settings, spec.model, batch=f"ab-{name}-{label}",
+                           job_id=job_id, batch_size=spec.batch_size, progress=arm_progress, should_stop=should_stop)
+        if should_stop and should_stop():
+            return {"id": exp_id, "name": name, "result": None, "stopped": True}
+        arms[label] = get_trajectories(store, ids)
+
+    changes = principle_changes(ca, cb)
+    touched_ids = set(changes["changed"]) | set(changes["added"]) | set(changes["removed"])
+    items = []
+    for k, (pi, ta, tb) in enumerate(zip(prompt_items, arms["A"], arms["B"])):
+        a, b = _arm_metrics(ta), _arm_metrics(tb)
+        steps_a = {s["round"]: s for s in ta["steps"]}
+        steps_b = {s["round"]: s for s in tb["steps"]}
+        rounds_differ = [r for r in sorted(set(steps_a) | set(steps_b))
+                         if (steps_a.get(r) or {}).get("revision") != (steps_b.get(r) or {}).get("revision")]
+        used = set(a["principles"]) | set(b["principles"])
+        items.append({
+            "index": k, "prompt": pi.text, "category": pi.category, "a": a, "b": b,
+            "final_differs": a["final"] != b["final"], "rounds_differ": rounds_differ,
+            "changed_principles_used": sorted(used & touched_ids),
+            "same_plan": a["principles"] == b["principles"], "pref_b": None,
+        })
+    if spec.judge_model:
+        _judge_finals(store, spec, name, items, job_id, progress, should_stop)
+        if should_stop and should_stop():
+            return {"id": exp_id, "name": name, "result": None, "stopped": True}
+
+    attribution = []
+    for pid in sorted(touched_ids):
+        group = [it for it in items if pid in it["changed_principles_used"]]
+        status = "changed" if pid in changes["changed"] else ("added" if pid in changes["added"] else "removed")
+        attribution.append({
+            "principle": pid, "status": status, "fields": changes["changed"].get(pid, []),
+            "rounds_a": sum(it["a"]["principles"].count(pid) for it in items),
+            "rounds_b": sum(it["b"]["principles"].count(pid) for it in items),
+            "metrics": _group_metrics(group, spec.n_boot, spec.seed) if group else None,
+        })
+    untouched = [it for it in items if not it["changed_principles_used"]]
+    result = {
+        "name": name,
+        "constitution_a": {"name": ca.name, "version": ca.version, "source": spec.constitution_a},
+        "constitution_b": {"name": cb.name, "version": cb.version, "source": spec.constitution_b},
+        "model": spec.model,
+        "settings": asdict(settings),
+        "judge_model": spec.judge_model,
+        "principle_changes": changes,
+        "prompts": len(items),
+        "metrics": _group_metrics(items, spec.n_boot, spec.seed),
+        "attribution": attribution,
+        "untouched": _group_metrics(untouched, spec.n_boot, spec.seed) if untouched else None,
+        "same_plan_share": sum(it["same_plan"] for it in items) / len(items) if items else None,
+        "items": items,
+        "finished_at": now(),
+    }
+    store.execute("UPDATE evaluations SET result_json=? WHERE id=?", (dumps(result), exp_id))
+    return {"id": exp_id, "name": name, "result": result}
+
+
+def experiment_table(result: dict) -> list[dict]:
+    """The headline rows: metric, A, B, B - A with its CI, and whether the CI excludes 0."""
+    labels = {"evasive": "evasive share", "edit_words": "edit size (words)",
+              "violation_rate": "critiques finding a violation", "judge_pref_b": "judge: net preference for B"}
+    rows = []
+    for key, label in labels.items():
+        m = (result or {}).get("metrics", {}).get(key)
+        if not m:
+            continue
+        rows.append({"metric": label, "A": m["mean_a"], "B": m["mean_b"], "B - A": m["diff"],
+                     "ci_low": m["ci"][0], "ci_high": m["ci"][1], "n": m["n"],
+                     "significant": m["significant"]})
+    return rows
