@@ -1,0 +1,231 @@
+"""Constitution: edit principles (new version on save), diff versions, import/export, prompt sets."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from cai_core.constitution import (build_import, diff_constitutions, dump_constitution, get_constitution,
+                                   list_constitutions, list_versions, save_edited, save_imported)
+from cai_core.errors import CaiError
+from cai_core.prompt_sets import (KINDS, delete_prompt_set, get_prompts, import_hf_dataset_column,
+                                  import_prompt_set, list_prompt_sets, parse_prompts_text)
+from ui import constitution as ce
+from ui.common import age, get_store, show_error
+
+store = get_store()
+st.title("Constitution")
+st.caption("A constitution is a named list of principles. Each save makes a new version (a content hash); "
+           "old versions stay readable and any two can be compared.")
+
+constitutions = list_constitutions(store)
+names = [c["name"] for c in constitutions]
+
+# -- pick constitution + version ---------------------------------------------------------------
+if names:
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        name = st.selectbox("Constitution", names, key="ce_name")
+    versions = list_versions(store, name)
+    labels = {v["version"]: f"{v['version']} - {age(v['created_at'])}" + (f" - {v['note']}" if v["note"] else "")
+              for v in versions}
+    with c2:
+        if st.session_state.get("ce_version") not in labels:
+            st.session_state["ce_version"] = versions[0]["version"]
+        version = st.selectbox("Version", list(labels), format_func=labels.get, key="ce_version",
+                               help="newest first")
+    if st.session_state.get("ce_loaded") != (name, version):
+        ce.load_draft(get_constitution(store, name, version), name, version)
+else:
+    name = version = None
+    st.info("No constitution yet: import one below (or the samples load on the app's first start).")
+
+tab_edit, tab_versions, tab_io, tab_prompts = st.tabs(["Edit", "Versions and diff", "Import / export", "Prompt sets"])
+
+
+def _save() -> None:
+    """Button callback: validate the draft, save a new version and select it."""
+    draft = ce.draft_constitution(st.session_state["ce_loaded"][0])
+    problems = draft.problems()
+    if problems:
+        st.session_state["ce_flash"] = ("error", "Not saved: " + "; ".join(problems))
+        return
+    try:
+        new_version, created = save_edited(store, draft, note=st.session_state.get("ce_note") or None,
+                                           parent_version=st.session_state["ce_loaded"][1])
+    except CaiError as exc:
+        st.session_state["ce_flash"] = ("error", f"Not saved: {exc}")
+        return
+    if created:
+        st.session_state["ce_flash"] = ("success", f"Saved version {new_version}.")
+        st.session_state["ce_note"] = ""
+    else:
+        st.session_state["ce_flash"] = ("info", f"No changes: this content is version {new_version}.")
+    st.session_state["ce_version"] = new_version
+    st.session_state["ce_loaded"] = (draft.name, new_version)
+
+
+# -- edit --------------------------------------------------------------------------------------
+with tab_edit:
+    if name:
+        flash = st.session_state.pop("ce_flash", None)
+        if flash:
+            getattr(st, flash[0])(flash[1])
+        st.text_area("Description", key=f"ce{st.session_state['ce_gen']}_description", height=68)
+        order = st.session_state["ce_order"]
+        for pos, uid in enumerate(list(order)):
+            p = ce.principle_from_state(uid)
+            problems = p.problems()
+            icon = ":material/error:" if problems else (":material/check_circle:" if p.enabled else ":material/block:")
+            with st.expander(f"{pos + 1}. {p.name or '(no name)'}  ·  {p.id}", expanded=bool(problems), icon=icon):
+                b = st.columns([1, 1, 1, 2, 5])
+                b[0].button("Up", key=f"up_{uid}", icon=":material/arrow_upward:", disabled=pos == 0,
+                            on_click=ce.move, args=("ce_order", uid, -1))
+                b[1].button("Down", key=f"down_{uid}", icon=":material/arrow_downward:", disabled=pos == len(order) - 1,
+                            on_click=ce.move, args=("ce_order", uid, 1))
+                b[2].button("Remove", key=f"rm_{uid}", icon=":material/delete:", on_click=ce.remove,
+                            args=("ce_order", uid))
+                b[3].toggle("Enabled", key=ce.key(uid, "enabled"))
+                r = st.columns([1, 2, 2])
+                r[0].text_input("Id", key=ce.key(uid, "id"))
+                r[1].text_input("Name", key=ce.key(uid, "name"))
+                r[2].text_input("Tags (comma-separated)", key=ce.key(uid, "tags"))
+                for fld, label in (("critique_request", "Critique request"), ("revision_request", "Revision request"),
+                                   ("comparison_question", "Comparison question (judging phase)")):
+                    text = st.text_area(label, key=ce.key(uid, fld), height=90)
+                    ce.variables_caption(text, fld)
+                for msg in problems:
+                    st.error(msg)
+        st.button("Add principle", icon=":material/add:", on_click=ce.add_principle)
+
+        st.subheader("Few-shot examples")
+        st.caption("Optional worked examples shown before each critique/revision: a question, a response, its "
+                   "critique and its revision, using one principle's requests.")
+        ids = [""] + [st.session_state.get(ce.key(u, "id")) or "" for u in order]
+        for pos, uid in enumerate(list(st.session_state["ce_few_order"])):
+            with st.expander(f"Example {pos + 1}: {(st.session_state.get(ce.key(uid, 'question')) or '')[:60]}"):
+                cols = st.columns([1, 1, 1, 4])
+                cols[0].button("Up", key=f"fup_{uid}", disabled=pos == 0, on_click=ce.move,
+                               args=("ce_few_order", uid, -1))
+                cols[1].button("Down", key=f"fdown_{uid}", disabled=pos == len(st.session_state["ce_few_order"]) - 1,
+                               on_click=ce.move, args=("ce_few_order", uid, 1))
+                cols[2].button("Remove", key=f"frm_{uid}", on_click=ce.remove, args=("ce_few_order", uid))
+                pid_key = ce.key(uid, "principle_id")
+                if st.session_state.get(pid_key) not in ids:
+                    ids.append(st.session_state.get(pid_key))
+                cols[3].selectbox("Principle", ids, key=pid_key, format_func=lambda v: v or "(first enabled)")
+                for fld in ("question", "response", "critique", "revision"):
+                    st.text_area(fld.capitalize(), key=ce.key(uid, fld), height=80)
+        st.button("Add few-shot example", icon=":material/add:", on_click=ce.add_few_shot)
+
+        st.divider()
+        draft = ce.draft_constitution(name)
+        all_problems = draft.problems()
+        changed = draft.version != version
+        if all_problems:
+            st.warning(f"{len(all_problems)} problem(s) to fix before saving.")
+        elif changed:
+            st.caption(f"Unsaved changes: saving makes version {draft.version} (parent {version}).")
+        s1, s2 = st.columns([4, 1])
+        s1.text_input("Note for this version", key="ce_note", placeholder="what changed and why")
+        s2.button("Save new version", type="primary", key="ce_save", on_click=_save,
+                  disabled=not changed and not all_problems)
+
+# -- versions and diff -------------------------------------------------------------------------
+with tab_versions:
+    if name:
+        st.dataframe(pd.DataFrame([{"version": v["version"], "saved": age(v["created_at"]), "parent": v["parent_version"],
+                                    "note": v["note"]} for v in versions]), hide_index=True, width="stretch")
+        if len(versions) < 2:
+            st.info("Only one version so far: save an edit to compare versions.")
+        else:
+            d1, d2 = st.columns(2)
+            old_v = d1.selectbox("Old", list(labels), index=1, format_func=labels.get, key="ce_diff_old")
+            new_v = d2.selectbox("New", list(labels), index=0, format_func=labels.get, key="ce_diff_new")
+            ce.render_changes(diff_constitutions(get_constitution(store, name, old_v), get_constitution(store, name, new_v)))
+
+# -- import / export ---------------------------------------------------------------------------
+with tab_io:
+    st.subheader("Import")
+    st.caption("This project's YAML/JSON, or the CAI paper's CritiqueRevisionInstructions.json, "
+               "RLMadisonInstructions.json (comparison questions) or CritiqueRevisionFewShotPrompts.json.")
+    up = st.file_uploader("Constitution file", type=["yaml", "yml", "json"], key="ce_upload")
+    i1, i2, i3 = st.columns(3)
+    new_name = i1.text_input("Store as name (optional)", key="ce_import_name")
+    comp_up = i2.file_uploader("Comparison questions (optional)", type=["json", "yaml", "yml"], key="ce_upload_cmp")
+    few_up = i3.file_uploader("Few-shot examples (optional)", type=["json", "yaml", "yml"], key="ce_upload_few")
+    if st.button("Import", disabled=up is None, key="ce_import"):
+        try:
+            def _text(f):
+                try:
+                    return f.getvalue().decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    raise CaiError("not UTF-8 text", where=f.name) from exc
+
+            imported = build_import(_text(up), up.name, name=new_name.strip() or None,
+                                    comparisons=(_text(comp_up), comp_up.name) if comp_up else None,
+                                    few_shot=(_text(few_up), few_up.name) if few_up else None)
+            v = save_imported(store, imported, note=f"imported from {up.name}")
+            st.success(f"Imported {imported.name!r} version {v} ({len(imported.principles)} principles, "
+                       f"{len(imported.few_shot)} few-shot examples).")
+        except CaiError as exc:
+            show_error(exc)
+    if name:
+        st.subheader("Export")
+        fmt = st.radio("Format", ["yaml", "json"], horizontal=True, key="ce_export_fmt")
+        current = get_constitution(store, name, version)
+        st.download_button(f"Download {name} {version}.{fmt}", dump_constitution(current, fmt),
+                           file_name=f"{name}-{version}.{fmt}", mime="application/json" if fmt == "json" else "text/yaml",
+                           icon=":material/download:")
+
+# -- prompt sets -------------------------------------------------------------------------------
+with tab_prompts:
+    sets = list_prompt_sets(store)
+    if sets:
+        st.dataframe(pd.DataFrame([{"name": s["name"], "kind": s["kind"], "prompts": s["prompts"], "source": s["source"],
+                                    "created": age(s["created_at"])} for s in sets]),
+                     hide_index=True, width="stretch")
+        v1, v2 = st.columns([3, 1])
+        shown = v1.selectbox("Show prompts of", [s["name"] for s in sets], key="ps_show")
+        if v2.button("Delete this set", key="ps_delete", icon=":material/delete:"):
+            delete_prompt_set(store, shown)
+            st.rerun()
+        prompts = get_prompts(store, shown)
+        st.dataframe(pd.DataFrame([{"#": p["idx"], "category": p["category"], "prompt": p["text"]} for p in prompts]),
+                     hide_index=True, width="stretch", height=260)
+    else:
+        st.info("No prompt sets yet.")
+
+    st.subheader("Import prompts")
+    f_up = st.file_uploader("JSONL ('prompt' field), CSV (prompt column) or TXT (one per line)",
+                            type=["jsonl", "csv", "txt"], key="ps_upload")
+    p1, p2, p3 = st.columns([2, 1, 1])
+    ps_name = p1.text_input("Set name", key="ps_name")
+    ps_kind = p2.selectbox("Kind", KINDS, key="ps_kind")
+    ps_replace = p3.checkbox("Replace if it exists", key="ps_replace")
+    if st.button("Import prompt file", disabled=f_up is None, key="ps_import"):
+        try:
+            try:
+                raw = f_up.getvalue().decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise CaiError("not UTF-8 text", where=f_up.name) from exc
+            items = parse_prompts_text(raw, f_up.name)
+            import_prompt_set(store, ps_name, items, kind=ps_kind, source=f"upload:{f_up.name}", replace=ps_replace)
+            st.success(f"Imported {len(items)} prompts as {ps_name!r}.")
+        except CaiError as exc:
+            show_error(exc)
+
+    st.subheader("Import a HF dataset column")
+    h1, h2, h3 = st.columns([3, 1, 1])
+    hf_path = h1.text_input("Dataset folder (saved with save_to_disk)", key="hf_path")
+    hf_col = h2.text_input("Column", value="prompt", key="hf_col")
+    hf_split = h3.text_input("Split", value="train", key="hf_split")
+    h4, h5 = st.columns([2, 1])
+    hf_name = h4.text_input("Set name", key="hf_name")
+    hf_kind = h5.selectbox("Kind", KINDS, key="hf_kind")
+    if st.button("Import dataset column", disabled=not (hf_path and hf_name), key="hf_import"):
+        try:
+            import_hf_dataset_column(store, hf_name, hf_path.strip(), hf_col.strip(), split=hf_split.strip() or "train",
+                                     kind=hf_kind)
+            st.success(f"Imported {len(get_prompts(store, hf_name))} prompts as {hf_name!r}.")
+        except CaiError as exc:
+            show_error(exc)

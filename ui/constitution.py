@@ -1,0 +1,163 @@
+"""Constitution page helpers: the editable draft kept in session state, and safe diff rendering.
+
+The draft lives in widget keys named `ce{gen}_{uid}_{field}`: a principle keeps its uid when it is
+moved, so reordering never mixes up texts, and loading another version bumps `gen` so every
+widget starts fresh from the stored text.
+"""
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from cai_core.constitution import (ALLOWED_VARIABLES, FIELD_VARIABLES, Constitution, FewShotExample, Principle,
+                                   template_variables)
+from cai_core.errors import CaiError
+
+PRINCIPLE_FIELDS = ("id", "name", "critique_request", "revision_request", "comparison_question", "tags", "enabled")
+FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:=])")
+
+
+def escape_md(text: str) -> str:
+    """Backslash-escape markdown so user or model text renders literally."""
+    return _MD_SPECIAL.sub(r"\\\1", text or "")
+
+
+def key(uid: str, fld: str) -> str:
+    return f"ce{st.session_state.get('ce_gen', 0)}_{uid}_{fld}"
+
+
+def load_draft(c: Constitution, name: str, version: str) -> None:
+    """Put a constitution into the widget state (fresh keys)."""
+    gen = st.session_state.get("ce_gen", 0) + 1
+    st.session_state["ce_gen"] = gen
+    st.session_state["ce_loaded"] = (name, version)
+    st.session_state["ce_next_uid"] = 0
+    st.session_state["ce_order"] = []
+    st.session_state["ce_few_order"] = []
+    st.session_state[f"ce{gen}_description"] = c.description
+    for p in c.principles:
+        add_principle(p)
+    for ex in c.few_shot:
+        add_few_shot(ex)
+
+
+def _uid(prefix: str) -> str:
+    n = st.session_state.get("ce_next_uid", 0)
+    st.session_state["ce_next_uid"] = n + 1
+    return f"{prefix}{n}"
+
+
+def add_principle(p: Principle | None = None) -> None:
+    uid = _uid("p")
+    if p is None:
+        existing = {st.session_state.get(key(u, "id")) for u in st.session_state["ce_order"]}
+        k = len(existing) + 1
+        while f"principle_{k}" in existing:
+            k += 1
+        p = Principle(id=f"principle_{k}", name="New principle", critique_request="", revision_request="")
+    values = {"id": p.id, "name": p.name, "critique_request": p.critique_request,
+              "revision_request": p.revision_request, "comparison_question": p.comparison_question,
+              "tags": ", ".join(p.tags), "enabled": p.enabled}
+    for fld, value in values.items():
+        st.session_state[key(uid, fld)] = value
+    st.session_state["ce_order"].append(uid)
+
+
+def add_few_shot(ex: FewShotExample | None = None) -> None:
+    uid = _uid("f")
+    ex = ex or FewShotExample(question="", response="", critique="", revision="")
+    for fld in FEW_SHOT_FIELDS:
+        st.session_state[key(uid, fld)] = getattr(ex, fld) or ""
+    st.session_state["ce_few_order"].append(uid)
+
+
+def move(order_key: str, uid: str, delta: int) -> None:
+    order = st.session_state[order_key]
+    i = order.index(uid)
+    j = i + delta
+    if 0 <= j < len(order):
+        order[i], order[j] = order[j], order[i]
+
+
+def remove(order_key: str, uid: str) -> None:
+    st.session_state[order_key].remove(uid)
+
+
+def principle_from_state(uid: str) -> Principle:
+    g = lambda f: st.session_state.get(key(uid, f))  # noqa: E731
+    tags = [t.strip() for t in (g("tags") or "").split(",") if t.strip()]
+    return Principle(id=(g("id") or "").strip(), name=(g("name") or "").strip(),
+                     critique_request=g("critique_request") or "", revision_request=g("revision_request") or "",
+                     comparison_question=g("comparison_question") or "", tags=tags, enabled=bool(g("enabled")))
+
+
+def draft_constitution(name: str) -> Constitution:
+    """The constitution as currently edited (not validated)."""
+    gen = st.session_state.get("ce_gen", 0)
+    few = []
+    for uid in st.session_state.get("ce_few_order", []):
+        g = lambda f: st.session_state.get(key(uid, f)) or ""  # noqa: E731
+        few.append(FewShotExample(question=g("question"), response=g("response"), critique=g("critique"),
+                                  revision=g("revision"), principle_id=g("principle_id").strip() or None))
+    return Constitution(name=name, description=st.session_state.get(f"ce{gen}_description", "") or "",
+                        principles=[principle_from_state(u) for u in st.session_state.get("ce_order", [])],
+                        few_shot=few)
+
+
+def variables_caption(text: str, fld: str) -> None:
+    """Live: which variables a template uses, or why it is rejected."""
+    try:
+        used = template_variables(text)
+    except CaiError as exc:
+        st.error(str(exc))
+        return
+    unknown = used - FIELD_VARIABLES[fld]
+    if unknown:
+        allowed = ", ".join("{" + v + "}" for v in sorted(FIELD_VARIABLES[fld]))
+        names = ", ".join("{" + u + "}" for u in sorted(unknown))
+        st.error(f"Unknown variable(s) {names}; allowed here: {allowed}")
+    elif used:
+        st.caption("Uses " + ", ".join("`{" + u + "}`" for u in sorted(used)))
+    else:
+        st.caption("No variables: asked after the conversation. Available: "
+                   + ", ".join("`{" + v + "}`" for v in sorted(FIELD_VARIABLES[fld] & ALLOWED_VARIABLES)))
+
+
+def render_segments(segments) -> None:
+    """A word diff as markdown of escaped text: insertions green, deletions red and struck out."""
+    parts = []
+    for seg in segments:
+        lines = seg.text.split("\n")
+        rendered = []
+        for line in lines:
+            if not line.strip() or seg.op == "equal":
+                rendered.append(escape_md(line))
+            elif seg.op == "insert":
+                rendered.append(f":green-background[{escape_md(line)}]")
+            else:
+                rendered.append(f":red-background[~~{escape_md(line)}~~]")
+        parts.append("  \n".join(rendered))
+    st.markdown("".join(parts) or "_(empty)_")
+
+
+STATUS_ICON = {"added": ":material/add_circle:", "removed": ":material/remove_circle:",
+               "changed": ":material/edit:", "moved": ":material/swap_vert:"}
+
+
+def render_changes(changes) -> None:
+    if not changes:
+        st.info("These two versions are identical.")
+        return
+    for ch in changes:
+        title = f"{STATUS_ICON.get(ch.status, '')} {ch.kind.replace('_', '-')} **{escape_md(ch.key)}** - {ch.status}"
+        if ch.kind == "principle" and ch.label != ch.key:
+            title += f" ({escape_md(ch.label)})"
+        if ch.status == "moved" or (ch.old_index is not None and ch.new_index is not None and ch.old_index != ch.new_index):
+            title += f", position {ch.old_index + 1} -> {ch.new_index + 1}"
+        with st.container(border=True):
+            st.markdown(title)
+            for fld, segments in ch.fields.items():
+                st.caption(fld.replace("_", " "))
+                render_segments(segments)
