@@ -1,0 +1,93 @@
+"""The Critique and Revise page: renders, streams a live prompt, starts a batch job, shows model text literally."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PAGE = Path(__file__).resolve().parent.parent / "pages" / "30_Critique_and_Revise.py"
+SCRIPT = "<script>alert('x')</script> **bold** $x$"
+
+
+@pytest.fixture
+def page_env(tmp_path, monkeypatch, tiny_model_dir):
+    from cai_core.constitution import Constitution, Principle, save_constitution
+    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.store import open_store
+
+    root = tmp_path / "ws"
+    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+    monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    store = open_store(root)
+    save_constitution(store, Constitution(name="mini", principles=[
+        Principle(id="harm", name="Harm", critique_request="Identify ways the response is harmful.",
+                  revision_request="Rewrite the response to remove harmful content."),
+        Principle(id="tpl", name="Template", critique_request="Is this answer to {question} harmful? {response}",
+                  revision_request="Rewrite {response} using the critique: {critique}"),
+    ]))
+    import_prompt_set(store, "red", [SCRIPT, "How do I pick a lock?", "Tell me a joke"])
+    return store
+
+
+def _page():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_page_renders_without_constitutions(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAI_WORKSPACE", str(tmp_path / "empty"))
+    at = _page()
+    assert any("No constitution yet" in i.value for i in at.info)
+
+
+def test_live_prompt_streams_and_stores(page_env):
+    from cai_core.revision import list_trajectories
+
+    at = _page()
+    assert at.title[0].value == "Critique and Revise"
+    at.text_area(key="live_prompt").set_value(SCRIPT)
+    at.number_input(key="live_max").set_value(8)
+    at.button(key="live_run").click().run()
+    assert not at.exception, at.exception
+    rows, total = list_trajectories(page_env, batch="live")
+    assert total == 1 and rows[0]["prompt"] == SCRIPT
+    # the prompt is shown literally (st.text), never as HTML or markdown
+    texts = [t.value for t in at.text]
+    assert SCRIPT in texts
+    assert not any("<script>" in m.value for m in at.markdown)
+
+
+def test_batch_start_creates_job_and_results_render(page_env):
+    from cai_core.jobs import list_jobs, wait_job
+    from cai_core.revision import list_trajectories
+
+    at = _page()
+    at.number_input(key="batch_rounds").set_value(1)
+    at.number_input(key="batch_max").set_value(8)
+    at.button(key="batch_start").click().run()
+    assert not at.exception, at.exception
+    jobs = list_jobs(page_env, kind="revise")
+    assert len(jobs) == 1 and "--prompts" in jobs[0].argv and "red" in jobs[0].argv
+    job = wait_job(page_env, jobs[0].id, timeout=300)
+    assert job.status == "finished", job.error
+    rows, total = list_trajectories(page_env)
+    assert total == 3
+    at = _page()  # results tab: the newest trajectory opens side by side, its prompt literally
+    assert any(t.value == rows[0]["prompt"] for t in at.text)
+    assert at.dataframe, "results and statistics tables render"
+
+
+def test_sft_export_form_starts_job(page_env):
+    from cai_core.jobs import list_jobs
+
+    at = _page()
+    at.text_input(key="sft_name").set_value("../escape")
+    form_button = next(b for b in at.button if b.label == "Export")
+    form_button.click().run()
+    assert any("invalid export name" in e.value for e in at.error)
+    assert not list_jobs(page_env, kind="export-sft")
