@@ -1,0 +1,151 @@
+"""The local transformers backend on the tiny model: batching with left padding, n samples, seeds,
+stop strings, streaming, option probabilities against a manual forward pass, and a PEFT adapter."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cai_core.backends.base import GenerationParams
+from cai_core.errors import CaiError
+
+SHORT = [{"role": "user", "content": "What is the capital of France?"}]
+LONG = [{"role": "system", "content": "The assistant answers questions helpfully, honestly and harmlessly."},
+        {"role": "user", "content": "Please explain photosynthesis in simple terms. Let's think step by step."}]
+GREEDY = GenerationParams(max_new_tokens=12, temperature=0)
+
+
+@pytest.fixture
+def text_backend(tiny_backend):
+    """The random tiny model's greedy choice is one whitespace token whatever the context; larger
+    random weights make greedy text depend on the prompt, so the comparisons below compare something."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in tiny_backend.model.named_parameters():
+            if "norm" not in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    return tiny_backend
+
+
+def test_batch_left_padding_matches_single(text_backend):
+    alone = text_backend.generate([SHORT], GREEDY)[0][0]
+    batch = text_backend.generate([SHORT, LONG], GREEDY)
+    assert text_backend.tokenizer.padding_side == "left"
+    assert batch[0][0].text == alone.text, "padding the short prompt on the left must not change its answer"
+    assert batch[1][0].text == text_backend.generate([LONG], GREEDY)[0][0].text
+    assert len(alone.text) > 5 and alone.tokens > 0 and batch[0][0].text != batch[1][0].text
+
+
+def test_n_samples_and_seed(tiny_backend):
+    p = GenerationParams(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=123, n=3)
+    a = tiny_backend.generate([SHORT, LONG], p)
+    assert [len(row) for row in a] == [3, 3]
+    b = tiny_backend.generate([SHORT, LONG], p)
+    assert [[c.text for c in row] for row in a] == [[c.text for c in row] for row in b]
+    assert len({c.text for c in a[0]}) > 1, "samples of one prompt differ"
+    p.seed = 124
+    c = tiny_backend.generate([SHORT, LONG], p)
+    assert [[x.text for x in row] for row in c] != [[x.text for x in row] for row in a]
+
+
+def test_max_new_tokens_and_finish_reason(tiny_backend):
+    out = tiny_backend.generate([SHORT], GenerationParams(max_new_tokens=3, temperature=0))[0][0]
+    assert out.tokens <= 3
+    assert out.finish_reason in ("length", "stop")
+
+
+def test_stop_strings(text_backend):
+    full = text_backend.generate([LONG], GenerationParams(max_new_tokens=24, temperature=0))[0][0].text
+    assert len(full) > 12
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    expected = full[: full.find(stop)].strip()
+    params = GenerationParams(max_new_tokens=24, temperature=0, stop=[stop])
+    got = text_backend.generate([LONG], params)[0][0]
+    assert got.text == expected and got.finish_reason == "stop"
+    assert "".join(text_backend.stream(LONG, params)).strip() == expected
+
+
+def test_stream_matches_generate(text_backend):
+    pieces = list(text_backend.stream(LONG, GREEDY))
+    assert len(pieces) > 1
+    assert "".join(pieces).strip() == text_backend.generate([LONG], GREEDY)[0][0].text
+
+
+def _manual_option_probs(backend, conv, options, prefix=""):
+    import torch
+
+    tok = backend.tokenizer
+    p_ids = tok(backend._prompt_text(conv) + prefix, add_special_tokens=False)["input_ids"]
+    scores = {}
+    for o in options:
+        o_ids = tok(o, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + o_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), -1)
+        scores[o] = sum(float(logp[len(p_ids) + k - 1, o_ids[k]]) for k in range(len(o_ids)))
+    z = sum(math.exp(v) for v in scores.values())
+    return {o: math.exp(v) / z for o, v in scores.items()}
+
+
+def test_choice_logprobs_sum_to_one_and_match_manual(tiny_backend):
+    options = ["(A)", "(B)", "no violation found"]
+    got = tiny_backend.choice_logprobs([SHORT, LONG], options, assistant_prefix="The answer is: ", batch_size=4)
+    for conv, probs in zip([SHORT, LONG], got):
+        assert abs(sum(probs.values()) - 1) < 1e-6
+        manual = _manual_option_probs(tiny_backend, conv, options, "The answer is: ")
+        for o in options:
+            assert probs[o] == pytest.approx(manual[o], abs=1e-4)
+    with pytest.raises(CaiError):
+        tiny_backend.choice_logprobs([SHORT], [])
+
+
+def test_info(tiny_backend):
+    info = tiny_backend.info()
+    assert info["kind"] == "local" and info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["parameters"] > 0 and info["memory_mb"] > 0
+
+
+def test_peft_adapter(tiny_model_dir, tiny_backend, tmp_path, workspace):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from cai_core.backends.local import LocalBackend
+    from cai_core.models import get_backend, unload
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(base, cfg)
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    # the adapter records its base model: the model spec can be the adapter folder alone
+    meta = json.loads((adapter_dir / "adapter_config.json").read_text())
+    meta["base_model_name_or_path"] = str(tiny_model_dir)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(meta))
+
+    with_adapter = LocalBackend(tiny_model_dir, adapter=adapter_dir)
+    assert with_adapter.info()["adapter"] == str(adapter_dir)
+    opts = ["(A)", "(B)"]
+    p_base = tiny_backend.choice_logprobs([SHORT], opts)[0]
+    p_lora = with_adapter.choice_logprobs([SHORT], opts)[0]
+    assert p_lora["(A)"] != pytest.approx(p_base["(A)"], abs=1e-6), "a non-zero LoRA changes the model"
+    assert with_adapter.generate([SHORT], GREEDY)[0][0].tokens > 0
+
+    via_spec = get_backend(str(adapter_dir), workspace)
+    assert via_spec.info()["adapter"] == str(adapter_dir)
+    assert via_spec.choice_logprobs([SHORT], opts)[0]["(A)"] == pytest.approx(p_lora["(A)"], abs=1e-5)
+    unload(str(adapter_dir))
+
+
+def test_bad_adapter(tiny_model_dir, tmp_path):
+    from cai_core.backends.local import LocalBackend
+
+    bad = tmp_path / "bad_adapter"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text("{}")
+    with pytest.raises(CaiError, match="cannot attach the adapter"):
+        LocalBackend(tiny_model_dir, adapter=bad)
