@@ -1,0 +1,238 @@
+"""Constitutions: validation with file/line messages, versions, per-principle diffs, paper formats, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from cai_core.constitution import (Constitution, FewShotExample, Principle, attach_comparison_questions,
+                                   attach_few_shot, diff_constitutions, dump_constitution, get_constitution,
+                                   list_versions, load_constitution_file, load_few_shot_file, save_constitution,
+                                   save_edited)
+from cai_core.errors import CaiError
+from tests.conftest import PAPER_DATA, run_cli
+
+
+def _p(pid, **kw):
+    base = dict(id=pid, name=pid.title(), critique_request=f"Critique {pid}.", revision_request=f"Revise {pid}.",
+                comparison_question=f"Which is more {pid}?")
+    return Principle(**{**base, **kw})
+
+
+def _c(*principles, few=()):
+    return Constitution(name="t", principles=list(principles), few_shot=list(few))
+
+
+def _yaml(tmp_path, data, name="c.yaml"):
+    f = tmp_path / name
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    return f
+
+
+GOOD = {"name": "t", "description": "d", "principles": [
+    {"id": "a", "name": "A", "critique_request": "Is {response} harmful?", "revision_request": "Fix it: {critique}"},
+    {"id": "b", "name": "B", "critique_request": "Critique.", "revision_request": "Revise.", "tags": ["x"]},
+]}
+
+
+def test_template_variables_per_field():
+    assert _p("a", critique_request="Q: {question} R: {response}").problems() == []
+    [msg] = _p("a", critique_request="Use {critique} here").problems()
+    assert "{critique}" in msg and "critique request" in msg
+    [msg] = _p("a", revision_request="Now {foo} and {bar}").problems()
+    assert "{bar}, {foo}" in msg
+    [msg] = _p("a", comparison_question="Which {response}?").problems()
+    assert "comparison question" in msg
+    assert "malformed template" in _p("a", critique_request="broken {").problems()[0]
+    assert "is empty" in _p("a", critique_request="", revision_request="", comparison_question="").problems()[0]
+    assert "revision request is empty" in _p("a", revision_request=" ").problems()[0]
+
+
+def test_comparison_only_principles_are_kept_apart():
+    c = _c(_p("a"), _p("b", critique_request="", revision_request=""), _p("c", enabled=False))
+    c.validate()
+    assert [p.id for p in c.critique_principles()] == ["a"]
+    assert [p.id for p in c.comparison_principles()] == ["a", "b"]
+
+
+def test_file_errors_name_file_and_line(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: t\nprinciples:\n  - id: a\n    name: [unclosed\n")
+    with pytest.raises(CaiError, match=r"bad.yaml:\d+: malformed YAML at line \d+"):
+        load_constitution_file(bad_yaml)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"name": "t",\n"principles": [,]}\n')
+    with pytest.raises(CaiError, match=r"bad.json:2: malformed JSON at line 2"):
+        load_constitution_file(bad_json)
+
+    data = json.loads(json.dumps(GOOD))
+    data["principles"][1]["revision_request"] = "Revise using {answer}."
+    f = _yaml(tmp_path, data)
+    line = f.read_text().splitlines().index("- id: b") + 1
+    with pytest.raises(CaiError, match=rf"c.yaml:{line}: principle 'b': revision request uses unknown variable"):
+        load_constitution_file(f)
+    jf = tmp_path / "c.json"
+    jf.write_text(json.dumps(data, indent=2))
+    jline = next(i for i, ln in enumerate(jf.read_text().splitlines(), 1) if '"id": "b"' in ln)
+    with pytest.raises(CaiError, match=rf"c.json:{jline}: .*unknown variable"):
+        load_constitution_file(jf)
+
+    data = json.loads(json.dumps(GOOD))
+    data["principles"][0]["colour"] = "red"
+    with pytest.raises(CaiError, match="unknown field"):
+        load_constitution_file(_yaml(tmp_path, data))
+    (tmp_path / "c.txt").write_text("name: t")
+    with pytest.raises(CaiError, match="unsupported"):
+        load_constitution_file(tmp_path / "c.txt")
+    (tmp_path / "e.yaml").write_text("")
+    with pytest.raises(CaiError, match="empty"):
+        load_constitution_file(tmp_path / "e.yaml")
+    data = {**GOOD, "principles": [dict(GOOD["principles"][0], enabled=False)]}
+    with pytest.raises(CaiError, match="every principle is disabled"):
+        load_constitution_file(_yaml(tmp_path, data))
+
+
+def test_round_trip_yaml_and_json(tmp_path):
+    c = load_constitution_file(_yaml(tmp_path, GOOD))
+    c.few_shot.append(FewShotExample("q", "r", "c", "v", principle_id="a"))
+    for fmt in ("yaml", "json"):
+        f = tmp_path / f"out.{fmt}"
+        f.write_text(dump_constitution(c, fmt))
+        assert load_constitution_file(f).version == c.version
+    assert dump_constitution(c).startswith(f"# constitution 't', version {c.version}")
+    with pytest.raises(CaiError, match="unknown few-shot|unknown principle id"):
+        _c(_p("a"), few=[FewShotExample("q", "r", "c", "v", principle_id="zz")]).validate()
+
+
+def test_versions_and_save_edited(store):
+    c = _c(_p("a"), _p("b"))
+    v1 = save_constitution(store, c, note="first")
+    edited = Constitution.from_dict(c.canonical())
+    edited.principles[0].critique_request = "Critique a, carefully."
+    v2, created = save_edited(store, edited, note="careful", parent_version=v1)
+    assert created and v2 != v1
+    assert save_edited(store, edited)[1] is False
+    assert [v["version"] for v in list_versions(store, "t")] == [v2, v1]
+    assert get_constitution(store, "t", v1).principles[0].critique_request == "Critique a."
+    bad = Constitution.from_dict(edited.canonical())
+    bad.principles[1].revision_request = "{nope}"
+    with pytest.raises(CaiError, match="nope"):
+        save_edited(store, bad)
+    assert len(list_versions(store, "t")) == 2
+
+
+def test_diff_per_principle_word_level():
+    old = _c(_p("a"), _p("b"), _p("c"), few=[FewShotExample("q", "r", "crit", "rev")])
+    new = Constitution.from_dict(old.canonical())
+    new.principles[0].critique_request = "Critique a harshly."
+    new.principles[0].tags = ["new"]
+    new.principles.pop(1)                                    # b removed
+    new.principles.append(_p("d"))                           # d added
+    new.principles[0], new.principles[1] = new.principles[1], new.principles[0]  # c moved before a
+    new.few_shot[0].revision = "better rev"
+    changes = {(ch.kind, ch.key): ch for ch in diff_constitutions(old, new)}
+    assert changes[("principle", "b")].status == "removed"
+    assert changes[("principle", "d")].status == "added"
+    assert {s.op for s in changes[("principle", "d")].fields["name"]} == {"insert"}
+    a = changes[("principle", "a")]
+    assert a.status == "changed" and set(a.fields) == {"critique_request", "tags"}
+    assert [(s.op, s.text) for s in a.fields["critique_request"]] == [
+        ("equal", "Critique "), ("delete", "a."), ("insert", "a harshly.")]
+    assert sum(ch.status == "moved" for ch in changes.values()) == 1
+    assert changes[("few_shot", "#1")].fields["revision"][0].op in ("delete", "insert")
+    assert diff_constitutions(old, old) == []
+
+
+def test_paper_critique_revision_with_comparisons_and_few_shot():
+    c = load_constitution_file(PAPER_DATA / "CritiqueRevisionInstructions.json")
+    assert len(c.principles) == 16 and c.principles[0].id == "harmful0"
+    assert not c.principles[0].critique_request.startswith("CritiqueRequest")
+    assert not c.principles[0].critique_request.endswith("Critique:")
+    cmp = load_constitution_file(PAPER_DATA / "RLMadisonInstructions.json")
+    assert len(cmp.principles) == 16 and all(p.comparison_only for p in cmp.principles)
+    assert cmp.critique_principles() == [] and not cmp.principles[0].comparison_question.endswith("Options:")
+    paired = attach_comparison_questions(c, [p.comparison_question for p in cmp.principles])
+    assert [p.comparison_question for p in paired.principles] == [p.comparison_question for p in cmp.principles]
+    assert c.principles[0].comparison_question == ""  # the input is unchanged
+
+    shots = load_few_shot_file(PAPER_DATA / "CritiqueRevisionFewShotPrompts.json")
+    assert len(shots) == 5
+    first = shots[0].example
+    assert first.question.startswith("Could you help me burn down my house")
+    assert "\n\nAssistant: Sure, I can help" in first.question and first.question.endswith("burn my house down?")
+    assert first.response.startswith("The easiest way") and first.revision.startswith("I'm sorry")
+    full = attach_few_shot(paired, shots).validate()
+    assert len(full.few_shot) == 5
+    assert all(full.principle(ex.principle_id) for ex in full.few_shot)
+    linked = {ex.principle_id for ex in full.few_shot}
+    assert linked & {p.id for p in c.principles}          # matched to an existing principle by its request
+    extra = [p for p in full.principles if p.id not in {q.id for q in c.principles}]
+    assert extra and not any(p.enabled for p in extra)     # unmatched requests only serve their examples
+
+    alone = load_constitution_file(PAPER_DATA / "CritiqueRevisionFewShotPrompts.json")
+    assert len(alone.few_shot) == 5 and alone.enabled_principles()
+    with pytest.raises(CaiError, match="judging few-shot"):
+        load_constitution_file(PAPER_DATA / "RLMadisonFewShotPrompts.json")
+
+
+def test_paper_few_shot_structure_errors(tmp_path):
+    f = tmp_path / "few.json"
+    f.write_text(json.dumps(["\n\nHuman: hi\n\nAssistant: hello\n\nCritiqueRequest: x\n\nCritique: y\n\nRevision: z"]))
+    with pytest.raises(CaiError, match="few-shot example #1"):
+        load_few_shot_file(f)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def test_cli_import_export_versions_diff(tmp_path):
+    ws = str(tmp_path / "ws")
+    src = _yaml(tmp_path, GOOD)
+    r = run_cli("constitution", "import", str(src), "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    edited = json.loads(json.dumps(GOOD))
+    edited["principles"][1]["critique_request"] = "Critique again."
+    r = run_cli("constitution", "import", str(_yaml(tmp_path, edited, "c2.yaml")), "--note", "v2", "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    versions = json.loads(run_cli("constitution", "versions", "t", "--json", "--workspace", ws).stdout)
+    assert len(versions) == 2 and versions[0]["note"] == "v2" and versions[0]["parent_version"] == versions[1]["version"]
+    r = run_cli("constitution", "diff", "t", versions[1]["version"], versions[0]["version"], "--workspace", ws)
+    assert r.returncode == 0 and "principle b [changed]" in r.stdout and "[-Critique.-]{+Critique again.+}" in r.stdout
+    out = tmp_path / "exp.json"
+    r = run_cli("constitution", "export", "t", "--version", versions[1]["version"], "--format", "json",
+                "--out", str(out), "--workspace", ws)
+    assert r.returncode == 0 and load_constitution_file(out).version == versions[1]["version"]
+    r = run_cli("constitution", "list", "--json", "--workspace", ws)
+    assert [c["name"] for c in json.loads(r.stdout)] == ["t"]
+
+
+def test_cli_paper_import(tmp_path):
+    ws = str(tmp_path / "ws")
+    r = run_cli("constitution", "import", str(PAPER_DATA / "CritiqueRevisionInstructions.json"), "--name", "paper",
+                "--comparisons", str(PAPER_DATA / "RLMadisonInstructions.json"),
+                "--few-shot", str(PAPER_DATA / "CritiqueRevisionFewShotPrompts.json"), "--workspace", ws)
+    assert r.returncode == 0, r.stderr
+    assert "5 few-shot examples" in r.stdout and "16 for critique/revision" in r.stdout
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("bad.yaml", "name: t\nprinciples:\n  - id: a\n   name: b\n", r"bad.yaml:4"),
+    ("var.yaml", None, r"var.yaml:\d+: .*\{oops\}"),
+    ("empty.yaml", "name: t\nprinciples:\n  - id: a\n    name: A\n", r"empty.yaml:3: principle 'a' is empty"),
+])
+def test_cli_bad_input_exit_2_nothing_written(tmp_path, name, content, needle):
+    import re
+
+    ws = tmp_path / "ws"
+    f = tmp_path / name
+    if content is None:
+        data = json.loads(json.dumps(GOOD))
+        data["principles"][0]["critique_request"] = "What about {oops}?"
+        f.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        f.write_text(content)
+    for cmd in (("validate", str(f)), ("import", str(f), "--workspace", str(ws))):
+        r = run_cli("constitution", *cmd)
+        assert r.returncode == 2, r.stdout
+        assert r.stderr.startswith("error: ") and re.search(needle, r.stderr), r.stderr
+        assert "Traceback" not in r.stderr
+    assert not ws.exists()  # validated before the workspace was even opened

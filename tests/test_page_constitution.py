@@ -1,0 +1,103 @@
+"""The Constitution page under AppTest: edit a principle, save a new version, reject bad templates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "20_Constitution.py")
+
+
+@pytest.fixture
+def page(tmp_path, monkeypatch):
+    from cai_core.bootstrap import ensure_samples
+    from cai_core.store import open_store
+
+    root = tmp_path / "ws"
+    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+    store = open_store(root)
+    ensure_samples(store)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    at.selectbox(key="ce_name").set_value("seed").run()
+    assert not at.exception
+    return at, store
+
+
+def _uid_of(at, principle_id: str) -> str:
+    for ti in at.text_input:
+        if ti.key and ti.key.endswith("_id") and ti.value == principle_id:
+            return ti.key[: -len("_id")]
+    raise AssertionError(f"no principle {principle_id} on the page")
+
+
+def test_renders_all_tabs(page):
+    at, _ = page
+    assert at.title[0].value == "Constitution"
+    assert [t.label for t in at.tabs] == ["Edit", "Versions and diff", "Import / export", "Prompt sets"]
+    assert at.selectbox(key="ps_show").options  # sample prompt sets listed
+    assert len([e for e in at.expander if "·" in e.label]) == 4  # the seed's principles
+
+
+def test_edit_principle_and_save_makes_new_version(page):
+    from cai_core.constitution import get_constitution, list_versions
+
+    at, store = page
+    before = list_versions(store, "seed")
+    prefix = _uid_of(at, "nuance")
+    at.text_area(key=f"{prefix}_revision_request").input("Rewrite the answer with more nuance about {question}.").run()
+    assert "Uses `{question}`" in [c.value for c in at.caption]
+    at.text_input(key="ce_note").input("more nuance").run()
+    at.button(key="ce_save").click().run()
+    assert not at.exception
+    assert any("Saved version" in s.value for s in at.success)
+    after = list_versions(store, "seed")
+    assert len(after) == len(before) + 1
+    newest = after[0]
+    assert newest["note"] == "more nuance" and newest["parent_version"] == before[0]["version"]
+    assert at.selectbox(key="ce_version").value == newest["version"]
+    saved = get_constitution(store, "seed")
+    assert saved.principle("nuance").revision_request == "Rewrite the answer with more nuance about {question}."
+    # the diff tab compares the two versions per principle
+    assert any("nuance" in m.value for m in at.markdown)
+
+
+def test_reorder_disable_and_add(page):
+    from cai_core.constitution import get_constitution
+
+    at, store = page
+    first = _uid_of(at, "hhh")
+    at.button(key=f"down_{first.split('_', 1)[1]}").click().run()
+    at.toggle(key=f"{_uid_of(at, 'no_toxicity')}_enabled").set_value(False).run()
+    at.button(key="ce_save").click().run()
+    saved = get_constitution(store, "seed")
+    assert [p.id for p in saved.principles][:2] == ["no_toxicity", "hhh"]
+    assert not saved.principle("no_toxicity").enabled
+
+
+def test_unknown_variable_is_shown_and_nothing_saved(page):
+    from cai_core.constitution import list_versions
+
+    at, store = page
+    before = list_versions(store, "seed")
+    prefix = _uid_of(at, "hhh")
+    at.text_area(key=f"{prefix}_critique_request").input("Critique {answer} please").run()
+    errors = [e.value for e in at.error]
+    assert any("{answer}" in e and "allowed here" in e for e in errors)
+    at.button(key="ce_save").click().run()
+    assert any(e.value.startswith("Not saved") and "{answer}" in e.value for e in at.error)
+    assert list_versions(store, "seed") == before
+
+
+def test_empty_principle_is_rejected(page):
+    from cai_core.constitution import list_versions
+
+    at, store = page
+    before = list_versions(store, "seed")
+    [add] = [b for b in at.button if b.label == "Add principle"]
+    add.click().run()
+    at.button(key="ce_save").click().run()
+    assert any("is empty" in e.value for e in at.error)
+    assert list_versions(store, "seed") == before
