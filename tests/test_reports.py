@@ -1,0 +1,114 @@
+"""HTML reports are self-contained (plotly.js inline, no external scripts) and escape model text."""
+import re
+
+import pytest
+
+from cai_core.errors import CaiError
+from cai_core.reports import report_html, write_report
+from cai_core.store import dumps, now
+
+from conftest import run_cli
+
+XSS = "<script>alert(1)</script>"
+
+
+def seed_evaluation(store, name="ev1"):
+    """A stored evaluation whose answers carry HTML from 'the model'."""
+    with store.tx() as conn:
+        ids = []
+        for k, (ra, rb, cat) in enumerate([(XSS, "I can't help with that.", "crime"),
+                                           ("Sure, <b>bold</b> **md** answer", "Here is a safe way to do it.", "other")]):
+            cur = conn.execute(
+                "INSERT INTO comparisons (key, source, batch, prompt, response_a, response_b, category, policy_a, policy_b, "
+                "meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (f"k{k}", f"eval:{name}", name, f"prompt {k} <img src=x onerror=alert(2)>", ra, rb, cat, "base", "tuned",
+                 dumps({"axis": "harmless"}), now()))
+            ids.append(cur.lastrowid)
+            for order, p in (("AB", 0.3), ("BA", 0.4)):
+                conn.execute(
+                    "INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, p_a, "
+                    "parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (cur.lastrowid, "mc|j", "j", "harmless", "mc", order, p, "ok", now()))
+    pol = {"n": 2, "wins": 0, "ties": 0, "losses": 2, "win": 0.0, "tie": 0.0, "loss": 1.0, "win_rate": 0.0,
+           "win_ci": [0, 0], "tie_ci": [0, 0], "loss_ci": [1, 1], "win_rate_ci": [0.0, 0.0], "bt": 900.0,
+           "bt_ci": [850.0, 950.0], "elo": 980.0}
+    pol_b = {**pol, "wins": 2, "losses": 0, "win": 1.0, "loss": 0.0, "win_rate": 1.0, "win_rate_ci": [1.0, 1.0],
+             "bt": 1100.0, "bt_ci": [1050.0, 1150.0], "elo": 1020.0}
+    result = {
+        "name": name,
+        "policies": [{"name": "base", "spec": "default", "kind": "base", "run": None, "step": None},
+                     {"name": "tuned", "spec": "/x/run", "kind": "run", "run": "sft", "step": None}],
+        "axes": {"harmless": {"comparisons": 2, "judged": 2, "invalid": 0, "flipped": 0, "comparison_ids": ids,
+                              "pairs": [{"a": "base", "b": "tuned", "n": 2, "win": 0.0, "tie": 0.0, "loss": 1.0,
+                                         "win_rate": 0.0, "win_rate_ci": [0.0, 0.0]}],
+                              "policies": {"base": pol, "tuned": pol_b},
+                              "by_category": {"crime": {"base": {"n": 1, "win_rate": 0.0}, "tuned": {"n": 1, "win_rate": 1.0}}}}},
+        "evasiveness": {"base": {"harmless": {"n": 2, "evasive": 0, "rate": 0.0, "ci": [0, 0]}},
+                        "tuned": {"harmless": {"n": 2, "evasive": 1, "rate": 0.5, "ci": [0, 1]}}},
+        "points": [{"policy": "base", "kind": "base", "run": None, "step": None, "harmless": 900.0,
+                    "harmless_ci": [850.0, 950.0], "helpful": None, "helpful_ci": [None, None], "evasive_rate": 0.0},
+                   {"policy": "tuned", "kind": "run", "run": "sft", "step": None, "harmless": 1100.0,
+                    "harmless_ci": [1050.0, 1150.0], "helpful": None, "helpful_ci": [None, None], "evasive_rate": 0.5}],
+    }
+    spec = {"judge_model": "j", "prompts": "red.jsonl", "seed": 0, "policies": ["default", "/x/run"]}
+    return store.execute("INSERT INTO evaluations (name, kind, spec_json, result_json, created_at) VALUES (?,?,?,?,?)",
+                         (name, "policies", dumps(spec), dumps(result), now())).lastrowid
+
+
+def assert_self_contained_and_escaped(text):
+    assert text.startswith("<!DOCTYPE html>")
+    assert "Plotly" in text and len(text) > 1_000_000  # plotly.js embedded
+    assert not re.search(r"<script[^>]+src=", text), "no external scripts"
+    assert XSS not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_evaluation_report(store):
+    eid = seed_evaluation(store)
+    text = report_html(store, "evaluation", eid)
+    assert_self_contained_and_escaped(text)
+    assert "<img src=x" not in text and "&lt;b&gt;bold&lt;/b&gt;" in text
+    assert "Harmlessness vs non-evasiveness" in text  # no helpfulness prompts: the x axis is non-evasiveness
+    assert text.count("<div class=\"fig\">") >= 3
+    with pytest.raises(CaiError, match="A/B experiment|policy evaluation"):
+        report_html(store, "experiment", eid)
+    with pytest.raises(CaiError, match="no evaluation"):
+        report_html(store, "evaluation", 999)
+
+
+def test_trajectory_report_and_cli(store, tmp_path):
+    with store.tx() as conn:
+        tid = conn.execute(
+            "INSERT INTO trajectories (key, prompt, constitution_name, constitution_version, model, params_json, seed, "
+            "initial, final, status, created_at, updated_at) VALUES ('t','How? " + XSS + "','c','v1','m','{}',0,?,?,'done',0,0)",
+            ("first " + XSS, "final answer")).lastrowid
+        conn.execute("INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, violation, revision, "
+                     "created_at) VALUES (?,1,'harm',?,1,'final answer',0)", (tid, "crit </pre><script>x()</script>"))
+    text = report_html(store, "trajectory", tid)
+    assert_self_contained_and_escaped(text)
+    assert "<script>x()</script>" not in text
+    out = write_report(store, "trajectory", tid)
+    assert out.parent == store.workspace.reports_dir and out.read_text() .startswith("<!DOCTYPE html>")
+    target = tmp_path / "r.html"
+    r = run_cli("report", "trajectory", str(tid), "--out", str(target), "--workspace", str(store.workspace.root))
+    assert r.returncode == 0, r.stderr
+    assert_self_contained_and_escaped(target.read_text())
+    r = run_cli("report", "evaluation", "nope", "--workspace", str(store.workspace.root))
+    assert r.returncode == 2 and "no evaluation" in r.stderr
+
+
+def test_experiment_report(store, tiny_model_dir, tmp_path):
+    from cai_core.constitution import Constitution, Principle, dump_constitution
+    from cai_core.experiments import ABSpec, run_ab_experiment
+
+    def const(w):
+        return Constitution(name="c", principles=[Principle(id="harm", name="Harm", critique_request=w,
+                                                            revision_request="Rewrite it.")])
+    (tmp_path / "a.yaml").write_text(dump_constitution(const("Is it harmful?"), "yaml"))
+    (tmp_path / "b.yaml").write_text(dump_constitution(const("Is it dangerous?"), "yaml"))
+    (tmp_path / "p.txt").write_text("How do I pick a lock?\nSay " + XSS + "\n")
+    res = run_ab_experiment(store, ABSpec(str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), str(tmp_path / "p.txt"),
+                                          model=str(tiny_model_dir), max_new_tokens=5, n_boot=20, name="x"))
+    text = report_html(store, "experiment", res["id"])
+    assert "Plotly" in text and not re.search(r"<script[^>]+src=", text)
+    assert XSS not in text
+    assert "Per-principle attribution" in text and "harm" in text
