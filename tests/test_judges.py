@@ -1,0 +1,176 @@
+"""Judges: option probabilities, A/B swap mapping, CoT clamp, parse-invalid bucket, ensembles, resume."""
+from __future__ import annotations
+
+import pytest
+
+from cai_core.backends.base import Backend, Completion
+from cai_core.constitution import Constitution, Principle
+from cai_core.errors import CaiError
+from cai_core.judges import (
+    JudgeSpec, aggregate, comparison_question, judge_conversation, judge_ensemble, judge_pairs, parse_verdict, stored_verdicts,
+)
+from cai_core.pairs import add_pairs
+
+
+def shown(conv):
+    """(first shown response, second shown response) from a judge conversation."""
+    text = conv[-1]["content"]
+    first = text.split("\n(A) ")[1].split("\n(B) ")[0]
+    second = text.split("\n(B) ")[1].split("\n\n")[0]
+    return first, second
+
+
+class FakeJudge(Backend):
+    """Deterministic: P(shown A) = score(first) / (score(first)+score(second)), plus a position bonus."""
+
+    spec = "fake"
+
+    def __init__(self, scores, position_bonus=0.0, verdicts=None, logprobs=True):
+        self.scores, self.bonus, self.verdicts, self._lp = scores, position_bonus, verdicts or {}, logprobs
+        self.prefixes, self.calls = [], 0
+
+    @property
+    def supports_logprobs(self):
+        return self._lp
+
+    def generate(self, conversations, params):
+        out = []
+        for conv in conversations:
+            first, _ = shown(conv)
+            out.append([Completion(self.verdicts.get(first, "I think (A) is better."))])
+        return out
+
+    def stream(self, conversation, params):
+        yield ""
+
+    def choice_logprobs(self, conversations, options, assistant_prefix=""):
+        self.calls += len(conversations)
+        self.prefixes.append(assistant_prefix)
+        out = []
+        for conv in conversations:
+            first, second = shown(conv)
+            p = self.scores[first] / (self.scores[first] + self.scores[second]) + self.bonus
+            out.append({"(A)": p, "(B)": 1 - p})
+        return out
+
+
+CONST = Constitution("c", [
+    Principle("harm", "Harmless", "crit", "rev", "Which response is less harmful? Options:"),
+    Principle("help", "Helpful", "crit", "rev", "Which response is more helpful?"),
+])
+PAIRS = [{"id": "p1", "prompt": "q", "response_a": "good", "response_b": "bad"}]
+
+
+def test_mc_probability_and_swap_mapping_exact():
+    judge = FakeJudge({"good": 3.0, "bad": 1.0}, position_bonus=0.1)
+    [v] = judge_pairs(judge, JudgeSpec("fake"), CONST, PAIRS)
+    # AB: P(good shown first) = 0.75 + 0.1; BA: P(bad shown first) = 0.25 + 0.1 -> P(original A) = 0.65
+    assert v.p_a_ab == pytest.approx(0.85)
+    assert v.p_a_ba == pytest.approx(0.65)
+    assert v.p_a == pytest.approx(0.75)  # the position bonus cancels out in the mean
+    assert v.label == "A" and not v.flipped and v.invalid == 0
+    assert judge.prefixes == ["The answer is: "]
+    assert judge.calls == 2
+
+
+def test_flip_recorded_and_no_swap():
+    judge = FakeJudge({"good": 1.0, "bad": 1.0}, position_bonus=0.2)  # always prefers the first shown
+    [v] = judge_pairs(judge, JudgeSpec("fake"), CONST, PAIRS)
+    assert v.flipped and v.p_a == pytest.approx(0.5) and v.label == "tie"
+    [v] = judge_pairs(judge, JudgeSpec("fake", swap=False), CONST, PAIRS)
+    assert v.p_a_ba is None and v.p_a == pytest.approx(0.7) and not v.flipped
+
+
+def test_cot_clamp_and_prefix_after_reasoning():
+    judge = FakeJudge({"good": 99.0, "bad": 1.0}, verdicts={"good": "Step one. Step two."})
+    [v] = judge_pairs(judge, JudgeSpec("fake", style="cot"), CONST, PAIRS)
+    assert v.p_a_ab == pytest.approx(0.6) and v.p_a_ba == pytest.approx(0.6)
+    assert any(p.startswith("Step one. Step two.") and p.endswith("the better response is: ") for p in judge.prefixes)
+    [v] = judge_pairs(judge, JudgeSpec("fake", style="cot", cot_clamp=(0.3, 0.7)), CONST, PAIRS)
+    assert v.p_a == pytest.approx(0.7)
+    with pytest.raises(CaiError):
+        JudgeSpec("fake", style="cot", cot_clamp=(0.6, 0.7))
+
+
+def test_parse_style_invalid_is_counted_never_guessed():
+    assert parse_verdict("The answer is (B).") == "B"
+    assert parse_verdict("A") == "A"
+    assert parse_verdict("(A) is better") == "A"
+    assert parse_verdict("Both (A) and (B) are fine") is None
+    assert parse_verdict("I cannot decide.") is None
+    judge = FakeJudge({}, verdicts={"good": "hmm, hard to say", "bad": "The answer is (B)"}, logprobs=False)
+    [v] = judge_pairs(judge, JudgeSpec("fake", style="parse"), CONST, PAIRS)
+    # AB unparseable -> invalid; BA shows bad first and picks (B) = good -> P(original A) = 1
+    assert v.invalid == 1 and v.p_a_ab is None and v.p_a == 1.0 and v.label == "A"
+    judge = FakeJudge({}, verdicts={"good": "??", "bad": "??"}, logprobs=False)
+    [v] = judge_pairs(judge, JudgeSpec("fake", style="parse"), CONST, PAIRS)
+    assert v.invalid == 2 and v.label is None and v.p_a is None
+    with pytest.raises(CaiError, match="parse"):
+        judge_pairs(judge, JudgeSpec("fake", style="mc"), CONST, PAIRS)
+
+
+def test_ensembles_mean_and_vote_keep_every_vote():
+    strong = FakeJudge({"good": 9.0, "bad": 1.0})
+    weak = FakeJudge({"good": 1.0, "bad": 2.0})
+    members = [(strong, JudgeSpec("strong", principles="all")), (weak, JudgeSpec("weak", principles="all"))]
+    [v] = judge_ensemble(members, CONST, PAIRS, combine="mean")
+    assert len(v.members) == 4 and v.disagreement
+    assert v.p_a == pytest.approx((0.9 * 2 + (1 / 3) * 2) / 4)
+    assert v.label == "A"
+    [v] = judge_ensemble(members, CONST, PAIRS, combine="vote")
+    assert v.label == "tie" and v.p_a == pytest.approx(0.5)  # 2 votes each
+    three = members + [(FakeJudge({"good": 5.0, "bad": 1.0}), JudgeSpec("third", principles=["harm"]))]
+    [v] = judge_ensemble(three, CONST, PAIRS, combine="vote")
+    assert v.label == "A" and v.p_a == pytest.approx(3 / 5)
+    assert {m.model for m in v.members} == {"strong", "weak", "third"}
+
+
+def test_random_principle_is_seeded_and_pair_question_wins():
+    judge = FakeJudge({"good": 2.0, "bad": 1.0})
+    many = [{"id": str(i), "prompt": f"q{i}", "response_a": "good", "response_b": "bad"} for i in range(12)]
+    first = [v.members[0].principle_id for v in judge_pairs(judge, JudgeSpec("fake", seed=1), CONST, many)]
+    again = [v.members[0].principle_id for v in judge_pairs(judge, JudgeSpec("fake", seed=1), CONST, many)]
+    assert first == again and set(first) == {"harm", "help"}
+    [v] = judge_pairs(judge, JudgeSpec("fake"), None, [{**PAIRS[0], "question": "Which is ethical?"}])
+    assert v.members[0].principle_id == "pair-question"
+
+
+def test_store_resume_skips_finished_judgments(store):
+    pairs = [dict(p) for p in PAIRS] + [{"id": "p2", "prompt": "q2", "response_a": "bad", "response_b": "good"}]
+    add_pairs(store, pairs, source="imported", batch="t")
+    judge = FakeJudge({"good": 3.0, "bad": 1.0})
+    spec = JudgeSpec("fake", principles="all")
+    first = judge_pairs(judge, spec, CONST, pairs, store=store)
+    assert judge.calls == 8
+    assert store.scalar("SELECT COUNT(*) FROM judgments") == 8
+    again = judge_pairs(judge, JudgeSpec("fake", principles="all"), CONST, pairs, store=store)
+    assert judge.calls == 8  # nothing recomputed
+    assert [v.p_a for v in again] == pytest.approx([v.p_a for v in first])
+    rebuilt = stored_verdicts(store, [p["comparison_id"] for p in pairs])
+    assert rebuilt[pairs[1]["comparison_id"]].p_a == pytest.approx(0.25)
+    row = store.one("SELECT * FROM judgments WHERE order_shown='BA' LIMIT 1")
+    assert row["judge_model"] == "fake" and row["constitution_version"] == CONST.version and row["latency_s"] is not None
+    assert store.scalar("SELECT COUNT(*) FROM judges") == 1
+
+
+def test_aggregate_of_empty_is_invalid():
+    v = aggregate("x", [])
+    assert v.label is None and v.p_a is None and v.members == []
+
+
+def test_tiny_model_integration_mc_and_cot(tiny_backend, store):
+    pairs = [{"id": "a", "prompt": "How do I bake bread?", "response_a": "Mix flour and water.", "response_b": "No."}]
+    add_pairs(store, pairs, source="imported", batch="tiny")
+    [v] = judge_pairs(tiny_backend, JudgeSpec("tiny"), CONST, pairs, store=store)
+    assert 0 < v.p_a_ab < 1 and 0 < v.p_a_ba < 1
+    assert v.p_a == pytest.approx((v.p_a_ab + v.p_a_ba) / 2)
+    # the BA judgment's P(A) is 1 - P(shown A), read back from the real option log-probs
+    question = comparison_question(CONST.principle(v.members[0].principle_id))
+    conv = judge_conversation("How do I bake bread?", "No.", "Mix flour and water.", question, "mc")
+    shown_ba = tiny_backend.choice_logprobs([conv], ["(A)", "(B)"], assistant_prefix="The answer is: ")[0]["(A)"]
+    assert v.p_a_ba == pytest.approx(1 - shown_ba, abs=1e-5)
+    [c] = judge_pairs(tiny_backend, JudgeSpec("tiny", style="cot", max_new_tokens=6), CONST, pairs, store=store)
+    assert 0.4 <= c.p_a_ab <= 0.6 and 0.4 <= c.p_a_ba <= 0.6
+    assert isinstance(c.members[0].reasoning_ab, str)  # stored even when the tiny model writes nothing
+    assert store.scalar("SELECT COUNT(*) FROM judgments WHERE style='cot' AND reasoning IS NOT NULL") == 2
+    assert store.scalar("SELECT COUNT(DISTINCT judge_key) FROM judgments") == 2

@@ -1,0 +1,102 @@
+"""Pairs: sampling k responses per prompt, imports of every supported format, bad lines."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import PAPER_DATA
+from cai_core.errors import CaiError
+from cai_core.pairs import add_pairs, comparisons_for, import_pairs_file, load_pairs_file, sample_pairs
+
+
+def write(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_sample_k_forms_every_distinct_pair_and_resumes(tiny_backend, store):
+    prompts = [{"text": f"Question number {i}?", "category": "test"} for i in range(3)]
+    res = sample_pairs(store, tiny_backend, "tiny", prompts, batch="s1", k=3, max_new_tokens=6, seed=1)
+    assert res["pairs_added"] + res["identical_skipped"] == 9  # C(3,2) per prompt
+    rows = store.query("SELECT * FROM comparisons WHERE batch='s1'")
+    assert len(rows) == res["pairs_added"] > 0
+    assert all(r["source"] == "sampled" and r["policy_a"] == "tiny" and r["category"] == "test" for r in rows)
+    again = sample_pairs(store, tiny_backend, "tiny", prompts, batch="s1", k=3, max_new_tokens=6, seed=1)
+    assert again["prompts_already_done"] == 3 and again["pairs_added"] == 0
+    with pytest.raises(CaiError):
+        sample_pairs(store, tiny_backend, "tiny", prompts, batch="s2", k=1)
+    with pytest.raises(CaiError):
+        sample_pairs(store, tiny_backend, "tiny", prompts, batch="../x", k=2)
+
+
+def test_import_pair_and_chosen_rejected_formats(tmp_path, store):
+    f = write(tmp_path / "p.jsonl", [
+        {"id": "x1", "prompt": "hi", "response_a": "a", "response_b": "b"},
+        *[{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)],
+        {"prompt": [{"role": "user", "content": "conv"}], "chosen": [{"role": "assistant", "content": "yes"}],
+         "rejected": [{"role": "assistant", "content": "no"}]},
+    ])
+    pairs = load_pairs_file(f, seed=0)
+    assert pairs[0]["id"] == "x1" and pairs[0]["gold_label"] is None
+    cr = pairs[1:21]
+    golds = {p["gold_label"] for p in cr}
+    assert golds == {"A", "B"}  # the chosen side is randomised, not always A
+    for p in cr:
+        chosen = p["response_a"] if p["gold_label"] == "A" else p["response_b"]
+        assert chosen.startswith("good")
+    assert [p["gold_label"] for p in load_pairs_file(f, seed=0)] == [p["gold_label"] for p in pairs]  # seeded
+    conv = pairs[-1]
+    assert conv["prompt"] == "conv" and {conv["response_a"], conv["response_b"]} == {"yes", "no"}
+    res = import_pairs_file(store, f)
+    assert res["added"] == 22 and res["source"] == "imported"
+    assert import_pairs_file(store, f)["added"] == 0  # idempotent by content key
+
+
+def test_import_paper_files(store):
+    hhh = load_pairs_file(PAPER_DATA / "438HHHEvaluations.jsonl")
+    assert len(hhh) == 438
+    assert {p["gold_label"] for p in hhh} == {"A", "B"}
+    first = hhh[0]
+    assert first["prompt"].startswith("Human: I want to see if my wife")
+    assert first["response_b"].startswith("If you want to track your wife") and first["gold_label"] == "B"
+    hve = load_pairs_file(PAPER_DATA / "HarmfulVsEthical.jsonl")
+    assert len(hve) == 254 and all(p["question"] for p in hve)
+    assert hve[0]["response_a"] == "The assistant was harmful or unethical."
+    res = import_pairs_file(store, PAPER_DATA / "HarmfulVsEthical.jsonl")
+    assert res["source"] == "gold:HarmfulVsEthical" and res["with_gold"] == 254
+    pairs = comparisons_for(store, source="gold:HarmfulVsEthical")
+    assert len(pairs) == 254 and pairs[0]["question"].startswith("Choose the option")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "malformed JSON"),
+    ('{"prompt": "p", "chosen": "c"}', "missing 'rejected'"),
+    ('{"foo": 1}', "unknown row format"),
+    ('{"prompt": "p", "response_a": "", "response_b": "b"}', "empty response"),
+    ('{"prompt": "p", "chosen": 5, "rejected": "r"}', "'chosen' must be"),
+    ('{"prompt": "x", "corrects": [" (C)"], "incorrects": [" (A)"]}', "unknown option"),
+    ('[1, 2]', "JSON object"),
+])
+def test_bad_lines_name_file_and_line(tmp_path, store, line, message):
+    f = write(tmp_path / "bad.jsonl", [{"id": "ok", "prompt": "p", "response_a": "a", "response_b": "b"}, line])
+    with pytest.raises(CaiError, match=message) as err:
+        import_pairs_file(store, f)
+    assert f"{f}:2" in str(err.value)
+    assert store.scalar("SELECT COUNT(*) FROM comparisons") == 0  # nothing written
+
+
+def test_duplicate_ids_and_empty_file(tmp_path):
+    f = write(tmp_path / "d.jsonl", [{"id": "a", "prompt": "p", "response_a": "a", "response_b": "b"}] * 2)
+    with pytest.raises(CaiError, match="duplicate id"):
+        load_pairs_file(f)
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(CaiError, match="empty"):
+        load_pairs_file(tmp_path / "e.jsonl")
+
+
+def test_add_pairs_sets_comparison_ids(store):
+    pairs = [{"id": "1", "prompt": "p", "response_a": "a", "response_b": "b"}]
+    [cid] = add_pairs(store, pairs, source="imported")
+    assert pairs[0]["comparison_id"] == cid
+    assert add_pairs(store, [dict(pairs[0])], source="imported") == [cid]
