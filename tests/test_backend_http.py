@@ -221,3 +221,22 @@ def test_api_key_from_env_sent_not_stored(fake_server, monkeypatch):
     monkeypatch.setenv("CAI_API_KEY", "sk-test")
     b = HttpBackend(fake_server("nologprobs"))
     assert b.info()["api_key"] == "set" and "sk-test" not in json.dumps(b.info())
+
+
+def test_server_cli_bad_input_writes_nothing(workspace, tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    from cai_core import llama_server
+
+    if not llama_server.is_installed():
+        pytest.skip("llama-cpp-python[server] is not installed (make install-server)")
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf at all")
+    r = run_cli("server-start", "--model", str(fake), "--workspace", str(workspace.root))
+    assert r.returncode == 2 and "not a valid GGUF" in r.stderr
+    monkeypatch.delenv("CAI_API_KEY", raising=False)
+    r = run_cli("server-start", "--host", "0.0.0.0", "--workspace", str(workspace.root))
+    assert r.returncode == 2 and "refusing to bind 0.0.0.0 without an API key" in r.stderr
+    assert llama_server.read_state(workspace) is None
+    r = run_cli("server-status", "--workspace", str(workspace.root))
+    assert r.returncode == 0 and '"running": false' in r.stdout

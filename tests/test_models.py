@@ -1,0 +1,116 @@
+"""Model specs -> backends: clear errors for bad specs (nothing loaded, nothing written), the embedded
+default converted once into the workspace, the per-process cache, and background loading."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from cai_core import model_loader
+from cai_core.errors import CaiError
+from cai_core.models import (DEFAULT_FOLDER, check_spec, default_model_dir, embedded_gguf, get_backend, is_loaded,
+                             loaded_backends, resolve_local, unload)
+
+
+def test_missing_path(workspace, tmp_path):
+    with pytest.raises(CaiError, match="does not exist"):
+        get_backend(str(tmp_path / "nope"), workspace)
+    with pytest.raises(CaiError, match="does not exist"):
+        check_spec(str(tmp_path / "nope"), workspace)
+
+
+def test_file_that_is_not_gguf(workspace, tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"\0" * 16)
+    with pytest.raises(CaiError, match="not a .gguf model"):
+        get_backend(str(f), workspace)
+
+
+def test_folder_that_is_not_a_model(workspace, tmp_path):
+    with pytest.raises(CaiError, match="not a model folder"):
+        resolve_local(str(tmp_path), workspace)
+
+
+def test_bad_gguf(workspace, tmp_path):
+    f = tmp_path / "broken.gguf"
+    f.write_bytes(b"GGUF" + os.urandom(64))
+    with pytest.raises(CaiError, match="cannot load"):
+        get_backend(str(f), workspace)
+    assert not is_loaded(str(f))
+
+
+def test_hub_disabled(workspace, monkeypatch):
+    monkeypatch.delenv("CAI_ALLOW_HUB", raising=False)
+    with pytest.raises(CaiError, match="CAI_ALLOW_HUB=1"):
+        get_backend("hf:HuggingFaceTB/SmolLM2-135M-Instruct", workspace)
+
+
+def test_check_spec(workspace, tiny_model_dir):
+    assert check_spec(f"  {tiny_model_dir} ", workspace) == str(tiny_model_dir)
+    assert check_spec("default", workspace) == "default"
+    with pytest.raises(CaiError, match="no model given"):
+        check_spec("  ", workspace)
+    assert not is_loaded(str(tiny_model_dir)), "checking does not load"
+
+
+def test_cache_and_unload(workspace, tiny_model_dir):
+    spec = str(tiny_model_dir)
+    b = get_backend(spec, workspace)
+    assert get_backend(spec, workspace) is b
+    assert any(i["spec"] == spec for i in loaded_backends())
+    assert unload(spec) == 1 and not is_loaded(spec)
+
+
+def test_background_load_progress_and_error(workspace, tiny_model_dir, tmp_path):
+    spec = str(tiny_model_dir)
+    seen = model_loader.start_load(spec, workspace)
+    assert model_loader.start_load(spec, workspace) is seen or seen.done, "one load at a time per spec"
+    state = model_loader.wait(spec, workspace, timeout=120)
+    assert state.fraction == 1.0 and state.error is None and state.info["device"] == "cpu"
+    assert is_loaded(spec)
+    model_loader.unload(spec, workspace)
+    assert not is_loaded(spec) and model_loader.state(spec, workspace) is None
+
+    bad = str(tmp_path / "missing")
+    model_loader.start_load(bad, workspace)
+    with pytest.raises(CaiError, match="does not exist"):
+        model_loader.wait(bad, workspace, timeout=30)
+    assert "does not exist" in model_loader.state(bad, workspace).error
+
+
+def test_default_model_converted_once_then_fast(workspace):
+    """The embedded GGUF becomes an HF folder in the workspace once (~20 s); later loads take ~1 s."""
+    embedded_gguf()  # installed with the project
+    messages = []
+    path = default_model_dir(workspace, progress=lambda f, m: messages.append(m))
+    assert path == workspace.models_dir / DEFAULT_FOLDER
+    assert (path / "model.safetensors").exists() and (path / "SOURCE.json").exists()
+    assert not path.with_name(path.name + ".partial").exists()
+    assert any("converting" in m for m in messages)
+    stamp = (path / "model.safetensors").stat().st_mtime
+    assert default_model_dir(workspace) == path and (path / "model.safetensors").stat().st_mtime == stamp
+
+    t = time.time()
+    backend = get_backend("default", workspace)
+    assert time.time() - t < 15
+    info = backend.info()
+    assert info["spec"] == "default" and info["parameters"] > 100e6
+    try:
+        out = backend.choice_logprobs([[{"role": "user", "content": "Is 7 larger than 3? Answer Yes or No."}]],
+                                      ["Yes", "No"])[0]
+        assert abs(sum(out.values()) - 1) < 1e-6
+    finally:
+        unload("default")
+
+
+def test_cli_model_use_and_info(workspace, tiny_model_dir, tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("model-use", str(tmp_path / "nope"), "--workspace", str(workspace.root))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run_cli("model-use", str(tiny_model_dir), "--workspace", str(workspace.root))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("model-info", "--workspace", str(workspace.root))
+    assert r.returncode == 0, r.stderr
+    assert '"device": "cpu"' in r.stdout and str(tiny_model_dir) in r.stdout
