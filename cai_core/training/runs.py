@@ -1,0 +1,486 @@
+"""The run manager: a training run is its own process, recorded in the `runs` table.
+
+`launch` validates the spec, makes RUN_DIR (spec.yaml, command.txt), records the run and spawns
+`python -m cai_core train RUN_DIR/spec.yaml --run-id N` (or `accelerate launch ... -m cai_core
+train ...`) in its own session, its output in RUN_DIR/train.log. The worker streams metrics to
+RUN_DIR/metrics.jsonl and `run_metrics`. Nothing here depends on the app staying up: `refresh`
+(called by every listing) reattaches by pid liveness and marks runs whose process died as failed,
+with the reason from the log. Stop is graceful (a STOP file the worker's callback checks: it saves a
+checkpoint and the model, then exits); kill is SIGKILL; resume restarts from the latest checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CaiError
+from ..jobs import failure_reason, log_tail, pid_alive
+from ..store import Store, dumps, loads, now
+from .sources import check_spec_sources, resolve_model_ref, run_output_dir
+from .specs import RunSpec, dump_spec, spec_from_dict
+
+ACTIVE = ("queued", "running")
+TERMINAL = ("finished", "failed", "stopped")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+QUEUED_GRACE_S = 120  # a queued run whose process never reported is failed after this
+
+# The metrics a run list shows per kind (last logged value of each).
+KEY_METRICS = {
+    "sft": ["loss", "mean_token_accuracy", "eval_loss"],
+    "reward": ["eval_accuracy", "eval_margin", "accuracy", "loss"],
+    "dpo": ["rewards/accuracies", "rewards/margins", "loss"],
+    "ppo": ["objective/scores", "objective/kl", "objective/rlhf_reward"],
+    "rloo": ["reward", "kl", "loss"],
+    "grpo": ["reward", "reward_std", "loss"],
+}
+
+
+@dataclass
+class Run:
+    id: int
+    name: str
+    kind: str
+    spec: dict
+    status: str
+    pid: int | None
+    command: str | None
+    run_dir: Path
+    parent_run_id: int | None
+    export_id: int | None
+    exit_code: int | None
+    error: str | None
+    log_tail: str | None
+    final_metrics: dict
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+
+    @classmethod
+    def from_row(cls, row) -> "Run":
+        return cls(
+            id=row["id"], name=row["name"], kind=row["kind"], spec=loads(row["spec_json"], {}), status=row["status"],
+            pid=row["pid"], command=row["command"], run_dir=Path(row["run_dir"]), parent_run_id=row["parent_run_id"],
+            export_id=row["export_id"], exit_code=row["exit_code"], error=row["error"], log_tail=row["log_tail"],
+            final_metrics=loads(row["final_metrics_json"], {}) or {}, created_at=row["created_at"],
+            started_at=row["started_at"], ended_at=row["ended_at"],
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.started_at:
+            return None
+        return (self.ended_at or now()) - self.started_at
+
+    @property
+    def paths(self) -> "RunPaths":
+        return RunPaths(self.run_dir)
+
+    def key_metrics(self) -> dict:
+        return {k: self.final_metrics[k] for k in KEY_METRICS.get(self.kind, []) if k in self.final_metrics}
+
+
+class RunPaths:
+    """Every file a run folder holds."""
+
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir)
+        self.spec = self.root / "spec.yaml"
+        self.command = self.root / "command.txt"
+        self.log = self.root / "train.log"
+        self.metrics = self.root / "metrics.jsonl"
+        self.samples = self.root / "samples.jsonl"
+        self.stop = self.root / "STOP"
+        self.checkpoints = self.root / "checkpoints"
+        self.merged = self.root / "merged"
+        self.tensorboard = self.root / "tb"
+
+
+# -- creating and launching ----------------------------------------------------------------
+def _unique_name(store: Store, kind: str) -> str:
+    base = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, i = base, 2
+    while store.one("SELECT 1 FROM runs WHERE name=?", (name,)):
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None,
+                accelerate_config: str | None = None, status: str = "queued") -> Run:
+    """Validate everything, then write RUN_DIR/spec.yaml + command.txt and record the run.
+
+    Nothing is written when the spec, its dataset or its models are wrong.
+    """
+    spec.validate()
+    ref = check_spec_sources(store, spec)
+    if accelerate_config and not Path(accelerate_config).is_file():
+        raise CaiError(f"accelerate config {accelerate_config} does not exist")
+    if spec.name and store.one("SELECT 1 FROM runs WHERE name=?", (spec.name,)):
+        raise CaiError(f"a run named {spec.name!r} already exists; pick another name, or resume/delete that run")
+    if spec.out:
+        run_dir = Path(spec.out).expanduser().resolve()
+        name = spec.name or _name_from_dir(store, run_dir)
+    else:
+        name = spec.name or _unique_name(store, spec.kind)
+        run_dir = store.workspace.child_path("runs", name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CaiError(f"run folder {run_dir} already exists and is not empty; choose another --out or name")
+    if store.one("SELECT 1 FROM runs WHERE run_dir=?", (str(run_dir),)):
+        raise CaiError(f"run folder {run_dir} belongs to another run")
+    parent_name = spec.parent_run or (spec.model if run_output_dir(store, spec.model) else None)
+    parent_id = store.scalar("SELECT id FROM runs WHERE name=?", (parent_name,)) if parent_name else None
+    spec = spec.copy(name=name, out=str(run_dir))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    RunPaths(run_dir).spec.write_text(dump_spec(spec), encoding="utf-8")
+    with store.tx() as conn:
+        cur = conn.execute(
+            "INSERT INTO runs (name, kind, spec_json, status, run_dir, parent_run_id, export_id, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (name, spec.kind, dumps(spec.to_dict()), status, str(run_dir), parent_id, ref.export_id, now()),
+        )
+        run_id = int(cur.lastrowid)
+    argv = command or train_command(store, run_dir, run_id, accelerate_config=accelerate_config)
+    RunPaths(run_dir).command.write_text(shlex.join(argv) + "\n", encoding="utf-8")
+    store.execute("UPDATE runs SET command=? WHERE id=?", (shlex.join(argv), run_id))
+    return get_run(store, run_id)
+
+
+def _name_from_dir(store: Store, run_dir: Path) -> str:
+    from ..workspace import safe_name
+
+    base = "".join(c if c.isalnum() or c in "._-" else "-" for c in run_dir.name).strip("-.") or "run"
+    try:
+        base = safe_name(base[:100], "run name")
+    except CaiError:
+        base = "run"
+    name, i = base, 2
+    while store.one("SELECT 1 FROM runs WHERE name=?", (name,)):
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def train_command(store: Store, run_dir: Path, run_id: int, *, accelerate_config: str | None = None,
+                  resume: bool = False) -> list[str]:
+    """The exact command a run's process runs (also written to command.txt)."""
+    tail = ["-m", "cai_core", "train", str(RunPaths(run_dir).spec), "--workspace", str(store.workspace.root),
+            "--run-id", str(run_id)] + (["--resume"] if resume else [])
+    if accelerate_config:
+        accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+        return [accelerate, "launch", "--config_file", str(Path(accelerate_config).resolve())] + tail
+    return [sys.executable] + tail
+
+
+def _spawn(store: Store, run: Run, argv: list[str], env: dict | None = None) -> Run:
+    paths = run.paths
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env.setdefault("OMP_NUM_THREADS", "1")
+    child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
+    with open(paths.log, "ab") as log:
+        log.write(f"\n$ {shlex.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=child_env, cwd=str(REPO_ROOT))
+    store.execute("UPDATE runs SET pid=? WHERE id=?", (proc.pid, run.id))
+    return get_run(store, run.id)
+
+
+def launch(store: Store, spec: RunSpec, *, accelerate_config: str | None = None, env: dict | None = None) -> Run:
+    """Validate, record and start a run in the background; returns at once (the UI polls)."""
+    run = prepare_run(store, spec, accelerate_config=accelerate_config)
+    return _spawn(store, run, shlex.split(run.command), env)
+
+
+# -- reading ------------------------------------------------------------------------------------
+def get_run(store: Store, ref: int | str) -> Run:
+    """A run by id or name."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        row = store.one("SELECT * FROM runs WHERE id=?", (int(ref),))
+        if row is None and isinstance(ref, str):
+            row = store.one("SELECT * FROM runs WHERE name=?", (ref,))
+    else:
+        row = store.one("SELECT * FROM runs WHERE name=?", (ref,))
+    if row is None:
+        raise CaiError(f"no run {ref!r}")
+    return Run.from_row(row)
+
+
+def list_runs(store: Store, kind: str | None = None, limit: int = 200) -> list[Run]:
+    refresh(store)
+    if kind:
+        rows = store.query("SELECT * FROM runs WHERE kind=? ORDER BY id DESC LIMIT ?", (kind, limit))
+    else:
+        rows = store.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+    return [Run.from_row(r) for r in rows]
+
+
+def read_metrics(store: Store, run_id: int, since_step: int | None = None) -> list[dict]:
+    """Logged metrics in order, each {"step": n, "time": t, ...}."""
+    rows = store.query("SELECT step, data_json FROM run_metrics WHERE run_id=?" +
+                       (" AND step>?" if since_step is not None else "") + " ORDER BY rowid",
+                       (run_id, since_step) if since_step is not None else (run_id,))
+    return [{**loads(r["data_json"], {}), "step": r["step"]} for r in rows]
+
+
+def read_samples(run: Run) -> list[dict]:
+    path = run.paths.samples
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line being written right now
+    return out
+
+
+def lineage(store: Store, run: Run) -> dict:
+    """Where a run comes from: its export (and through the card the constitution, judges, overrides),
+    its parent run, its base and reward models."""
+    from .sources import lineage_summary
+
+    out: dict = {"model": run.spec.get("model"), "dataset": run.spec.get("dataset")}
+    if run.spec.get("reward_model"):
+        out["reward_model"] = run.spec["reward_model"]
+    if run.parent_run_id:
+        out["parent_run"] = store.scalar("SELECT name FROM runs WHERE id=?", (run.parent_run_id,))
+    if run.export_id:
+        row = store.one("SELECT name, kind, path, card_json FROM exports WHERE id=?", (run.export_id,))
+        if row:
+            out["export"] = {"name": row["name"], "kind": row["kind"], "path": row["path"]}
+            out["export_card"] = lineage_summary(loads(row["card_json"], {}) or {})
+    return out
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (one with trainer_state.json) under RUN_DIR/checkpoints."""
+    best, best_step = None, -1
+    for d in RunPaths(run_dir).checkpoints.glob("checkpoint-*"):
+        try:
+            step = int(d.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if (d / "trainer_state.json").exists() and step > best_step:
+            best, best_step = d, step
+    return best
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-", 1)[1])
+
+
+# -- the worker's side: status and metrics ------------------------------------------------------
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def record_metrics(store: Store | None, run_id: int | None, run_dir: Path, step: int, data: dict) -> dict:
+    """One logged step: a line in RUN_DIR/metrics.jsonl and a row in run_metrics."""
+    clean = {k: _clean(v) for k, v in data.items() if isinstance(k, str)}
+    clean = {"step": int(step), "time": round(now(), 3), **{k: v for k, v in clean.items() if k not in ("step", "time")}}
+    with open(RunPaths(run_dir).metrics, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+    if store is not None and run_id:
+        store.execute("INSERT INTO run_metrics (run_id, step, data_json, created_at) VALUES (?,?,?,?)",
+                      (run_id, int(step), dumps(clean), now()))
+    return clean
+
+
+def mark_running(store: Store, run_id: int) -> None:
+    store.execute("UPDATE runs SET status='running', pid=COALESCE(pid, ?), started_at=COALESCE(started_at, ?), "
+                  "ended_at=NULL, error=NULL, exit_code=NULL WHERE id=?", (os.getpid(), now(), run_id))
+
+
+def mark_ended(store: Store, run_id: int, status: str, *, exit_code: int, error: str | None = None,
+               final_metrics: dict | None = None) -> None:
+    run = get_run(store, run_id)
+    store.execute(
+        "UPDATE runs SET status=?, exit_code=?, error=?, ended_at=?, log_tail=?, "
+        "final_metrics_json=COALESCE(?, final_metrics_json) WHERE id=?",
+        (status, exit_code, error, now(), log_tail(run.paths.log, 40) or None,
+         dumps(final_metrics) if final_metrics is not None else None, run_id),
+    )
+
+
+def stop_requested(run_dir: Path) -> bool:
+    return RunPaths(run_dir).stop.exists()
+
+
+# -- control --------------------------------------------------------------------------------------
+def _reap(pid: int) -> int | None:
+    """Exit status of a finished child of this process (None if not ours or still running)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def refresh(store: Store) -> list[int]:
+    """Reattach: runs whose process is gone are marked failed with the reason from their log."""
+    failed = []
+    for row in store.query("SELECT * FROM runs WHERE status IN ('queued','running')"):
+        run = Run.from_row(row)
+        if run.pid is None:
+            if now() - run.created_at > QUEUED_GRACE_S:
+                store.execute("UPDATE runs SET status='failed', error=?, ended_at=? WHERE id=? AND status='queued'",
+                              ("the run was recorded but its process never started", now(), run.id))
+                failed.append(run.id)
+            continue
+        code = _reap(run.pid)
+        if code is None and pid_alive(run.pid):
+            continue
+        row2 = store.one("SELECT status FROM runs WHERE id=?", (run.id,))
+        if row2 is None or row2["status"] not in ACTIVE:
+            continue  # it finished and wrote its status between our two reads
+        tail = log_tail(run.paths.log, 40)
+        how = (f"killed by signal {-code}" if code is not None and code < 0 else
+               f"exit code {code}" if code is not None else "process gone")
+        reason = f"the training process {run.pid} ended unexpectedly ({how}); last log line: {failure_reason(tail)}"
+        store.execute("UPDATE runs SET status='failed', error=?, exit_code=?, ended_at=?, log_tail=? "
+                      "WHERE id=? AND status IN ('queued','running')",
+                      (reason, code, now(), tail or None, run.id))
+        failed.append(run.id)
+    return failed
+
+
+def stop_run(store: Store, ref: int | str) -> Run:
+    """Graceful stop: the worker sees RUN_DIR/STOP at the next step, saves a checkpoint and the model, exits."""
+    refresh(store)
+    run = get_run(store, ref)
+    if not run.active:
+        raise CaiError(f"run {run.name} is {run.status}, not running")
+    run.paths.stop.write_text(f"stop requested at {time.ctime()}\n")
+    return run
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)  # the run's own session: the launcher and every rank
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def kill_run(store: Store, ref: int | str) -> Run:
+    """SIGKILL the run's process group at once (no save); the run is marked failed."""
+    run = get_run(store, ref)
+    if not run.active:
+        raise CaiError(f"run {run.name} is {run.status}, not running")
+    if run.pid and pid_alive(run.pid):
+        _signal_group(run.pid, signal.SIGKILL)
+        for _ in range(50):
+            _reap(run.pid)
+            if not pid_alive(run.pid):
+                break
+            time.sleep(0.1)
+    store.execute("UPDATE runs SET status='failed', error=?, exit_code=?, ended_at=?, log_tail=? WHERE id=? "
+                  "AND status IN ('queued','running')",
+                  ("killed by the user (SIGKILL; nothing saved after the last checkpoint)", -9, now(),
+                   log_tail(run.paths.log, 40) or None, run.id))
+    return get_run(store, run.id)
+
+
+def resume_run(store: Store, ref: int | str, *, max_steps: int | None = None, accelerate_config: str | None = None,
+               env: dict | None = None) -> Run:
+    """Start the run again from its latest checkpoint (optionally with a new max_steps)."""
+    refresh(store)
+    run = get_run(store, ref)
+    if run.active:
+        raise CaiError(f"run {run.name} is still {run.status}; stop it first")
+    ckpt = latest_checkpoint(run.run_dir)
+    if ckpt is None:
+        raise CaiError(f"run {run.name} has no checkpoint to resume from (checkpoints are saved every "
+                       f"{run.spec.get('save_steps')} steps and on a graceful stop)")
+    step = checkpoint_step(ckpt)
+    spec = spec_from_dict(run.spec)
+    if max_steps is not None:
+        if max_steps <= step:
+            raise CaiError(f"max_steps {max_steps} must be above the checkpoint's step {step}")
+        spec = spec.copy(max_steps=int(max_steps))
+    elif spec.max_steps > 0 and spec.max_steps <= step:
+        raise CaiError(f"run {run.name} already reached max_steps {spec.max_steps}; give a larger --max-steps")
+    spec.validate()
+    paths = run.paths
+    paths.spec.write_text(dump_spec(spec), encoding="utf-8")
+    paths.stop.unlink(missing_ok=True)
+    _truncate_metrics(store, run, step)
+    argv = train_command(store, run.run_dir, run.id, accelerate_config=accelerate_config, resume=True)
+    with open(paths.command, "a", encoding="utf-8") as fh:
+        fh.write(f"# resumed from {ckpt.name} at {time.ctime()}:\n{shlex.join(argv)}\n")
+    store.execute("UPDATE runs SET status='queued', pid=NULL, exit_code=NULL, error=NULL, ended_at=NULL, "
+                  "spec_json=?, created_at=created_at WHERE id=?", (dumps(spec.to_dict()), run.id))
+    return _spawn(store, get_run(store, run.id), argv, env)
+
+
+def _truncate_metrics(store: Store, run: Run, step: int) -> None:
+    """Metrics logged after the checkpoint are replayed by the resumed run: drop them first."""
+    store.execute("DELETE FROM run_metrics WHERE run_id=? AND step>?", (run.id, step))
+    path = run.paths.metrics
+    if path.exists():
+        keep = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except ValueError:
+                continue
+        path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+    samples = run.paths.samples
+    if samples.exists():
+        keep = [ln for ln in samples.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and _step_of(ln) <= step]
+        samples.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except ValueError:
+        return 0
+
+
+def delete_run(store: Store, ref: int | str, *, keep_files: bool = False) -> None:
+    """Forget a run and remove its folder (refused while it runs)."""
+    refresh(store)
+    run = get_run(store, ref)
+    if run.active:
+        raise CaiError(f"run {run.name} is {run.status}; stop or kill it before deleting")
+    store.execute("DELETE FROM runs WHERE id=?", (run.id,))
+    if not keep_files and run.run_dir.exists() and RunPaths(run.run_dir).spec.exists():
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+
+
+def run_model_dir(run: Run, *, merged: bool = False) -> Path:
+    """Where a run's trained model is: RUN_DIR (model or adapter), or RUN_DIR/merged."""
+    return run.paths.merged if merged and run.paths.merged.exists() else run.run_dir
+
+
+def describe_model(store: Store, ref: str) -> str:
+    """A model reference as the worker will load it (for the page's summary)."""
+    return resolve_model_ref(store, ref)
