@@ -9,6 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from cai_core.bootstrap import ensure_samples
 from ui.common import active_model, get_store, workspace_root
 from ui.sidebar import render_sidebar
 
@@ -36,6 +37,7 @@ def discover_pages() -> list:
 
 st.set_page_config(page_title="CAI workbench", page_icon=":material/gavel:", layout="wide")
 store = get_store()
+ensure_samples(store)  # first start: sample constitutions and prompt sets (one query afterwards)
 nav = st.navigation(discover_pages())
 render_sidebar(store, workspace_root(), active_model())
 nav.run()
