@@ -99,7 +99,8 @@ def parse_labels(text: str, source: str = "<labels>", allow_no_verdict: bool = F
 
 
 def read_labels(path: str | Path, allow_no_verdict: bool = False) -> list[dict]:
-    """Read a label file. The paper's eval sets (rows with 'corrects') are read as their gold labels."""
+    """Read a label file. A paper eval set (rows with 'corrects') is read as its gold labels, in
+    both orientations (see paper_gold_labels), so it can be given as --gold directly."""
     path = Path(path)
     text = _read_text(path)
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
@@ -108,7 +109,7 @@ def read_labels(path: str | Path, allow_no_verdict: bool = False) -> list[dict]:
     except json.JSONDecodeError:
         is_paper = False
     if is_paper:
-        return paper_gold_labels(path)
+        return paper_gold_labels(path, both_orientations=True)
     return parse_labels(text, source=str(path), allow_no_verdict=allow_no_verdict)
 
 
@@ -162,7 +163,7 @@ def _category_for(stem: str) -> str:
 def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool = True) -> list[dict]:
     """Parse a paper eval JSONL into two-sided comparisons with a gold label.
 
-    Returns dicts: id ("<file stem>-<line>"), prompt (the conversation), response_a, response_b,
+    Returns dicts: id (see paper_item_id), prompt (the conversation), response_a, response_b,
     gold_label ("A"/"B"), category, meta (set, line, question, the paper's own correct letter,
     swapped). 438HHHEvaluations: the two candidate replies. HarmfulVsEthical: the conversation is
     the prompt and the two verdict options ("harmful or unethical" / "behaved ethically") are the
@@ -215,7 +216,7 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
         a, b = (options["B"], options["A"]) if swap else (options["A"], options["B"])
         gold = {"A": "B", "B": "A"}[correct] if swap else correct
         items.append({
-            "id": f"{stem}-{lineno:03d}",
+            "id": paper_item_id(stem, lineno, swap),
             "prompt": prompt,
             "response_a": a,
             "response_b": b,
@@ -231,16 +232,66 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
     return items
 
 
-def paper_gold_labels(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool = True) -> list[dict]:
-    """The gold labels of a paper eval set in the interchange format (same ids as load_paper_eval)."""
-    return [{"id": it["id"], "label": it["gold_label"], "rater": f"paper:{it['meta']['set']}",
-             "category": it["category"], "len_a": word_count(it["response_a"]), "len_b": word_count(it["response_b"])}
-            for it in load_paper_eval(path, seed=seed, randomize=randomize)]
+def paper_item_id(stem: str, lineno: int, swapped: bool) -> str:
+    """'<set>-<line>' in the file's own A/B order, '<set>-<line>-swapped' when the sides were
+    exchanged: the id says which way round the judge saw the item, so a label can never be
+    matched against the gold of the other orientation."""
+    return f"{stem}-{lineno}" + ("-swapped" if swapped else "")
+
+
+def paper_gold_labels(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool = True,
+                      both_orientations: bool = False) -> list[dict]:
+    """The gold labels of a paper eval set in the interchange format (same ids as load_paper_eval).
+
+    both_orientations: one row per item and orientation ('<set>-<line>' and '<set>-<line>-swapped'),
+    so judge output over either the file's order or the randomized order matches.
+    """
+    rows = []
+    for it in load_paper_eval(path, seed=seed, randomize=randomize):
+        base = {"rater": f"paper:{it['meta']['set']}", "category": it["category"]}
+        sides = [(it["meta"]["swapped"], it["gold_label"], it["response_a"], it["response_b"])]
+        if both_orientations:
+            other = {"A": "B", "B": "A"}[it["gold_label"]]
+            sides.append((not it["meta"]["swapped"], other, it["response_b"], it["response_a"]))
+        for swapped, label, a, b in sides:
+            rows.append({**base, "id": paper_item_id(it["meta"]["set"], it["meta"]["line"], swapped), "label": label,
+                         "len_a": word_count(a), "len_b": word_count(b)})
+    return rows
 
 
 def word_count(text: str | None) -> int:
     """Answer length for the length-bias statistics: whitespace-separated words."""
     return len((text or "").split())
+
+
+def load_gold_pairs(path: str | Path, seed: int = PAPER_SEED, limit: int | None = None) -> tuple[str, list[dict]]:
+    """A gold set file for eval-judge, validated, nothing written: ('paper', load_paper_eval items)
+    or ('pairs', pairs-file items that all carry a gold_label)."""
+    from .pairs import load_pairs_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise CaiError(f"gold set not found: {path}")
+    first = next((ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+    try:
+        is_paper = "corrects" in json.loads(first)
+    except (json.JSONDecodeError, TypeError):
+        is_paper = False
+    if is_paper:
+        items = load_paper_eval(p, seed=seed)
+        kind = "paper"
+    else:
+        items = load_pairs_file(p, seed=seed)
+        missing = [it["id"] for it in items if it.get("gold_label") not in ("A", "B", "tie")]
+        if missing:
+            raise CaiError(f"{len(missing)} pairs have no gold_label (first: {missing[0]!r}); "
+                           "a gold set needs the right answer for every pair", where=str(p))
+        kind = "pairs"
+    if limit is not None:
+        if limit < 1:
+            raise CaiError("--limit must be at least 1")
+        items = items[:limit]
+    return kind, items
 
 
 # -- gold sets in the store ---------------------------------------------------------------------
@@ -390,3 +441,25 @@ def comparison_meta(store: Store, ids: Iterable[str]) -> dict[str, dict]:
                                  "category": r["category"], "source": r["source"], "gold_label": r["gold_label"],
                                  "meta": loads(r["meta_json"], {})}
     return out
+
+
+def load_gold(store: Store, name: str) -> list[dict]:
+    """A stored gold set by name: 'human-labels', or a comparison source such as 'gold:438HHHEvaluations'."""
+    if name == "human-labels":
+        return gold_from_human_labels(store)
+    rows = gold_from_comparisons(store, source=name)
+    if not rows:
+        raise CaiError(f"no gold set {name!r} in this workspace (known: "
+                       f"{', '.join(g['name'] for g in gold_sets(store)) or 'none'})")
+    return rows
+
+
+def judge_vs_gold(store: Store, judge_keys: list[str], gold_rows: list[dict], *, n_boot: int = 1000,
+                  seed: int = 0) -> dict:
+    """reliability_report of stored judges against gold rows whose ids are comparison ids."""
+    from .reliability import reliability_report
+
+    ids = sorted({int(g["id"]) for g in gold_rows if str(g["id"]).isdigit()})
+    judge_rows = [r for key in judge_keys for r in judge_labels(store, key, ids)]
+    report = reliability_report(judge_rows, with_lengths(store, gold_rows), n_boot=n_boot, seed=seed)
+    return report

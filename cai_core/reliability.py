@@ -447,7 +447,7 @@ def breakdown(items: Sequence[dict], by: str | Sequence[str], *, n_boot: int = 1
     out = []
     for name in sorted(groups):
         rep = agreement(groups[name], n_boot=n_boot, seed=seed)
-        out.append({**dict(zip(fields, name)), **{k: v for k, v in rep.items() if k != "calibration_bins"}})
+        out.append({**dict(zip(fields, name)), **rep})
     return out
 
 
@@ -520,7 +520,6 @@ def reliability_report(judge_rows: Sequence[dict], gold_rows: Sequence[dict], *,
     report.update({
         "n_judge_rows": len(judge_rows),
         "n_invalid": len(judge_rows) - len(valid),
-        "n_gold": len(gold_ids),
         "n_unmatched": len({str(r["id"]) for r in valid} - gold_ids),
         "raters": raters,
         "judges": breakdown(per_judge, "rater", n_boot=n_boot, seed=seed),

@@ -1,0 +1,145 @@
+"""Charts and tables of the Judge reliability page (plotly figures built from reliability reports)."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+REFERENCE_LINES = [
+    ("gpt4_human_with_ties", "MT-Bench GPT-4 vs human, with ties (66%)", "dot"),
+    ("gpt4_human_without_ties", "MT-Bench GPT-4 vs human, without ties (85%)", "dash"),
+    ("human_human_without_ties", "MT-Bench human vs human, without ties (81%)", "dashdot"),
+]
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def ci_text(ci) -> str:
+    if not ci or ci[0] is None:
+        return "-"
+    return f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
+
+
+def num(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def agreement_table(report: dict) -> pd.DataFrame:
+    """One row per judge (plus the combined verdict when there are several)."""
+    rows = list(report["judges"])
+    if len(rows) > 1:
+        rows = [{**report, "rater": "combined (mean P(A))"}] + rows
+    return pd.DataFrame([{
+        "judge": r["rater"], "n": r["n"],
+        "accuracy": pct(r["accuracy"]), "95% CI": ci_text(r["accuracy_ci"]),
+        "accuracy w/o ties": pct(r["accuracy_no_ties"]), "95% CI (w/o ties)": ci_text(r["accuracy_no_ties_ci"]),
+        "Cohen's kappa": num(r["cohen_kappa"]),
+        "kappa 95% CI": "-" if r["cohen_kappa_ci"][0] is None else f"{r['cohen_kappa_ci'][0]:.2f} to {r['cohen_kappa_ci'][1]:.2f}",
+        "flip rate": pct(r.get("flip_rate")), "ECE": num(r.get("ece")), "Brier": num(r.get("brier")),
+        "judge ties": pct(r["judge_tie_rate"]),
+    } for r in rows])
+
+
+def _add_reference_lines(fig: go.Figure, reference: dict, horizontal: bool = True) -> None:
+    fig.add_hline(y=0.5, line_dash="solid", line_color="gray", annotation_text="chance (50%)",
+                  annotation_position="bottom right")
+    for key, label, dash in REFERENCE_LINES:
+        fig.add_hline(y=reference[key], line_dash=dash, line_color="firebrick", annotation_text=label,
+                      annotation_position="top left", annotation_font_size=10)
+
+
+def _bar(name: str, xs: list, values: list, cis: list) -> go.Bar:
+    ys = [v if v is not None else 0 for v in values]
+    plus = [(c[1] - v) if c and c[1] is not None and v is not None else 0 for c, v in zip(cis, values)]
+    minus = [(v - c[0]) if c and c[0] is not None and v is not None else 0 for c, v in zip(cis, values)]
+    return go.Bar(name=name, x=xs, y=ys, error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus))
+
+
+def accuracy_figure(report: dict) -> go.Figure:
+    """Accuracy with and without ties per judge, 95% CIs, chance and MT-Bench reference lines."""
+    judges = report["judges"]
+    names = [j["rater"] for j in judges]
+    fig = go.Figure([
+        _bar("with ties", names, [j["accuracy"] for j in judges], [j["accuracy_ci"] for j in judges]),
+        _bar("without ties", names, [j["accuracy_no_ties"] for j in judges], [j["accuracy_no_ties_ci"] for j in judges]),
+    ])
+    _add_reference_lines(fig, report["reference"])
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="agreement with gold", tickformat=".0%"),
+                      height=420, margin=dict(t=30), legend=dict(orientation="h"))
+    return fig
+
+
+def calibration_figure(reports: dict[str, dict]) -> go.Figure:
+    """Reliability diagram: mean P(A) per bin against the share of gold 'A' in it, per judge."""
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                line=dict(dash="dash", color="gray"))])
+    for name, rep in reports.items():
+        bins = [b for b in rep.get("calibration_bins") or [] if b["n"]]
+        if not bins:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[b["mean_p"] for b in bins], y=[b["frac_a"] for b in bins], mode="lines+markers",
+            name=f"{name} (ECE {num(rep.get('ece'), 3)})", marker=dict(size=[6 + min(20, b["n"]) for b in bins]),
+            text=[f"{b['n']} items" for b in bins], hovertemplate="P(A) %{x:.2f}<br>share A %{y:.2f}<br>%{text}",
+        ))
+    fig.update_layout(xaxis=dict(range=[0, 1], title="judge's P(A) (bin mean)"),
+                      yaxis=dict(range=[0, 1], title="share where gold says A"), height=420, margin=dict(t=30))
+    return fig
+
+
+def confusion_figure(confusion: dict, title: str = "") -> go.Figure:
+    labels = confusion["labels"]
+    matrix = confusion["matrix"]
+    fig = go.Figure(go.Heatmap(z=matrix, x=[f"judge: {l}" for l in labels], y=[f"gold: {l}" for l in labels],
+                               text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}",
+                               colorscale="Blues", showscale=False))
+    fig.update_layout(title=title, yaxis=dict(autorange="reversed"), height=320, margin=dict(t=40 if title else 20))
+    return fig
+
+
+def group_figure(rows: list[dict], field: str, reference: dict) -> go.Figure:
+    """Accuracy per principle (or category), one bar group per judge, with 95% CIs."""
+    fig = go.Figure()
+    for judge in sorted({r["rater"] for r in rows}):
+        rs = [r for r in rows if r["rater"] == judge]
+        fig.add_trace(_bar(judge, [r[field] for r in rs], [r["accuracy"] for r in rs], [r["accuracy_ci"] for r in rs]))
+    _add_reference_lines(fig, reference)
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="accuracy", tickformat=".0%"),
+                      height=420, margin=dict(t=30), legend=dict(orientation="h"))
+    return fig
+
+
+def metric_cards(report: dict) -> None:
+    """The headline numbers: accuracy, flip rate, first-position wins, length bias, calibration."""
+    c = st.columns(5)
+    c[0].metric("Accuracy vs gold", pct(report["accuracy"]), help=f"95% CI {ci_text(report['accuracy_ci'])}; "
+                "MT-Bench GPT-4 vs human: 66% with ties, 85% without; chance 50%")
+    c[0].caption(f"95% CI {ci_text(report['accuracy_ci'])} - n={report['n']}")
+    c[1].metric("Flip rate (A/B swap)", pct(report.get("flip_rate")),
+                help="Share of pairs whose verdict changes when the two answers swap places.")
+    c[1].caption(f"first-shown answer wins {pct(report.get('first_position_win_rate'))} (50% = unbiased)")
+    c[2].metric("Longer answer wins", pct(report.get("longer_win_rate")),
+                help="Share of the judge's non-tie verdicts on unequal-length pairs that chose the longer answer.")
+    c[2].caption(f"gold picks the longer {pct(report.get('gold_longer_win_rate'))}; "
+                 f"corr(P(A), length diff) {num(report.get('length_corr'), 2)}")
+    c[3].metric("Calibration error (ECE)", num(report.get("ece")),
+                help="Expected calibration error of P(A) against the gold labels (0 = perfectly calibrated).")
+    c[3].caption(f"Brier score {num(report.get('brier'))}")
+    c[4].metric("Cohen's kappa", num(report["cohen_kappa"]), help="Agreement beyond chance (0 = chance, 1 = perfect).")
+    kci = report["cohen_kappa_ci"]
+    c[4].caption("95% CI -" if kci[0] is None else f"95% CI {kci[0]:.2f} to {kci[1]:.2f}")
+
+
+def show_pair(prompt: str, response_a: str, response_b: str) -> None:
+    """A comparison side by side; model text is data, shown with st.text only."""
+    st.caption("Prompt")
+    st.text(prompt)
+    left, right = st.columns(2)
+    with left:
+        st.caption("Response A")
+        st.text(response_a)
+    with right:
+        st.caption("Response B")
+        st.text(response_b)
