@@ -69,7 +69,8 @@ def parse_label_row(obj: Any, where: str, allow_no_verdict: bool = False) -> dic
             row["label"] = None
         elif p_a is None:
             raise CaiError("missing 'label' (or at least 'p_a')", where=where)
-        row["label"] = label_from_p(float(p_a))
+        else:
+            row["label"] = label_from_p(float(p_a))
     else:
         row["label"] = normalise_label(obj["label"], where)
     for field in ("p_a_ab", "p_a_ba"):
@@ -312,10 +313,13 @@ def import_paper_eval(store: Store, path: str | Path, *, seed: int = PAPER_SEED,
     ids: list[int | None] = []
     fresh = []
     for it in items:
-        mirror = store.scalar("SELECT id FROM comparisons WHERE key=?",
-                              (comparison_key(it["prompt"], it["response_b"], it["response_a"], source),))
-        ids.append(None if mirror is None else int(mirror))
-        if mirror is None:
+        found = None
+        for a, b in ((it["response_a"], it["response_b"]), (it["response_b"], it["response_a"])):
+            found = store.scalar("SELECT id FROM comparisons WHERE key=?", (comparison_key(it["prompt"], a, b, source),))
+            if found is not None:
+                break
+        ids.append(None if found is None else int(found))
+        if found is None:
             fresh.append(it)
     before = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0)
     pairs = [{**it, "meta": {**it["meta"], "gold_id": it["id"]}} for it in fresh]
