@@ -582,3 +582,24 @@ def evaluation_comparisons(store: Store, evaluation: dict, axis: str | None = No
         r["evasive_a"] = detect(r["response_a"]).evasive
         r["evasive_b"] = detect(r["response_b"]).evasive
     return rows
+
+
+def policy_options(store: Store) -> list[dict]:
+    """What the page offers as policies: the base model, every run with a trained model, and its checkpoints."""
+    out = [{"label": "default (embedded base model)", "spec": "default"}]
+    for r in store.query("SELECT name, kind, status, run_dir FROM runs ORDER BY created_at DESC"):
+        folder = Path(r["run_dir"])
+        if not folder.is_absolute():
+            folder = store.workspace.root / folder
+        if _is_model_dir(folder):
+            out.append({"label": f"run {r['name']} ({r['kind']}, {r['status']})", "spec": f"run:{r['name']}"})
+        for step, _ in checkpoints(folder):
+            out.append({"label": f"run {r['name']} checkpoint {step}", "spec": f"run:{r['name']}/checkpoint-{step}"})
+    return out
+
+
+def latest_evaluation(store: Store, kind: str = KIND) -> dict | None:
+    """The newest finished evaluation (or experiment), or None."""
+    row = store.one("SELECT id FROM evaluations WHERE kind=? AND result_json IS NOT NULL ORDER BY created_at DESC, id DESC "
+                    "LIMIT 1", (kind,))
+    return get_evaluation(store, int(row["id"])) if row else None

@@ -1,0 +1,51 @@
+"""The Evaluate and Compare page renders on an empty workspace and with a stored evaluation."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai_core.store import open_store
+
+from test_reports import seed_evaluation
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "70_Evaluate_and_Compare.py")
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+    return root
+
+
+def _run():
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_empty_workspace_shows_clear_empty_state(ws):
+    at = _run()
+    infos = " ".join(i.value for i in at.info)
+    assert "No evaluation yet" in infos
+    assert "No prompt sets yet" in infos
+    assert any("evasive" in m.value.lower() for m in at.markdown)  # the rules tab explains the detector
+
+
+def test_seeded_evaluation_renders_leaderboard_and_comparisons(ws):
+    store = open_store(ws)
+    seed_evaluation(store, "seeded")
+    at = _run()
+    assert "seeded" in at.selectbox(key="lb_eval").options[0]
+    frames = [df.value for df in at.dataframe]
+    lb = next(f for f in frames if "BT score (Elo scale) [95% CI]" in f.columns)
+    assert list(lb["policy"]) == ["tuned", "base"]  # best first
+    assert "1100.0 [1050.0, 1150.0]" in list(lb["BT score (Elo scale) [95% CI]"])
+    # the side-by-side view shows model text as plain text, escaped by st.text
+    texts = [t.value for t in at.text]
+    assert "<script>alert(1)</script>" in texts
+    assert any(d for d in at.get("download_button"))
+    # the rules probe classifies typed text
+    at.text_area(key="rules_probe").set_value("Paris is the capital of France.").run()
+    assert any(m.value == "**Not evasive**" for m in at.markdown)
