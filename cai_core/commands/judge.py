@@ -36,14 +36,12 @@ def register(sub) -> None:
 
 
 def load_constitution_arg(store, value: str):
-    """A constitution file (stored as a version for lineage) or a stored constitution name."""
-    from ..constitution import get_constitution, load_constitution_file, save_constitution
+    """A constitution file or a stored constitution name (a file's version is stored once judging starts)."""
+    from ..constitution import get_constitution, load_constitution_file
     from ..errors import CaiError
 
     if Path(value).is_file():
-        constitution = load_constitution_file(value)
-        save_constitution(store, constitution, note=f"used by judge from {value}")
-        return constitution
+        return load_constitution_file(value)
     if store.one("SELECT 1 FROM constitutions WHERE name=?", (value,)):
         return get_constitution(store, value)
     raise CaiError(f"--constitution {value!r} is neither a file nor a stored constitution name")
@@ -91,6 +89,10 @@ def cmd_judge(args) -> int:
         out_dir = Path(args.out).resolve().parent
         if not out_dir.is_dir():
             raise CaiError(f"--out folder {out_dir} does not exist")
+    if constitution is not None and args.constitution and Path(args.constitution).is_file():
+        from ..constitution import save_constitution
+
+        save_constitution(store, constitution, note=f"used by judge from {args.constitution}")
     if args.pairs:
         paper = all(p["source_format"].startswith("paper") for p in pairs)
         add_pairs(store, pairs, source=f"gold:{Path(args.pairs).stem}" if paper else "imported",
