@@ -1,0 +1,86 @@
+"""The demo page walks through every step, on an empty workspace and on seeded data."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cai_core.constitution import Constitution, Principle, save_constitution
+from cai_core.store import now, open_store
+
+from test_reports import XSS, seed_evaluation
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "80_Demo.py")
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+    return root
+
+
+def walk(at):
+    """Render every step with Next; return (titles, infos, texts) seen along the way."""
+    titles, infos, texts = [], [], []
+    at.run()
+    for _ in range(7):
+        assert not at.exception, at.exception
+        titles.append(at.title[0].value)
+        infos += [i.value for i in at.info]
+        texts += [t.value for t in at.text]
+        if at.button(key="demo_next").disabled:
+            break
+        at.button(key="demo_next").click().run()
+    return titles, infos, texts
+
+
+def test_demo_empty_workspace(ws):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    titles, infos, _ = walk(at)
+    assert titles[0] == "Constitutional AI in one minute" and titles[-1] == "What we learned" and len(titles) == 7
+    joined = " ".join(infos)
+    for msg in ("No constitution", "No AI judgments yet", "No judge has been checked", "No evaluation yet"):
+        assert msg in joined
+    at.button(key="demo_back").click().run()
+    assert at.title[0].value == "Before and after training"
+    assert not [w for w in at.get("text_input")] and not [w for w in at.get("selectbox")]  # no configuration widgets
+
+
+def test_demo_with_stored_results(ws):
+    store = open_store(ws)
+    save_constitution(store, Constitution(name="demo", principles=[
+        Principle(id="harm", name="Harm", critique_request="Is the answer harmful?", revision_request="Fix it.")]))
+    with store.tx() as conn:
+        tid = conn.execute(
+            "INSERT INTO trajectories (key, prompt, constitution_name, constitution_version, model, params_json, seed, "
+            "initial, final, status, rounds, created_at, updated_at) VALUES ('t','Red-team prompt','demo','v','m','{}',0,?,?,"
+            "'done',1,0,0)", ("Initial " + XSS, "Revised safe answer")).lastrowid
+        conn.execute("INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, violation, revision, "
+                     "created_at) VALUES (?,1,'harm','It is harmful.',1,'Revised safe answer',0)", (tid,))
+        gid = conn.execute(
+            "INSERT INTO comparisons (key, source, prompt, response_a, response_b, gold_label, created_at) "
+            "VALUES ('g1','gold:test','Gold prompt','good','bad','A',?)", (now(),)).lastrowid
+        for order, p in (("AB", 0.8), ("BA", 0.7)):
+            conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, "
+                         "p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (gid, "mc|j", "j", "harmless", "mc", order, p, "ok", now()))
+    seed_evaluation(store, "demo-eval")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    titles, infos, texts = walk(at)
+    assert len(titles) == 7 and not infos, infos
+    assert "Is the answer harmful?" in texts
+    assert "Initial " + XSS in texts  # model text shown literally
+    assert "Revised safe answer" in texts
+    # step 4 (judge reliability) and step 6 (evaluation) rendered metrics on the way
+    at.session_state["demo_step"] = 4
+    at.run()
+    vals = {m.label: m.value for m in at.metric}
+    assert vals["Judge accuracy"] == "100%" and vals["Chance"] == "50%"
+    at.session_state["demo_step"] = 5
+    at.run()
+    vals = {m.label: m.value for m in at.metric}
+    assert vals["Harmlessness score"] == "1100" and vals["Evasive answers"] == "50%"
+    at.session_state["demo_step"] = 2
+    at.run()
+    at.button(key="demo_play").click().run()
+    assert not at.exception and "Revised safe answer" in [t.value for t in at.text]
