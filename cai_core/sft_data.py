@@ -58,6 +58,13 @@ def _stored_answer(store: Store, prompt: str, model: str | None) -> dict | None:
     return dict(row) if row else None
 
 
+def missing_helpful(store: Store, set_name: str, model: str | None) -> int:
+    """How many prompts of a set have no stored answer yet (those need a model)."""
+    from .prompt_sets import get_prompts
+
+    return sum(_stored_answer(store, p["text"], model) is None for p in get_prompts(store, set_name))
+
+
 def helpful_rows(store: Store, set_name: str, *, model: str | None, backend=None, max_new_tokens: int = 200,
                  seed: int = 0, progress=None, should_stop=None) -> list[dict]:
     """The model's answers to a helpfulness prompt set: stored ones reused, missing ones generated
@@ -160,6 +167,8 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         model = model or (models[0] if len(models) == 1 else None)
     helpful = helpful_rows(store, mix_helpful, model=model, backend=backend, max_new_tokens=max_new_tokens,
                            seed=seed, progress=progress, should_stop=should_stop) if mix_helpful else []
+    if should_stop and should_stop():
+        raise CaiError("stopped before writing; nothing exported (answers generated so far are stored and reused)")
 
     rows = [{"messages": _messages(r["prompt"], r["final"]), "source": "revision", "trajectory_id": r["id"],
              "constitution_version": r["constitution_version"], "model": r["model"]} for r in revisions]

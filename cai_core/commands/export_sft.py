@@ -27,8 +27,8 @@ def register(sub) -> None:
 
 def cmd_export_sft(args) -> int:
     from ..jobs import JobReporter
-    from ..sft_data import export_exists, parse_formats, revision_rows
-    from ..sft_data import export_sft
+    from ..prompt_sets import get_prompt_set
+    from ..sft_data import export_exists, export_sft, missing_helpful, parse_formats, revision_rows
     from ..store import open_store
     from ..workspace import safe_name
 
@@ -37,16 +37,17 @@ def cmd_export_sft(args) -> int:
     parse_formats(args.format)
     if export_exists(store, args.name) and not args.overwrite:
         raise CaiError(f"an export named {args.name!r} already exists; choose another name or pass --overwrite")
+    revisions = revision_rows(store, batch=args.batch, constitution_version=args.constitution_version)
     backend = None
     if args.mix_helpful:
-        models = sorted({r["model"] for r in revision_rows(store, batch=args.batch,
-                                                              constitution_version=args.constitution_version)})
-        model = args.model or (models[0] if len(models) == 1 else None)
-        if model:
+        get_prompt_set(store, args.mix_helpful)
+        models = sorted({r["model"] for r in revisions})
+        args.model = args.model or (models[0] if len(models) == 1 else None)
+        if revisions and args.model and missing_helpful(store, args.mix_helpful, args.model):
             from ..models import get_backend
 
-            backend = get_backend(model, store.workspace, progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
-            args.model = model
+            backend = get_backend(args.model, store.workspace,
+                                  progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
     reporter = JobReporter(store, args.job_id, None)
     card = export_sft(store, args.name, batch=args.batch, constitution_version=args.constitution_version,
                       mix_helpful=args.mix_helpful, formats=args.format, model=args.model, backend=backend,
