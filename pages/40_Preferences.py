@@ -1,0 +1,276 @@
+"""Preferences (RLAIF): sample response pairs, let AI judges pick the better one (both A/B
+orders), annotate and override by keyboard, and export the resolved preferences for TRL."""
+from __future__ import annotations
+
+import streamlit as st
+
+from cai_core.constitution import list_constitutions
+from cai_core.errors import CaiError
+from cai_core.jobs import start_job
+from cai_core.judges import list_judges
+from cai_core.pairs import import_pairs_file, list_batches
+from cai_core.preferences import (
+    ORDERS, STATUSES, add_label, ai_verdict, label_history, list_exports, override_label, queue, stats,
+)
+from cai_core.prompt_sets import list_prompt_sets
+from cai_core.settings import get_setting, set_setting
+from cai_core.workspace import safe_name
+from ui.common import active_model, age, get_store, show_error
+from ui.preferences import CHOICES, fmt_p, jobs_panel, show_history, show_pair, show_verdict
+
+store = get_store()
+model = active_model()
+
+st.title("Preferences")
+st.caption("The RL phase of Constitutional AI: an AI judge compares two responses against the constitution "
+           "(the paper's multiple-choice format, P(A) from log-probs, both A/B orders), you spot-check and "
+           "override it by hand, and the resolved preferences become a reward-model / DPO dataset.")
+
+ALL = "(all)"
+batches = list_batches(store)
+batch_names = sorted({b["batch"] for b in batches if b["batch"]})
+
+s = stats(store)
+m = st.columns(5)
+m[0].metric("Comparisons", s["comparisons"])
+m[1].metric("Judged", s["judged"])
+m[2].metric("Human labelled", s["human_labelled"])
+m[3].metric("Overrides", s["overrides"])
+m[4].metric("Invalid judgments", s["invalid_judgments"],
+            help="Judge outputs that could not be parsed (parse style). They are counted, never guessed; "
+                 "pick status 'invalid' in the queue to see them.")
+
+tab_annotate, tab_make, tab_export = st.tabs(["Annotate", "Sample and judge", "Export"])
+
+# -- annotate ----------------------------------------------------------------------------------
+with tab_annotate:
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+    if "annotator" not in st.session_state:
+        st.session_state["annotator"] = get_setting(store, "annotator", "") or ""
+    annotator = c1.text_input("Annotator", key="annotator", help="Your name, stored with every label.")
+    blind = c2.toggle("Blind mode", value=True, key="blind",
+                      help="Hide the AI verdict until you have answered (no anchoring on the judge).")
+    order = c3.selectbox("Queue order", ORDERS, key="queue_order",
+                         format_func=lambda o: {"uncertain": "most uncertain first", "flips": "judge flips first",
+                                                "disagreement": "ensemble disagreements first", "random": "random",
+                                                "newest": "newest", "oldest": "oldest"}[o])
+    status = c4.selectbox("Show", STATUSES, key="queue_status")
+    c5, c6 = st.columns(2)
+    q_batch = c5.selectbox("Batch", [ALL] + batch_names, key="queue_batch")
+    judges = list_judges(store)
+    judge_keys = c6.multiselect("Judges (AI verdict)", [j["judge_key"] for j in judges], key="queue_judges",
+                                help="Empty: every judge's judgments, averaged.")
+    batch_filter = None if q_batch == ALL else q_batch
+    offset = st.session_state.setdefault("queue_offset", 0)
+
+    page = queue(store, order=order, status=status, batch=batch_filter, judge_keys=judge_keys or None,
+                 limit=1, offset=offset, seed=int(get_setting(store, "queue_seed", 0) or 0))
+    last = st.session_state.get("last_answer")
+    if last:
+        # blind mode reveals the AI verdict of the item just answered
+        ai = "no AI verdict" if last["ai_label"] is None else f"AI said {last['ai_label']} (P(A)={fmt_p(last['ai_p_a'])})"
+        note = " - recorded as an override" if last["is_override"] else ""
+        st.success(f"Comparison {last['comparison_id']}: you said {last['label']}; {ai}{note}.")
+    if st.session_state.get("annotate_error"):
+        st.error(st.session_state.pop("annotate_error"))
+
+    if not page["rows"]:
+        st.info("The queue is empty for this filter." if s["comparisons"] else
+                "No comparisons yet: sample or import pairs in the 'Sample and judge' tab.")
+        if offset:
+            st.session_state["queue_offset"] = 0
+    else:
+        row = page["rows"][0]
+        cid = row["id"]
+        st.text(f"Item {offset + 1} of {page['total']} - comparison {cid} - batch {row['batch'] or '-'} - "
+                f"source {row['source']}")
+
+        def annotate(label: str) -> None:
+            try:
+                name = st.session_state.get("annotator", "")
+                result = add_label(store, cid, label, name, reason=st.session_state.get("reason"),
+                                   blind=bool(st.session_state.get("blind")), judge_keys=judge_keys or None)
+                set_setting(store, "annotator", result["annotator"])
+                st.session_state["last_answer"] = result
+                st.session_state["reason"] = ""
+                if status != "unlabelled":  # the labelled item stays in these views: step forward
+                    st.session_state["queue_offset"] = offset + 1
+            except CaiError as exc:
+                st.session_state["annotate_error"] = str(exc)
+
+        show_pair(row)
+        st.text_input("Reason (optional; kept with the label, shown for overrides)", key="reason")
+        cols = st.columns(len(CHOICES) + 2)
+        for col, (label, text, key) in zip(cols, CHOICES):
+            col.button(f"{text} [{key}]", key=f"label_{label}", shortcut=key, on_click=annotate, args=(label,),
+                       disabled=not annotator.strip(), use_container_width=True)
+        if cols[-2].button("Previous [Left]", key="queue_prev", shortcut="Left", disabled=offset == 0,
+                           use_container_width=True):
+            st.session_state["queue_offset"] = max(0, offset - 1)
+            st.rerun()
+        if cols[-1].button("Next [Right]", key="queue_next", shortcut="Right",
+                           disabled=offset + 1 >= page["total"], use_container_width=True):
+            st.session_state["queue_offset"] = offset + 1
+            st.rerun()
+        if not annotator.strip():
+            st.warning("Enter your annotator name to label.")
+        st.caption("Keyboard: A = A is better, B = B is better, T = tie, S = skip, X = both bad, "
+                   "Left/Right = previous/next item. The next item loads at once. "
+                   "(C and R are reserved by Streamlit, hence X for 'both bad'.)")
+
+        history = label_history(store, cid)
+        answered = any(h["annotator"] == annotator.strip() for h in history)
+        st.markdown("**AI verdict**")
+        if blind and not answered:
+            st.info("Hidden in blind mode until you answer (other people's labels too).")
+        else:
+            verdict = ai_verdict(store, cid, judge_keys or None)
+            show_verdict(verdict, row.get("gold_label"))
+            if verdict is not None and verdict.label is not None:
+                with st.expander("Override the AI verdict"):
+                    others = [c for c in ("A", "B", "tie", "both_bad") if c != verdict.label]
+                    o_label = st.radio("Label instead", others, horizontal=True, key=f"override_label_{cid}")
+                    o_reason = st.text_input("Reason (required)", key=f"override_reason_{cid}")
+                    if st.button("Record override", key=f"override_{cid}"):
+                        try:
+                            r = override_label(store, cid, o_label, annotator, o_reason, judge_keys=judge_keys or None)
+                            st.session_state["last_answer"] = r
+                            st.rerun()
+                        except CaiError as exc:
+                            show_error(exc)
+        if not blind or answered:
+            st.markdown("**Label history** (append-only)")
+            show_history(history)
+
+# -- sample, import, judge ---------------------------------------------------------------------
+with tab_make:
+    st.subheader("Sample pairs")
+    st.caption("k responses per prompt from a policy (the base model or an SFT run's output folder); every two "
+               "distinct responses form a pair. Runs in the background.")
+    sets = list_prompt_sets(store)
+    with st.form("sample_form"):
+        c1, c2 = st.columns(2)
+        policy = c1.text_input("Policy model", value=model, help="default, a model folder (e.g. workspace/runs/NAME/...), a .gguf, or a URL")
+        prompt_src = c2.selectbox("Prompt set", [p["name"] for p in sets] or ["(no prompt sets - import one first)"])
+        prompt_file = st.text_input("...or a prompts file path (.jsonl/.csv/.txt)", value="")
+        c3, c4, c5, c6, c7 = st.columns(5)
+        k = c3.number_input("k", 2, 8, 2)
+        temperature = c4.number_input("Temperature", 0.05, 2.0, 0.8, step=0.05)
+        max_new = c5.number_input("Max new tokens", 8, 1024, 128)
+        seed = c6.number_input("Seed", 0, 10**6, 0)
+        limit = c7.number_input("Prompts (max)", 1, 100000, 10)
+        batch_name = st.text_input("Batch name", value="pairs-1")
+        if st.form_submit_button("Start sampling"):
+            try:
+                safe_name(batch_name, "batch name")
+                source = prompt_file.strip() or (prompt_src if sets else "")
+                if not source:
+                    raise CaiError("choose a prompt set or give a prompts file")
+                args = ["pairs", "sample", "--model", policy, "--prompts", source, "--k", str(int(k)),
+                        "--batch", batch_name, "--temperature", str(temperature), "--max-new-tokens", str(int(max_new)),
+                        "--seed", str(int(seed)), "--limit", str(int(limit))]
+                job = start_job(store, "pairs-sample", args, title=f"sample {batch_name}", total=int(limit))
+                st.success(f"Started sampling job {job}.")
+            except CaiError as exc:
+                show_error(exc)
+
+    with st.expander("Import pairs from a file"):
+        st.caption('JSONL rows {"id","prompt","response_a","response_b"} or {"prompt","chosen","rejected"} '
+                   "(strings or conversational lists), or the paper's 438HHHEvaluations.jsonl / HarmfulVsEthical.jsonl "
+                   "(kept as gold-labelled comparisons).")
+        with st.form("import_form"):
+            path = st.text_input("File path")
+            imp_batch = st.text_input("Batch name (default: the file name)")
+            if st.form_submit_button("Import"):
+                try:
+                    if imp_batch.strip():
+                        safe_name(imp_batch.strip(), "batch name")
+                    res = import_pairs_file(store, path.strip(), batch=imp_batch.strip() or None)
+                    st.success(f"{res['pairs']} pairs read, {res['added']} new, {res['with_gold']} with a gold label "
+                               f"(batch {res['batch']}, source {res['source']}).")
+                except CaiError as exc:
+                    show_error(exc)
+
+    st.subheader("Judge")
+    consts = list_constitutions(store)
+    with st.form("judge_form"):
+        c1, c2, c3 = st.columns(3)
+        j_batch = c1.selectbox("Batch", batch_names or ["(no batches yet)"])
+        j_model = c2.text_input("Judge model", value=model)
+        j_const = c3.selectbox("Constitution", [c["name"] for c in consts] or ["(none - create one first)"])
+        c4, c5, c6, c7 = st.columns(4)
+        style = c4.selectbox("Style", ["mc", "cot", "parse"], format_func=lambda x: {
+            "mc": "multiple choice (log-probs)", "cot": "chain of thought (clamped)", "parse": "parsed verdict (no log-probs)"}[x])
+        principles = c5.selectbox("Principles", ["random", "all"], help="random: one per pair, seeded (the paper); all: an ensemble")
+        swap = c6.toggle("Both orders (A/B swap)", value=True)
+        combine = c7.selectbox("Combine", ["mean", "vote"])
+        c8, c9, c10 = st.columns(3)
+        ensemble = c8.text_input("More judge models (comma-separated)", value="")
+        clamp = c9.slider("CoT clamp", 0.0, 1.0, (0.4, 0.6))
+        j_seed = c10.number_input("Seed", 0, 10**6, 0, key="judge_seed")
+        if st.form_submit_button("Start judging"):
+            try:
+                if not batch_names:
+                    raise CaiError("no comparisons yet: sample or import pairs first")
+                if not consts:
+                    raise CaiError("no constitution yet: create one on the Constitution page")
+                args = ["judge", "--judge-model", j_model, "--constitution", j_const, "--batch", j_batch,
+                        "--style", style, "--principles", principles, "--combine", combine,
+                        "--cot-clamp", f"{clamp[0]},{clamp[1]}", "--seed", str(int(j_seed))]
+                if not swap:
+                    args.append("--no-swap")
+                if ensemble.strip():
+                    args += ["--ensemble-models", ensemble.strip()]
+                job = start_job(store, "judge", args, title=f"judge {j_batch} ({style})")
+                st.success(f"Started judging job {job}.")
+            except CaiError as exc:
+                show_error(exc)
+
+    @st.fragment(run_every=2)
+    def jobs_fragment() -> None:
+        st.markdown("**Jobs**")
+        jobs_panel(store)
+
+    jobs_fragment()
+
+# -- export ------------------------------------------------------------------------------------
+with tab_export:
+    st.caption("Resolved label = newest human label (not skip), else the gold label, else the AI verdict. "
+               "Ties, 'both bad' and invalid items are left out and counted in the card. Output: "
+               "workspace/exports/NAME/ with data.jsonl, an HF dataset folder (hf/), lineage.jsonl and a card.")
+    with st.form("export_form"):
+        c1, c2, c3 = st.columns(3)
+        e_name = c1.text_input("Export name", value="prefs-1")
+        e_batch = c2.selectbox("Batch", [ALL] + batch_names)
+        e_combine = c3.selectbox("Combine AI judges", ["mean", "vote"])
+        e_judges = st.multiselect("Judges for AI labels (empty: all)", [j["judge_key"] for j in judges])
+        c4, c5, c6 = st.columns(3)
+        soft = c4.toggle("Soft-label column (p_chosen)")
+        margin = c5.toggle("Margin column (RewardTrainer)")
+        overwrite = c6.toggle("Overwrite an existing export")
+        if st.form_submit_button("Export"):
+            try:
+                safe_name(e_name, "export name")
+                args = ["export-prefs", "--name", e_name, "--combine", e_combine]
+                if e_batch != ALL:
+                    args += ["--batch", e_batch]
+                if e_judges:
+                    args += ["--judges", ",".join(e_judges)]
+                for flag, on in (("--soft-labels", soft), ("--margin", margin), ("--overwrite", overwrite)):
+                    if on:
+                        args.append(flag)
+                job = start_job(store, "export-prefs", args, title=f"export {e_name}")
+                st.success(f"Started export job {job}; it appears below when done.")
+            except CaiError as exc:
+                show_error(exc)
+    for exp in list_exports(store):
+        card = exp["card"]
+        counts = card.get("counts", {})
+        with st.container(border=True):
+            st.markdown(f"**{exp['name']}** - {age(exp['created_at'])}")
+            st.text(f"{exp['path']}\nrows {counts.get('exported')} of {counts.get('comparisons')} "
+                    f"(human {counts.get('from_human')}, gold {counts.get('from_gold')}, AI {counts.get('from_ai')}); "
+                    f"human overrides {counts.get('human_overrides')} ({card.get('share_human_overrides', 0):.1%}); "
+                    f"excluded tie {counts.get('excluded_tie')}, both bad {counts.get('excluded_both_bad')}, "
+                    f"invalid {counts.get('excluded_invalid')}, unjudged {counts.get('excluded_unjudged')}\n"
+                    f"constitution versions: {', '.join(card.get('constitution_versions') or []) or '-'}")

@@ -1,0 +1,88 @@
+"""Preferences page (AppTest): renders, blind annotation by the keyboard buttons, verdict hidden until answered, override."""
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from cai_core.pairs import add_pairs
+from cai_core.store import now, open_store
+
+PAGE = str(ROOT / "pages" / "40_Preferences.py")
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+    store = open_store(root)
+    pairs = [{"id": str(i), "prompt": f"prompt <b>{i}</b>", "response_a": f"answer A{i}", "response_b": f"answer B{i}"}
+             for i in range(7)]
+    ids = add_pairs(store, pairs, source="sampled", batch="b1")
+    with store.tx() as conn:
+        for i, cid in enumerate(ids):
+            p = 0.9 if i % 2 == 0 else 0.2   # AI: A for even items, B for odd ones
+            for order in ("AB", "BA"):
+                conn.execute(
+                    "INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, "
+                    "p_a, reasoning, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (cid, "mc|m|v|random|x", "m", "harm", "mc", order, p, "step by step", "ok", now()))
+    return store, ids
+
+
+def page():
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_renders_and_hides_verdict_in_blind_mode(ws):
+    at = page()
+    assert at.title[0].value == "Preferences"
+    assert any("Hidden in blind mode" in i.value for i in at.info)
+    assert not [m for m in at.metric if m.label == "AI label"]
+    texts = [t.value for t in at.text]
+    assert "prompt <b>1</b>" in texts  # model text rendered as plain text, tags and all; most uncertain first
+    assert all(b.disabled for b in at.button if b.key and b.key.startswith("label_"))  # no annotator yet
+
+
+def test_annotate_five_blind_then_override_two(ws):
+    store, ids = ws
+    at = page()
+    at.text_input(key="annotator").input("ann").run()
+    for n in range(5):
+        assert any("Hidden in blind mode" in i.value for i in at.info)
+        at.button(key="label_B").click().run()
+        assert not at.exception, at.exception
+        assert any("you said B" in s.value and "AI said" in s.value for s in at.success)
+    rows = store.query("SELECT * FROM human_labels ORDER BY id")
+    assert len(rows) == 5 and all(r["blind"] == 1 and r["annotator"] == "ann" for r in rows)
+    assert len({r["comparison_id"] for r in rows}) == 5
+    ai_a = {cid for i, cid in enumerate(ids) if i % 2 == 0}
+    assert [r["is_override"] for r in rows] == [int(r["comparison_id"] in ai_a) for r in rows]
+    assert sum(r["is_override"] for r in rows) == 2  # uncertain first: the three AI-B items, then two AI-A ones
+
+    # sighted mode: the verdict, its probability and member votes are shown
+    at.toggle(key="blind").set_value(False).run()
+    assert [m for m in at.metric if m.label == "AI label"]
+    assert at.dataframe
+    # two deliberate overrides through the override form, with reasons
+    for _ in range(2):
+        cid = int(next(t.value for t in at.text if t.value.startswith("Item ")).split("comparison ")[1].split(" ")[0])
+        ai = store.scalar("SELECT p_a FROM judgments WHERE comparison_id=? LIMIT 1", (cid,))
+        other = "B" if ai > 0.5 else "A"
+        at.radio(key=f"override_label_{cid}").set_value(other).run()
+        at.text_input(key=f"override_reason_{cid}").input("the judge missed the refusal").run()
+        at.button(key=f"override_{cid}").click().run()
+        assert not at.exception, at.exception
+    overrides = store.query("SELECT * FROM human_labels WHERE reason='the judge missed the refusal'")
+    assert len(overrides) == 2 and all(r["is_override"] == 1 and r["blind"] == 0 for r in overrides)
+
+
+def test_queue_status_invalid_bucket_and_tabs(ws):
+    at = page()
+    at.selectbox(key="queue_status").set_value("invalid").run()
+    assert any("queue is empty" in i.value for i in at.info)
+    assert [m for m in at.metric if m.label == "Invalid judgments"][0].value == "0"
+    assert at.tabs[1].label == "Sample and judge"

@@ -1,0 +1,117 @@
+"""Preferences page helpers: a comparison side by side, the AI verdict with every member's vote,
+label history, and background-job lists. Model text is always rendered with st.text (never HTML)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
+from ui.common import age, job_progress
+
+# one key per choice; Streamlit reserves C and R, so "both bad" is X
+CHOICES = [("A", "A is better", "A"), ("B", "B is better", "B"), ("tie", "Tie", "T"),
+           ("skip", "Skip", "S"), ("both_bad", "Both bad", "X")]
+JOB_KINDS = ("pairs-sample", "judge", "export-prefs")
+
+
+def fmt_p(p) -> str:
+    return "-" if p is None else f"{p:.3f}"
+
+
+def show_pair(row: dict) -> None:
+    """Prompt and both responses side by side, as plain text."""
+    st.markdown("**Prompt**")
+    st.text(row["prompt"])
+    question = (row.get("meta") or {}).get("question")
+    if question:
+        st.markdown("**Question asked of the judge (from the file)**")
+        st.text(question)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Response A**")
+        st.text(row["response_a"])
+    with right:
+        st.markdown("**Response B**")
+        st.text(row["response_b"])
+
+
+def show_verdict(verdict, gold_label: str | None = None) -> None:
+    """The combined AI verdict, flip status, invalid count, each member's vote and the reasoning."""
+    if verdict is None:
+        st.info("No AI judgment yet for this comparison.")
+        return
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("AI label", verdict.label or "invalid")
+    c2.metric("P(A) after swap", fmt_p(verdict.p_a))
+    c3.metric("P(A) shown A/B | B/A", f"{fmt_p(verdict.p_a_ab)} | {fmt_p(verdict.p_a_ba)}")
+    c4.metric("Invalid judgments", verdict.invalid)
+    notes = []
+    if verdict.flipped:
+        notes.append("the judge flipped when the order was swapped (position bias)")
+    if verdict.disagreement:
+        notes.append("ensemble members disagree")
+    if gold_label:
+        notes.append(f"gold label from the file: {gold_label}")
+    if notes:
+        st.warning("; ".join(notes))
+    members = pd.DataFrame([{
+        "judge": m.judge_key, "principle": m.principle_id, "P(A)": m.p_a, "P(A) A/B": m.p_a_ab,
+        "P(A) B/A": m.p_a_ba, "vote": m.label or "invalid", "flipped": m.flipped, "invalid": m.invalid,
+    } for m in verdict.members])
+    st.dataframe(members, hide_index=True, use_container_width=True)
+    with_reasoning = [m for m in verdict.members if m.reasoning_ab or m.reasoning_ba]
+    if with_reasoning:
+        with st.expander("Judge reasoning (chain of thought)"):
+            for m in with_reasoning:
+                st.caption(f"principle {m.principle_id}")
+                if m.reasoning_ab:
+                    st.text("A/B order: " + m.reasoning_ab)
+                if m.reasoning_ba:
+                    st.text("B/A order: " + m.reasoning_ba)
+
+
+def show_history(history: list[dict]) -> None:
+    if not history:
+        st.caption("No human label yet.")
+        return
+    st.dataframe(pd.DataFrame([{
+        "when": age(h["created_at"]), "annotator": h["annotator"], "label": h["label"],
+        "override": bool(h["is_override"]), "blind": bool(h["blind"]), "reason": h["reason"] or "",
+    } for h in history]), hide_index=True, use_container_width=True)
+
+
+def job_args(argv: list[str], command: str) -> list[str]:
+    """A job's own CLI arguments (without the interpreter and the --workspace/--job-id flags)."""
+    args = argv[argv.index(command):] if command in argv else list(argv)
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--workspace", "--job-id"):
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def jobs_panel(store) -> None:
+    """Recent sampling / judging / export jobs with progress, ETA, stop and resume."""
+    jobs = [j for kind in JOB_KINDS for j in list_jobs(store, kind=kind, limit=5)]
+    jobs.sort(key=lambda j: j.id, reverse=True)
+    if not jobs:
+        st.caption("No sampling, judging or export jobs yet.")
+        return
+    for job in jobs[:8]:
+        with st.container(border=True):
+            job_progress(job)
+            if job.status not in TERMINAL:
+                if st.button("Stop", key=f"pref_stop_{job.id}"):
+                    stop_job(store, job.id)
+            elif job.status in ("failed", "stopped"):
+                st.caption("Starting it again resumes where it stopped (finished items are skipped).")
+                if st.button("Resume", key=f"pref_resume_{job.id}"):
+                    command = {"pairs-sample": "pairs", "judge": "judge", "export-prefs": "export-prefs"}[job.kind]
+                    start_job(store, job.kind, job_args(job.argv, command), title=job.title, total=job.total)
+            elif job.result:
+                st.text(", ".join(f"{k}: {v}" for k, v in job.result.items() if not isinstance(v, (list, dict))))
