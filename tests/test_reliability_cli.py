@@ -1,0 +1,98 @@
+"""CLI contract of `reliability` and `eval-judge` (the latter on the tiny model)."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import PAPER_DATA, ROOT, run_cli
+
+HHH = PAPER_DATA / "438HHHEvaluations.jsonl"
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_reliability_json_contract(tmp_path):
+    gold = _write(tmp_path / "gold.jsonl", [{"id": i, "label": "A" if i % 2 else "B"} for i in range(20)]
+                  + [{"id": 0, "label": "B", "rater": "second"}])
+    judge = _write(tmp_path / "judge.jsonl", [
+        {"id": i, "label": "A", "p_a": 0.8, "p_a_ab": 0.9, "p_a_ba": 0.4 if i < 5 else 0.7} for i in range(20)])
+    res = run_cli("reliability", "--judgments", str(judge), "--gold", str(gold), "--json", "--n-boot", "200")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in ("accuracy", "accuracy_ci", "cohen_kappa", "cohen_kappa_ci", "n", "accuracy_no_ties",
+                "accuracy_no_ties_ci", "flip_rate", "ece", "brier", "first_position_win_rate", "confusion"):
+        assert key in out, key
+    assert out["n"] == 20 and out["accuracy"] == 0.5
+    assert out["flip_rate"] == 0.25                         # 5 of 20 change their verdict under the swap
+    lo, hi = out["accuracy_ci"]
+    assert lo < 0.5 < hi
+    assert out["cohen_kappa"] == 0.0                        # always "A": no agreement beyond chance
+    assert abs(out["brier"] - ((0.8 - 1) ** 2 / 2 + 0.8 ** 2 / 2)) < 1e-9
+
+    table = run_cli("reliability", "--judgments", str(judge), "--gold", str(gold), "--n-boot", "100")
+    assert table.returncode == 0 and "accuracy [95% CI]" in table.stdout and "MT-Bench" in table.stdout
+
+
+def test_reliability_bad_input_exit_2(tmp_path):
+    gold = _write(tmp_path / "gold.jsonl", [{"id": 1, "label": "A"}])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": 1, "label": "A"}) + "\n" + '{"id": 2, "label": "maybe"}\n')
+    res = run_cli("reliability", "--judgments", str(bad), "--gold", str(gold))
+    assert res.returncode == 2 and "bad.jsonl:2" in res.stderr and "label must be" in res.stderr
+    other = _write(tmp_path / "other.jsonl", [{"id": 9, "label": "A"}])
+    res = run_cli("reliability", "--judgments", str(other), "--gold", str(gold))
+    assert res.returncode == 2 and "no id of" in res.stderr
+    res = run_cli("reliability", "--judgments", str(tmp_path / "nope.jsonl"), "--gold", str(gold))
+    assert res.returncode == 2 and "file not found" in res.stderr
+
+
+def test_judge_output_against_paper_file(tmp_path, tiny_model_dir):
+    """The judge command's --out over a paper eval file matches the same file given as --gold."""
+    subset = tmp_path / "hhh4.jsonl"
+    subset.write_text("".join(HHH.read_text(encoding="utf-8").splitlines(keepends=True)[:4]))
+    out = tmp_path / "judged.jsonl"
+    res = run_cli("judge", "--judge-model", str(tiny_model_dir), "--pairs", str(subset), "--constitution",
+                  str(ROOT / "sample_data" / "constitutions" / "seed.yaml"), "--out", str(out),
+                  "--workspace", str(tmp_path / "ws"))
+    assert res.returncode == 0, res.stderr
+    res = run_cli("reliability", "--judgments", str(out), "--gold", str(subset), "--json", "--n-boot", "50")
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["n"] == 4 and rep["n_unmatched"] == 0 and rep["n_swapped"] == 4
+    assert 0.0 <= rep["accuracy"] <= 1.0 and rep["by_principle"]
+
+
+def test_eval_judge_on_tiny_model(tmp_path, tiny_model_dir):
+    ws = tmp_path / "ws"
+    res = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "6",
+                  "--json", "--n-boot", "200", "--workspace", str(ws), "--out", str(tmp_path / "labels.jsonl"))
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["n"] + rep["no_valid_verdict"] == 6 and rep["items"] == 6
+    assert rep["constitution"] == "builtin_hhh" and rep["chance"] == 0.5
+    for key in ("accuracy", "accuracy_ci", "cohen_kappa", "cohen_kappa_ci", "flip_rate", "ece", "brier", "judge_key"):
+        assert key in rep, key
+    assert rep["accuracy_ci"][0] <= rep["accuracy"] <= rep["accuracy_ci"][1]
+    labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == rep["n"]
+    # a second run reuses the stored judgments and prints the same accuracy as a table
+    text = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "6",
+                   "--n-boot", "200", "--workspace", str(ws))
+    assert text.returncode == 0, text.stderr
+    assert f"accuracy {rep['accuracy']:.3f}" in text.stdout and "vs chance 0.500" in text.stdout
+
+
+def test_eval_judge_refuses_bad_gold_before_writing(tmp_path, tiny_model_dir):
+    ws = tmp_path / "ws"
+    pairs = _write(tmp_path / "pairs.jsonl", [{"id": "p1", "prompt": "hi", "response_a": "a", "response_b": "b"}])
+    res = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(pairs), "--workspace", str(ws))
+    assert res.returncode == 2 and "no gold_label" in res.stderr
+    res = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "0",
+                  "--workspace", str(ws))
+    assert res.returncode == 2 and "--limit" in res.stderr
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    assert Store(Workspace.open(ws)).scalar("SELECT COUNT(*) FROM comparisons") == 0
