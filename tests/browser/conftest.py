@@ -151,8 +151,15 @@ def browser(_playwright):
     b.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     """A fresh 1280x900 page that records JS dialogs (an alert() firing is an XSS) and page errors."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
@@ -165,6 +172,13 @@ def page(browser):
 
     pg.on("dialog", on_dialog)
     yield pg
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:  # what the browser showed when it failed
+        try:
+            ARTIFACTS.mkdir(exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        except Exception:  # noqa: BLE001 - a failed screenshot must not hide the real failure
+            pass
     context.close()
 
 
@@ -184,9 +198,48 @@ def wait_for_app(page, timeout_ms: int = TIMEOUT_MS) -> None:
     )
 
 
-def open_page(page, server: AppServer, url_path: str = "") -> None:
+def open_page(page, server: AppServer, url_path: str = "", title: str | None = None) -> None:
+    """Open a page by its url path and wait for its title (first h1) and the end of the script run."""
     page.goto(f"{server.url}/{url_path}")
+    heading = page.locator("[data-testid='stMain'] h1")
+    if title:
+        heading = heading.filter(has_text=title)
+    heading.first.wait_for()
     wait_for_app(page)
+
+
+def settle(page, ms: int = 400) -> None:
+    """After an action: give Streamlit a moment to start the rerun, then wait for it to end."""
+    page.wait_for_timeout(ms)
+    wait_for_app(page)
+
+
+def click_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    settle(page, 200)
+
+
+def click_button(page, name: str, exact: bool = True) -> None:
+    page.get_by_role("button", name=name, exact=exact).last.click()
+    settle(page)
+
+
+def select_option(page, label: str, option: str) -> None:
+    """Pick `option` (text contained in it) in the st.selectbox labelled `label` (visible one)."""
+    box = page.locator("[data-testid='stSelectbox']:visible").filter(
+        has=page.get_by_text(label, exact=True)).first
+    box.locator("[data-baseweb='select']").click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+    settle(page)
+
+
+def fill(page, label: str, value: str) -> None:
+    """Type into the visible st.text_input / st.text_area / st.number_input labelled `label` and commit it."""
+    box = page.get_by_label(label, exact=True).filter(visible=True).first
+    box.fill(value)
+    tag = box.evaluate("e => e.tagName")
+    box.press("Control+Enter" if tag == "TEXTAREA" else "Enter")
+    settle(page)
 
 
 def snap(page, name: str, *, full_page: bool = True) -> Path:

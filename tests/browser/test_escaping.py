@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import open_page, snap
+from .conftest import click_tab, open_page, snap
 
 PAYLOAD = ("<script>alert(1)</script> **bold** <img src=x onerror=alert(1)> "
            "[link](javascript:alert(1)) <b>tag</b>")
 PAGES = Path(__file__).resolve().parents[2] / "pages"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_data" / "constitutions"
 
 
 def page_path(prefix: str) -> str | None:
@@ -58,14 +59,22 @@ def test_active_model_name_shown_literally(page, app_server, app_store):
     set_setting(app_store, "active_model", PAYLOAD)
     try:
         open_page(page, app_server)
-        page.get_by_text("<script>alert(1)</script>", exact=False).first.wait_for()
+        page.get_by_text("<script>alert(1)</script>", exact=False).filter(visible=True).first.wait_for()
         assert_inert(page)
         snap(page, "escaping_sidebar")
     finally:
         set_setting(app_store, "active_model", before)
 
 
+def _seed_constitution(store) -> None:
+    """The Critique and Revise page needs a constitution before it shows anything."""
+    from cai_core.constitution import load_constitution_file, save_constitution
+
+    save_constitution(store, load_constitution_file(SAMPLES / "seed.yaml"))
+
+
 def _seed_trajectory(store, text: str) -> int:
+    _seed_constitution(store)
     now = time.time()
     with store.tx() as conn:
         cur = conn.execute(
@@ -97,14 +106,9 @@ def _seed_comparison(store, text: str) -> int:
 @pytest.mark.skipif(page_path("30") is None, reason="the Critique and Revise page has not landed yet")
 def test_trajectory_text_shown_literally(page, app_server, app_store):
     _seed_trajectory(app_store, PAYLOAD)
-    open_page(page, app_server, page_path("30"))
-    # the stored trajectory is listed under its batch; open whatever shows it (tab/expander), then look
-    for label in ("Browse", "History", "Trajectories", "Batch"):
-        tab = page.get_by_role("tab", name=label)
-        if tab.count():
-            tab.first.click()
-            break
-    page.get_by_text("<script>alert(1)</script>", exact=False).first.wait_for()
+    open_page(page, app_server, page_path("30"), "Critique and Revise")
+    click_tab(page, "Results")  # newest trajectory first, opened below the table
+    page.get_by_text("<script>alert(1)</script>", exact=False).filter(visible=True).first.wait_for()
     assert_inert(page)
     snap(page, "escaping_trajectory")
 
@@ -112,13 +116,13 @@ def test_trajectory_text_shown_literally(page, app_server, app_store):
 @pytest.mark.skipif(page_path("40") is None, reason="the Preferences page has not landed yet")
 def test_comparison_text_shown_literally(page, app_server, app_store):
     _seed_comparison(app_store, PAYLOAD)
-    open_page(page, app_server, page_path("40"))
+    open_page(page, app_server, page_path("40"), "Preferences")
     for label in ("Annotate", "Queue", "Browse", "Comparisons"):
         tab = page.get_by_role("tab", name=label)
         if tab.count():
-            tab.first.click()
+            click_tab(page, label)
             break
-    page.get_by_text("<script>alert(1)</script>", exact=False).first.wait_for()
+    page.get_by_text("<script>alert(1)</script>", exact=False).filter(visible=True).first.wait_for()
     assert_inert(page)
     snap(page, "escaping_comparison")
 
