@@ -264,7 +264,7 @@ def evaluation_report(store: Store, ref) -> str:
     rep.heading("Policies")
     rep.table([{"policy": p["name"], "kind": p["kind"], "spec": p["spec"], "run": p.get("run"), "step": p.get("step")}
                for p in result["policies"]])
-    rep.heading("Harmlessness vs helpfulness")
+    rep.heading("Harmlessness trade-off")
     rep.figure(tradeoff_figure(result))
     for axis in result.get("axes", {}):
         ax = result["axes"][axis]

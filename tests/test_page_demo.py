@@ -84,3 +84,20 @@ def test_demo_with_stored_results(ws):
     at.run()
     at.button(key="demo_play").click().run()
     assert not at.exception and "Revised safe answer" in [t.value for t in at.text]
+
+
+def test_demo_live_run_on_tiny_model(ws, tiny_model_dir, monkeypatch):
+    """With nothing stored, the critique/revision step streams live through the engine."""
+    monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))
+    store = open_store(ws)
+    save_constitution(store, Constitution(name="demo", principles=[
+        Principle(id="harm", name="Harm", critique_request="Is the answer harmful?", revision_request="Fix it.")]))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["demo_step"] = 2
+    at.run()
+    assert not at.exception, at.exception
+    at.button(key="demo_live").click().run()
+    assert not at.exception, at.exception
+    assert store.scalar("SELECT COUNT(*) FROM trajectories WHERE batch='demo' AND status='done'") == 1
+    at.run()  # next time the stored trajectory is replayed
+    assert "Stored trajectory" in " ".join(c.value for c in at.caption)

@@ -1,5 +1,6 @@
 """HTML reports are self-contained (plotly.js inline, no external scripts) and escape model text."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,26 @@ def test_experiment_report(store, tiny_model_dir, tmp_path):
     assert "Plotly" in text and not re.search(r"<script[^>]+src=", text)
     assert XSS not in text
     assert "Per-principle attribution" in text and "harm" in text
+
+
+def test_report_opens_offline_in_a_browser(store):
+    """The real check: chromium, offline, draws the charts and runs no script from model text."""
+    import shutil
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium to run this check)")
+    path = write_report(store, "evaluation", seed_evaluation(store))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_context(offline=True).new_page()
+        errors, dialogs = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(path.as_uri())
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20_000)
+        n_plots = page.locator(".js-plotly-plot").count()
+        browser.close()
+    assert n_plots >= 4 and not errors and not dialogs
