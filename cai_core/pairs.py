@@ -185,6 +185,7 @@ def add_pairs(store: Store, pairs: list[dict], *, source: str, batch: str | None
             )
             cid = int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0])
             pair["comparison_id"] = cid
+            pair["key"] = key  # the judges draw a pair's random principle from this stable key
             ids.append(cid)
     return ids
 

@@ -103,13 +103,13 @@ with tab_annotate:
         cols = st.columns(len(CHOICES) + 2)
         for col, (label, text, key) in zip(cols, CHOICES):
             col.button(f"{text} [{key}]", key=f"label_{label}", shortcut=key, on_click=annotate, args=(label,),
-                       disabled=not annotator.strip(), use_container_width=True)
+                       disabled=not annotator.strip(), width="stretch")
         if cols[-2].button("Previous [Left]", key="queue_prev", shortcut="Left", disabled=offset == 0,
-                           use_container_width=True):
+                           width="stretch"):
             st.session_state["queue_offset"] = max(0, offset - 1)
             st.rerun()
         if cols[-1].button("Next [Right]", key="queue_next", shortcut="Right",
-                           disabled=offset + 1 >= page["total"], use_container_width=True):
+                           disabled=offset + 1 >= page["total"], width="stretch"):
             st.session_state["queue_offset"] = offset + 1
             st.rerun()
         if not annotator.strip():

@@ -58,7 +58,7 @@ def show_verdict(verdict, gold_label: str | None = None) -> None:
         "judge": m.judge_key, "principle": m.principle_id, "P(A)": m.p_a, "P(A) A/B": m.p_a_ab,
         "P(A) B/A": m.p_a_ba, "vote": m.label or "invalid", "flipped": m.flipped, "invalid": m.invalid,
     } for m in verdict.members])
-    st.dataframe(members, hide_index=True, use_container_width=True)
+    st.dataframe(members, hide_index=True, width="stretch")
     with_reasoning = [m for m in verdict.members if m.reasoning_ab or m.reasoning_ba]
     if with_reasoning:
         with st.expander("Judge reasoning (chain of thought)"):
@@ -77,7 +77,7 @@ def show_history(history: list[dict]) -> None:
     st.dataframe(pd.DataFrame([{
         "when": age(h["created_at"]), "annotator": h["annotator"], "label": h["label"],
         "override": bool(h["is_override"]), "blind": bool(h["blind"]), "reason": h["reason"] or "",
-    } for h in history]), hide_index=True, use_container_width=True)
+    } for h in history]), hide_index=True, width="stretch")
 
 
 def job_args(argv: list[str], command: str) -> list[str]:
