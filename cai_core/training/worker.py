@@ -87,6 +87,12 @@ def load_policy(base: str, adapter: str | None, spec: RunSpec, device: str):
         if device == "cuda":
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    if spec.adapter == "qlora" and device == "cpu":
+        # bitsandbytes repacks 4-bit weights for fast CPU inference on the first no-grad forward (our probe
+        # generations); the repacked layout is not trainable and fails on small shapes. Keep the training layout.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     if adapter:
         from peft import PeftModel
 
@@ -219,8 +225,11 @@ def make_monitor(store, run_id, run_dir: Path, spec: RunSpec, prober, *, raise_o
     return RunMonitor()
 
 
-def make_prober(spec: RunSpec, tok, get_model, samples_path: Path):
-    """Greedy answers to the fixed probe prompts, appended to samples.jsonl with the step."""
+def make_prober(spec: RunSpec, tok, get_model, samples_path: Path, on_lengths=None):
+    """Greedy answers to the fixed probe prompts, appended to samples.jsonl with the step.
+
+    `on_lengths(step, mean_tokens)` receives the mean answer length, charted as the policy's response length.
+    """
     import torch
 
     prompts = [p for p in spec.probe_prompts if p.strip()]
@@ -240,7 +249,9 @@ def make_prober(spec: RunSpec, tok, get_model, samples_path: Path):
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=spec.probe_max_new_tokens, do_sample=False,
                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            answers = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            new = out[:, enc["input_ids"].shape[1]:]
+            answers = tok.batch_decode(new, skip_special_tokens=True)
+            lengths = (new != tok.pad_token_id).sum(dim=1).float()
         finally:
             tok.padding_side = side
             if was_training:
@@ -249,6 +260,8 @@ def make_prober(spec: RunSpec, tok, get_model, samples_path: Path):
             for p, a in zip(prompts, answers):
                 fh.write(json.dumps({"step": step, "time": round(time.time(), 3), "prompt": p, "text": a},
                                     ensure_ascii=False) + "\n")
+        if on_lengths:
+            on_lengths(step, float(lengths.mean()))
 
     return probe
 
@@ -453,7 +466,9 @@ def train(spec: RunSpec, store: Store | None, run_id: int | None, *, resume: boo
                            start_step=start_step)
     trainer, tok, base = build_trainer(spec, store, workspace, paths, device, ref, [monitor], resume_from=ckpt)
     if spec.kind != "reward":  # a reward model does not generate
-        holder["probe"] = make_prober(spec, tok, policy_getter(trainer, spec.kind), paths.samples)
+        holder["probe"] = make_prober(
+            spec, tok, policy_getter(trainer, spec.kind), paths.samples,
+            on_lengths=lambda step, n: record_metrics(store, run_id, paths.root, step, {"probe/response_tokens": n}))
     print(f"[run] training{' from ' + ckpt.name if ckpt else ''}", flush=True)
 
     try:
