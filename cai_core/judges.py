@@ -212,7 +212,8 @@ class _Item:
 
 def choose_principles(spec: JudgeSpec, constitution: Constitution, pair_key: str) -> list[Principle]:
     """The principles a pair is judged on: one drawn with a per-pair seed, all enabled, or the listed ids."""
-    enabled = constitution.enabled_principles()
+    # Principles with a comparison question; a constitution without any falls back to its names.
+    enabled = constitution.comparison_principles() or constitution.enabled_principles()
     if spec.principles == "all":
         return enabled
     if spec.principles == "random":

@@ -78,8 +78,8 @@ class ReviseSettings:
             unknown = [s for s in self.sequence if s not in ids]
             if unknown:
                 raise CaiError(f"constitution {constitution.name!r} has no principle(s) {', '.join(unknown)}")
-        if not constitution.enabled_principles():
-            raise CaiError(f"constitution {constitution.name!r} has no enabled principle")
+        if not constitution.critique_principles():
+            raise CaiError(f"constitution {constitution.name!r} has no enabled principle with a critique request")
         return self
 
 
@@ -92,7 +92,7 @@ def trajectory_key(prompt: str, constitution_version: str, model: str, settings:
 def plan_principles(constitution: Constitution, settings: ReviseSettings, key: str) -> list[str]:
     """The principle id of each round. 'random' draws with a generator seeded by the key (which
     includes the seed), so the same prompt and seed always get the same principles."""
-    enabled = [p.id for p in constitution.enabled_principles()]
+    enabled = [p.id for p in constitution.critique_principles()]
     if settings.schedule == "random":
         rng = random.Random(int(key[:16], 16))
         return [rng.choice(enabled) for _ in range(settings.rounds)]
@@ -134,7 +134,7 @@ def few_shot_turns(constitution: Constitution) -> Conversation:
     """The few-shot examples as prior turns. The block is the same for every prompt and round
     (each example uses its own principle), so a backend can reuse the shared prefix."""
     turns: Conversation = []
-    enabled = constitution.enabled_principles()
+    enabled = constitution.critique_principles()
     for ex in constitution.few_shot:
         try:
             principle = constitution.principle(ex.principle_id) if ex.principle_id else enabled[0]
