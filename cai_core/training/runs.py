@@ -484,3 +484,21 @@ def run_model_dir(run: Run, *, merged: bool = False) -> Path:
 def describe_model(store: Store, ref: str) -> str:
     """A model reference as the worker will load it (for the page's summary)."""
     return resolve_model_ref(store, ref)
+
+
+def preview(store: Store, spec: RunSpec) -> dict:
+    """What the page shows before launch: every problem (empty = ready), the memory estimate, the dataset."""
+    from .sources import lineage_summary, model_dir_for_estimate
+    from .specs import estimate_memory
+
+    problems = spec.problems()
+    dataset = None
+    if not problems:
+        try:
+            ref = check_spec_sources(store, spec)
+            dataset = {"location": ref.location, "export": ref.export_name, **lineage_summary(ref.card)}
+        except CaiError as exc:
+            problems.append(str(exc))
+    memory = estimate_memory(spec, model_dir_for_estimate(store, spec.parent_run or spec.model),
+                             model_dir_for_estimate(store, getattr(spec, "reward_model", None)))
+    return {"problems": problems, "memory": memory, "dataset": dataset}

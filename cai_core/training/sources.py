@@ -244,3 +244,22 @@ def _check_reward_dir(path: Path, attr: str) -> None:
         task = json.loads((path / "adapter_config.json").read_text()).get("task_type")
         if task and task != "SEQ_CLS":
             raise CaiError(f"{attr.replace('_', ' ')} {path} is a {task} adapter, not a reward model")
+
+
+def model_dir_for_estimate(store: Store | None, ref: str | None) -> Path | None:
+    """A local folder whose config/safetensors header sizes the memory estimate (None = default model shape)."""
+    if not ref:
+        return None
+    if ref == "default":
+        from ..models import DEFAULT_FOLDER
+
+        folder = store.workspace.models_dir / DEFAULT_FOLDER if store is not None else None
+        return folder if folder is not None and (folder / "config.json").exists() else None
+    try:
+        resolved = resolve_model_ref(store, ref)
+    except CaiError:
+        return None
+    path = Path(resolved)
+    if (path / "merged" / "config.json").exists():
+        return path / "merged"
+    return path if path.exists() else None
