@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
@@ -102,6 +103,9 @@ def cmd_train(args) -> int:
         return work(store, args.run_id, load_spec(args.target), resume=args.resume)
     if args.resume:
         raise CaiError("--resume is for runs started by the run manager; use `runs resume RUN`")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CaiError("under several processes the run must be recorded once before the ranks start: use "
+                       "`train SPEC.yaml --background --accelerate-config FILE`")
     spec = build_spec(args).validate()
     if args.print_spec:
         from ..training.sources import check_spec_sources
