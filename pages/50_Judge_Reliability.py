@@ -203,8 +203,8 @@ with tab_dis:
         c1, c2 = st.columns(2)
         first = c1.selectbox("Judge 1", keys, key="rel_dis_j1")
         second = c2.selectbox("Judge 2", [k for k in keys if k != first], key="rel_dis_j2")
-        other = [{**r, "label": r["label"]} for r in collapse(judge_labels(store, second), ("rater", "id"))]
-        for it in match(judge_labels(store, first), other):
+        # the second judge's verdicts play the part of gold labels
+        for it in match(judge_labels(store, first), collapse(judge_labels(store, second), ("rater", "id"))):
             if it["label"] != it["gold"]:
                 rows.append({**it, "gold_labels": [f"{second}: {it['gold']}"]})
     else:

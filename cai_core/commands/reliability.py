@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=160, help="reasoning length (cot) / verdict length (parse)")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--device", default="auto", help="local models: auto | cpu | cuda | mps")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="local models: auto = bf16 on a capable GPU, fp32 on CPU")
     p.add_argument("--out", default=None, help="also write the judge's labels as label JSONL")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_judge)
@@ -195,7 +198,7 @@ def cmd_eval_judge(args) -> int:
     if isinstance(spec.principles, list):
         for pid in spec.principles:
             constitution.principle(pid)
-    backend = get_backend(args.judge_model, store.workspace)
+    backend = get_backend(args.judge_model, store.workspace, device=args.device, dtype=args.dtype)
     # validated: now write
     set_name = Path(args.gold).stem
     if kind == "paper":
@@ -223,7 +226,7 @@ def cmd_eval_judge(args) -> int:
         "judge_key": spec.judge_key, "judge_model": args.judge_model, "style": args.style,
         "constitution": constitution.name, "constitution_version": constitution.version,
         "gold": str(args.gold), "gold_set": set_name, "items": len(ids), "no_valid_verdict": no_verdict,
-        "limit": args.limit, "swap": not args.no_swap, "seconds": round(time.time() - t0, 1),
+        "limit": args.limit, "swap": not args.no_swap, "device": args.device, "dtype": args.dtype, "seconds": round(time.time() - t0, 1),
         "stopped": reporter.should_stop,
     })
     report.pop("disagreements", None)
