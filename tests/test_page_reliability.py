@@ -66,3 +66,24 @@ def test_spot_check_blind_labels_and_agreement(seeded):
         assert not at.exception, [e.value for e in at.exception]
     assert any("Agreement with your blind labels" in s.value for s in at.success)
     assert store.scalar("SELECT COUNT(*) FROM human_labels WHERE annotator='tester' AND blind=1") == 2
+
+
+def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
+    from cai_core.jobs import list_jobs, wait_job
+
+    store, _ = seeded
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.radio(key="rel_dis_mode").set_value("two judges").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="rel_dis_j1").value != at.selectbox(key="rel_dis_j2").value
+    at.text_input(key="rel_run_model").set_value(str(tiny_model_dir))
+    at.number_input(key="rel_run_limit").set_value(2)
+    at.selectbox(key="rel_run_constitution").set_value("builtin")
+    at.button(key="rel_run_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    jobs = list_jobs(store, kind="eval-judge")
+    assert len(jobs) == 1 and "--limit" in jobs[0].argv
+    job = wait_job(store, jobs[0].id, timeout=300)
+    assert job.status == "finished", job.error
+    assert job.result["n"] + job.result["no_valid_verdict"] == 2 and job.result["accuracy_ci"]
