@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import CaiError
-from .store import Store, dumps, loads, now
+from .store import Store, loads
 
 LABELS = ("A", "B", "tie")
 _LABEL_ALIASES = {"a": "A", "b": "B", "tie": "tie", "t": "tie", "=": "tie"}
