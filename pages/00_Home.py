@@ -15,6 +15,7 @@ st.markdown(
     "3. **Check** - how far can the AI judges be trusted, and did training make the policy more "
     "harmless without making it evasive?"
 )
+st.page_link("pages/80_Demo.py", label="Start the guided demo (for stakeholders)", icon=":material/slideshow:")
 counts = workspace_counts(get_store())
 steps = [
     ("pages/20_Constitution.py", "Constitution", f"{counts['constitutions']} constitutions, {counts['constitution_versions']} versions"),
@@ -28,10 +29,7 @@ cols = st.columns(3)
 for i, (path, label, detail) in enumerate(steps):
     with cols[i % 3]:
         with st.container(border=True):
-            try:
-                st.page_link(path, label=f"{i + 1}. {label}")
-            except Exception:  # noqa: BLE001 - page not present in this build
-                st.markdown(f"**{i + 1}. {label}**")
+            st.page_link(path, label=f"{i + 1}. {label}")
             st.caption(detail)
 st.caption("The embedded default model (SmolLM2-135M-Instruct) shows the mechanics of CAI offline; its critiques "
            "are generic. Point the app at a stronger model in the sidebar for meaningful results.")
