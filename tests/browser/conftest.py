@@ -201,6 +201,14 @@ def wait_for_app(page, timeout_ms: int = TIMEOUT_MS) -> None:
 def open_page(page, server: AppServer, url_path: str = "", title: str | None = None) -> None:
     """Open a page by its url path and wait for its title (first h1) and the end of the script run."""
     page.goto(f"{server.url}/{url_path}")
+    # Streamlit may answer a deep link with "Page not found" before the session knows app.py's pages
+    # (seen on the first visit to a fresh server); the page itself runs anyway. Close it and go again.
+    not_found = page.locator("[role='dialog']").filter(has_text="Page not found")
+    page.locator("[data-testid='stMain'] h1").first.wait_for()
+    wait_for_app(page)
+    if not_found.count():
+        page.keyboard.press("Escape")
+        page.goto(f"{server.url}/{url_path}")
     heading = page.locator("[data-testid='stMain'] h1")
     if title:
         heading = heading.filter(has_text=title)
@@ -226,19 +234,24 @@ def click_button(page, name: str, exact: bool = True) -> None:
 
 def select_option(page, label: str, option: str) -> None:
     """Pick `option` (text contained in it) in the st.selectbox labelled `label` (visible one)."""
-    box = page.locator("[data-testid='stSelectbox']:visible").filter(
-        has=page.get_by_text(label, exact=True)).first
-    box.locator("[data-baseweb='select']").click()
+    box = page.get_by_role("combobox", name=label, exact=True).filter(visible=True).first
+    box.click()
     page.get_by_role("option").filter(has_text=option).first.click()
     settle(page)
 
 
+def selected(page, label: str) -> str:
+    """The current value of the visible st.selectbox labelled `label`."""
+    return page.get_by_role("combobox", name=label, exact=True).filter(visible=True).first.input_value()
+
+
 def fill(page, label: str, value: str) -> None:
-    """Type into the visible st.text_input / st.text_area / st.number_input labelled `label` and commit it."""
-    box = page.get_by_label(label, exact=True).filter(visible=True).first
+    """Type into the visible st.text_input / st.text_area / st.number_input labelled `label` and commit it
+    (inside an st.form the value is sent with the form's submit button)."""
+    box = page.get_by_role("textbox", name=label, exact=True).or_(
+        page.get_by_role("spinbutton", name=label, exact=True)).filter(visible=True).first
     box.fill(value)
-    tag = box.evaluate("e => e.tagName")
-    box.press("Control+Enter" if tag == "TEXTAREA" else "Enter")
+    box.press("Tab")  # blur commits the value; Enter would also submit an enclosing st.form
     settle(page)
 
 
