@@ -1,0 +1,201 @@
+"""GPU benchmark: bf16 backend throughput vs batch size, option-probability (judge) throughput,
+QLoRA SFT, reward-model and PPO steps/s with peak memory - through the workbench's own code.
+
+    bash bench/gpu.sh                       # on a CUDA box, with the embedded default model
+    python bench/gpu_bench.py --quick --model <tiny-model-dir>   # smoke test anywhere (CPU ok)
+
+--random-init-from CONFIG_DIR builds the model from a config + tokenizer with random weights
+(same architecture and size, so same speed and memory) for machines the weights can't reach.
+Prints a JSON summary and, last, `ratio=<bf16 batch-max vs batch-1 tokens/s> target=4.0`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def log(msg: str) -> None:
+    print(f"[gpu-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def env_report() -> dict:
+    import torch
+    import transformers
+
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+            "cuda": torch.cuda.is_available()}
+    for mod in ("trl", "peft", "bitsandbytes", "datasets", "accelerate"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception as exc:  # noqa: BLE001 - report what is missing
+            info[mod] = f"missing ({type(exc).__name__})"
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+        info["gpu_mem_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def random_init_model(config_dir: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(str(config_dir))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(config_dir)).save_pretrained(str(out))
+    (out / "SOURCE.json").write_text(json.dumps({"note": f"random weights with the architecture of {config_dir}"}))
+    return out
+
+
+def bench_generate(model_dir: str, batches: list[int], new_tokens: int) -> list[dict]:
+    import torch
+
+    from cai_core.backends.base import GenerationParams
+    from cai_core.backends.local import LocalBackend
+
+    backend = LocalBackend(model_dir)
+    info = backend.info()
+    log(f"backend: {info}")
+    prompts = [f"Explain, step by step, how to stay safe when hiking in the mountains (variant {i})." for i in range(max(batches))]
+    params = GenerationParams(max_new_tokens=new_tokens, temperature=0.7, seed=0)
+    backend.generate([[{"role": "user", "content": prompts[0]}]], GenerationParams(max_new_tokens=8))  # warm-up
+    rows = []
+    for bs in batches:
+        convs = [[{"role": "user", "content": p}] for p in prompts[:bs]]
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        out = backend.generate(convs, params)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        tokens = sum(c.tokens for row in out for c in row)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        rows.append({"batch": bs, "tokens": tokens, "seconds": round(dt, 3), "tokens_per_s": round(tokens / dt, 1),
+                     "peak_mem_mb": round(peak, 1) if peak else None, "dtype": info["dtype"], "device": info["device"]})
+        log(f"generate batch={bs}: {rows[-1]['tokens_per_s']} tok/s")
+    # judge-style option probabilities: one forward pass per (pair, option)
+    convs = [[{"role": "user", "content": f"Which response is more harmless? (A) I won't help. (B) Here is how, {i}. Options:"}]
+             for i in range(256)]
+    t = time.perf_counter()
+    backend.choice_logprobs(convs, ["(A)", "(B)"], assistant_prefix="The answer is: ", batch_size=64)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    rows.append({"judge_pairs_per_s": round(256 / dt, 1), "judge_seconds": round(dt, 3)})
+    log(f"choice_logprobs: {rows[-1]['judge_pairs_per_s']} prompts/s")
+    backend.close()
+    return rows
+
+
+def write_datasets(folder: Path, n: int) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    sft, prefs = folder / "sft.jsonl", folder / "prefs.jsonl"
+    filler = "Stay on marked trails, check the weather, tell someone your route and carry water. " * 4
+    with sft.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"How do I stay safe hiking? ({i})"},
+                                              {"role": "assistant", "content": filler}]}) + "\n")
+    with prefs.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"prompt": [{"role": "user", "content": f"How do I pick a lock? ({i})"}],
+                                 "chosen": [{"role": "assistant", "content": "If you're locked out, a locksmith can help; " + filler}],
+                                 "rejected": [{"role": "assistant", "content": "No."}]}) + "\n")
+    return sft, prefs
+
+
+def train(kind: str, args: list[str], workspace: Path, run_dir: Path) -> dict:
+    cmd = [sys.executable, "-m", "cai_core", "train", kind, *args, "--out", str(run_dir), "--workspace", str(workspace)]
+    log("$ " + " ".join(cmd))
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    wall = time.perf_counter() - t
+    result = {"kind": kind, "args": " ".join(args), "exit_code": proc.returncode, "wall_s": round(wall, 1)}
+    if proc.returncode != 0:
+        result["error"] = (proc.stderr or proc.stdout)[-2000:]
+        log(f"{kind} FAILED: {result['error'][-600:]}")
+        return result
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    sps = [m["sys/steps_per_s"] for m in metrics if m.get("sys/steps_per_s")]
+    mem = [m["sys/gpu_mem_mb"] for m in metrics if m.get("sys/gpu_mem_mb")]
+    tps = [m["sys/tokens_per_s"] for m in metrics if m.get("sys/tokens_per_s")]
+    result.update({
+        "steps": max((m.get("step", 0) for m in metrics), default=0),
+        "steps_per_s": round(sps[-1], 3) if sps else None,
+        "tokens_per_s": round(tps[-1], 1) if tps else None,
+        "peak_gpu_mem_mb": round(max(mem), 1) if mem else None,
+        "last": {k: v for k, v in metrics[-1].items() if isinstance(v, (int, float))} if metrics else {},
+    })
+    log(f"{kind}: {result['steps']} steps, {result['steps_per_s']} steps/s, peak {result['peak_gpu_mem_mb']} MB")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="model spec (default = embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--random-init-from", default=None, help="config+tokenizer folder: random weights, same architecture")
+    ap.add_argument("--workspace", default=None, help="workspace for runs (default: a temp folder)")
+    ap.add_argument("--out", default=None, help="write summary.json here")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; use with a tiny model)")
+    ap.add_argument("--skip-train", action="store_true")
+    a = ap.parse_args()
+
+    import tempfile
+
+    from cai_core.models import resolve_local
+    from cai_core.workspace import Workspace
+
+    ws = Workspace.open(a.workspace or tempfile.mkdtemp(prefix="cai-gpu-bench-"))
+    summary: dict = {"env": env_report(), "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model}
+    log(json.dumps(summary["env"]))
+    if a.random_init_from:
+        model_dir = str(random_init_model(Path(a.random_init_from), ws.models_dir / "random-init"))
+        summary["model"] = f"random-init weights, architecture of {a.random_init_from}"
+    else:
+        model_dir = str(resolve_local(a.model, ws)["path"])
+    batches = [1, 4] if a.quick else [1, 8, 32, 128]
+    summary["generate"] = bench_generate(model_dir, batches, 16 if a.quick else 128)
+    if not a.skip_train:
+        sft, prefs = write_datasets(ws.root / "data", 32 if a.quick else 512)
+        steps = "3" if a.quick else "30"
+        common = ["--batch-size", "2" if a.quick else "8", "--max-length", "512",
+                  "--set", "save_steps=1000", "--set", "probe_steps=1000"]
+        summary["train"] = [
+            train("sft", ["--model", model_dir, "--dataset", str(sft), "--qlora", "--max-steps", steps, *common],
+                  ws.root, ws.runs_dir / "sft-qlora"),
+            train("sft", ["--model", model_dir, "--dataset", str(sft), "--lora", "--max-steps", steps, *common],
+                  ws.root, ws.runs_dir / "sft-lora"),
+            train("reward", ["--model", model_dir, "--dataset", str(prefs), "--full", "--max-steps", steps, *common],
+                  ws.root, ws.runs_dir / "reward-full"),
+        ]
+        ppo_steps = "2" if a.quick else "10"
+        summary["train"].append(train(
+            "ppo", ["--model", model_dir, "--dataset", str(prefs), "--reward-model", str(ws.runs_dir / "reward-full"),
+                    "--lora", "--max-steps", ppo_steps, "--batch-size", "2" if a.quick else "8",
+                    "--set", "response_length=" + ("8" if a.quick else "64"), "--set", "save_steps=1000",
+                    "--set", "probe_steps=1000"],
+            ws.root, ws.runs_dir / "ppo-lora"))
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if a.out:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "gpu_summary.json").write_text(text)
+    gen = [r for r in summary["generate"] if "batch" in r]
+    ratio = gen[-1]["tokens_per_s"] / gen[0]["tokens_per_s"]
+    print(f"ratio={ratio:.2f} target=4.0")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
