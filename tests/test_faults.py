@@ -74,6 +74,11 @@ def bad_inputs(tmp_path: Path, model: str, write=write) -> dict[str, tuple[list[
     empty = write(tmp_path, "empty.jsonl", "")
     pairs_missing = write(tmp_path, "pairs_missing.jsonl", '{"id": "p1", "prompt": "Hi", "response_a": "Hello"}\n')
     pairs_broken = write(tmp_path, "pairs_broken.jsonl", GOOD_PAIRS + "{nope\n")
+    sft = write(tmp_path, "sft.jsonl", '{"messages": [{"role": "user", "content": "Hi"}, '
+                                       '{"role": "assistant", "content": "Hello"}]}\n')
+    sft_broken = write(tmp_path, "sft_broken.jsonl", '{"messages": [{"role": "user", "content": "Hi"}\n')
+    bad_spec = write(tmp_path, "spec.yaml", f"kind: sft\nmodel: {model}\ndataset: {sft}\nlearning_rat: 0.1\n")
+    broken_spec = write(tmp_path, "broken_spec.yaml", "kind: sft\nmodel: [\n")
     return {
         "constitution import: broken YAML": (["constitution", "import", broken_yaml], "broken.yaml"),
         "constitution import: no principles": (["constitution", "import", no_principles], "principle"),
@@ -95,6 +100,14 @@ def bad_inputs(tmp_path: Path, model: str, write=write) -> dict[str, tuple[list[
         "judge: hub spec while offline": (["judge", "--judge-model", "hf:someone/model", "--constitution", good_c,
                                            "--pairs", good_pairs], "CAI_ALLOW_HUB"),
         "generate: model path missing": (["generate", "hi", "--model", str(tmp_path / "missing")], "missing"),
+        "train: run name escapes": (["train", "sft", "--model", model, "--dataset", sft, "--name", "../escape",
+                                     "--max-steps", "1"], "escape"),
+        "train: malformed dataset": (["train", "sft", "--model", model, "--dataset", sft_broken, "--name", "t",
+                                      "--max-steps", "1"], "sft_broken.jsonl"),
+        "train: misspelt spec field": (["train", bad_spec], "learning_rat"),
+        "train: broken spec YAML": (["train", broken_spec], "broken_spec.yaml"),
+        "train: bad model spec": (["train", "sft", "--model", str(tmp_path / "no-model"), "--dataset", sft,
+                                   "--name", "t", "--max-steps", "1"], "no-model"),
         "export-sft: name escapes": (["export-sft", "--name", "../escape"], "escape"),
         "export-sft: name with a slash": (["export-sft", "--name", "a/b"], "a/b"),
     }
@@ -114,8 +127,9 @@ def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case, ws, tmp
     before = snapshot(ws)
     proc = run_cli(*args, "--workspace", str(ws), env={"CAI_ALLOW_HUB": "0"}, timeout=300)
     assert proc.returncode == 2, f"{case}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and needle in last, f"{case}: unclear message {last!r}"
+    err = proc.stderr.strip()
+    assert any(line.startswith("error: ") for line in err.splitlines()) and needle in err, \
+        f"{case}: unclear message {err[-800:]!r}"
     assert "Traceback" not in proc.stderr
     assert snapshot(ws) == before, f"{case}: something was written"
     assert not (ROOT / "workspace" / "exports" / "escape").exists()
@@ -192,3 +206,108 @@ def test_two_writers_labelling_the_same_comparison_both_kept(store, tmp_path):
     by_who = {who: sorted(int(h["reason"].split("#")[1]) for h in history if h["annotator"] == who)
               for who in ("alice", "bob")}
     assert by_who == {"alice": list(range(n)), "bob": list(range(n))}
+
+
+# -- kill -9 the app while a run trains -----------------------------------------------------------
+SFT_ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in [
+    ("How do I bake bread?", "Here is how you can stay safe."),
+    ("What is the capital of France?", "The answer is: Paris."),
+]] * 2
+
+APP_SESSION = r"""
+import os, sys, time
+sys.path.insert(0, {root!r})
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({page!r}, default_timeout=120)
+at.run()
+at.text_input(key="tr_name").set_value("long-run")
+at.number_input(key="tr_max_steps").set_value(100000)
+at.number_input(key="tr_maxlen").set_value(64)
+at.number_input(key="tr_probe_steps").set_value(0)
+at.number_input(key="tr_save").set_value(1000)
+at.run()
+assert not at.exception, at.exception
+at.button(key="tr_launch").click().run()
+assert not at.exception, at.exception
+print("launched", [s.value for s in at.success], flush=True)
+time.sleep(600)
+"""
+
+
+def test_kill9_app_during_training_run_goes_on_and_a_new_server_shows_it(tmp_path, tiny_model_dir):
+    """The Training page launches a run inside an app process; that process group is killed with SIGKILL;
+    the run keeps training, and a freshly started server (and its Training page) shows it running."""
+    from streamlit.testing.v1 import AppTest
+
+    from cai_core.store import dumps, now
+    from cai_core.training.runs import get_run, read_metrics, refresh, stop_run
+    from tests.browser.conftest import AppServer
+
+    root = tmp_path / "ws"
+    store = Store(Workspace.open(root))
+    export = store.workspace.exports_dir / "revisions"
+    export.mkdir()
+    (export / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in SFT_ROWS))
+    store.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
+                  ("revisions", "sft", str(export), dumps({"counts": {"total": len(SFT_ROWS)}}), now()))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAI_WORKSPACE": str(root), "CAI_MODEL": str(tiny_model_dir),
+           "OMP_NUM_THREADS": "1"}
+    page = str(ROOT / "pages" / "60_Training.py")
+    app_log = tmp_path / "app-session.log"
+    with open(app_log, "wb") as log:
+        app = subprocess.Popen([sys.executable, "-c", APP_SESSION.format(root=str(ROOT), page=page)], env=env,
+                               cwd=str(ROOT), stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    server = None
+    try:
+        line = app.stdout.readline()
+        assert line.startswith("launched") and "long-run" in line, line + app_log.read_text()[-3000:]
+        run = get_run(store, "long-run")
+
+        def steps() -> int:
+            return max((m["step"] for m in read_metrics(store, run.id)), default=0)
+
+        deadline = time.time() + 240
+        while steps() < 1:
+            assert time.time() < deadline, "the run logged no step:\n" + run.paths.log.read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(app.pid, signal.SIGKILL)  # the whole app process group, as a crash or `kill -9` would
+        app.wait(timeout=30)
+        before = steps()
+        deadline = time.time() + 240
+        while steps() <= before:  # still training after the app died
+            assert time.time() < deadline, "the run stopped with the app:\n" + run.paths.log.read_text()[-3000:]
+            time.sleep(0.5)
+        refresh(store)
+        assert get_run(store, run.id).status == "running"
+
+        server = AppServer(root, Path(tiny_model_dir)).start()  # a new app comes up fine while the run trains
+        os.environ["CAI_WORKSPACE"] = str(root)
+        try:
+            at = AppTest.from_file(page, default_timeout=60)
+            at.run()
+        finally:
+            os.environ.pop("CAI_WORKSPACE", None)
+        assert not at.exception, at.exception
+        assert any("long-run" in str(o) and "running" in str(o) for o in at.selectbox(key="tr_pick").options)
+        assert len(at.get("plotly_chart")) >= 1  # its charts
+    finally:
+        if app.poll() is None:
+            os.killpg(app.pid, signal.SIGKILL)
+        if server is not None:
+            server.stop()
+        try:
+            stop_run(store, "long-run")
+            pid = get_run(store, "long-run").pid
+            deadline = time.time() + 30
+            while pid and time.time() < deadline:
+                try:
+                    os.kill(pid, 0)
+                    time.sleep(0.5)
+                except ProcessLookupError:
+                    break
+            else:
+                if pid:
+                    os.killpg(pid, signal.SIGKILL)
+        except (CaiError, ProcessLookupError):
+            pass
+        store.close()
