@@ -172,7 +172,7 @@ def test_ppo_stop_and_resume_from_checkpoint(env, base_runs):
     assert steps == sorted(set(steps)) and steps[-1] == step + 2
 
 
-def test_kill9_marks_failed_with_reason_and_resume_works(env, base_runs):
+def test_kill9_marks_failed_with_reason_and_resume_works(env):
     from cai_core.training.runs import get_run, latest_checkpoint, launch, refresh, resume_run
     from cai_core.training.specs import new_spec
 
@@ -191,6 +191,17 @@ def test_kill9_marks_failed_with_reason_and_resume_works(env, base_runs):
     run = wait(store, resume_run(store, run.id, max_steps=step + 2).id)
     assert run.status == "finished", run.error
     assert "training from checkpoint-" in run.paths.log.read_text()
+
+
+def test_latest_checkpoint_skips_one_cut_off_mid_save(tmp_path):
+    from cai_core.training.runs import latest_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for step, state in ((4, '{"global_step": 4}'), (6, '{"global_step": 6}'), (8, "")):
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (ckpts / "checkpoint-10").mkdir()  # killed before the state was written at all
+    assert latest_checkpoint(tmp_path).name == "checkpoint-6"
 
 
 def test_cli_quick_form_and_runs_commands(env, tmp_path):

@@ -268,16 +268,24 @@ def lineage(store: Store, run: Run) -> dict:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (one with trainer_state.json) under RUN_DIR/checkpoints."""
-    best, best_step = None, -1
+    """The newest complete checkpoint under RUN_DIR/checkpoints.
+
+    HF writes trainer_state.json last, so a checkpoint is complete when that file parses; a kill in
+    the middle of a save leaves a newer, broken one, which resume must skip.
+    """
+    found = []
     for d in RunPaths(run_dir).checkpoints.glob("checkpoint-*"):
         try:
-            step = int(d.name.split("-", 1)[1])
+            found.append((int(d.name.split("-", 1)[1]), d))
         except ValueError:
             continue
-        if (d / "trainer_state.json").exists() and step > best_step:
-            best, best_step = d, step
-    return best
+    for _, d in sorted(found, reverse=True):
+        try:
+            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return d
+    return None
 
 
 def checkpoint_step(path: Path) -> int:
