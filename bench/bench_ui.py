@@ -1,0 +1,127 @@
+"""UI: how long each page takes to render (AppTest, the whole app with its sidebar) with a big store.
+
+The store is seeded directly (one transaction per table) with N trajectories (one critique/revision
+round each), N comparisons in 10 batches with two judgments each (both orders), N/10 human labels,
+the sample constitutions and prompt sets, and a few finished runs with metrics. Each page is run
+twice through `app.py` (AppTest.switch_page), each time in a fresh session; the second (warm:
+imports and caches done, as for a user opening the page) is the figure, the first is printed too.
+
+ratio = the slowest page's warm render time in seconds. Target < 1.5 s (N = 10,000).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+from benchlib import ROOT, finish, parser, setup, temp_store
+
+TARGET = 1.5
+
+
+def seed(store, n: int) -> None:
+    from cai_core.bootstrap import ensure_samples
+    from cai_core.constitution import list_constitutions
+
+    ensure_samples(store)
+    version = list_constitutions(store)[0]
+    rng = random.Random(0)
+    t0 = time.time() - n
+    words = "the assistant answers questions helpfully honestly and harmlessly while refusing dangerous help".split()
+
+    def text(k: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(k))
+
+    c_name = version["name"]
+    c_ver = store.scalar("SELECT version FROM constitutions WHERE name=? ORDER BY created_at DESC LIMIT 1", (c_name,))
+    with store.tx() as conn:
+        conn.executemany(
+            "INSERT INTO trajectories (key, batch, prompt, constitution_name, constitution_version, model, params_json,"
+            " seed, initial, final, status, created_at, updated_at, rounds, change_ratio) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(f"bench-{i}", f"batch-{i % 10}", f"prompt {i}: " + text(20), c_name, c_ver, "default", "{}", 0,
+              text(60), text(60), "done", t0 + i, t0 + i, 1, rng.random()) for i in range(n)])
+        ids = [r[0] for r in conn.execute("SELECT id FROM trajectories ORDER BY id")]
+        conn.executemany(
+            "INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, violation, revision, created_at,"
+            " state, edit_words, refusal_introduced) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(tid, 1, f"p{tid % 8}", text(40), tid % 2, text(60), t0 + k, "revised", rng.randrange(60), tid % 7 == 0)
+             for k, tid in enumerate(ids)])
+        conn.executemany(
+            "INSERT INTO comparisons (key, source, batch, prompt, response_a, response_b, created_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(f"cmp-{i}", "sampled", f"pairs-{i % 10}", f"prompt {i}: " + text(20), text(50), text(50), t0 + i)
+             for i in range(n)])
+        cids = [r[0] for r in conn.execute("SELECT id FROM comparisons ORDER BY id")]
+        judge_key = f"mc|default|{c_ver}|random|00000000"
+        conn.execute("INSERT INTO judges (judge_key, model, constitution_name, constitution_version, style, spec_json,"
+                     " created_at) VALUES (?,?,?,?,?,?,?)", (judge_key, "default", c_name, c_ver, "mc", "{}", t0))
+        conn.executemany(
+            "INSERT INTO judgments (comparison_id, judge_key, judge_model, constitution_version, principle_id, style,"
+            " order_shown, p_a, raw_output, parse_status, latency_s, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(cid, judge_key, "default", c_ver, f"p{cid % 8}", "mc", order, rng.random(), "{}", "ok", 0.01, t0 + cid)
+             for cid in cids for order in ("AB", "BA")])
+        conn.executemany(
+            "INSERT INTO human_labels (comparison_id, annotator, label, is_override, blind, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            [(cid, "bench", rng.choice(["A", "B", "tie"]), 0, 1, t0 + cid) for cid in cids[: max(1, n // 10)]])
+        for r in range(3):
+            run_dir = store.workspace.runs_dir / f"bench-run-{r}"
+            run_dir.mkdir(exist_ok=True)
+            cur = conn.execute(
+                "INSERT INTO runs (name, kind, spec_json, status, run_dir, created_at, started_at, ended_at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (f"bench-run-{r}", "sft", json.dumps({"kind": "sft", "name": f"bench-run-{r}", "dataset": "d",
+                                                      "model": "default"}),
+                 "finished", str(run_dir), t0, t0, t0 + 60))
+            conn.executemany("INSERT INTO run_metrics (run_id, step, data_json, created_at) VALUES (?,?,?,?)",
+                             [(cur.lastrowid, s, json.dumps({"step": s, "time": t0 + s, "loss": 2.0 / (s + 1),
+                                                             "learning_rate": 1e-4}), t0 + s) for s in range(1, 501)])
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=None, help="trajectories and comparisons (default 10000; 1000 with --quick)")
+    args = p.parse_args()
+    setup(args)
+    n = args.rows or (1000 if args.quick else 10000)
+    store = temp_store()
+    t = time.time()
+    seed(store, n)
+    seeded = time.time() - t
+    os.environ["CAI_WORKSPACE"] = str(store.workspace.root)
+    from benchlib import TINY_DIR, model_dir
+
+    args.quick = True  # the sidebar's active model: the tiny one, never loaded by rendering
+    os.environ["CAI_MODEL"] = str(model_dir(args))
+    args.quick = n < 10000
+    from streamlit.testing.v1 import AppTest
+
+    results, errors = {}, {}
+    for page in sorted((ROOT / "pages").glob("[0-9]*_*.py")):
+        times = []
+        for _ in range(2):  # a fresh session each time (AppTest re-sends widget states, which go stale)
+            at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+            at.switch_page(str(page.relative_to(ROOT)))
+            t = time.perf_counter()
+            at.run()
+            times.append(time.perf_counter() - t)
+        if at.exception:
+            errors[page.stem] = str(at.exception[0].value)[:200]
+        elif not at.title:
+            errors[page.stem] = "rendered no title: did the page run?"
+        results[page.stem] = times
+    slow = {k: round(v[1], 2) for k, v in results.items() if v[1] >= TARGET}
+    figures = {"rows": n, "seed_seconds": round(seeded, 1)}
+    for k, (cold, warm) in results.items():
+        figures[k] = f"warm {warm:.2f}s (first {cold:.2f}s)" + ("  <- over target" if warm >= TARGET else "")
+    figures["pages_over_target"] = slow or "none"
+    if errors:
+        figures["page_exceptions"] = errors
+    finish(args, figures, max(v[1] for v in results.values()), TARGET, higher_is_better=False)
+
+
+if __name__ == "__main__":
+    main()
