@@ -255,12 +255,13 @@ def fill(page, label: str, value: str) -> None:
     settle(page)
 
 
-def snap(page, name: str, *, full_page: bool = True) -> Path:
-    """Screenshot to test-artifacts/<name>.png; also to docs/screenshots/ when CAI_UPDATE_SCREENSHOTS=1."""
+def snap(page, name: str, *, full_page: bool = True, doc: bool = True) -> Path:
+    """Screenshot to test-artifacts/<name>.png; also to docs/screenshots/ when CAI_UPDATE_SCREENSHOTS=1
+    (unless doc=False: test-only views stay out of the docs)."""
     ARTIFACTS.mkdir(exist_ok=True)
     out = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(out), full_page=full_page)
-    if os.environ.get("CAI_UPDATE_SCREENSHOTS") == "1":
+    if doc and os.environ.get("CAI_UPDATE_SCREENSHOTS") == "1":
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, DOC_SHOTS / f"{name}.png")
     return out

@@ -61,7 +61,7 @@ def test_active_model_name_shown_literally(page, app_server, app_store):
         open_page(page, app_server)
         page.get_by_text("<script>alert(1)</script>", exact=False).filter(visible=True).first.wait_for()
         assert_inert(page)
-        snap(page, "escaping_sidebar")
+        snap(page, "escaping_sidebar", doc=False)
     finally:
         set_setting(app_store, "active_model", before)
 
@@ -110,7 +110,7 @@ def test_trajectory_text_shown_literally(page, app_server, app_store):
     click_tab(page, "Results")  # newest trajectory first, opened below the table
     page.get_by_text("<script>alert(1)</script>", exact=False).filter(visible=True).first.wait_for()
     assert_inert(page)
-    snap(page, "escaping_trajectory")
+    snap(page, "escaping_trajectory", doc=False)
 
 
 @pytest.mark.skipif(page_path("40") is None, reason="the Preferences page has not landed yet")
@@ -124,7 +124,7 @@ def test_comparison_text_shown_literally(page, app_server, app_store):
             break
     page.get_by_text("<script>alert(1)</script>", exact=False).filter(visible=True).first.wait_for()
     assert_inert(page)
-    snap(page, "escaping_comparison")
+    snap(page, "escaping_comparison", doc=False)
 
 
 def test_detector_catches_rendered_markup(page):

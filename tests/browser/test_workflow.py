@@ -263,7 +263,7 @@ def _shoot_every_page(page, server: AppServer, suffix: str) -> dict[str, float]:
         open_page(page, server, "" if path.stem.startswith("00_") else url_of(path))
         assert_no_exception(page)
         contrast[path.stem] = _contrast(page)
-        snap(page, f"{path.stem.split('_', 1)[1].lower()}{suffix}")
+        snap(page, f"{path.stem.split('_', 1)[1].lower()}{suffix}", doc=suffix != "-wide")
     return contrast
 
 
@@ -291,3 +291,51 @@ def test_09_every_page_dark_theme_readable(page, dark_server):
     assert sum(nums) / 3 < 80, f"dark theme background is not dark: {bg}"
     low = {k: round(v, 1) for k, v in ratios.items() if v < 4.5}
     assert not low, f"title contrast below WCAG AA 4.5:1 in the dark theme: {low}"
+
+
+# -- 10. kill -9 the server while a run trains ----------------------------------------------------
+def test_10_kill9_server_during_a_run_then_a_new_server_shows_it(page, app_server, app_store, tiny_model_dir):
+    """Launch a long run from the page, SIGKILL the whole server process group, check the run goes on,
+    and that a freshly started server shows it running with its charts. Runs last: it kills the server."""
+    from cai_core.training.runs import get_run, read_metrics, refresh, stop_run
+
+    path = needs("60")
+    if not app_store.scalar("SELECT COUNT(*) FROM exports WHERE kind='sft'"):
+        pytest.skip("needs step 3 (an SFT export)")
+    open_page(page, app_server, url_of(path), "Training")
+    if page.get_by_role("tab", name="New run", exact=True).count():
+        click_tab(page, "New run")
+    fill(page, "Run name (optional)", "long-browser")
+    fill(page, "Max steps (-1 = use epochs)", "100000")
+    page.get_by_text("Hyper-parameters", exact=True).filter(visible=True).first.click()
+    fill(page, "Max length (tokens)", "64")
+    fill(page, "Probe every N steps", "0")
+    click_button(page, "Launch run")
+    page.get_by_text("Run long-browser started", exact=False).first.wait_for()
+    run = get_run(app_store, "long-browser")
+
+    def step() -> int:
+        return max((m["step"] for m in read_metrics(app_store, run.id)), default=0)
+
+    server = None
+    try:
+        wait_until(lambda: step() >= 1, "the run's first step")
+        app_server.kill(9)
+        before = step()
+        wait_until(lambda: step() > before, "the run to keep training after the server died", 120, 0.5)
+        refresh(app_store)
+        assert get_run(app_store, run.id).status == "running"
+        server = AppServer(app_server.workspace, Path(tiny_model_dir)).start()
+        open_page(page, server, url_of(path), "Training")
+        select_option(page, "Run", "long-browser")
+        page.get_by_text("long-browser", exact=False).filter(visible=True).first.wait_for()
+        page.get_by_text("running", exact=False).filter(visible=True).first.wait_for()
+        page.locator("[data-testid='stPlotlyChart']").filter(visible=True).first.locator(".main-svg").first.wait_for()
+        assert_no_exception(page)
+        snap(page, "training_after_server_kill", doc=False)
+    finally:
+        stop_run(app_store, "long-browser")
+        wait_until(lambda: (refresh(app_store), get_run(app_store, run.id).status)[1] != "running",
+                   "the run to stop", 120, 0.5)
+        if server is not None:
+            server.stop()
