@@ -136,7 +136,10 @@ def build_dataset(spec: RunSpec, ref: DatasetRef, tok):
         raise CaiError(f"dataset {ref.given!r} is empty")
     kind = spec.kind
     if kind == "sft":
-        has_markers = "generation" in (tok.chat_template or "")
+        from trl.chat_template_utils import has_generation_markers
+
+        # "add_generation_prompt" is not a marker: look for {% generation %} itself.
+        has_markers = has_generation_markers(tok.chat_template or "")
         if "messages" in rows[0] and (has_markers or not spec.assistant_only_loss):
             data = [{"messages": r["messages"]} for r in rows]
         elif "messages" in rows[0]:
