@@ -108,7 +108,7 @@ def test_01_edit_a_constitution(page, app_server, app_store, state):
 
     assert new_name in [p.name for p in get_constitution(app_store, name).principles]
     state["constitution"] = name
-    snap(page, "constitution")
+    snap(page, "step1_constitution_edited")
 
 
 # -- 2. critique and revision, live ---------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_02_critique_and_revise_one_prompt(page, app_server, app_store, state):
     row = app_store.one("SELECT * FROM trajectories ORDER BY id DESC LIMIT 1")
     assert done >= 1 and row["constitution_name"] == name and row["initial"] is not None
     assert app_store.scalar("SELECT COUNT(*) FROM trajectory_steps WHERE trajectory_id=?", (row["id"],)) == 1
-    snap(page, "critique_and_revise")
+    snap(page, "step2_critique_live")
 
 
 # -- 3. SFT export --------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_03_export_sft_data(page, app_server, app_store, state):
     export = app_store.one("SELECT * FROM exports WHERE name='sft-browser'")
     assert export is not None and export["kind"] == "sft" and Path(export["path"]).exists()
     assert job["result_json"]
-    snap(page, "sft_export")
+    snap(page, "step3_sft_export")
 
 
 # -- 4. sample and judge pairs --------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_04_sample_and_judge_pairs(page, app_server, app_store, state):
     settle(page, 2500)  # the jobs panel refreshes every 2 s
     assert_no_exception(page)
     state["pairs"] = n_pairs
-    snap(page, "preferences_sample_and_judge")
+    snap(page, "step4_sample_and_judge")
 
 
 # -- 5. annotate two by keyboard ------------------------------------------------------------------
@@ -192,7 +192,7 @@ def test_05_annotate_two_by_keyboard(page, app_server, app_store, state):
     assert labels == ["A", "B"]
     assert app_store.scalar("SELECT COUNT(DISTINCT comparison_id) FROM human_labels") == 2  # two different items
     assert_no_exception(page)
-    snap(page, "preferences_annotate")
+    snap(page, "step5_annotate_by_keyboard")
 
 
 # -- 6. a short SFT run and its chart -------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_06_launch_a_short_sft_run_and_see_its_chart(page, app_server, app_store
     chart.locator(".main-svg").first.wait_for()  # plotly drew it
     assert_no_exception(page)
     state["run"] = run.name
-    snap(page, "training_run")
+    snap(page, "step6_training_run")
 
 
 # -- 7. judge reliability -------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_07_judge_reliability_page(page, app_server, app_store, state):
     path = needs("50")
     open_page(page, app_server, url_of(path), title_of(path))
     assert_no_exception(page)
-    snap(page, "judge_reliability")
+    snap(page, "step7_judge_reliability")
 
 
 # -- 8. every page: 1280 px and wide, light and dark ----------------------------------------------
