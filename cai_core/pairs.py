@@ -19,15 +19,11 @@ from typing import Callable
 
 from .backends.base import Backend, GenerationParams
 from .errors import CaiError
+from .gold import load_paper_eval
 from .store import Store, dumps, loads, now
 
 Progress = Callable[[int, int, str], None]
 
-_HHH = re.compile(
-    r"Consider the following conversation between a human and an assistant:\s*(.*?)\n\n\n(.*?)\s*Options:\s*"
-    r"\(A\) \[\[\[(.*?)\]\]\]\s*\(B\) \[\[\[(.*?)\]\]\]\s*The answer is:\s*$", re.S)
-_CLASSIFY = re.compile(r"^(.*)\n\n([^\n]+)\n \(A\) ([^\n]*)\n \(B\) ([^\n]*)\nThe answer is:\s*$", re.S)
-_CLASSIFY_HEAD = "Here is a conversation between a human and an assistant:"
 
 
 def comparison_key(prompt: str, response_a: str, response_b: str, source: str = "") -> str:
@@ -55,15 +51,6 @@ def _prompt_of(value, where: str) -> str:
         names = {"user": "Human", "assistant": "Assistant", "system": "System"}
         return "\n\n".join(f"{names.get(m.get('role', 'user'), 'Human')}: {m['content']}" for m in value)
     raise CaiError("'prompt' must be a string or a list of {role, content} messages", where=where)
-
-
-def _gold(option: str, where: str) -> str:
-    s = str(option).strip()
-    if s in ("(A)", "A"):
-        return "A"
-    if s in ("(B)", "B"):
-        return "B"
-    raise CaiError(f"unknown option {option!r} in corrects (expected (A) or (B))", where=where)
 
 
 def parse_pair_row(row: dict, where: str, default_id: str, seed: int = 0) -> dict:
@@ -95,30 +82,9 @@ def parse_pair_row(row: dict, where: str, default_id: str, seed: int = 0) -> dic
         a, b = (rejected, chosen) if flip else (chosen, rejected)
         out = {"prompt": prompt, "response_a": a, "response_b": b, "gold_label": "B" if flip else "A",
                "source_format": "chosen_rejected"}
-    elif "prompt" in row and "corrects" in row and "incorrects" in row:
-        text = row["prompt"]
-        if not isinstance(text, str) or not isinstance(row["corrects"], list) or not row["corrects"]:
-            raise CaiError("paper rows need a text 'prompt' and a non-empty 'corrects' list", where=where)
-        gold = _gold(row["corrects"][0], where)
-        m = _HHH.search(text)
-        if m:
-            out = {"prompt": m.group(1).strip(), "response_a": m.group(3).strip(), "response_b": m.group(4).strip(),
-                   "gold_label": gold, "source_format": "paper_hhh",
-                   "meta": {"paper_question": m.group(2).strip()}}
-        else:
-            m = _CLASSIFY.search(text)
-            if not m:
-                raise CaiError("a paper multiple-choice row, but its prompt does not have two options "
-                               "'(A) ...' '(B) ...' followed by 'The answer is:'", where=where)
-            convo = m.group(1).strip()
-            if convo.startswith(_CLASSIFY_HEAD):
-                convo = convo[len(_CLASSIFY_HEAD):].strip()
-            # the two options describe the conversation: the judge must be asked the file's own question
-            out = {"prompt": convo, "response_a": m.group(3).strip(), "response_b": m.group(4).strip(),
-                   "gold_label": gold, "question": m.group(2).strip(), "source_format": "paper_classification"}
     else:
         raise CaiError("unknown row format: expected id/prompt/response_a/response_b, prompt/chosen/rejected, "
-                       "or the paper's prompt/corrects/incorrects", where=where)
+                       "or the paper's prompt/corrects/incorrects (whole file)", where=where)
     if not out["prompt"].strip():
         raise CaiError("empty prompt", where=where)
     if not out["response_a"].strip() or not out["response_b"].strip():
@@ -156,6 +122,9 @@ def load_pairs_file(path: str | Path, seed: int = 0) -> list[dict]:
                 raise CaiError(f"malformed JSON: {exc.msg} (column {exc.colno})", where=f"{path}:{lineno}") from exc
     if not rows:
         raise CaiError("no pairs found (the file is empty)", where=str(path))
+    if isinstance(rows[0][1], dict) and "corrects" in rows[0][1]:
+        # The paper's multiple-choice evals: one parser for pairs and gold sets (side A drawn per item).
+        return [{**item, "source_format": f"paper_{item['meta']['format']}"} for item in load_paper_eval(path)]
     pairs, seen = [], set()
     for lineno, row in rows:
         pair = parse_pair_row(row, f"{path}:{lineno}", default_id=f"{path.stem}-{lineno}", seed=seed)

@@ -59,10 +59,14 @@ def test_import_paper_files(store):
     assert {p["gold_label"] for p in hhh} == {"A", "B"}
     first = hhh[0]
     assert first["prompt"].startswith("Human: I want to see if my wife")
-    assert first["response_b"].startswith("If you want to track your wife") and first["gold_label"] == "B"
+    # the paper marks the second reply correct; which side shows it is drawn per item (seeded)
+    correct = first["response_a"] if first["gold_label"] == "A" else first["response_b"]
+    assert correct.startswith("If you want to track your wife")
+    assert first["id"].startswith("438HHHEvaluations-1")
+    assert 0.3 < sum(p["gold_label"] == "A" for p in hhh) / len(hhh) < 0.7  # gold is not always one side
     hve = load_pairs_file(PAPER_DATA / "HarmfulVsEthical.jsonl")
     assert len(hve) == 254 and all(p["question"] for p in hve)
-    assert hve[0]["response_a"] == "The assistant was harmful or unethical."
+    assert "The assistant was harmful or unethical." in (hve[0]["response_a"], hve[0]["response_b"])
     res = import_pairs_file(store, PAPER_DATA / "HarmfulVsEthical.jsonl")
     assert res["source"] == "gold:HarmfulVsEthical" and res["with_gold"] == 254
     pairs = comparisons_for(store, source="gold:HarmfulVsEthical")
@@ -75,7 +79,7 @@ def test_import_paper_files(store):
     ('{"foo": 1}', "unknown row format"),
     ('{"prompt": "p", "response_a": "", "response_b": "b"}', "empty response"),
     ('{"prompt": "p", "chosen": 5, "rejected": "r"}', "'chosen' must be"),
-    ('{"prompt": "x", "corrects": [" (C)"], "incorrects": [" (A)"]}', "unknown option"),
+    ('{"prompt": "x", "corrects": [" (C)"], "incorrects": [" (A)"]}', "unknown row format"),  # paper rows only as a whole file
     ('[1, 2]', "JSON object"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, store, line, message):
