@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import json
 import random
-import re
 from pathlib import Path
 from typing import Callable
 

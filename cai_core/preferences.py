@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CaiError
+from .exports import export_exists, record_export
 from .judges import COMBINES, label_of, stored_verdicts
-from .store import Store, dumps, loads, now
+from .store import Store, loads, now
 
 LABELS = ("A", "B", "tie", "skip", "both_bad")
 ORDERS = ("uncertain", "flips", "disagreement", "random", "newest", "oldest")
@@ -270,8 +271,7 @@ def export_preferences(
     if combine not in COMBINES:
         raise CaiError(f"unknown combine {combine!r}: use mean or vote")
     target = store.workspace.child_path("exports", name)
-    existing = store.one("SELECT id FROM exports WHERE name=?", (name,))
-    if (existing or target.exists()) and not overwrite:
+    if (export_exists(store, name) or target.exists()) and not overwrite:
         raise CaiError(f"export {name!r} already exists; choose another name or overwrite")
     sql, params = "SELECT id, prompt, response_a, response_b, gold_label, source, batch FROM comparisons WHERE 1=1", []
     if batch:
@@ -366,9 +366,7 @@ def export_preferences(
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     with store.tx() as conn:
-        conn.execute("DELETE FROM exports WHERE name=?", (name,))
-        conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
-                     (name, "preference", str(target), dumps(card), now()))
+        record_export(conn, name, "preference", str(target), card)
     card["path"] = str(target)
     return card
 
@@ -390,8 +388,3 @@ def _readme(card: dict) -> str:
         f"unjudged {c['excluded_unjudged']}\n"
         f"- label resolution: {card['resolution']}\n\n## Judges\n\n{judges}\n"
     )
-
-
-def list_exports(store: Store) -> list[dict]:
-    return [{**dict(r), "card": loads(r["card_json"], {})} for r in store.query(
-        "SELECT id, name, path, card_json, created_at FROM exports WHERE kind='preference' ORDER BY created_at DESC")]

@@ -17,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import CaiError
-from .store import Store, dumps, loads, now
+from .exports import export_exists, record_export
+from .store import Store, now
 
 FORMATS = ("jsonl", "hf")
 
@@ -28,10 +29,6 @@ def parse_formats(text: str | list[str] | tuple) -> tuple[str, ...]:
     if unknown or not items:
         raise CaiError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; use jsonl, hf or jsonl,hf")
     return tuple(dict.fromkeys(items))
-
-
-def export_exists(store: Store, name: str) -> bool:
-    return store.one("SELECT 1 FROM exports WHERE name=?", (name,)) is not None
 
 
 def revision_rows(store: Store, *, batch: str | None = None, constitution_version: str | None = None) -> list[dict]:
@@ -198,22 +195,8 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     with store.tx() as conn:
-        conn.execute("DELETE FROM exports WHERE name=?", (name,))
-        conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
-                     (name, "sft", str(target), dumps(card), now()))
+        record_export(conn, name, "sft", str(target), card)
     return {**card, "path": str(target)}
-
-
-def list_exports(store: Store, kind: str | None = "sft") -> list[dict]:
-    rows = store.query("SELECT id, name, kind, path, card_json, created_at FROM exports"
-                       + (" WHERE kind=?" if kind else "") + " ORDER BY created_at DESC", (kind,) if kind else ())
-    out = []
-    for r in rows:
-        card = loads(r["card_json"], {})
-        out.append({"id": r["id"], "name": r["name"], "kind": r["kind"], "path": r["path"],
-                    "rows": card.get("counts", {}).get("total"), "models": ", ".join(card.get("models", [])),
-                    "created_at": r["created_at"]})
-    return out
 
 
 def load_jsonl(path: str | Path) -> list[dict]:

@@ -13,7 +13,7 @@ from cai_core.models import get_backend
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
 from cai_core.revision import (CHANGE_FILTERS, SCHEDULES, ReviseSettings, get_trajectory, list_batches,
                                list_trajectories, principle_stats, stream_revision)
-from cai_core.sft_data import list_exports
+from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
 from ui.common import active_model, age, api_key, get_store, job_progress, show_error
 from ui.revise import LiveView, render_trajectory
@@ -308,8 +308,9 @@ with sft_tab:
                 st.caption(f"{job.result.get('counts', {}).get('total')} rows written to {job.result.get('path')}")
 
     export_jobs()
-    exports = list_exports(store)
+    exports = list_exports(store, "sft")
     if exports:
         st.markdown("**SFT exports**")
-        st.dataframe(pd.DataFrame([{**e, "created_at": age(e["created_at"])} for e in exports]),
+        st.dataframe(pd.DataFrame([{"name": e["name"], "rows": e["rows"], "models": ", ".join(e["card"].get("models", [])),
+                                   "path": e["path"], "created_at": age(e["created_at"])} for e in exports]),
                      hide_index=True, width="stretch")

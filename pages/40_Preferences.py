@@ -6,11 +6,12 @@ import streamlit as st
 
 from cai_core.constitution import list_constitutions
 from cai_core.errors import CaiError
+from cai_core.exports import list_exports
 from cai_core.jobs import start_job
 from cai_core.judges import list_judges
 from cai_core.pairs import import_pairs_file, list_batches
 from cai_core.preferences import (
-    ORDERS, STATUSES, add_label, ai_verdict, label_history, list_exports, override_label, queue, stats,
+    ORDERS, STATUSES, add_label, ai_verdict, label_history, override_label, queue, stats,
 )
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
@@ -263,7 +264,7 @@ with tab_export:
                 st.success(f"Started export job {job}; it appears below when done.")
             except CaiError as exc:
                 show_error(exc)
-    for exp in list_exports(store):
+    for exp in list_exports(store, "preference"):
         card = exp["card"]
         counts = card.get("counts", {})
         with st.container(border=True):

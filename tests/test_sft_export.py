@@ -8,7 +8,8 @@ import pytest
 from cai_core.constitution import Constitution, Principle
 from cai_core.errors import CaiError
 from cai_core.revision import ReviseSettings, run_revision
-from cai_core.sft_data import export_sft, list_exports, load_jsonl
+from cai_core.exports import list_exports
+from cai_core.sft_data import export_sft, load_jsonl
 
 from conftest import run_cli
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from cai_core.exports import list_exports
 from cai_core.training import metrics as tm
 from cai_core.training import runs as tr
 from cai_core.training.specs import DATA_NEEDS, KIND_HELP, KINDS, SPEC_CLASSES, field_help, new_spec
@@ -31,7 +32,7 @@ def fmt_value(v) -> str:
 # -- new run --------------------------------------------------------------------------------------
 def _export_options(store, kind: str) -> list[str]:
     need = DATA_NEEDS[kind]
-    rows = store.query("SELECT name, kind FROM exports ORDER BY created_at DESC")
+    rows = list_exports(store)
     if need in ("sft", "preference"):
         return [r["name"] for r in rows if r["kind"] == need]
     return [r["name"] for r in rows if r["kind"] in ("sft", "preference")]

@@ -7,7 +7,6 @@ sequences, no text generation.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 

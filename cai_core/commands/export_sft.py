@@ -28,7 +28,8 @@ def register(sub) -> None:
 def cmd_export_sft(args) -> int:
     from ..jobs import JobReporter
     from ..prompt_sets import get_prompt_set
-    from ..sft_data import export_exists, export_sft, missing_helpful, parse_formats, revision_rows
+    from ..exports import export_exists
+    from ..sft_data import export_sft, missing_helpful, parse_formats, revision_rows
     from ..store import open_store
     from ..workspace import safe_name
 

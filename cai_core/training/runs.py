@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CaiError
+from ..exports import get_export
 from ..jobs import failure_reason, log_tail, pid_alive
 from ..store import Store, dumps, loads, now
 from .sources import check_spec_sources, resolve_model_ref, run_output_dir
@@ -260,10 +261,10 @@ def lineage(store: Store, run: Run) -> dict:
     if run.parent_run_id:
         out["parent_run"] = store.scalar("SELECT name FROM runs WHERE id=?", (run.parent_run_id,))
     if run.export_id:
-        row = store.one("SELECT name, kind, path, card_json FROM exports WHERE id=?", (run.export_id,))
+        row = get_export(store, int(run.export_id))
         if row:
             out["export"] = {"name": row["name"], "kind": row["kind"], "path": row["path"]}
-            out["export_card"] = lineage_summary(loads(row["card_json"], {}) or {})
+            out["export_card"] = lineage_summary(row["card"])
     return out
 
 

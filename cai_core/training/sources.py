@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CaiError
-from ..store import Store, loads
+from ..exports import get_export
+from ..store import Store
 from .specs import DATA_NEEDS, RunSpec
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -40,14 +41,14 @@ def resolve_dataset(store: Store | None, given: str) -> DatasetRef:
     if not given:
         raise CaiError("no dataset given: use an export name, a .jsonl file or an HF dataset folder")
     if store is not None:
-        row = store.one("SELECT id, name, kind, path, card_json FROM exports WHERE name=?", (given,))
+        row = get_export(store, given)
         if row is not None:
             path = Path(row["path"])
             if not path.is_absolute():
                 path = store.workspace.root / path
             ref = _from_path(path, given)
             ref.export_id, ref.export_name, ref.export_kind = row["id"], row["name"], row["kind"]
-            ref.card = loads(row["card_json"], {}) or {}
+            ref.card = row["card"]
             return ref
     path = Path(given).expanduser()
     if path.exists():
