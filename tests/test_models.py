@@ -47,6 +47,7 @@ def test_hub_disabled(workspace, monkeypatch):
 
 
 def test_check_spec(workspace, tiny_model_dir):
+    unload()  # other tests in this process may have loaded the tiny model
     assert check_spec(f"  {tiny_model_dir} ", workspace) == str(tiny_model_dir)
     assert check_spec("default", workspace) == "default"
     with pytest.raises(CaiError, match="no model given"):
