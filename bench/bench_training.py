@@ -53,10 +53,14 @@ def bare(cfg: dict) -> None:
     if kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
+        if "generation" in (tok.chat_template or ""):  # assistant-only loss through the template's markers
+            data, sft_cfg = rows, SFTConfig(max_length=cfg["max_length"], assistant_only_loss=True, **common)
+        else:  # no markers: the last assistant turn as the completion (TRL masks the prompt the same way)
+            data = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+            sft_cfg = SFTConfig(max_length=cfg["max_length"], assistant_only_loss=False, **common)
         trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
-                             args=SFTConfig(max_length=cfg["max_length"], assistant_only_loss=True, **common),
-                             train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=lora,
-                             callbacks=[Clock()])
+                             args=sft_cfg, train_dataset=Dataset.from_list(data), processing_class=tok,
+                             peft_config=lora, callbacks=[Clock()])
     elif kind == "reward":
         from trl import RewardConfig, RewardTrainer
 
