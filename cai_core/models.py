@@ -92,6 +92,9 @@ def resolve_local(spec: str, workspace: Workspace, progress: Progress | None = N
     if path.is_file():
         if path.suffix != ".gguf":
             raise CaiError(f"{spec} is a file but not a .gguf model; give an HF model folder or a .gguf file")
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":  # checked before the spec becomes the active model
+                raise CaiError(f"{spec} is not a GGUF file (it does not start with the GGUF magic bytes)")
         return {"path": path.parent, "gguf_file": path.name, "display_name": spec}
     adapter_cfg = path / "adapter_config.json"
     if adapter_cfg.exists():

@@ -40,6 +40,13 @@ def test_bad_gguf(workspace, tmp_path):
     assert not is_loaded(str(f))
 
 
+def test_file_without_gguf_magic_is_refused_by_check(workspace, tmp_path):
+    f = tmp_path / "text.gguf"
+    f.write_text("not a gguf")
+    with pytest.raises(CaiError, match="not a GGUF file"):
+        check_spec(str(f), workspace)
+
+
 def test_hub_disabled(workspace, monkeypatch):
     monkeypatch.delenv("CAI_ALLOW_HUB", raising=False)
     with pytest.raises(CaiError, match="CAI_ALLOW_HUB=1"):

@@ -78,7 +78,7 @@ class LocalBackend(Backend):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), **load_kwargs)
         except Exception as exc:  # noqa: BLE001 - report any loader failure as one clear message
-            raise CaiError(f"cannot load a tokenizer from {path}: {exc}") from exc
+            raise CaiError(f"cannot load a tokenizer from {path / gguf_file if gguf_file else path}: {exc}") from exc
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not getattr(self.tokenizer, "chat_template", None):
