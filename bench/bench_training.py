@@ -53,7 +53,9 @@ def bare(cfg: dict) -> None:
     if kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        if "generation" in (tok.chat_template or ""):  # assistant-only loss through the template's markers
+        import re
+
+        if re.search(r"{%-?\s*generation\s*-?%}", tok.chat_template or ""):  # assistant-only loss via markers
             data, sft_cfg = rows, SFTConfig(max_length=cfg["max_length"], assistant_only_loss=True, **common)
         else:  # no markers: the last assistant turn as the completion (TRL masks the prompt the same way)
             data = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
