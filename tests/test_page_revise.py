@@ -91,3 +91,15 @@ def test_sft_export_form_starts_job(page_env):
     form_button.click().run()
     assert any("invalid export name" in e.value for e in at.error)
     assert not list_jobs(page_env, kind="export-sft")
+
+
+def test_word_diff_markdown_keeps_directives_on_one_line():
+    """A change spanning paragraphs must not leave `[~~...~~]` as literal text (directives end at a line break)."""
+    import re
+
+    from ui.revise import diff_markdown
+
+    md = diff_markdown("Keep this. Drop one.\n\nAnd two.", "Keep this. Fresh.")
+    directives = re.findall(r":(?:red|green)-background\[(.*?)\]", md, flags=re.S)
+    assert directives and all("\n" not in d for d in directives), md
+    assert md.count(":red-background[") == md.count("~~") // 2

@@ -28,16 +28,22 @@ def diff_markdown(old: str, new: str) -> str:
         if seg.op == "equal":
             parts.append(md_escape(body))
             continue
-        lead = body[: len(body) - len(body.lstrip())]
-        trail = body[len(body.rstrip()):]
-        core = body.strip()
-        if not core:
+        if not body.strip():
             parts.append(md_escape(body) if seg.op == "insert" else "")
             continue
-        if seg.op == "insert":
-            parts.append(f"{md_escape(lead)}:green-background[{md_escape(core)}]{md_escape(trail)}")
-        else:
-            parts.append(f"{md_escape(lead)}:red-background[~~{md_escape(core)}~~]{md_escape(trail)}")
+        # A markdown directive cannot span a line break: colour each line of a multi-line change alone.
+        lines = []
+        for line in body.split("\n"):
+            lead = line[: len(line) - len(line.lstrip())]
+            trail = line[len(line.rstrip()):]
+            core = line.strip()
+            if not core:
+                lines.append(md_escape(line))
+            elif seg.op == "insert":
+                lines.append(f"{md_escape(lead)}:green-background[{md_escape(core)}]{md_escape(trail)}")
+            else:
+                lines.append(f"{md_escape(lead)}:red-background[~~{md_escape(core)}~~]{md_escape(trail)}")
+        parts.append("  \n".join(lines))
     return "".join(parts) or "_(no text)_"
 
 
