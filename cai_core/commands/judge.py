@@ -89,6 +89,7 @@ def cmd_judge(args) -> int:
         out_dir = Path(args.out).resolve().parent
         if not out_dir.is_dir():
             raise CaiError(f"--out folder {out_dir} does not exist")
+    backends = [get_backend(m, store.workspace) for m in models]  # a bad model spec fails before any write
     if constitution is not None and args.constitution and Path(args.constitution).is_file():
         from ..constitution import save_constitution
 
@@ -97,7 +98,6 @@ def cmd_judge(args) -> int:
         paper = all(p["source_format"].startswith("paper") for p in pairs)
         add_pairs(store, pairs, source=f"gold:{Path(args.pairs).stem}" if paper else "imported",
                   batch=Path(args.pairs).stem)
-    backends = [get_backend(m, store.workspace) for m in models]
     reporter = JobReporter(store, args.job_id)
 
     def progress(done, total, message):
