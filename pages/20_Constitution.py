@@ -77,14 +77,14 @@ with tab_edit:
             problems = p.problems()
             icon = ":material/error:" if problems else (":material/check_circle:" if p.enabled else ":material/block:")
             with st.expander(f"{pos + 1}. {p.name or '(no name)'}  ·  {p.id}", expanded=bool(problems), icon=icon):
-                b = st.columns([1, 1, 1, 2, 5])
-                b[0].button("Up", key=f"up_{uid}", icon=":material/arrow_upward:", disabled=pos == 0,
-                            on_click=ce.move, args=("ce_order", uid, -1))
-                b[1].button("Down", key=f"down_{uid}", icon=":material/arrow_downward:", disabled=pos == len(order) - 1,
-                            on_click=ce.move, args=("ce_order", uid, 1))
-                b[2].button("Remove", key=f"rm_{uid}", icon=":material/delete:", on_click=ce.remove,
-                            args=("ce_order", uid))
-                b[3].toggle("Enabled", key=ce.key(uid, "enabled"))
+                with st.container(horizontal=True, vertical_alignment="center"):  # buttons at their own width
+                    st.button("Up", key=f"up_{uid}", icon=":material/arrow_upward:", disabled=pos == 0,
+                              on_click=ce.move, args=("ce_order", uid, -1))
+                    st.button("Down", key=f"down_{uid}", icon=":material/arrow_downward:",
+                              disabled=pos == len(order) - 1, on_click=ce.move, args=("ce_order", uid, 1))
+                    st.button("Remove", key=f"rm_{uid}", icon=":material/delete:", on_click=ce.remove,
+                              args=("ce_order", uid))
+                    st.toggle("Enabled", key=ce.key(uid, "enabled"))
                 r = st.columns([1, 2, 2])
                 r[0].text_input("Id", key=ce.key(uid, "id"))
                 r[1].text_input("Name", key=ce.key(uid, "name"))
@@ -103,16 +103,17 @@ with tab_edit:
         ids = [""] + [st.session_state.get(ce.key(u, "id")) or "" for u in order]
         for pos, uid in enumerate(list(st.session_state["ce_few_order"])):
             with st.expander(f"Example {pos + 1}: {(st.session_state.get(ce.key(uid, 'question')) or '')[:60]}"):
-                cols = st.columns([1, 1, 1, 4])
-                cols[0].button("Up", key=f"fup_{uid}", disabled=pos == 0, on_click=ce.move,
-                               args=("ce_few_order", uid, -1))
-                cols[1].button("Down", key=f"fdown_{uid}", disabled=pos == len(st.session_state["ce_few_order"]) - 1,
-                               on_click=ce.move, args=("ce_few_order", uid, 1))
-                cols[2].button("Remove", key=f"frm_{uid}", on_click=ce.remove, args=("ce_few_order", uid))
+                cols = st.columns([1, 1], vertical_alignment="bottom")
+                with cols[0].container(horizontal=True):
+                    st.button("Up", key=f"fup_{uid}", disabled=pos == 0, on_click=ce.move,
+                              args=("ce_few_order", uid, -1))
+                    st.button("Down", key=f"fdown_{uid}", disabled=pos == len(st.session_state["ce_few_order"]) - 1,
+                              on_click=ce.move, args=("ce_few_order", uid, 1))
+                    st.button("Remove", key=f"frm_{uid}", on_click=ce.remove, args=("ce_few_order", uid))
                 pid_key = ce.key(uid, "principle_id")
                 if st.session_state.get(pid_key) not in ids:
                     ids.append(st.session_state.get(pid_key))
-                cols[3].selectbox("Principle", ids, key=pid_key, format_func=lambda v: v or "(first enabled)")
+                cols[1].selectbox("Principle", ids, key=pid_key, format_func=lambda v: v or "(first enabled)")
                 for fld in ("question", "response", "critique", "revision"):
                     st.text_area(fld.capitalize(), key=ce.key(uid, fld), height=80)
         st.button("Add few-shot example", icon=":material/add:", on_click=ce.add_few_shot)
@@ -125,7 +126,7 @@ with tab_edit:
             st.warning(f"{len(all_problems)} problem(s) to fix before saving.")
         elif changed:
             st.caption(f"Unsaved changes: saving makes version {draft.version} (parent {version}).")
-        s1, s2 = st.columns([4, 1])
+        s1, s2 = st.columns([4, 1], vertical_alignment="bottom")
         s1.text_input("Note for this version", key="ce_note", placeholder="what changed and why")
         s2.button("Save new version", type="primary", key="ce_save", on_click=_save,
                   disabled=not changed and not all_problems)
