@@ -241,41 +241,55 @@ class LocalBackend(Backend):
     # -- option probabilities --------------------------------------------------------------
     def choice_logprobs(self, conversations: list[Conversation], options: list[str], assistant_prefix: str = "",
                         batch_size: int = 16) -> list[dict[str, float]]:
+        """One prefill per conversation, shared by all options: the prompt runs once (left padded,
+        logits only at its last position), its KV cache is repeated for each option, and only the
+        option tokens run again. Scores are summed option-token log-probs, then normalised."""
         torch = self._torch
         if not options:
             raise CaiError("choice_logprobs needs at least one option")
-        seqs, spans = [], []
         opt_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
-        for conv in conversations:
-            prefix_ids = self.tokenizer(self._prompt_text(conv) + assistant_prefix, add_special_tokens=False)["input_ids"]
-            for ids in opt_ids:
-                seqs.append(prefix_ids + ids)
-                spans.append((len(prefix_ids), len(ids)))
-        scores: list[float] = []
+        if any(not ids for ids in opt_ids):
+            raise CaiError("an option tokenizes to nothing")
+        k, width_o = len(options), max(len(ids) for ids in opt_ids)
         pad = self.tokenizer.pad_token_id
         dev = self._input_device()
+        cont = torch.full((k, width_o), pad, dtype=torch.long)
+        cont_mask = torch.zeros((k, width_o), dtype=torch.long)
+        for j, ids in enumerate(opt_ids):  # right padding after the option: earlier tokens never see it
+            cont[j, : len(ids)] = torch.tensor(ids)
+            cont_mask[j, : len(ids)] = 1
+        prefixes = [self.tokenizer(self._prompt_text(c) + assistant_prefix, add_special_tokens=False)["input_ids"]
+                    for c in conversations]
+        out: list[dict[str, float]] = []
         with self._lock, torch.inference_mode():
-            for start in range(0, len(seqs), batch_size):
-                chunk = seqs[start:start + batch_size]
-                width = max(len(s) for s in chunk)
-                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for r, s in enumerate(chunk):  # right padding: positions stay 0..n-1
-                    input_ids[r, : len(s)] = torch.tensor(s)
-                    mask[r, : len(s)] = 1
-                logits = self.model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev)).logits.float()
-                logp = torch.log_softmax(logits, dim=-1)
-                for r, s in enumerate(chunk):
-                    p_len, o_len = spans[start + r]
-                    total = 0.0
-                    for k in range(o_len):
-                        pos = p_len + k
-                        total += float(logp[r, pos - 1, s[pos]])
-                    scores.append(total)
-        out = []
-        k = len(options)
-        for i in range(len(conversations)):
-            out.append(normalise({o: scores[i * k + j] for j, o in enumerate(options)}))
+            for start in range(0, len(prefixes), batch_size):
+                chunk = prefixes[start:start + batch_size]
+                b, width = len(chunk), max(len(s) for s in chunk)
+                input_ids = torch.full((b, width), pad, dtype=torch.long)
+                mask = torch.zeros((b, width), dtype=torch.long)
+                for r, ids in enumerate(chunk):  # left padding: every prompt ends at the last column
+                    input_ids[r, width - len(ids):] = torch.tensor(ids)
+                    mask[r, width - len(ids):] = 1
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                first = self.model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
+                                   position_ids=positions.to(dev), use_cache=True, logits_to_keep=1)
+                first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # predicts each option's 1st token
+                cache = first.cache
+                cache.batch_repeat_interleave(k)
+                full_mask = torch.cat([mask.repeat_interleave(k, 0), cont_mask.repeat(b, 1)], dim=1)
+                cont_pos = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width_o)
+                rest = self.model(input_ids=cont.repeat(b, 1).to(dev), attention_mask=full_mask.to(dev),
+                                  position_ids=cont_pos.to(dev), cache=cache, use_cache=False)
+                rest_logp = torch.log_softmax(rest.logits.float(), dim=-1)
+                for r in range(b):
+                    scores = {}
+                    for j, (option, ids) in enumerate(zip(options, opt_ids)):
+                        row = r * k + j
+                        total = float(first_logp[r, ids[0]])
+                        for t in range(1, len(ids)):
+                            total += float(rest_logp[row, t - 1, ids[t]])
+                        scores[option] = total
+                    out.append(normalise(scores))
         return out
 
     def close(self) -> None:
