@@ -137,7 +137,11 @@ with batch_tab:
                                      help="Prompts generated together (larger is faster on a GPU)")
         default_name = f"{set_name}-{b_const.version[:8]}"
         default_name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in default_name).strip("-.")
-        batch_name = c3.text_input("Batch name", default_name, key="batch_name",
+        # The suggested name follows the chosen set and version until the user types their own.
+        if st.session_state.get("batch_name") in (None, st.session_state.get("batch_name_default")):
+            st.session_state["batch_name"] = default_name
+        st.session_state["batch_name_default"] = default_name
+        batch_name = c3.text_input("Batch name", key="batch_name",
                                    help="Starting the same batch again resumes it; nothing is generated twice.")
         st.caption(f"Model: `{model}` (the sidebar's active model)")
         if st.button("Start batch in the background", type="primary", key="batch_start"):

@@ -103,3 +103,17 @@ def test_word_diff_markdown_keeps_directives_on_one_line():
     directives = re.findall(r":(?:red|green)-background\[(.*?)\]", md, flags=re.S)
     assert directives and all("\n" not in d for d in directives), md
     assert md.count(":red-background[") == md.count("~~") // 2
+
+
+def test_batch_name_follows_the_prompt_set_until_edited(page_env):
+    from cai_core.prompt_sets import import_prompt_set
+
+    import_prompt_set(page_env, "zz_other", ["Another prompt"])
+    at = _page()
+    at.selectbox(key="batch_set").set_value("red").run()
+    assert at.text_input(key="batch_name").value.startswith("red-")
+    at.selectbox(key="batch_set").set_value("zz_other").run()
+    assert at.text_input(key="batch_name").value.startswith("zz_other-"), "suggested name follows the set"
+    at.text_input(key="batch_name").set_value("my-batch").run()
+    at.selectbox(key="batch_set").set_value("red").run()
+    assert at.text_input(key="batch_name").value == "my-batch", "a typed name is kept"
