@@ -92,12 +92,19 @@ def log_tail(path: str | Path | None, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def failure_reason(tail: str) -> str:
-    """The most telling line of a log tail: the last exception line, else the last line."""
+def _error_line(tail: str) -> str | None:
     for line in reversed(tail.splitlines()):
         s = line.strip()
         if s.startswith("error:") or ("Error" in s and ":" in s) or s.startswith("Killed"):
             return s
+    return None
+
+
+def failure_reason(tail: str) -> str:
+    """The most telling line of a log tail: the last exception line, else the last line."""
+    found = _error_line(tail)
+    if found:
+        return found
     return tail.strip().splitlines()[-1] if tail.strip() else "the process ended without a message"
 
 
@@ -152,9 +159,14 @@ def refresh(store: Store) -> None:
         job = Job.from_row(row)
         if job.pid and not pid_alive(job.pid):
             tail = log_tail(job.log_path)
+            reason = _error_line(tail)
+            if reason is None:  # no exception logged: it was killed (kill -9, OOM, reboot), not a bug in the job
+                last = tail.strip().splitlines()[-1].strip() if tail.strip() else ""
+                reason = (f"the job's process {job.pid} ended without finishing (killed?)"
+                          + (f"; last output: {last}" if last else ""))
             store.execute(
                 "UPDATE jobs SET status='failed', error=?, ended_at=?, updated_at=? WHERE id=? AND status IN ('queued','running')",
-                (failure_reason(tail), now(), now(), job.id),
+                (reason, now(), now(), job.id),
             )
 
 

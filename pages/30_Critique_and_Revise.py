@@ -173,12 +173,17 @@ with batch_tab:
         if not jobs:
             return
         st.markdown("**Recent batches**")
+        newest = {}  # batch name -> newest job id: only that one offers Resume (two runs of one batch would race)
+        for job in jobs:
+            newest.setdefault(_batch_of(job.argv), job.id)
         for job in jobs:
             with st.container(border=True):
                 job_progress(job)
                 if job.status not in TERMINAL:
                     if st.button("Stop", key=f"stop_{job.id}"):
                         stop_job(store, job.id)
+                elif job.status in ("failed", "stopped") and newest.get(_batch_of(job.argv)) != job.id:
+                    st.caption("Resumed by a later job.")
                 elif job.status in ("failed", "stopped"):
                     st.caption("Starting it again resumes where it stopped.")
                     if st.button("Resume", key=f"resume_{job.id}"):
@@ -188,6 +193,9 @@ with batch_tab:
                 elif job.result:
                     st.caption(f"{job.result.get('done')}/{job.result.get('trajectories')} prompts done · "
                                f"batch {job.result.get('batch')}")
+
+    def _batch_of(argv: list[str]) -> str | None:
+        return argv[argv.index("--batch") + 1] if "--batch" in argv[:-1] else None
 
     def _job_args(argv: list[str]) -> list[str]:
         """The command's own arguments from a job's full argv (without python -m cai_core and the job flags)."""

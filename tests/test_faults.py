@@ -309,3 +309,22 @@ def test_kill9_app_during_training_run_goes_on_and_a_new_server_shows_it(tmp_pat
         except (CaiError, ProcessLookupError):
             pass
         store.close()
+
+
+def test_killed_job_says_it_was_killed_not_a_progress_line(store, tmp_path):
+    """A job whose process vanished (kill -9) without an exception in its log is reported as killed,
+    with its last output, not as if the last progress-bar line were the error."""
+    from cai_core.jobs import get_job, refresh
+    from cai_core.store import dumps, now
+
+    log = tmp_path / "job.log"
+    log.write_text("revise:  24%|##4       | 12/50 [00:35<01:51, 2.94s/step, round 1 revisions]\n")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is gone
+    job_id = store.execute("INSERT INTO jobs(kind, status, argv_json, pid, log_path, created_at) VALUES (?,?,?,?,?,?)",
+                           ("revise", "running", dumps([]), proc.pid, str(log), now())).lastrowid
+    refresh(store)
+    job = get_job(store, job_id)
+    assert job.status == "failed"
+    assert job.error.startswith(f"the job's process {proc.pid} ended without finishing"), job.error
+    assert "12/50" in job.error

@@ -117,3 +117,16 @@ def test_batch_name_follows_the_prompt_set_until_edited(page_env):
     at.text_input(key="batch_name").set_value("my-batch").run()
     at.selectbox(key="batch_set").set_value("red").run()
     assert at.text_input(key="batch_name").value == "my-batch", "a typed name is kept"
+
+
+def test_only_the_newest_job_of_a_batch_offers_resume(page_env):
+    from cai_core.store import dumps, now
+
+    argv = ["python", "-m", "cai_core", "revise", "--prompts", "red", "--batch", "b1"]
+    for status in ("failed", "failed"):
+        page_env.execute("INSERT INTO jobs(kind, status, argv_json, total, error, created_at) VALUES (?,?,?,?,?,?)",
+                         ("revise", status, dumps(argv), 3, "killed", now()))
+    at = _page()
+    resume = [b for b in at.button if b.label == "Resume"]
+    assert len(resume) == 1 and resume[0].key.endswith("_2"), "the older run was resumed by the newer one"
+    assert any("Resumed by a later job" in c.value for c in at.caption)
