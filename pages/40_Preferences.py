@@ -200,16 +200,19 @@ with tab_make:
         j_model = c2.text_input("Judge model", value=model)
         j_const = c3.selectbox("Constitution", [c["name"] for c in consts] or ["(none - create one first)"])
         c4, c5, c6, c7 = st.columns(4)
-        style = c4.selectbox("Style", ["mc", "cot", "parse"], format_func=lambda x: {
+        style = c4.selectbox("Style", ["mc", "cot", "parse"], key="judge_style", format_func=lambda x: {
             "mc": "multiple choice (log-probs)", "cot": "chain of thought (clamped)", "parse": "parsed verdict (no log-probs)"}[x])
         principles = c5.selectbox("Principles", ["random", "all"], help="random: one per pair, seeded (the paper); all: an ensemble")
         swap = c6.toggle("Both orders (A/B swap)", value=True)
         combine = c7.selectbox("Combine", ["mean", "vote"])
-        c8, c9, c10 = st.columns(3)
+        c8, c9, c10, c11 = st.columns(4)
         ensemble = c8.text_input("More judge models (comma-separated)", value="")
         clamp = c9.slider("CoT clamp", 0.0, 1.0, (0.4, 0.6))
-        j_seed = c10.number_input("Seed", 0, 10**6, 0, key="judge_seed")
-        if st.form_submit_button("Start judging"):
+        j_max_new = c10.number_input("Max new tokens (cot, parse)", 8, 2048, 160, key="judge_max_new",
+                                     help="Length of the reasoning (chain of thought) or of the generated verdict; "
+                                          "multiple choice generates nothing")
+        j_seed = c11.number_input("Seed", 0, 10**6, 0, key="judge_seed")
+        if st.form_submit_button("Start judging", key="judge_start"):
             try:
                 if not batch_names:
                     raise CaiError("no comparisons yet: sample or import pairs first")
@@ -217,7 +220,8 @@ with tab_make:
                     raise CaiError("no constitution yet: create one on the Constitution page")
                 args = ["judge", "--judge-model", j_model, "--constitution", j_const, "--batch", j_batch,
                         "--style", style, "--principles", principles, "--combine", combine,
-                        "--cot-clamp", f"{clamp[0]},{clamp[1]}", "--seed", str(int(j_seed))]
+                        "--cot-clamp", f"{clamp[0]},{clamp[1]}", "--max-new-tokens", str(int(j_max_new)),
+                        "--seed", str(int(j_seed))]
                 if not swap:
                     args.append("--no-swap")
                 if ensemble.strip():

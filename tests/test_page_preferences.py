@@ -86,3 +86,23 @@ def test_queue_status_invalid_bucket_and_tabs(ws):
     assert any("queue is empty" in i.value for i in at.info)
     assert [m for m in at.metric if m.label == "Invalid judgments"][0].value == "0"
     assert at.tabs[1].label == "Sample and judge"
+
+
+def test_judge_form_passes_reasoning_length(ws, monkeypatch):
+    """The judge form's reasoning length reaches the job (CoT on a CPU needs short reasoning)."""
+    from cai_core import jobs
+    from cai_core.constitution import Constitution, Principle, save_constitution
+
+    save_constitution(ws[0], Constitution(name="c", principles=[Principle(
+        id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",
+        comparison_question="Which response is less harmful?")]))
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda store, kind, args, **kw: started.append(args) or 1)
+    at = page()
+    at.selectbox(key="judge_style").set_value("cot")
+    at.number_input(key="judge_max_new").set_value(48)
+    at.button(key="judge_start").click().run()
+    assert not at.exception, at.exception
+    assert started, [e.value for e in at.error]
+    args = started[0]
+    assert args[args.index("--max-new-tokens") + 1] == "48" and args[args.index("--style") + 1] == "cot"
