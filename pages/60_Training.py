@@ -14,13 +14,21 @@ st.title("Training")
 st.caption("SFT on the critique-revision data, a reward model on the AI preferences, then PPO (or DPO, RLOO, "
            "GRPO). Each run is its own process: closing the browser or restarting the app does not stop it.")
 
+launched = st.session_state.pop("tr_launched", None)
+if launched:
+    st.success(launched)
+tr.refresh(store)  # a run that died since the last look is shown as failed, here and in the run list
 all_runs = tr.list_runs(store)
 if not all_runs:
     st.info("No runs yet - start one here.")
     new_run_form(store, active_model())
     st.stop()
 
-tab_runs, tab_new, tab_compare = st.tabs(["Runs", "New run", "Compare runs"])
+if st.session_state.pop("tr_goto_runs", False):
+    # just launched from "New run": show it running
+    st.session_state["tr_tab"] = "Runs"
+    st.session_state["tr_pick"] = st.session_state.get("tr_selected")
+tab_runs, tab_new, tab_compare = st.tabs(["Runs", "New run", "Compare runs"], key="tr_tab", on_change="rerun")
 
 with tab_runs:
     run_table(store, all_runs)
@@ -34,7 +42,9 @@ with tab_runs:
 
     @st.fragment(run_every=3)
     def live():
-        run_details(store, run_id)
+        run = run_details(store, run_id)
+        if run is not None and run.status != by_id[run_id].status:
+            st.rerun()  # status changed (stopped, finished, resumed): refresh the run list and picker too
 
     live()
 

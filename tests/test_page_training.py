@@ -65,8 +65,9 @@ def test_finished_run_shows_charts_kl_warning_and_samples(ws_env, tmp_path):
     at = _page()
     assert len(at.get("plotly_chart")) >= 4  # loss/lr, reward, KL, value loss, memory...
     assert any("KL is exploding" in w.value for w in at.warning)
-    samples = [d for d in at.dataframe if "answer" in list(d.value.columns)]
-    assert samples and list(samples[0].value["answer"]) == ["answer 2", "answer 0"]
+    # probe answers in full (plain text), newest step first
+    answers = [t.value for t in at.text if t.value.startswith("answer ")]
+    assert answers == ["answer 2", "answer 0"]
     assert "done" in list(at.dataframe[0].value["run"])
 
 
@@ -75,6 +76,7 @@ def test_launch_from_the_form_creates_a_background_run(ws_env, tmp_path, tiny_mo
 
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    _fake_finished_run(ws_env, tmp_path)  # an earlier run: the form is in the "New run" tab
     at = _page()
     at.selectbox(key="tr_kind").set_value("sft")
     at.text_input(key="tr_model").set_value(str(tiny_model_dir))
@@ -88,9 +90,22 @@ def test_launch_from_the_form_creates_a_background_run(ws_env, tmp_path, tiny_mo
     at.button(key="tr_launch").click().run()
     assert not at.exception, at.exception
     runs = list_runs(ws_env)
-    assert [r.name for r in runs] == ["from-page"]
+    assert [r.name for r in runs] == ["from-page", "done"]
     run = get_run(ws_env, "from-page")
     assert run.pid and run.spec["max_steps"] == 2 and run.spec["model"] == str(tiny_model_dir)
     assert any("started" in s.value for s in at.success)
+    # the page shows the new run at once (Runs tab, run picked), not the empty state it was drawn with
+    assert not any("No runs yet" in i.value for i in at.info)
+    assert at.selectbox(key="tr_pick").value == run.id
     if run.active:
         kill_run(ws_env, run.id)  # the point was the launch; don't leave a process behind
+
+
+def test_curves_of_very_different_size_get_their_own_axis():
+    from ui.training import metric_figure
+
+    metrics = [{"step": s, "sys/steps_per_s": 0.2, "sys/tokens_per_s": 150.0 + s, "loss": 1.0 / s} for s in (1, 2, 3)]
+    fig = metric_figure(metrics, "Throughput", ["sys/steps_per_s", "sys/tokens_per_s"])
+    assert [t.yaxis for t in fig.data] == ["y", "y2"]  # steps/s would be a flat line at 0 on the tokens/s axis
+    fig = metric_figure(metrics, "Loss", ["loss"])
+    assert [t.yaxis for t in fig.data] == ["y"]

@@ -153,8 +153,12 @@ def new_run_form(store, default_model: str) -> None:
 
             show_error(exc)
             return
+        # show it at once in the Runs tab (the run list above was read before the launch)
         st.session_state["tr_selected"] = run.id
-        st.success(f"Run {run.name} started (pid {run.pid}). It keeps running if you close the browser.")
+        st.session_state["tr_goto_runs"] = True
+        st.session_state["tr_launched"] = (f"Run {run.name} started (pid {run.pid}). It keeps running if you close "
+                                           "the browser.")
+        st.rerun()
 
 
 def memory_estimate(mem: dict) -> None:
@@ -193,14 +197,22 @@ def run_table(store, runs) -> None:
 
 def metric_figure(metrics: list[dict], title: str, keys: list[str]) -> go.Figure | None:
     fig = go.Figure()
+    scale = None  # magnitude of the first curve; one of a very different size gets its own axis
     for key in keys:
         steps, values = tm.series(metrics, key)
-        if steps:
-            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=key))
+        if not steps:
+            continue
+        size = max((abs(v) for v in values if v == v), default=0.0)
+        own_axis = bool(scale) and bool(size) and not (0.1 <= size / scale <= 10)
+        scale = scale or size
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=key,
+                                 yaxis="y2" if own_axis else "y"))
     if not fig.data:
         return None
     fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step",
                       legend=dict(orientation="h", y=-0.3))
+    if any(t.yaxis == "y2" for t in fig.data):  # e.g. steps/s next to tokens/s
+        fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False))
     return fig
 
 
@@ -226,8 +238,12 @@ def samples_view(run) -> None:
     prompts = list(dict.fromkeys(s["prompt"] for s in samples))
     prompt = st.selectbox("Probe prompt", prompts, key=f"tr_probe_{run.id}",
                           help="The same fixed prompts are answered greedily every few steps: watch the policy change.")
-    rows = [{"step": s["step"], "answer": s["text"]} for s in samples if s["prompt"] == prompt]
-    st.dataframe(rows[::-1], hide_index=True, width="stretch")
+    # newest first, one answer per step (a stop and the resume both probe the same step)
+    by_step = {s["step"]: s["text"] for s in samples if s["prompt"] == prompt}
+    for step in sorted(by_step, reverse=True)[:12]:
+        with st.container(border=True):
+            st.caption(f"step {step}")
+            st.text(by_step[step])
 
 
 def run_controls(store, run) -> None:
@@ -268,14 +284,14 @@ def _act(fn, message: str) -> None:
         show_error(exc)
 
 
-def run_details(store, run_id: int) -> None:
+def run_details(store, run_id: int):
     """Status, controls, lineage, live charts and samples of one run (the page refreshes it every 3 s)."""
     tr.refresh(store)
     try:
         run = tr.get_run(store, run_id)
     except Exception:  # noqa: BLE001 - deleted meanwhile
         st.info("This run no longer exists.")
-        return
+        return None
     metrics = tr.read_metrics(store, run.id)
     last = tm.latest(metrics)
     st.markdown(f"**{run.name}** · {run.kind} · {STATUS_ICON.get(run.status, '')} {run.status} · "
@@ -296,6 +312,7 @@ def run_details(store, run_id: int) -> None:
         from cai_core.jobs import log_tail
 
         st.code(log_tail(run.paths.log, 60) or run.log_tail or "(no log)", language="text")
+    return run
 
 
 def compare(store, runs) -> None:
