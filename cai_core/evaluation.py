@@ -87,10 +87,17 @@ def split_specs(values) -> list[str]:
     return out
 
 
+# run kinds whose output is a reward model (a scorer), not a policy that answers prompts
+NOT_POLICIES = ("reward",)
+
+
 def _run_dir(store: Store, name: str) -> Path:
-    row = store.one("SELECT run_dir FROM runs WHERE name=?", (name,))
+    row = store.one("SELECT run_dir, kind FROM runs WHERE name=?", (name,))
     if row is None:
         raise CaiError(f"no run named {name!r} (see `python -m cai_core runs` / the Training page)")
+    if row["kind"] in NOT_POLICIES:
+        raise CaiError(f"run {name!r} trained a {row['kind']} model, which scores answers but does not write "
+                       "them: evaluate a policy run (sft, dpo, ppo, rloo, grpo)")
     path = Path(row["run_dir"])
     if not path.is_absolute():
         path = store.workspace.root / path
@@ -588,6 +595,8 @@ def policy_options(store: Store) -> list[dict]:
     """What the page offers as policies: the base model, every run with a trained model, and its checkpoints."""
     out = [{"label": "default (embedded base model)", "spec": "default"}]
     for r in store.query("SELECT name, kind, status, run_dir FROM runs ORDER BY created_at DESC"):
+        if r["kind"] in NOT_POLICIES:
+            continue
         folder = Path(r["run_dir"])
         if not folder.is_absolute():
             folder = store.workspace.root / folder

@@ -6,8 +6,8 @@ import pytest
 
 from cai_core.errors import CaiError
 from cai_core.evaluation import (EvalSpec, checkpoints, evaluation_comparisons, get_evaluation, leaderboard,
-                                 list_evaluations, outcome_of, parse_policies, parse_policy, run_evaluation,
-                                 split_specs)
+                                 list_evaluations, outcome_of, parse_policies, parse_policy, policy_options,
+                                 run_evaluation, split_specs)
 from cai_core.judges import PairVerdict
 
 from conftest import run_cli
@@ -70,6 +70,15 @@ def test_policy_specs(store, tiny_model_dir, adapter_dir):
                   "('sft1','sft','{}','finished',?,0)", (str(run_dir),))
     with pytest.raises(CaiError, match="no trained model"):
         parse_policy("run:sft1", store)
+    # a reward model scores answers, it does not write them: neither offered nor accepted as a policy
+    rm_dir = store.workspace.runs_dir / "rm1"
+    rm_dir.mkdir()
+    (rm_dir / "config.json").write_text("{}")
+    store.execute("INSERT INTO runs (name, kind, spec_json, status, run_dir, created_at) VALUES "
+                  "('rm1','reward','{}','finished',?,0)", (str(rm_dir),))
+    with pytest.raises(CaiError, match="reward model"):
+        parse_policy("run:rm1", store)
+    assert "run:rm1" not in [o["spec"] for o in policy_options(store)]
 
 
 def test_outcome_of_flip_and_margin():
