@@ -87,3 +87,9 @@ def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
     job = wait_job(store, jobs[0].id, timeout=300)
     assert job.status == "finished", job.error
     assert job.result["n"] + job.result["no_valid_verdict"] == 2 and job.result["accuracy_ci"]
+    # a longer run reuses the 2 stored items; its progress still ends at total, not past it
+    at.number_input(key="rel_run_limit").set_value(3)
+    at.button(key="rel_run_start").click().run()
+    job = wait_job(store, list_jobs(store, kind="eval-judge")[0].id, timeout=300)
+    assert job.status == "finished", job.error
+    assert job.done == job.total == 6

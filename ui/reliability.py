@@ -5,10 +5,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+# (report key, label, dash, label position): 85% and 81% lie close, so one label goes above its
+# line and the other below, or they print over each other
 REFERENCE_LINES = [
-    ("gpt4_human_with_ties", "MT-Bench GPT-4 vs human, with ties (66%)", "dot"),
-    ("gpt4_human_without_ties", "MT-Bench GPT-4 vs human, without ties (85%)", "dash"),
-    ("human_human_without_ties", "MT-Bench human vs human, without ties (81%)", "dashdot"),
+    ("gpt4_human_with_ties", "MT-Bench GPT-4 vs human, with ties (66%)", "dot", "top left"),
+    ("gpt4_human_without_ties", "MT-Bench GPT-4 vs human, without ties (85%)", "dash", "top left"),
+    ("human_human_without_ties", "MT-Bench human vs human, without ties (81%)", "dashdot", "bottom left"),
 ]
 
 
@@ -45,9 +47,9 @@ def agreement_table(report: dict) -> pd.DataFrame:
 def _add_reference_lines(fig: go.Figure, reference: dict, horizontal: bool = True) -> None:
     fig.add_hline(y=0.5, line_dash="solid", line_color="gray", annotation_text="chance (50%)",
                   annotation_position="bottom right")
-    for key, label, dash in REFERENCE_LINES:
+    for key, label, dash, position in REFERENCE_LINES:
         fig.add_hline(y=reference[key], line_dash=dash, line_color="firebrick", annotation_text=label,
-                      annotation_position="top left", annotation_font_size=10)
+                      annotation_position=position, annotation_font_size=10)
 
 
 def _bar(name: str, xs: list, values: list, cis: list) -> go.Bar:

@@ -238,7 +238,9 @@ def cmd_eval_judge(args) -> int:
                                 for r in judge_rows])
     summary = {k: report.get(k) for k in ("judge_key", "gold_set", "n", "accuracy", "accuracy_ci", "cohen_kappa",
                                           "cohen_kappa_ci", "flip_rate", "ece", "brier", "no_valid_verdict")}
-    reporter.progress(len(pairs), None, "done", force=True)
+    # judged now + already stored = every pair in each order (judge_pairs counted only those still to do)
+    orders = len(pairs) * (1 if args.no_swap else 2)
+    reporter.progress(orders, orders, "done", force=True)
     reporter.finish(summary)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
