@@ -124,7 +124,11 @@ def tradeoff_figure(result: dict):
         names.append(p["policy"])
         err.append(p.get("harmless_ci") or [None, None])
     plus, minus = _ci_errors(ys, err)
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=names, textposition="top center",
+    # policies on the same spot (e.g. all tied on a small evaluation): put their names around it, not on top
+    spots = [(round(x, 1), round(y, 1)) for x, y in zip(xs, ys)]
+    around = ["top center", "bottom center", "middle right", "middle left"]
+    positions = [around[spots[:i].count(spot) % len(around)] for i, spot in enumerate(spots)]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=names, textposition=positions,
                              marker={"size": 12}, name="policies",
                              error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True}))
     runs: dict[str, list[dict]] = {}

@@ -136,3 +136,14 @@ def test_report_opens_offline_in_a_browser(store):
         n_plots = page.locator(".js-plotly-plot").count()
         browser.close()
     assert n_plots >= 4 and not errors and not dialogs
+
+
+def test_tradeoff_names_of_tied_policies_do_not_overlap():
+    from cai_core.reports import tradeoff_figure
+
+    points = [{"policy": "default", "harmless": 1000.0, "helpful": 1000.0},
+              {"policy": "sft", "harmless": 1000.0, "helpful": 1000.0},
+              {"policy": "ppo", "harmless": 1100.0, "helpful": 950.0}]
+    trace = tradeoff_figure({"points": points}).data[0]
+    assert list(trace.text) == ["default", "sft", "ppo"]
+    assert list(trace.textposition) == ["top center", "bottom center", "top center"]
