@@ -80,8 +80,12 @@ class Report:
         self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def figure(self, fig) -> None:
+        import plotly.graph_objects as go
         import plotly.io as pio
 
+        # a figure built inside the app carries the "streamlit" template, which has no colours of its own
+        # (the app's frontend supplies them): outside the app every trace would be black
+        fig = go.Figure(fig).update_layout(template="plotly_white")
         div = pio.to_html(fig, include_plotlyjs=not self._js_done, full_html=False,
                           config={"displaylogo": False, "responsive": True})
         self._js_done = True

@@ -147,3 +147,12 @@ def test_tradeoff_names_of_tied_policies_do_not_overlap():
     trace = tradeoff_figure({"points": points}).data[0]
     assert list(trace.text) == ["default", "sft", "ppo"]
     assert list(trace.textposition) == ["top center", "bottom center", "top center"]
+
+
+def test_report_charts_keep_their_colours_when_built_inside_the_app(store, monkeypatch):
+    import plotly.io as pio
+    import streamlit  # noqa: F401 - registers the "streamlit" plotly template, as in the running app
+
+    monkeypatch.setattr(pio.templates, "default", "streamlit")
+    text = report_html(store, "evaluation", seed_evaluation(store))
+    assert '"colorway":["#636efa"' in text  # plotly_white's colours, not the app template's black
