@@ -127,22 +127,23 @@ with tab_ab:
         st.info("An A/B experiment needs a constitution with at least two saved versions and a prompt set: edit "
                 "and save a principle on the Constitution page first.")
     else:
+        # outside the form: each version list must follow the constitution picked above it
+        cnames = [c["name"] for c in constitutions]
+        cols = st.columns(2)
+        refs = []
+        for col, arm in zip(cols, ("A", "B")):
+            cname = col.selectbox(f"Constitution {arm}", cnames, key=f"ab_c_{arm}")
+            versions = [v["version"] for v in list_versions(store, cname)]
+            ver = col.selectbox(f"Version {arm}", versions, index=min(1 if arm == "A" else 0, len(versions) - 1),
+                                key=f"ab_v_{arm}_{cname}")
+            refs.append(f"{cname}@{ver}")
         with st.form("new_ab"):
-            cnames = [c["name"] for c in constitutions]
-            cols = st.columns(2)
-            refs = []
-            for col, arm in zip(cols, ("A", "B")):
-                cname = col.selectbox(f"Constitution {arm}", cnames, key=f"ab_c_{arm}")
-                versions = [v["version"] for v in list_versions(store, cname)]
-                ver = col.selectbox(f"Version {arm}", versions, index=min(1 if arm == "A" else 0, len(versions) - 1),
-                                    key=f"ab_v_{arm}")
-                refs.append(f"{cname}@{ver}")
             c1, c2, c3, c4 = st.columns(4)
-            pset = c1.selectbox("Prompts", [s["name"] for s in list_prompt_sets(store)], key="ab_prompts")
+            pset = c1.selectbox("Prompt set", [s["name"] for s in list_prompt_sets(store)], key="ab_prompts")
             rounds = c2.number_input("Rounds", 1, 10, 1, key="ab_rounds")
             schedule = c3.selectbox("Principle schedule", ["all", "random", "sequence"], key="ab_schedule",
                                     help="all keeps the rounds of both arms aligned; random draws per trajectory")
-            limit = c4.number_input("Prompts", 1, 10_000, 10, key="ab_limit")
+            limit = c4.number_input("Prompts to use", 1, 10_000, 10, key="ab_limit", help="The first N prompts of the set")
             use_judge = st.toggle("Judge final A vs final B with the active model", value=True, key="ab_judge")
             name = st.text_input("Name", placeholder="harm-wording-v2", key="ab_name")
             go_ab = st.form_submit_button("Start A/B experiment", type="primary")

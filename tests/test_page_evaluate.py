@@ -49,3 +49,19 @@ def test_seeded_evaluation_renders_leaderboard_and_comparisons(ws):
     # the rules probe classifies typed text
     at.text_area(key="rules_probe").set_value("Paris is the capital of France.").run()
     assert any(m.value == "**Not evasive**" for m in at.markdown)
+
+
+def test_ab_version_list_follows_the_chosen_constitution(ws):
+    from cai_core.bootstrap import ensure_samples
+    from cai_core.constitution import list_constitutions, list_versions
+
+    store = open_store(ws)
+    ensure_samples(store)  # what app.py does on a first start: sample constitutions and prompt sets
+    at = _run()
+    names = [c["name"] for c in list_constitutions(store)]
+    assert len(names) >= 2
+    other = names[1]
+    at.selectbox(key="ab_c_A").set_value(other).run()
+    assert not at.exception, at.exception
+    wanted = [v["version"] for v in list_versions(store, other)]
+    assert at.selectbox(key=f"ab_v_A_{other}").options == wanted
