@@ -53,3 +53,26 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "cai_core", *args], capture_output=True, text=True,
                           cwd=str(ROOT), env=full_env, timeout=timeout)
+
+
+def in_fresh_thread(fn, *args, **kwargs):
+    """Run fn in a new thread and return its result (re-raising its exception).
+
+    Playwright's sync API refuses to start where an asyncio loop is running, and some libraries
+    (Streamlit's AppTest among them) leave one behind in the main thread of a long pytest run."""
+    import threading
+
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

@@ -8,7 +8,7 @@ from cai_core.errors import CaiError
 from cai_core.reports import report_html, write_report
 from cai_core.store import dumps, now
 
-from conftest import run_cli
+from conftest import in_fresh_thread, run_cli
 
 XSS = "<script>alert(1)</script>"
 
@@ -124,17 +124,22 @@ def test_report_opens_offline_in_a_browser(store):
     if not Path(chromium).exists():
         pytest.skip("chromium is not installed (apt-get install chromium to run this check)")
     path = write_report(store, "evaluation", seed_evaluation(store))
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_context(offline=True).new_page()
-        errors, dialogs = [], []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(path.as_uri())
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20_000)
-        n_plots = page.locator(".js-plotly-plot").count()
-        browser.close()
+    errors, dialogs = [], []
+
+    def open_report() -> int:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_context(offline=True).new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(path.as_uri())
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20_000)
+            count = page.locator(".js-plotly-plot").count()
+            browser.close()
+            return count
+
+    n_plots = in_fresh_thread(open_report)
     assert n_plots >= 4 and not errors and not dialogs
 
 
