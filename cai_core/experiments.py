@@ -225,11 +225,18 @@ def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None =
             "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?)",
             (name, KIND, dumps(spec.to_dict()), None, job_id, now())).lastrowid)
 
+    # one progress bar over the whole experiment: arm A's steps, then arm B's, then the judging
+    # (at most both orders of every prompt), instead of a bar that fills up once per phase
+    judge_units = 2 * len(prompt_items) if spec.judge_model else 0
+    arm_units = {"A": 0, "B": 0}
+
     arms = {}
     for label, c in (("A", ca), ("B", cb)):
         def arm_progress(done: int, total: int, msg: str, _label=label) -> None:
+            arm_units[_label] = total
             if progress:
-                progress(done, total, f"arm {_label}: {msg}")
+                before = arm_units["A"] if _label == "B" else 0
+                progress(before + done, 2 * total + judge_units, f"arm {_label}: {msg}")
 
         ids = run_revision(store, backend, c, prompt_items, settings, spec.model, batch=f"ab-{name}-{label}",
                            job_id=job_id, batch_size=spec.batch_size, progress=arm_progress, should_stop=should_stop)
@@ -254,7 +261,13 @@ def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None =
             "same_plan": a["principles"] == b["principles"], "pref_b": None,
         })
     if spec.judge_model:
-        _judge_finals(store, spec, name, items, job_id, progress, should_stop)
+        arms_done = arm_units["A"] + arm_units["B"]
+
+        def judge_progress(done: int, total: int | None, msg: str) -> None:
+            if progress:
+                progress(arms_done + done, arms_done + (total or done), f"judging: {msg}")
+
+        _judge_finals(store, spec, name, items, job_id, judge_progress, should_stop)
         if should_stop and should_stop():
             return {"id": exp_id, "name": name, "result": None, "stopped": True}
 

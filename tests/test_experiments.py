@@ -48,7 +48,12 @@ def test_ab_experiment_paired_ci(store, tiny_model_dir, versions):
     spec = ABSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts), model=str(tiny_model_dir),
                   judge_model=str(tiny_model_dir), name="wording", rounds=2, schedule="all", max_new_tokens=6,
                   n_boot=100)
-    res = run_ab_experiment(store, spec)
+    seen = []
+    res = run_ab_experiment(store, spec, progress=lambda d, t, m: seen.append((d, t, m)))
+    # one bar over both arms and the judging: it never runs backwards or past its total
+    assert seen and all(d <= t for d, t, _ in seen)
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    assert seen[-1][2].startswith("judging") and seen[-1][0] == seen[-1][1]
     r = res["result"]
     assert r["prompts"] == 3 and r["constitution_a"]["version"] == a.version and r["constitution_b"]["version"] == b.version
     m = r["metrics"]
