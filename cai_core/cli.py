@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import sys
 import traceback
+from pathlib import Path
 
 from . import commands as _commands_pkg
 from .errors import CaiError
@@ -26,6 +27,18 @@ def add_command(subparsers, name: str, help: str, description: str | None = None
         name, help=help, description=description or help, parents=[COMMON],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+
+
+def output_file(path: str | None) -> Path | None:
+    """Check an --out file path before any work starts (its folder must exist; not a folder itself)."""
+    if not path:
+        return None
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise CaiError("--out is a folder; give a file name", where=str(out))
+    if not out.parent.exists():
+        raise CaiError("the folder for --out does not exist", where=str(out))
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from cai_core.revision import (CHANGE_FILTERS, SCHEDULES, ReviseSettings, get_tr
                                list_trajectories, principle_stats, stream_revision)
 from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
-from ui.common import active_model, age, api_key, get_store, job_progress, show_error
+from ui.common import active_model, age, api_key, get_store, job_args, job_progress, show_error
 from ui.revise import LiveView, render_trajectory
 
 PAGE_SIZE = 25
@@ -187,7 +187,7 @@ with batch_tab:
                 elif job.status in ("failed", "stopped"):
                     st.caption("Starting it again resumes where it stopped.")
                     if st.button("Resume", key=f"resume_{job.id}"):
-                        args = _job_args(job.argv)
+                        args = job_args(job.argv, "revise")
                         new_id = start_job(store, "revise", args, title=job.title, total=job.total)
                         st.session_state["batch_job"] = new_id
                 elif job.result:
@@ -196,20 +196,6 @@ with batch_tab:
 
     def _batch_of(argv: list[str]) -> str | None:
         return argv[argv.index("--batch") + 1] if "--batch" in argv[:-1] else None
-
-    def _job_args(argv: list[str]) -> list[str]:
-        """The command's own arguments from a job's full argv (without python -m cai_core and the job flags)."""
-        args = argv[argv.index("revise"):] if "revise" in argv else argv
-        out, skip = [], False
-        for a in args:
-            if skip:
-                skip = False
-                continue
-            if a in ("--workspace", "--job-id"):
-                skip = True
-                continue
-            out.append(a)
-        return out
 
     batch_jobs()
 

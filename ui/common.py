@@ -88,3 +88,18 @@ def age(ts: float | None) -> str:
     if d < 86400:
         return f"{int(d // 3600)}h ago"
     return time.strftime("%Y-%m-%d", time.localtime(ts))
+
+
+def job_args(argv: list[str], command: str) -> list[str]:
+    """A job's own CLI arguments (without the interpreter and the --workspace/--job-id flags)."""
+    args = argv[argv.index(command):] if command in argv else list(argv)
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--workspace", "--job-id"):
+            skip = True
+            continue
+        out.append(a)
+    return out

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
-from ui.common import age, job_progress
+from ui.common import age, job_args, job_progress
 
 # one key per choice; Streamlit reserves C and R, so "both bad" is X
 CHOICES = [("A", "A is better", "A"), ("B", "B is better", "B"), ("tie", "Tie", "T"),
@@ -78,21 +78,6 @@ def show_history(history: list[dict]) -> None:
         "when": age(h["created_at"]), "annotator": h["annotator"], "label": h["label"],
         "override": bool(h["is_override"]), "blind": bool(h["blind"]), "reason": h["reason"] or "",
     } for h in history]), hide_index=True, width="stretch")
-
-
-def job_args(argv: list[str], command: str) -> list[str]:
-    """A job's own CLI arguments (without the interpreter and the --workspace/--job-id flags)."""
-    args = argv[argv.index(command):] if command in argv else list(argv)
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in ("--workspace", "--job-id"):
-            skip = True
-            continue
-        out.append(a)
-    return out
 
 
 def jobs_panel(store) -> None:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-from ..cli import add_command
+from ..cli import add_command, output_file
 from ..errors import CaiError
 
 
@@ -42,17 +41,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def _check_out(path: str | None) -> Path | None:
-    if not path:
-        return None
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise CaiError("--out is a folder; give a file name", where=str(out))
-    if not out.parent.exists():
-        raise CaiError("the folder for --out does not exist", where=str(out))
-    return out
-
-
 def _fmt(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -84,7 +72,7 @@ def cmd_evaluate(args) -> int:
         raise CaiError("--batch-size must be at least 1")
     if args.bootstrap < 10:
         raise CaiError("--bootstrap must be at least 10")
-    out = _check_out(args.out)
+    out = output_file(args.out)
     spec = EvalSpec(policies=args.policies, prompts=args.prompts, judge_model=args.judge_model,
                     helpful_prompts=args.helpful_prompts, name=args.name, limit=args.limit, seed=args.seed,
                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..cli import add_command
+from ..cli import add_command, output_file
 from ..errors import CaiError
 from ..workspace import safe_name
 
@@ -45,17 +45,6 @@ def default_batch_name(source: str, version: str) -> str:
     return f"{stem[:100]}-{version[:8]}"
 
 
-def _check_out(path: str | None) -> Path | None:
-    if not path:
-        return None
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise CaiError("--out is a folder; give a file name", where=str(out))
-    if not out.parent.exists():
-        raise CaiError("the folder for --out does not exist", where=str(out))
-    return out
-
-
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """All lines or none: write a temporary file, then rename it into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -88,7 +77,7 @@ def cmd_revise(args) -> int:
         sequence=[s.strip() for s in args.sequence.split(",") if s.strip()], few_shot=not args.no_few_shot,
         seed=args.seed, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
     ).validate(constitution)
-    out = _check_out(args.out)
+    out = output_file(args.out)
     batch = safe_name(args.batch, "batch name") if args.batch else default_batch_name(source, constitution.version)
     backend = get_backend(args.model, store.workspace, quantization=args.quantization,
                           progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
