@@ -27,7 +27,7 @@ from typing import Callable
 from .constitution import Constitution
 from .errors import CaiError
 from .evasiveness import detect
-from .stats import bootstrap_ci, paired_bootstrap_diff, win_tie_loss
+from .stats import MIN_PAIRS_FOR_SIGNIFICANCE, bootstrap_ci, paired_bootstrap_diff, win_tie_loss
 from .store import Store, dumps, now
 from .textdiff import edit_distance_words
 
@@ -311,7 +311,8 @@ def experiment_table(result: dict) -> list[dict]:
         m = (result or {}).get("metrics", {}).get(key)
         if not m:
             continue
+        too_few = m["n"] < MIN_PAIRS_FOR_SIGNIFICANCE  # also for results stored before the rule
         rows.append({"metric": label, "A": m["mean_a"], "B": m["mean_b"], "B - A": m["diff"],
                      "ci_low": m["ci"][0], "ci_high": m["ci"][1], "n": m["n"],
-                     "significant": m["significant"]})
+                     "significant": m["significant"] and not too_few, "too_few": too_few})
     return rows

@@ -34,12 +34,19 @@ def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], float] | 
     return float(lo), float(hi)
 
 
+# Below this many pairs no difference is called significant: even when every pair moves the same way,
+# a two-sided sign test cannot reach p < 0.05 with 5 pairs (2 * 0.5**5 = 0.0625), while a percentile
+# bootstrap of so few pairs gives a CI that excludes 0 (with 1 pair, a CI of width 0).
+MIN_PAIRS_FOR_SIGNIFICANCE = 6
+
+
 def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000, alpha: float = 0.05,
                           seed: int = 0) -> dict:
     """Mean of a - b over paired items (same prompt, same seed) with a percentile bootstrap CI.
 
     Resamples items, keeping each pair together, so the variation shared by both arms (hard
     prompts) cancels. `p_le_0` is the share of bootstrap means <= 0 (a one-sided check that a > b).
+    `significant`: the CI excludes 0 and there are at least MIN_PAIRS_FOR_SIGNIFICANCE pairs.
     """
     a_arr, b_arr = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
     if a_arr.shape != b_arr.shape:
@@ -57,7 +64,8 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: int
         "diff": float(d.mean()),
         "ci": [float(lo), float(hi)],
         "p_le_0": float((boots <= 0).mean()),
-        "significant": bool(lo > 0 or hi < 0),
+        "significant": bool((lo > 0 or hi < 0) and d.size >= MIN_PAIRS_FOR_SIGNIFICANCE),
+        "too_few": bool(d.size < MIN_PAIRS_FOR_SIGNIFICANCE),
     }
 
 

@@ -34,11 +34,15 @@ def test_bootstrap_ci_constant_and_width():
 
 
 def test_paired_bootstrap_diff():
-    a = [1.0, 2.0, 3.0, 4.0]
-    b = [0.0, 1.0, 2.0, 3.0]
+    a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    b = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     r = paired_bootstrap_diff(a, b)
     assert r["diff"] == pytest.approx(1.0) and r["ci"] == [pytest.approx(1.0), pytest.approx(1.0)]
-    assert r["significant"] and r["p_le_0"] == 0.0
+    assert r["significant"] and r["p_le_0"] == 0.0 and not r["too_few"]
+    # the same shift on 1 or 5 pairs: the CI excludes 0, but so few pairs are not called significant
+    for n in (1, 5):
+        r = paired_bootstrap_diff(a[:n], b[:n])
+        assert r["ci"][0] > 0 and r["too_few"] and not r["significant"]
     r = paired_bootstrap_diff([1, 0, 1, 0], [0, 1, 0, 1])
     assert r["diff"] == 0.0 and r["ci"][0] < 0 < r["ci"][1] and not r["significant"]
     with pytest.raises(ValueError):

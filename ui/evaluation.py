@@ -10,6 +10,7 @@ from cai_core.evasiveness import detect
 from cai_core.experiments import experiment_table
 from cai_core.reports import (category_figure, edit_size_figure, evasiveness_figure, experiment_figure,
                               leaderboard_figure, report_html, tradeoff_figure)
+from cai_core.stats import MIN_PAIRS_FOR_SIGNIFICANCE
 from ui.common import show_error
 
 
@@ -105,8 +106,13 @@ def render_experiment(result: dict) -> None:
     st.metric("Final answers that differ", f"{fd['rate']:.0%}" if fd["rate"] is not None else "-",
               help="Share of prompts whose final answer under B is not the same text as under A")
     rows = experiment_table(result)
-    st.dataframe(pd.DataFrame([{**r, "significant": "yes" if r["significant"] else "no"} for r in rows]),
+    st.dataframe(pd.DataFrame([{**{k: v for k, v in r.items() if k != "too_few"},
+                                "significant": "yes" if r["significant"] else
+                                ("no (too few prompts)" if r["too_few"] else "no")} for r in rows]),
                  hide_index=True, width="stretch")
+    if any(r["too_few"] for r in rows):
+        st.caption(f"With fewer than {MIN_PAIRS_FOR_SIGNIFICANCE} prompts no difference is called significant: "
+                   "the bootstrap interval of so few pairs is too narrow to trust.")
     c1, c2 = st.columns(2)
     c1.plotly_chart(experiment_figure(result), width="stretch", key="ab_forest")
     c2.plotly_chart(edit_size_figure(result), width="stretch", key="ab_edits")

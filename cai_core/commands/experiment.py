@@ -95,7 +95,7 @@ def cmd_ab_experiment(args) -> int:
     print(f"final answers differ on {_fmt(fd['rate'], 2)} of prompts [{_fmt(fd['ci'][0], 2)}, {_fmt(fd['ci'][1], 2)}]")
     print(f"  {'metric':32s} {'A':>8s} {'B':>8s} {'B - A':>8s} {'95% CI':>20s}")
     for r in experiment_table(result):
-        mark = " *" if r["significant"] else ""
+        mark = " *" if r["significant"] else (" (too few prompts to call)" if r["too_few"] else "")
         print(f"  {r['metric']:32s} {_fmt(r['A']):>8s} {_fmt(r['B']):>8s} {_fmt(r['B - A']):>8s} "
               f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]{mark}")
     for a in result["attribution"]:
