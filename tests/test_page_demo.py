@@ -101,3 +101,21 @@ def test_demo_live_run_on_tiny_model(ws, tiny_model_dir, monkeypatch):
     assert store.scalar("SELECT COUNT(*) FROM trajectories WHERE batch='demo' AND status='done'") == 1
     at.run()  # next time the stored trajectory is replayed
     assert "Stored trajectory" in " ".join(c.value for c in at.caption)
+
+
+def test_demo_reliability_shows_the_largest_measurement(ws):
+    from ui.demo import demo_reliability
+
+    store = open_store(ws)
+    with store.tx() as conn:
+        for source, n in (("gold:a-small", 1), ("gold:b-big", 3)):
+            for k in range(n):
+                cid = conn.execute(
+                    "INSERT INTO comparisons (key, source, prompt, response_a, response_b, gold_label, created_at) "
+                    "VALUES (?,?,?,?,?,?,?)", (f"{source}{k}", source, "p", "a", "b", "A", now())).lastrowid
+                for order in ("AB", "BA"):
+                    conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, "
+                                 "order_shown, p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                                 (cid, "mc|j", "j", "harmless", "mc", order, 0.8, "ok", now()))
+    rel = demo_reliability(store)
+    assert rel["gold"] == "gold:b-big" and rel["report"]["n"] == 3
