@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import traceback
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         _mark_job_failed(args, str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... | head` closed our stdout: not an error of the command
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         _mark_job_failed(args, "interrupted")
         print("error: interrupted", file=sys.stderr)
