@@ -7,7 +7,7 @@ import streamlit as st
 from cai_core.constitution import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.exports import list_exports
-from cai_core.jobs import start_job
+from cai_core.jobs import list_jobs, start_job
 from cai_core.judges import list_judges
 from cai_core.pairs import import_pairs_file, list_batches
 from cai_core.preferences import (
@@ -16,8 +16,8 @@ from cai_core.preferences import (
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import safe_name
-from ui.common import active_model, age, get_store, show_error
-from ui.preferences import CHOICES, fmt_p, jobs_panel, show_history, show_pair, show_verdict
+from ui.common import active_model, get_store, job_progress, show_error
+from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_pair, show_verdict
 
 store = get_store()
 model = active_model()
@@ -268,14 +268,15 @@ with tab_export:
                 st.success(f"Started export job {job}; it appears below when done.")
             except CaiError as exc:
                 show_error(exc)
-    for exp in list_exports(store, "preference"):
-        card = exp["card"]
-        counts = card.get("counts", {})
-        with st.container(border=True):
-            st.markdown(f"**{exp['name']}** - {age(exp['created_at'])}")
-            st.text(f"{exp['path']}\nrows {counts.get('exported')} of {counts.get('comparisons')} "
-                    f"(human {counts.get('from_human')}, gold {counts.get('from_gold')}, AI {counts.get('from_ai')}); "
-                    f"human overrides {counts.get('human_overrides')} ({card.get('share_human_overrides', 0):.1%}); "
-                    f"excluded tie {counts.get('excluded_tie')}, both bad {counts.get('excluded_both_bad')}, "
-                    f"invalid {counts.get('excluded_invalid')}, unjudged {counts.get('excluded_unjudged')}\n"
-                    f"constitution versions: {', '.join(card.get('constitution_versions') or []) or '-'}")
+
+    @st.fragment(run_every=2)
+    def exports_fragment() -> None:
+        """Export jobs in flight (progress or failure) and the finished exports, without a page reload."""
+        for job in list_jobs(store, kind="export-prefs", limit=3):
+            if job.status != "finished":
+                job_progress(job)
+        for exp in list_exports(store, "preference"):
+            show_export(exp)
+
+    exports_fragment()
+

@@ -106,3 +106,17 @@ def test_judge_form_passes_reasoning_length(ws, monkeypatch):
     assert started, [e.value for e in at.error]
     args = started[0]
     assert args[args.index("--max-new-tokens") + 1] == "48" and args[args.index("--style") + 1] == "cot"
+
+
+def test_export_tab_shows_export_job_failure_and_exports(ws):
+    """The Export tab shows an export job's state (here a failure) and the exports, with no reload needed."""
+    from cai_core.store import dumps
+
+    store = ws[0]
+    store.execute("INSERT INTO jobs(kind, title, status, argv_json, error, created_at) VALUES (?,?,?,?,?,?)",
+                  ("export-prefs", "export p1", "failed", dumps([]), "error: nothing to export", now()))
+    store.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
+                  ("p0", "preference", "/x/p0", dumps({"counts": {"exported": 3, "comparisons": 7}}), now()))
+    at = page()
+    assert any("nothing to export" in e.value for e in at.tabs[2].error), "shown in the Export tab itself"
+    assert any("rows 3 of 7" in t.value for t in at.tabs[2].text)

@@ -100,3 +100,17 @@ def jobs_panel(store) -> None:
                     start_job(store, job.kind, job_args(job.argv, command), title=job.title, total=job.total)
             elif job.result:
                 st.text(", ".join(f"{k}: {v}" for k, v in job.result.items() if not isinstance(v, (list, dict))))
+
+
+def show_export(exp: dict) -> None:
+    """One preference export: where it is, what went in, what was left out (from its card)."""
+    card = exp["card"]
+    counts = card.get("counts", {})
+    with st.container(border=True):
+        st.markdown(f"**{exp['name']}** - {age(exp['created_at'])}")
+        st.text(f"{exp['path']}\nrows {counts.get('exported')} of {counts.get('comparisons')} "
+                f"(human {counts.get('from_human')}, gold {counts.get('from_gold')}, AI {counts.get('from_ai')}); "
+                f"human overrides {counts.get('human_overrides')} ({card.get('share_human_overrides', 0):.1%}); "
+                f"excluded tie {counts.get('excluded_tie')}, both bad {counts.get('excluded_both_bad')}, "
+                f"invalid {counts.get('excluded_invalid')}, unjudged {counts.get('excluded_unjudged')}\n"
+                f"constitution versions: {', '.join(card.get('constitution_versions') or []) or '-'}")
