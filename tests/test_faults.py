@@ -227,7 +227,9 @@ at.run()
 assert not at.exception, at.exception
 at.button(key="tr_launch").click().run()
 assert not at.exception, at.exception
-print("launched", [s.value for s in at.success], flush=True)
+from cai_core.store import open_store
+from cai_core.training.runs import list_runs
+print("launched", [r.name for r in list_runs(open_store(os.environ["CAI_WORKSPACE"]))], flush=True)
 time.sleep(600)
 """
 
