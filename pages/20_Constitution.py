@@ -10,7 +10,7 @@ from cai_core.errors import CaiError
 from cai_core.prompt_sets import (KINDS, delete_prompt_set, get_prompts, import_hf_dataset_column,
                                   import_prompt_set, list_prompt_sets, parse_prompts_text)
 from ui import constitution as ce
-from ui.common import age, get_store, show_error
+from ui.common import age, get_store, read_upload, show_error
 
 store = get_store()
 st.title("Constitution")
@@ -157,10 +157,7 @@ with tab_io:
     if st.button("Import", disabled=up is None, key="ce_import"):
         try:
             def _text(f):
-                try:
-                    return f.getvalue().decode("utf-8-sig")
-                except UnicodeDecodeError as exc:
-                    raise CaiError("not UTF-8 text", where=f.name) from exc
+                return read_upload(f, ("json", "yaml"))
 
             imported = build_import(_text(up), up.name, name=new_name.strip() or None,
                                     comparisons=(_text(comp_up), comp_up.name) if comp_up else None,
@@ -205,11 +202,7 @@ with tab_prompts:
     ps_replace = p3.checkbox("Replace if it exists", key="ps_replace")
     if st.button("Import prompt file", disabled=f_up is None, key="ps_import"):
         try:
-            try:
-                raw = f_up.getvalue().decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise CaiError("not UTF-8 text", where=f_up.name) from exc
-            items = parse_prompts_text(raw, f_up.name)
+            items = parse_prompts_text(read_upload(f_up, ("jsonl", "csv", "text")), f_up.name)
             import_prompt_set(store, ps_name, items, kind=ps_kind, source=f"upload:{f_up.name}", replace=ps_replace)
             st.success(f"Imported {len(items)} prompts as {ps_name!r}.")
         except CaiError as exc:

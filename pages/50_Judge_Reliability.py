@@ -15,7 +15,7 @@ from cai_core.jobs import list_jobs, start_job
 from cai_core.overview import workspace_counts
 from cai_core.preferences import add_label
 from cai_core.reliability import agreement, collapse, json_safe, match, stratified_sample
-from ui.common import active_model, get_store, job_progress, show_error
+from ui.common import active_model, get_store, job_progress, read_upload, show_error
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
                             group_figure, metric_cards, num, pct, show_pair)
 
@@ -57,7 +57,8 @@ with st.expander("Add a gold set", expanded=not gold_sets(store)):
     upload = st.file_uploader("Label file (JSONL)", type=["jsonl", "json", "txt"], key="rel_upload")
     if upload is not None:
         try:
-            st.session_state["rel_uploaded_rows"] = parse_labels(upload.getvalue().decode("utf-8"), source=upload.name)
+            st.session_state["rel_uploaded_rows"] = parse_labels(read_upload(upload, ("jsonl", "json", "text")),
+                                                                 source=upload.name)
             st.caption(f"{upload.name}: {len(st.session_state['rel_uploaded_rows'])} labels read")
         except (CaiError, UnicodeDecodeError) as exc:
             show_error(exc)

@@ -103,3 +103,12 @@ def job_args(argv: list[str], command: str) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+def read_upload(uploaded, allowed: tuple[str, ...]) -> str:
+    """An uploaded file's text after the upload checks (type, size, no pickles); raises CaiError."""
+    from cai_core.uploads import check_upload
+
+    data = uploaded.getvalue()
+    check_upload(uploaded.name, data, allowed)
+    return data.decode("utf-8-sig")
