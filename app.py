@@ -5,12 +5,11 @@ Pages are the files in pages/, ordered by their numeric prefix ("30_Critique_and
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from cai_core.bootstrap import ensure_samples
 from ui.common import active_model, get_store, workspace_root
+from ui.navigation import page_files, page_title, page_url
 from ui.sidebar import render_sidebar
 
 ICONS = {
@@ -28,10 +27,10 @@ ICONS = {
 
 def discover_pages() -> list:
     pages = []
-    for path in sorted(Path(__file__).parent.joinpath("pages").glob("[0-9]*_*.py")):
-        title = path.stem.split("_", 1)[1].replace("_", " ")
+    for path in page_files():
+        title = page_title(path)
         pages.append(st.Page(str(path), title=title, icon=ICONS.get(title, ":material/article:"),
-                             default=not pages, url_path=title.lower().replace(" ", "-")))
+                             default=not pages, url_path=page_url(path)))
     return pages
 
 

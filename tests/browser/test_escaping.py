@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ui.navigation import page_url
+
 from .conftest import click_tab, open_page, snap
 
 PAYLOAD = ("<script>alert(1)</script> **bold** <img src=x onerror=alert(1)> "
@@ -26,7 +28,7 @@ def page_path(prefix: str) -> str | None:
     found = sorted(PAGES.glob(f"{prefix}_*.py"))
     if not found:
         return None
-    return found[0].stem.split("_", 1)[1].replace("_", " ").lower().replace(" ", "-")
+    return page_url(found[0])
 
 
 def assert_inert(page, marker: str = "alert(1)") -> None:

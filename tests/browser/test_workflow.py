@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ui.navigation import page_title, page_url
+
 from .conftest import (TIMEOUT_MS, AppServer, click_button, click_tab, fill, open_page, select_option, selected, settle,
                        snap, start_app, wait_for_app)
 
@@ -29,12 +31,7 @@ def page_file(prefix: str) -> Path | None:
     return found[0] if found else None
 
 
-def url_of(path: Path) -> str:
-    return path.stem.split("_", 1)[1].replace("_", " ").lower().replace(" ", "-")
-
-
-def title_of(path: Path) -> str:
-    return path.stem.split("_", 1)[1].replace("_", " ")
+url_of, title_of = page_url, page_title
 
 
 def needs(prefix: str) -> Path:
