@@ -83,4 +83,4 @@ def test_models_page_loads_and_streams(app_env, tiny_model_dir):
 
     at.button(key="models_unload").click().run()
     assert not at.exception, at.exception
-    assert "not loaded in this app yet" in _texts(at)
+    assert "loads on first use" in _texts(at)

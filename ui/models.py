@@ -52,7 +52,7 @@ def load_status(spec: str, workspace, *, key: str) -> None:
     if info:
         st.caption(info_caption(info))
     else:
-        st.caption("not loaded in this app yet")
+        st.caption("ready: loads on first use (or press Load on the Models page)")
 
 
 def _poll_load(spec: str, workspace, key: str) -> None:
