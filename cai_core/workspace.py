@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,9 @@ class Workspace:
             try:
                 for sub in ("", "runs", "exports", "models", "jobs", "reports"):
                     (path / sub).mkdir(parents=True, exist_ok=True)
-                probe = path / ".write-probe"
-                probe.write_text("ok")
-                probe.unlink()
+                # a private probe file: processes opening the workspace at once must not race on one name
+                with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+                    pass
             except OSError as exc:
                 raise CaiError(f"workspace {path} is not writable ({exc.strerror or exc})") from exc
         elif not path.is_dir():

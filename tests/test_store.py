@@ -88,3 +88,20 @@ def test_child_path_refuses_escape(workspace):
         with pytest.raises(CaiError):
             workspace.child_path("runs", bad)
     assert workspace.child_path("runs", "ok-run_1").parent == workspace.runs_dir.resolve()
+
+
+def test_processes_opening_one_workspace_at_once_do_not_race(tmp_path):
+    """Each process checks writability with its own probe file (a shared name raced: one process
+    deleted it under another, which then reported the workspace as not writable)."""
+    root = tmp_path / "shared-ws"
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parent.parent)!r})
+        from cai_core.workspace import Workspace
+        for _ in range(200):
+            Workspace.open({str(root)!r})
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    assert not list(root.glob(".write-probe*"))
