@@ -15,6 +15,15 @@ from cai_core.errors import CaiError
 
 QUESTION = [{"role": "user", "content": "Reply with one letter, A or B. Which number is larger: (A) 3 or (B) 7?"}]
 STORY = [{"role": "user", "content": "Tell me a short story about a lighthouse."}]
+DECOY = [{"role": "user", "content": "Name a colour."}]
+
+
+def _same_cache_state(backend):
+    """llama.cpp reuses the KV cache of the previous request's longest common prefix, and evaluating a
+    prompt's tail in one batch or token by token changes logits by float noise - enough to flip a
+    near-tie in greedy decoding. A one-token request on an unrelated prompt first leaves every compared
+    request sharing only the chat header with the cache, so each evaluates its prompt the same way."""
+    backend.generate([DECOY], GenerationParams(max_new_tokens=1, temperature=0))
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +84,25 @@ def test_seed_sent_per_sample(fake_server):
 
 def test_stream_matches_generate(backend):
     p = GenerationParams(max_new_tokens=12, temperature=0)
+    _same_cache_state(backend)
     pieces = list(backend.stream(STORY, p))
     assert len(pieces) > 3, "streams token by token"
+    _same_cache_state(backend)
     assert "".join(pieces).strip() == backend.generate([STORY], p)[0][0].text
 
 
 def test_stop_strings(backend):
     p = GenerationParams(max_new_tokens=16, temperature=0)
+    _same_cache_state(backend)
     full = backend.generate([STORY], p)[0][0].text
     words = full.split()
     assert len(words) > 3
     stop = " " + words[2]
     expected = full[: full.find(stop)].strip()
     p.stop = [stop]
+    _same_cache_state(backend)
     assert backend.generate([STORY], p)[0][0].text == expected
+    _same_cache_state(backend)
     assert "".join(backend.stream(STORY, p)).strip() == expected
 
 
