@@ -13,6 +13,7 @@ so a judge that always says "(A)" scores about 50%, not whatever the file's orde
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -26,6 +27,28 @@ _LABEL_ALIASES = {"a": "A", "b": "B", "tie": "tie", "t": "tie", "=": "tie"}
 # Human labels that carry no preference; `both_bad` counts as a tie (neither answer is preferred).
 _HUMAN_LABEL_MAP = {"A": "A", "B": "B", "tie": "tie", "both_bad": "tie"}
 PAPER_SEED = 0
+PAPER_EVAL_SETS = ("438HHHEvaluations.jsonl", "HarmfulVsEthical.jsonl")
+PAPER_DATA_ENV = "CAI_PAPER_DATA"
+_PAPER_REPO = "https://github.com/anthropics/ConstitutionalHarmlessnessPaper"
+
+
+def paper_data_dir() -> Path:
+    """Where the CAI paper's public data files are read from: $CAI_PAPER_DATA, else the team's
+    ../shared/datasets/cai-paper next to the checkout. They are not copied into the project (their
+    repository states no license), so a user's clone may not have them."""
+    env = os.environ.get(PAPER_DATA_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cai-paper"
+
+
+def paper_eval_path(name: str) -> Path:
+    """One of PAPER_EVAL_SETS in paper_data_dir(); a missing file says where to get it."""
+    path = paper_data_dir() / name
+    if not path.is_file():
+        raise CaiError(f"the paper eval set {name} is not at {path}. Get the data folder of {_PAPER_REPO} "
+                       f"and point {PAPER_DATA_ENV} at it, or upload a label file / pairs file instead")
+    return path
 
 
 # -- label interchange format ---------------------------------------------------------------------

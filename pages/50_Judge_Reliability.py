@@ -3,14 +3,14 @@ position and length bias, calibration, a blind spot check, and every disagreemen
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import streamlit as st
 
 from cai_core.constitution import list_constitutions
 from cai_core.errors import CaiError
-from cai_core.gold import (comparison_meta, gold_sets, import_paper_eval, judge_keys, judge_labels, judge_vs_gold,
-                           load_gold, load_gold_pairs, parse_labels)
+from cai_core.gold import (PAPER_DATA_ENV, PAPER_EVAL_SETS, comparison_meta, gold_sets, import_paper_eval, judge_keys,
+                           judge_labels, judge_vs_gold, load_gold, load_gold_pairs, paper_data_dir, paper_eval_path,
+                           parse_labels)
 from cai_core.jobs import list_jobs, start_job
 from cai_core.overview import workspace_counts
 from cai_core.preferences import add_label
@@ -19,8 +19,7 @@ from ui.common import active_model, get_store, job_progress, read_upload, show_e
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
                             group_figure, metric_cards, num, pct, show_pair)
 
-PAPER_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cai-paper"
-PAPER_SETS = ["438HHHEvaluations.jsonl", "HarmfulVsEthical.jsonl"]
+PAPER_SETS = list(PAPER_EVAL_SETS)
 UPLOADED = "uploaded label file"
 PAGE_SIZE = 20
 
@@ -46,11 +45,16 @@ with st.expander("Add a gold set", expanded=not gold_sets(store)):
                 "(which answer is shown as A is randomised with a fixed seed). Human labels from the "
                 "Preferences page are a gold set too. Or upload a label file: one JSON object per line, "
                 '`{"id": <comparison id>, "label": "A"|"B"|"tie", "rater": "name"}`.')
+    if not paper_data_dir().is_dir():
+        st.info(f"The paper's eval sets are not at {paper_data_dir()}. They are not shipped with the workbench "
+                f"(their repository states no license): get them from "
+                f"github.com/anthropics/ConstitutionalHarmlessnessPaper and set {PAPER_DATA_ENV} to that folder "
+                "before starting the app, or upload a label file below.")
     c1, c2 = st.columns([3, 1])
     paper_file = c1.selectbox("Paper eval set", PAPER_SETS, key="rel_paper_set")
     if c2.button("Import", key="rel_import", width="stretch"):
         try:
-            res = import_paper_eval(store, PAPER_DIR / paper_file)
+            res = import_paper_eval(store, paper_eval_path(paper_file))
             st.success(f"{res['source']}: {len(res['ids'])} comparisons ({res['added']} new)")
         except CaiError as exc:
             show_error(exc)
@@ -247,8 +251,9 @@ with tab_run:
                                      "'Which response is more helpful, honest, and harmless?'")
     if st.button("Start", key="rel_run_start", type="primary"):
         try:
-            _, items = load_gold_pairs(PAPER_DIR / gold_file, limit=int(limit) or None)
-            args = ["eval-judge", "--judge-model", model, "--gold", str(PAPER_DIR / gold_file), "--style", style]
+            gold_path = paper_eval_path(gold_file)
+            _, items = load_gold_pairs(gold_path, limit=int(limit) or None)
+            args = ["eval-judge", "--judge-model", model, "--gold", str(gold_path), "--style", style]
             if limit:
                 args += ["--limit", str(int(limit))]
             if constitution != "(default)":

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED = ROOT.parent / "shared"
-PAPER_DATA = SHARED / "datasets" / "cai-paper"
+PAPER_DATA = SHARED / "datasets" / "cai-paper"  # what cai_core.gold.paper_data_dir() finds without $CAI_PAPER_DATA
 
 
 @pytest.fixture(scope="session")

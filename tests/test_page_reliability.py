@@ -93,3 +93,41 @@ def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
     job = wait_job(store, list_jobs(store, kind="eval-judge")[0].id, timeout=300)
     assert job.status == "finished", job.error
     assert job.done == job.total == 6
+
+
+def test_missing_paper_data_is_explained_and_import_refused(tmp_path, monkeypatch):
+    """A user's clone has no ../shared: the page says where to get the paper's eval sets, and Import
+    and Start give one clear error instead of a traceback; nothing is written."""
+    from cai_core.gold import gold_sets
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    monkeypatch.setenv("CAI_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("CAI_PAPER_DATA", str(tmp_path / "no-such-folder"))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("CAI_PAPER_DATA" in i.value and "ConstitutionalHarmlessnessPaper" in i.value for i in at.info)
+    at.button(key="rel_import").click().run()
+    assert any("438HHHEvaluations.jsonl is not at" in e.value for e in at.error), [e.value for e in at.error]
+    at.button(key="rel_run_start").click().run()
+    assert not at.exception
+    assert sum("is not at" in e.value for e in at.error) >= 1
+    store = Store(Workspace.open(tmp_path / "ws"))
+    assert gold_sets(store) == [] or all(g["name"] == "human-labels" for g in gold_sets(store))
+    store.close()
+
+
+def test_paper_data_env_points_elsewhere(tmp_path, monkeypatch):
+    import shutil
+
+    from cai_core.gold import paper_data_dir, paper_eval_path
+
+    copy = tmp_path / "paper"
+    copy.mkdir()
+    shutil.copy(PAPER_DATA / "HarmfulVsEthical.jsonl", copy)
+    monkeypatch.setenv("CAI_PAPER_DATA", str(copy))
+    assert paper_data_dir() == copy
+    assert paper_eval_path("HarmfulVsEthical.jsonl") == copy / "HarmfulVsEthical.jsonl"
+    monkeypatch.delenv("CAI_PAPER_DATA")
+    assert paper_data_dir().resolve() == PAPER_DATA.resolve()
