@@ -106,3 +106,30 @@ def test_cli_ab_experiment(tiny_model_dir, versions, tmp_path):
                 "--workspace", str(tmp_path / "ws"))
     assert r.returncode == 0, r.stderr
     assert "edit size (words)" in r.stdout and "principle harm (changed)" in r.stdout
+
+
+def _render_experiment(result):
+    from ui.evaluation import render_experiment
+
+    render_experiment(result)
+
+
+def test_attribution_table_says_why_a_cell_is_empty(store, tiny_model_dir, versions):
+    """A changed principle that no prompt used has no metrics: its cells say so instead of 'None'."""
+    from streamlit.testing.v1 import AppTest
+
+    a, b, pa, pb, prompts = versions
+    spec = ABSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts), model=str(tiny_model_dir),
+                  judge_model=str(tiny_model_dir), name="cells", rounds=1, schedule="all", max_new_tokens=4,
+                  n_boot=50)
+    result = run_ab_experiment(store, spec)["result"]
+    result["attribution"].append({"principle": "unused", "status": "added", "fields": [], "rounds_a": 0,
+                                  "rounds_b": 0, "metrics": None})
+    at = AppTest.from_function(_render_experiment, args=(result,), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(df.value for df in at.dataframe if "evasive B-A" in df.value.columns)
+    rows = {r["principle"]: r for r in table.to_dict("records")}
+    assert rows["unused"]["evasive B-A"] == "no prompt used it" and rows["unused"]["prompts using it"] == 0
+    assert rows["harm"]["edit words B-A"].startswith(("+", "-"))
+    assert not table.isna().any().any()

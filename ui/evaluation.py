@@ -117,14 +117,20 @@ def render_experiment(result: dict) -> None:
     c1.plotly_chart(experiment_figure(result), width="stretch", key="ab_forest")
     c2.plotly_chart(edit_size_figure(result), width="stretch", key="ab_edits")
     st.markdown("**Per-principle attribution**")
+    def diff(m: dict, key: str) -> str:
+        """A signed difference, or why there is none (a blank cell would read as a bug)."""
+        if not m:
+            return "no prompt used it"
+        value = (m.get(key) or {}).get("diff")
+        return "not measured" if value is None else f"{value:+.3g}"
+
     attr = []
     for a in result["attribution"]:
         m = a["metrics"] or {}
         attr.append({"principle": a["principle"], "status": a["status"], "rounds A": a["rounds_a"],
                      "rounds B": a["rounds_b"], "prompts using it": m.get("n", 0),
-                     "evasive B-A": (m.get("evasive") or {}).get("diff"),
-                     "edit words B-A": (m.get("edit_words") or {}).get("diff"),
-                     "judge net pref. B": (m.get("judge_pref_b") or {}).get("diff")})
+                     "evasive B-A": diff(m, "evasive"), "edit words B-A": diff(m, "edit_words"),
+                     "judge net pref. B": diff(m, "judge_pref_b")})
     if attr:
         st.dataframe(pd.DataFrame(attr), hide_index=True, width="stretch")
     else:
