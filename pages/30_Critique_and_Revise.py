@@ -300,15 +300,17 @@ with sft_tab:
 
     @st.fragment(run_every=2)
     def export_jobs() -> None:
+        """Job progress and the exports list together, so a finished export shows up without a rerun."""
         for job in list_jobs(store, kind="export-sft", limit=3):
             job_progress(job)
             if job.status == "finished" and job.result:
                 st.caption(f"{job.result.get('counts', {}).get('total')} rows written to {job.result.get('path')}")
+        exports = list_exports(store, "sft")
+        if exports:
+            st.markdown("**SFT exports**")
+            st.dataframe(pd.DataFrame([{"name": e["name"], "rows": e["rows"],
+                                        "models": ", ".join(e["card"].get("models", [])),
+                                        "path": e["path"], "created_at": age(e["created_at"])} for e in exports]),
+                         hide_index=True, width="stretch")
 
     export_jobs()
-    exports = list_exports(store, "sft")
-    if exports:
-        st.markdown("**SFT exports**")
-        st.dataframe(pd.DataFrame([{"name": e["name"], "rows": e["rows"], "models": ", ".join(e["card"].get("models", [])),
-                                   "path": e["path"], "created_at": age(e["created_at"])} for e in exports]),
-                     hide_index=True, width="stretch")

@@ -149,7 +149,7 @@ with tab_make:
     st.caption("k responses per prompt from a policy (the base model or an SFT run's output folder); every two "
                "distinct responses form a pair. Runs in the background.")
     sets = list_prompt_sets(store)
-    with st.form("sample_form"):
+    with st.form("sample_form", enter_to_submit=False):
         c1, c2 = st.columns(2)
         policy = c1.text_input("Policy model", value=model, help="default, a model folder (e.g. workspace/runs/NAME/...), a .gguf, or a URL")
         prompt_src = c2.selectbox("Prompt set", [p["name"] for p in sets] or ["(no prompt sets - import one first)"])
@@ -194,7 +194,7 @@ with tab_make:
 
     st.subheader("Judge")
     consts = list_constitutions(store)
-    with st.form("judge_form"):
+    with st.form("judge_form", enter_to_submit=False):
         c1, c2, c3 = st.columns(3)
         j_batch = c1.selectbox("Batch", batch_names or ["(no batches yet)"])
         j_model = c2.text_input("Judge model", value=model)

@@ -79,7 +79,7 @@ with tab_new:
                 "(or `python -m cai_core prompts import ...`).")
     else:
         options = policy_options(store)
-        with st.form("new_eval"):
+        with st.form("new_eval", enter_to_submit=False):
             chosen = st.multiselect("Policies", [o["spec"] for o in options], default=["default"],
                                     format_func=lambda s: next(o["label"] for o in options if o["spec"] == s),
                                     help="The base model, trained runs and their checkpoints.")
@@ -137,7 +137,7 @@ with tab_ab:
             ver = col.selectbox(f"Version {arm}", versions, index=min(1 if arm == "A" else 0, len(versions) - 1),
                                 key=f"ab_v_{arm}_{cname}")
             refs.append(f"{cname}@{ver}")
-        with st.form("new_ab"):
+        with st.form("new_ab", enter_to_submit=False):
             c1, c2, c3, c4 = st.columns(4)
             pset = c1.selectbox("Prompt set", [s["name"] for s in list_prompt_sets(store)], key="ab_prompts")
             rounds = c2.number_input("Rounds", 1, 10, 1, key="ab_rounds")

@@ -14,7 +14,10 @@ from cai_core.training import metrics as tm
 from cai_core.training import runs as tr
 from cai_core.training.specs import DATA_NEEDS, KIND_HELP, KINDS, SPEC_CLASSES, field_help, new_spec
 
-STATUS_ICON = {"queued": "⏳", "running": "▶️", "finished": "✅", "stopped": "⏹️", "failed": "❌"}
+# Streamlit's bundled Material icons: they render without an emoji font (markdown only, not table cells).
+STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/play_circle:",
+               "finished": ":material/check_circle:", "stopped": ":material/stop_circle:",
+               "failed": ":material/error:"}
 POLICY_KINDS = ("sft", "dpo", "ppo", "rloo", "grpo")
 
 
@@ -186,7 +189,7 @@ def run_table(store, runs) -> None:
     for r in runs:
         lin = tr.lineage(store, r)
         rows.append({
-            "id": r.id, "run": r.name, "kind": r.kind, "status": f"{STATUS_ICON.get(r.status, '')} {r.status}",
+            "id": r.id, "run": r.name, "kind": r.kind, "status": r.status,
             "duration": fmt_duration(r.duration_s),
             "key metrics": ", ".join(f"{k}={fmt_value(v)}" for k, v in r.key_metrics().items()),
             "dataset": (lin.get("export") or {}).get("name") or lin.get("dataset"),
