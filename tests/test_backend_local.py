@@ -102,6 +102,70 @@ def test_choice_logprobs_sum_to_one_and_match_manual(tiny_backend):
         tiny_backend.choice_logprobs([SHORT], [])
 
 
+def test_prefix_groups():
+    from cai_core.backends.local import prefix_groups
+
+    head = list(range(40))
+    ab, ba = head + [1, 2, 3], head + [4, 5]
+    other = list(range(100, 140)) + [9]
+    assert prefix_groups([ab, ba, other]) == [(40, [0, 1]), (40, [2])]
+    # a third prompt that shares less than the group prefix starts its own group
+    assert prefix_groups([ab, ba, head[:35] + [7] * 10]) == [(40, [0, 1]), (44, [2])]
+    # every member keeps one token of its own, even when one prompt is the other's prefix
+    assert prefix_groups([head, head + [1]]) == [(39, [0, 1])]
+    assert prefix_groups([[5]]) == [(0, [0])]
+    assert prefix_groups([head, head], min_shared=50) == [(39, [0]), (39, [1])]
+    # two different pairs behind the same chat header: padding the short one would cost more than
+    # the shared header saves, so they stay apart (and the length-sorted batching handles them)
+    assert prefix_groups([head + [1] * 250, head + [2] * 120]) == [(289, [0]), (159, [1])]
+    assert prefix_groups([head + [1] * 30, head + [2] * 20]) == [(40, [0, 1])]
+
+
+def test_chunks_bound_padding_and_keep_every_row():
+    from cai_core.backends.local import _chunks
+
+    prompts = [[0] * n for n in (600, 600, 200, 210, 190, 205, 30)]
+    groups = [(599, [0, 1]), (199, [2]), (209, [3]), (189, [4]), (204, [5]), (29, [6])]
+    chunks = list(_chunks(groups, prompts, batch_size=4))
+    rows = [m for chunk in chunks for _, members in chunk for m in members]
+    assert sorted(rows) == list(range(7))
+    for chunk in chunks:
+        members = [m for _, ms in chunk for m in ms]
+        assert len(members) <= 4
+        widest, real = max(len(prompts[m]) for m in members), sum(len(prompts[m]) for m in members)
+        assert widest * len(members) <= 1.3 * real or len(chunk) == 1
+    assert [m for _, ms in chunks[-1] for m in ms] == [0, 1], "the two long prompts are batched on their own"
+    # a group bigger than the batch is split, never dropped
+    assert [ms for chunk in _chunks([(10, list(range(5)))], [[0] * 12] * 5, 2) for _, ms in chunk] == [
+        [0, 1], [2, 3], [4]]
+
+
+def test_choice_logprobs_shared_prefixes_match_manual(text_backend):
+    """A judge's two orders of each pair share the conversation: the grouped prefill gives the same
+    probabilities as scoring every (conversation, option) sequence on its own, in the input order,
+    also when a batch boundary splits a group."""
+    from cai_core.judges import judge_conversation
+
+    convo = "Human: " + "How should I store cleaning products safely at home? " * 4
+    question = "Which response is more helpful, honest and harmless?"
+    answers = [("Keep them high up and locked.", "Mix them all in one bottle."),
+               ("Store them in the original containers.", "Put them next to food."),
+               ("Away from children and pets.", "I don't know.")]
+    convs = []
+    for a, b in answers:
+        convs += [judge_conversation(convo, a, b, question, "mc"), judge_conversation(convo, b, a, question, "mc")]
+    convs.insert(3, SHORT)
+    options = ["(A)", "(B)"]
+    for batch_size in (16, 3, 1):
+        got = text_backend.choice_logprobs(convs, options, assistant_prefix="The answer is: ", batch_size=batch_size)
+        assert len(got) == len(convs)
+        for conv, probs in zip(convs, got):
+            manual = _manual_option_probs(text_backend, conv, options, "The answer is: ")
+            for o in options:
+                assert probs[o] == pytest.approx(manual[o], abs=1e-4), (batch_size, conv[-1]["content"][-40:])
+    assert len({round(p["(A)"], 6) for p in got}) > 2, "the probabilities differ per conversation"
+
+
 def test_info(tiny_backend):
     info = tiny_backend.info()
     assert info["kind"] == "local" and info["device"] == "cpu" and info["dtype"] == "float32"

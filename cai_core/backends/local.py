@@ -1,8 +1,8 @@
 """Local transformers backend: HF folder, GGUF file, optional PEFT adapter, bitsandbytes 4/8-bit.
 
 Batched generation uses left padding and the tokenizer's chat template. Option probabilities
-(the paper's multiple-choice labels) come from one forward pass over all (conversation, option)
-sequences, no text generation.
+(the paper's multiple-choice labels) need no text generation, and no prompt prefix is prefilled
+twice (see choice_logprobs).
 """
 from __future__ import annotations
 
@@ -241,9 +241,12 @@ class LocalBackend(Backend):
     # -- option probabilities --------------------------------------------------------------
     def choice_logprobs(self, conversations: list[Conversation], options: list[str], assistant_prefix: str = "",
                         batch_size: int = 16) -> list[dict[str, float]]:
-        """One prefill per conversation, shared by all options: the prompt runs once (left padded,
-        logits only at its last position), its KV cache is repeated for each option, and only the
-        option tokens run again. Scores are summed option-token log-probs, then normalised."""
+        """Summed option-token log-probs per conversation, normalised over the options.
+
+        Prefill is the cost on CPU, so nothing is prefilled twice: neighbouring conversations that
+        share a long token prefix (a judge's two A/B orders of one pair share the whole conversation
+        and question) prefill it once as a group; each member then runs only its own suffix on a copy
+        of the group's KV cache, and each option runs only its own tokens on a copy of the member's."""
         torch = self._torch
         if not options:
             raise CaiError("choice_logprobs needs at least one option")
@@ -258,41 +261,128 @@ class LocalBackend(Backend):
         for j, ids in enumerate(opt_ids):  # right padding after the option: earlier tokens never see it
             cont[j, : len(ids)] = torch.tensor(ids)
             cont_mask[j, : len(ids)] = 1
-        prefixes = [self.tokenizer(self._prompt_text(c) + assistant_prefix, add_special_tokens=False)["input_ids"]
-                    for c in conversations]
+        prompts = [self.tokenizer(self._prompt_text(c) + assistant_prefix, add_special_tokens=False)["input_ids"]
+                   for c in conversations]
+        if any(not ids for ids in prompts):
+            raise CaiError("a conversation tokenizes to nothing")
         out: list[dict[str, float]] = []
         with self._lock, torch.inference_mode():
-            for start in range(0, len(prefixes), batch_size):
-                chunk = prefixes[start:start + batch_size]
-                b, width = len(chunk), max(len(s) for s in chunk)
-                input_ids = torch.full((b, width), pad, dtype=torch.long)
-                mask = torch.zeros((b, width), dtype=torch.long)
-                for r, ids in enumerate(chunk):  # left padding: every prompt ends at the last column
-                    input_ids[r, width - len(ids):] = torch.tensor(ids)
-                    mask[r, width - len(ids):] = 1
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                first = self.model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
-                                   position_ids=positions.to(dev), use_cache=True, logits_to_keep=1)
+            for chunk in _chunks(prefix_groups(prompts), prompts, batch_size):
+                rows = [m for _, members in chunk for m in members]
+                b = len(rows)
+                # 1. each group's shared prefix, once (left padded so every prefix ends at the last column)
+                prefix_ids, prefix_mask = _left_pad(torch, [prompts[members[0]][:shared] for shared, members in chunk], pad)
+                prefix_pos = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+                group_of_row = torch.tensor([g for g, (_, members) in enumerate(chunk) for _ in members])
+                cache = None  # one-token prompts: nothing to share
+                if prefix_ids.shape[1]:
+                    cache = self.model(input_ids=prefix_ids.to(dev), attention_mask=prefix_mask.to(dev),
+                                       position_ids=prefix_pos.to(dev), use_cache=True, logits_to_keep=1).cache
+                    cache.batch_select_indices(group_of_row.to(dev))
+                # 2. each member's own suffix (at least one token), continuing its group's positions
+                shared_of_row = torch.tensor([shared for shared, members in chunk for _ in members])
+                suffix_ids, suffix_mask = _left_pad(torch, [prompts[r][int(shared_of_row[i]):] for i, r in enumerate(rows)], pad)
+                mask = torch.cat([prefix_mask[group_of_row], suffix_mask], dim=1)
+                suffix_pos = shared_of_row[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+                first = self.model(input_ids=suffix_ids.to(dev), attention_mask=mask.to(dev),
+                                   position_ids=suffix_pos.to(dev), cache=cache, use_cache=True, logits_to_keep=1)
                 first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # predicts each option's 1st token
+                # 3. the options' remaining tokens on k copies of each member's cache
                 cache = first.cache
                 cache.batch_repeat_interleave(k)
                 full_mask = torch.cat([mask.repeat_interleave(k, 0), cont_mask.repeat(b, 1)], dim=1)
-                cont_pos = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width_o)
+                cont_pos = suffix_pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width_o)
                 rest = self.model(input_ids=cont.repeat(b, 1).to(dev), attention_mask=full_mask.to(dev),
                                   position_ids=cont_pos.to(dev), cache=cache, use_cache=False)
                 rest_logp = torch.log_softmax(rest.logits.float(), dim=-1)
                 for r in range(b):
                     scores = {}
                     for j, (option, ids) in enumerate(zip(options, opt_ids)):
-                        row = r * k + j
                         total = float(first_logp[r, ids[0]])
                         for t in range(1, len(ids)):
-                            total += float(rest_logp[row, t - 1, ids[t]])
+                            total += float(rest_logp[r * k + j, t - 1, ids[t]])
                         scores[option] = total
-                    out.append(normalise(scores))
-        return out
+                    out.append((rows[r], normalise(scores)))
+        return [dist for _, dist in sorted(out, key=lambda x: x[0])]
 
     def close(self) -> None:
         self.model = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
+
+
+MIN_SHARED_PREFIX = 32  # tokens; below this a group's extra forward pass costs more than it saves
+
+
+def prefix_groups(prompts: list[list[int]], min_shared: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
+    """Neighbouring prompts that share at least min_shared leading tokens, as (shared length, indices).
+
+    A group only grows while the newcomer shares the whole group prefix (so the A/B and B/A orders
+    of one judged pair group together) and while the pad tokens its members' unequal suffixes need
+    stay below the prefix tokens it saves (two different pairs that share only the chat header do
+    not group). Every member keeps at least one token of its own: its last prompt token gives the
+    first option token's logits. A prompt on its own shares all its tokens but the last with nobody."""
+    groups: list[tuple[int, list[int]]] = []
+    i = 0
+    while i < len(prompts):
+        members = [i]
+        shared = _common_prefix(prompts[i], prompts[i + 1]) if i + 1 < len(prompts) else 0
+        if shared >= min_shared:
+            j = i + 1
+            while j < len(prompts) and _common_prefix(prompts[i], prompts[j]) >= shared:
+                cut = min(shared, *(len(prompts[m]) - 1 for m in members + [j]))
+                suffixes = [len(prompts[m]) - cut for m in members + [j]]
+                if max(suffixes) * len(suffixes) - sum(suffixes) > cut * (len(suffixes) - 1):
+                    break
+                members.append(j)
+                j += 1
+        shared = min(shared, *(len(prompts[m]) - 1 for m in members)) if len(members) > 1 else len(prompts[i]) - 1
+        groups.append((shared, members))
+        i = members[-1] + 1
+    return groups
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _chunks(groups: list[tuple[int, list[int]]], prompts: list[list[int]], batch_size: int,
+            max_padding: float = 0.3):
+    """Whole groups per forward batch (a group bigger than batch_size is split): at most batch_size
+    rows, similar lengths together, and a new batch before pad tokens would exceed max_padding of
+    the real ones in either pass (shared prefixes, then suffixes) - one long prompt in a batch of
+    short ones would otherwise multiply its cost."""
+    size = max(1, batch_size)
+    parts = [(shared, members[i:i + size]) for shared, members in groups for i in range(0, len(members), size)]
+    parts.sort(key=lambda part: max(len(prompts[m]) for m in part[1]))
+    chunk: list[tuple[int, list[int]]] = []
+    rows = real = widest_prefix = widest_suffix = 0
+    for shared, members in parts:
+        suffixes = [len(prompts[m]) - shared for m in members]
+        part_real = shared + sum(suffixes)
+        prefix_w, suffix_w = max(widest_prefix, shared), max(widest_suffix, max(suffixes))
+        padded = (len(chunk) + 1) * prefix_w + (rows + len(members)) * suffix_w
+        if chunk and (rows + len(members) > size or padded > (1 + max_padding) * (real + part_real)):
+            yield chunk
+            chunk, rows, real, prefix_w, suffix_w = [], 0, 0, shared, max(suffixes)
+        chunk.append((shared, members))
+        rows, real, widest_prefix, widest_suffix = rows + len(members), real + part_real, prefix_w, suffix_w
+    if chunk:
+        yield chunk
+
+
+def _left_pad(torch, seqs: list[list[int]], pad: int):
+    """(ids, mask) with every sequence ending at the last column."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        if seq:
+            ids[r, width - len(seq):] = torch.tensor(seq)
+            mask[r, width - len(seq):] = 1
+    return ids, mask
