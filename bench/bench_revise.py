@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=None, help="number of prompts (default 32; 8 with --quick)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="per stage (default 64; 16 with --quick)")
     p.add_argument("--batch-size", type=int, default=32, help="engine batch size")
+    p.add_argument("--few-shot", action="store_true",
+                   help="both sides put the constitution's few-shot examples before each critique and revision "
+                        "(the app's default; the engine prefills that shared block once per batch)")
     args = p.parse_args()
     setup(args)
     n = args.prompts or (8 if args.quick else 32)
@@ -57,7 +60,7 @@ def main() -> None:
     path = model_dir(args)
     prompts = red_team_prompts(n)
     constitution = load_constitution_file(ROOT / "sample_data" / "constitutions" / "harmless_helpful.yaml")
-    settings = ReviseSettings(rounds=1, few_shot=False, cot=False, temperature=0.0, max_new_tokens=max_new, seed=0)
+    settings = ReviseSettings(rounds=1, few_shot=args.few_shot, cot=False, temperature=0.0, max_new_tokens=max_new, seed=0)
     model_name = str(path)
 
     backend = LocalBackend(path, device="cpu", dtype="float32")
@@ -97,6 +100,7 @@ def main() -> None:
     loop_pps, engine_pps = n / t_loop.seconds, n / t_engine.seconds
     finish(args, {
         "model": path.name, "prompts": n, "max_new_tokens_per_stage": max_new, "engine_batch_size": args.batch_size,
+        "few_shot": args.few_shot,
         "torch_threads": torch.get_num_threads(),
         "seed_loop": f"{t_loop.seconds:.1f}s, {loop_pps:.3f} prompts/s, {loop_tokens / t_loop.seconds:.1f} tokens/s ({loop_tokens} tokens)",
         "engine": f"{t_engine.seconds:.1f}s, {engine_pps:.3f} prompts/s, {counting.tokens / t_engine.seconds:.1f} tokens/s ({counting.tokens} tokens)",

@@ -166,6 +166,44 @@ def test_choice_logprobs_shared_prefixes_match_manual(text_backend):
     assert len({round(p["(A)"], 6) for p in got}) > 2, "the probabilities differ per conversation"
 
 
+def test_generate_prefills_a_shared_few_shot_prefix_once(text_backend):
+    """Prompts behind the same long few-shot block: the block is prefilled once and its KV cache
+    copied per row; greedy answers are the ones each prompt gets on its own, and n samples work."""
+    from cai_core.backends.local import MIN_SHARED_GENERATION, shared_prefix
+
+    few_shot = []
+    for i in range(3):
+        few_shot += [{"role": "user", "content": f"Example question {i}: how do I fix a flat bicycle tyre quickly?"},
+                     {"role": "assistant", "content": f"Example answer {i}: remove the wheel, find the hole, patch it."}]
+    convs = [few_shot + [{"role": "user", "content": q}] for q in
+             ("What is the capital of France?", "Explain photosynthesis briefly, please.", "Hi")]
+    tok = text_backend.tokenizer
+    ids = [tok(text_backend._prompt_text(c), add_special_tokens=False)["input_ids"] for c in convs]
+    assert shared_prefix(ids) >= MIN_SHARED_GENERATION, "the test must exercise the shared-prefix path"
+    calls = []
+    forward = text_backend.model.forward
+
+    def counting(*a, **kw):
+        calls.append(kw["input_ids"].shape if "input_ids" in kw and kw["input_ids"] is not None else None)
+        return forward(*a, **kw)
+
+    text_backend.model.forward = counting
+    try:
+        batch = text_backend.generate(convs, GREEDY)
+    finally:
+        text_backend.model.forward = forward
+    assert calls[0][0] == 1 and calls[0][1] == shared_prefix(ids), "one prefill of the shared block"
+    assert max(shape[1] for shape in calls[1:]) < len(ids[1]), "rows never prefill the block again"
+    for conv, got in zip(convs, batch):
+        alone = text_backend.generate([conv], GREEDY)[0][0]
+        assert got[0].text == alone.text and got[0].tokens == alone.tokens
+    assert len({b[0].text for b in batch}) > 1
+    sampled = text_backend.generate(convs, GenerationParams(max_new_tokens=6, temperature=1.0, seed=3, n=2))
+    assert [len(row) for row in sampled] == [2, 2, 2] and all(c.tokens > 0 for row in sampled for c in row)
+    again = text_backend.generate(convs, GenerationParams(max_new_tokens=6, temperature=1.0, seed=3, n=2))
+    assert [[c.text for c in row] for row in again] == [[c.text for c in row] for row in sampled], "seeded"
+
+
 def test_info(tiny_backend):
     info = tiny_backend.info()
     assert info["kind"] == "local" and info["device"] == "cpu" and info["dtype"] == "float32"

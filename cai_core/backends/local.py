@@ -169,14 +169,19 @@ class LocalBackend(Backend):
         if not conversations:
             return []
         texts = [self._prompt_text(c) for c in conversations]
-        self.tokenizer.padding_side = "left"
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self._input_device()) for k, v in enc.items()}
         kw = self._gen_kwargs(params)
         n = max(1, int(params.n))
-        if n > 1:
-            kw["num_return_sequences"] = n
+        prompts = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        shared = shared_prefix(prompts) if len(prompts) > 1 else 0
         with self._lock, torch.inference_mode():
+            if shared >= MIN_SHARED_GENERATION:
+                enc, kw["cache"] = self._prefilled(prompts, shared, n)
+            else:
+                self.tokenizer.padding_side = "left"
+                enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = {k: v.to(self._input_device()) for k, v in enc.items()}
+                if n > 1:
+                    kw["num_return_sequences"] = n
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             out = self.model.generate(**enc, **kw)
@@ -198,6 +203,24 @@ class LocalBackend(Backend):
                 row.append(Completion(text=text.strip(), tokens=len(ids), finish_reason=finish))
             results.append(row)
         return results
+
+    def _prefilled(self, prompts: list[list[int]], shared: int, n: int):
+        """Inputs and KV cache for generating from prompts that share their first `shared` tokens
+        (a constitution's few-shot block): the prefix is prefilled once and its cache copied per row
+        (and per sample), instead of once per row. Each row is prefix + left-padded suffix; the
+        mask's hole over the pads keeps positions and attention what they would be unpadded."""
+        torch = self._torch
+        dev = self._input_device()
+        prefix = torch.tensor([prompts[0][:shared]], device=dev)
+        cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+        cache.batch_repeat_interleave(len(prompts) * n)
+        suffix_ids, suffix_mask = _left_pad(torch, [p[shared:] for p in prompts], self.tokenizer.pad_token_id)
+        input_ids = torch.cat([prefix.cpu().repeat(len(prompts), 1), suffix_ids], dim=1)
+        mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long), suffix_mask], dim=1)
+        # explicit positions: generate() would number the pads too and shift each suffix against the prefix
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        enc = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
+        return {k: v.repeat_interleave(n, 0).to(dev) for k, v in enc.items()}, cache
 
     def stream(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
         from transformers import TextIteratorStreamer
@@ -312,6 +335,16 @@ class LocalBackend(Backend):
 
 
 MIN_SHARED_PREFIX = 32  # tokens; below this a group's extra forward pass costs more than it saves
+MIN_SHARED_GENERATION = 64  # tokens every prompt of a generate call must share to prefill them once
+
+
+def shared_prefix(prompts: list[list[int]]) -> int:
+    """Leading tokens common to all prompts, leaving each at least one token of its own."""
+    first = prompts[0]
+    shared = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        shared = min(shared, _common_prefix(first, p))
+    return max(0, shared)
 
 
 def prefix_groups(prompts: list[list[int]], min_shared: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
