@@ -25,7 +25,7 @@ install-server: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-server.txt
 
 run: $(STAMP)
-	$(BIN)/python -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(BIN)/python -m ui.launch --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 browser:
 	bash scripts/ensure_chromium.sh

@@ -1,9 +1,8 @@
 """Page files -> navigation entries: pages/NN_Title_Words.py is "Title Words" at /title-words.
 
-app.py and the browser tests both name pages through here. (A url path equal to the file name
-would dodge Streamlit's "Page not found" dialog on a fresh session's first deep link, but only
-because Streamlit then runs the page file on its own, without app.py's sidebar and first-start
-setup; the dialog is the lesser evil.)
+app.py and the browser tests both name pages through here. (Streamlit's "Page not found" dialog on
+a fresh server's first deep link came from its pages/-folder mode, not from these names: ui/launch.py
+switches that mode off.)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Browser test fixtures: the REAL app (`streamlit run app.py`) on 127.0.0.1 with a fresh workspace and
+"""Browser test fixtures: the REAL app (`python -m ui.launch`, as `make run`) on 127.0.0.1 with a fresh workspace and
 the tiny model, driven by Debian's chromium through Playwright (never a downloaded browser).
 
 Screenshots go to test-artifacts/ (gitignored); with CAI_UPDATE_SCREENSHOTS=1 they are also copied to
@@ -44,7 +44,7 @@ def free_port() -> int:
 
 
 class AppServer:
-    """One `streamlit run app.py` process with its own workspace; `stop()` kills its process group."""
+    """One app server process (`python -m ui.launch`) with its own workspace; `stop()` kills its process group."""
 
     def __init__(self, workspace: Path, model_dir: Path, *, theme: str | None = None, extra_env: dict | None = None):
         self.workspace = workspace
@@ -68,7 +68,7 @@ class AppServer:
         env = {**os.environ, "CAI_WORKSPACE": str(self.workspace), "CAI_MODEL": str(self.model_dir),
                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", **self.extra_env}
-        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+        cmd = [sys.executable, "-m", "ui.launch", "--server.address", "127.0.0.1",
                "--server.port", str(self.port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         if self.theme:
@@ -201,14 +201,11 @@ def wait_for_app(page, timeout_ms: int = TIMEOUT_MS) -> None:
 def open_page(page, server: AppServer, url_path: str = "", title: str | None = None) -> None:
     """Open a page by its url path and wait for its title (first h1) and the end of the script run."""
     page.goto(f"{server.url}/{url_path}")
-    # Streamlit may answer a deep link with "Page not found" before the session knows app.py's pages
-    # (seen on the first visit to a fresh server); the page itself runs anyway. Close it and go again.
-    not_found = page.locator("[role='dialog']").filter(has_text="Page not found")
     page.locator("[data-testid='stMain'] h1").first.wait_for()
     wait_for_app(page)
-    if not_found.count():
-        page.keyboard.press("Escape")
-        page.goto(f"{server.url}/{url_path}")
+    # ui.launch starts the server in st.navigation mode: no "Page not found" on a fresh server's first deep link
+    not_found = page.locator("[role='dialog']").filter(has_text="Page not found")
+    assert not not_found.count(), f"'Page not found' dialog on /{url_path}"
     heading = page.locator("[data-testid='stMain'] h1")
     if title:
         heading = heading.filter(has_text=title)
