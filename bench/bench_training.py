@@ -120,7 +120,6 @@ def main() -> None:
     setup(args)
     steps = args.steps or (6 if args.quick else 12)
     max_length = args.max_length or 256  # longer pairs are dropped by the reward trainer
-    from cai_core.store import dumps, now
     from cai_core.training.runs import get_run, launch, read_metrics, refresh
     from cai_core.training.specs import new_spec
 

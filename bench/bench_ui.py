@@ -14,7 +14,6 @@ import json
 import os
 import random
 import time
-from pathlib import Path
 
 from benchlib import ROOT, finish, parser, setup, temp_store
 
@@ -92,7 +91,7 @@ def main() -> None:
     seed(store, n)
     seeded = time.time() - t
     os.environ["CAI_WORKSPACE"] = str(store.workspace.root)
-    from benchlib import TINY_DIR, model_dir
+    from benchlib import model_dir
 
     args.quick = True  # the sidebar's active model: the tiny one, never loaded by rendering
     os.environ["CAI_MODEL"] = str(model_dir(args))
