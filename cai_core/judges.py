@@ -278,9 +278,8 @@ def _run_batch(backend: Backend, spec: JudgeSpec, batch: list[_Item]) -> list[di
         outs = backend.generate(convs, params)
         reasonings = [o[0].text.strip() if o else "" for o in outs]
         lo, hi = spec.cot_clamp
-        for k, (conv, reasoning) in enumerate(zip(convs, reasonings)):
-            prefix = (reasoning + COT_SUFFIX) if reasoning else COT_SUFFIX.strip() + " "
-            dist = backend.choice_logprobs([conv], OPTIONS, assistant_prefix=prefix)[0]
+        prefixes = [(reasoning + COT_SUFFIX) if reasoning else COT_SUFFIX.strip() + " " for reasoning in reasonings]
+        for k, dist in enumerate(backend.choice_logprobs(convs, OPTIONS, assistant_prefix=prefixes)):
             raws[k] = json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
             probs[k] = min(hi, max(lo, float(dist["(A)"])))
     else:  # parse

@@ -122,6 +122,11 @@ def test_choice_logprobs_exact_matches_first_token(backend):
 def test_choice_logprobs_multitoken_options_and_prefix(backend):
     probs = backend.choice_logprobs([QUESTION], ["(A)", "(B)"], assistant_prefix="The answer is ")[0]
     assert abs(sum(probs.values()) - 1) < 1e-9 and all(0 < v < 1 for v in probs.values())
+    # one prefix per conversation (a CoT judge's reasoning), scored in one call
+    both = backend.choice_logprobs([QUESTION, QUESTION], ["(A)", "(B)"],
+                                   assistant_prefix=["The answer is ", "7 is larger, so the answer is "])
+    assert both[0]["(A)"] == pytest.approx(probs["(A)"], abs=0.02)
+    assert both[1]["(B)"] != pytest.approx(both[0]["(B)"], abs=1e-6)
 
 
 def test_info(backend):

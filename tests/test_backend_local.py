@@ -204,6 +204,20 @@ def test_generate_prefills_a_shared_few_shot_prefix_once(text_backend):
     assert [[c.text for c in row] for row in again] == [[c.text for c in row] for row in sampled], "seeded"
 
 
+def test_choice_logprobs_one_prefix_per_conversation(text_backend):
+    """A CoT judge scores each item after its own reasoning: one batched call with a prefix per
+    conversation gives what one call per conversation gives; a count mismatch is a clear error."""
+    convs = [SHORT, LONG, SHORT]
+    prefixes = ["Paris is big. So the answer is: ", "Plants use light. So the answer is: ", "The answer is: "]
+    batched = text_backend.choice_logprobs(convs, ["(A)", "(B)"], assistant_prefix=prefixes)
+    for conv, prefix, got in zip(convs, prefixes, batched):
+        alone = text_backend.choice_logprobs([conv], ["(A)", "(B)"], assistant_prefix=prefix)[0]
+        assert got["(A)"] == pytest.approx(alone["(A)"], abs=1e-4)
+    assert batched[0]["(A)"] != pytest.approx(batched[2]["(A)"], abs=1e-6), "the prefix is used"
+    with pytest.raises(CaiError, match="2 assistant prefixes for 3 conversations"):
+        text_backend.choice_logprobs(convs, ["(A)", "(B)"], assistant_prefix=prefixes[:2])
+
+
 def test_info(tiny_backend):
     info = tiny_backend.info()
     assert info["kind"] == "local" and info["device"] == "cpu" and info["dtype"] == "float32"

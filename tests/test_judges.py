@@ -45,7 +45,11 @@ class FakeJudge(Backend):
 
     def choice_logprobs(self, conversations, options, assistant_prefix=""):
         self.calls += len(conversations)
-        self.prefixes.append(assistant_prefix)
+        if isinstance(assistant_prefix, str):
+            self.prefixes.append(assistant_prefix)
+        else:  # one per conversation (the CoT judge's reasoning)
+            assert len(assistant_prefix) == len(conversations)
+            self.prefixes.extend(assistant_prefix)
         out = []
         for conv in conversations:
             first, second = shown(conv)

@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
+from ..errors import CaiError
+
 Conversation = list[dict]
 
 
@@ -54,10 +56,12 @@ class Backend(ABC):
 
     @abstractmethod
     def choice_logprobs(
-        self, conversations: list[Conversation], options: list[str], assistant_prefix: str = ""
+        self, conversations: list[Conversation], options: list[str], assistant_prefix: str | list[str] = ""
     ) -> list[dict[str, float]]:
         """For each conversation, normalised probabilities over `options` (e.g. "(A)", "(B)")
-        as continuations of the assistant turn after `assistant_prefix`, read from log-probs."""
+        as continuations of the assistant turn after `assistant_prefix`, read from log-probs.
+        assistant_prefix: one text for all, or one per conversation (a CoT judge's own reasoning),
+        so per-item prefixes still score in one batched call (see `assistant_prefixes`)."""
 
     @property
     def supports_logprobs(self) -> bool:
@@ -68,6 +72,16 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release memory (models) or connections."""
+
+
+def assistant_prefixes(conversations: list[Conversation], assistant_prefix: str | list[str]) -> list[str]:
+    """choice_logprobs' prefix argument as one text per conversation."""
+    if isinstance(assistant_prefix, str):
+        return [assistant_prefix] * len(conversations)
+    prefixes = list(assistant_prefix)
+    if len(prefixes) != len(conversations):
+        raise CaiError(f"{len(prefixes)} assistant prefixes for {len(conversations)} conversations")
+    return prefixes
 
 
 def normalise(logprobs: dict[str, float]) -> dict[str, float]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaiError
-from .base import Backend, Completion, Conversation, GenerationParams, apply_stop, normalise
+from .base import Backend, Completion, Conversation, GenerationParams, apply_stop, assistant_prefixes, normalise
 
 DEFAULT_TIMEOUT = 120.0
 TOP_LOGPROBS = 20
@@ -403,9 +403,10 @@ class HttpBackend(Backend):
         return normalise({o: math.log(max(v, floor)) for o, v in mass.items()})
 
     def choice_logprobs(self, conversations: list[Conversation], options: list[str],
-                        assistant_prefix: str = "") -> list[dict[str, float]]:
+                        assistant_prefix: str | list[str] = "") -> list[dict[str, float]]:
         if not options:
             raise CaiError("choice_logprobs needs at least one option")
+        prefixes = assistant_prefixes(conversations, assistant_prefix)
         if self._supports_logprobs is False:
             raise self._no_logprobs("an earlier request returned none")
         prompts = [self.prompt_text(c) for c in conversations] if conversations else []
@@ -413,7 +414,7 @@ class HttpBackend(Backend):
 
         def score(i):
             if exact:
-                base = prompts[i] + assistant_prefix
+                base = prompts[i] + prefixes[i]
                 return normalise({o: self._score_exact(base, o) for o in options})
             return self._score_first_token(conversations[i], options)
 

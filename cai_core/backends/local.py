@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CaiError
-from .base import Backend, Completion, Conversation, GenerationParams, apply_stop, normalise
+from .base import Backend, Completion, Conversation, GenerationParams, apply_stop, assistant_prefixes, normalise
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -262,8 +262,8 @@ class LocalBackend(Backend):
             raise CaiError(f"generation failed: {errors[0]}")
 
     # -- option probabilities --------------------------------------------------------------
-    def choice_logprobs(self, conversations: list[Conversation], options: list[str], assistant_prefix: str = "",
-                        batch_size: int = 16) -> list[dict[str, float]]:
+    def choice_logprobs(self, conversations: list[Conversation], options: list[str],
+                        assistant_prefix: str | list[str] = "", batch_size: int = 16) -> list[dict[str, float]]:
         """Summed option-token log-probs per conversation, normalised over the options.
 
         Prefill is the cost on CPU, so nothing is prefilled twice: neighbouring conversations that
@@ -284,8 +284,8 @@ class LocalBackend(Backend):
         for j, ids in enumerate(opt_ids):  # right padding after the option: earlier tokens never see it
             cont[j, : len(ids)] = torch.tensor(ids)
             cont_mask[j, : len(ids)] = 1
-        prompts = [self.tokenizer(self._prompt_text(c) + assistant_prefix, add_special_tokens=False)["input_ids"]
-                   for c in conversations]
+        prompts = [self.tokenizer(self._prompt_text(c) + prefix, add_special_tokens=False)["input_ids"]
+                   for c, prefix in zip(conversations, assistant_prefixes(conversations, assistant_prefix))]
         if any(not ids for ids in prompts):
             raise CaiError("a conversation tokenizes to nothing")
         out: list[dict[str, float]] = []
