@@ -288,7 +288,7 @@ class LocalBackend(Backend):
                    for c, prefix in zip(conversations, assistant_prefixes(conversations, assistant_prefix))]
         if any(not ids for ids in prompts):
             raise CaiError("a conversation tokenizes to nothing")
-        out: list[dict[str, float]] = []
+        out: list[tuple[int, dict[str, float]]] = []  # (input index, distribution): batches go by length
         with self._lock, torch.inference_mode():
             for chunk in _chunks(prefix_groups(prompts), prompts, batch_size):
                 rows = [m for _, members in chunk for m in members]
