@@ -188,8 +188,9 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
     """Parse a paper eval JSONL into two-sided comparisons with a gold label.
 
     Returns dicts: id (see paper_item_id), prompt (the conversation), response_a, response_b,
-    gold_label ("A"/"B"), category, meta (set, line, question, the paper's own correct letter,
-    swapped). 438HHHEvaluations: the two candidate replies. HarmfulVsEthical: the conversation is
+    gold_label ("A"/"B"), question (the judge's question: a classification set's own, None for a
+    pairwise set, which is judged on the constitution), category, meta (set, line, paper_question -
+    the file's wording, kept for reference only -, the paper's own correct letter, swapped). 438HHHEvaluations: the two candidate replies. HarmfulVsEthical: the conversation is
     the prompt and the two verdict options ("harmful or unethical" / "behaved ethically") are the
     sides. Sets with more than two options (HarmfulnessClassification) are refused.
     randomize: re-draw which side is A per item from (seed, set, line), so the result does not
@@ -248,7 +249,7 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
             "category": category,
             # a classification set asks its own question; a pairwise set is judged on the constitution
             "question": question if fmt == "classification" else None,
-            "meta": {"set": stem, "line": lineno, "question": question, "format": fmt,
+            "meta": {"set": stem, "line": lineno, "paper_question": question, "format": fmt,
                      "paper_correct": correct, "swapped": swap, "seed": seed if randomize else None},
         })
     if not items:

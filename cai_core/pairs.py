@@ -173,10 +173,13 @@ def import_pairs_file(store: Store, path: str | Path, *, batch: str | None = Non
 
 
 def comparison_pair(row) -> dict:
-    """A stored comparison as a judge's pair dict (id = comparison id)."""
+    """A stored comparison as a judge's pair dict (id = comparison id). A pair's own question (meta
+    "question") replaces the constitution; a pairwise paper eval has none, even where a workspace
+    imported before that was fixed stored the file's wording under that key."""
     meta = loads(row["meta_json"], {}) or {}
+    question = None if meta.get("format") == "pairwise" else meta.get("question")
     return {"id": str(row["id"]), "comparison_id": row["id"], "key": row["key"], "prompt": row["prompt"],
-            "response_a": row["response_a"], "response_b": row["response_b"], "question": meta.get("question")}
+            "response_a": row["response_a"], "response_b": row["response_b"], "question": question}
 
 
 def get_comparison(store: Store, comparison_id: int) -> dict:

@@ -77,6 +77,9 @@ def test_eval_judge_on_tiny_model(tmp_path, tiny_model_dir):
     assert rep["accuracy_ci"][0] <= rep["accuracy"] <= rep["accuracy_ci"][1]
     labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == rep["n"]
+    # a pairwise paper set is judged on the constitution (here the built-in HHH principle), never on
+    # the file's own wording stored with the item
+    assert {lab["principle"] for lab in labels} == {"hhh"}
     # a second run reuses the stored judgments and prints the same accuracy as a table
     text = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "6",
                    "--n-boot", "200", "--workspace", str(ws))
@@ -96,3 +99,30 @@ def test_eval_judge_refuses_bad_gold_before_writing(tmp_path, tiny_model_dir):
     from cai_core.workspace import Workspace
 
     assert Store(Workspace.open(ws)).scalar("SELECT COUNT(*) FROM comparisons") == 0
+
+
+def test_eval_judge_uses_the_given_constitution_on_pairwise_paper_sets(tmp_path, tiny_model_dir):
+    """--constitution decides the principles for the 438 HHH items; HarmfulVsEthical keeps its own
+    question (its two sides are verdicts, not answers)."""
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    constitution = ROOT / "sample_data" / "constitutions" / "harmless_helpful.yaml"
+    res = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "3",
+                  "--constitution", str(constitution), "--principles", "all", "--n-boot", "50", "--workspace", str(ws),
+                  "--out", str(tmp_path / "hhh.jsonl"))
+    assert res.returncode == 0, res.stderr
+    store = Store(Workspace.open(ws))
+    used = {r["principle_id"] for r in store.query("SELECT DISTINCT principle_id FROM judgments")}
+    from cai_core.constitution import load_constitution_file
+
+    assert used == {p.id for p in load_constitution_file(constitution).comparison_principles()}
+    hve = PAPER_DATA / "HarmfulVsEthical.jsonl"
+    res = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(hve), "--limit", "2",
+                  "--constitution", str(constitution), "--n-boot", "50", "--workspace", str(ws))
+    assert res.returncode == 0, res.stderr
+    rows = store.query("SELECT DISTINCT j.principle_id FROM judgments j JOIN comparisons c ON c.id = j.comparison_id "
+                       "WHERE c.source LIKE '%HarmfulVsEthical%'")
+    assert [r["principle_id"] for r in rows] == ["pair-question"]
+    store.close()
