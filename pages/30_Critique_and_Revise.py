@@ -15,7 +15,8 @@ from cai_core.revision import (CHANGE_FILTERS, SCHEDULES, ReviseSettings, get_tr
                                list_trajectories, principle_stats, stream_revision)
 from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
-from ui.common import active_model, age, api_key, get_store, job_args, job_progress, show_error
+from ui.common import (active_model, age, api_key, get_store, job_args, job_progress, rerun_when_jobs_end,
+                       show_error)
 from ui.revise import LiveView, render_trajectory
 
 PAGE_SIZE = 25
@@ -170,6 +171,7 @@ with batch_tab:
     @st.fragment(run_every=2)
     def batch_jobs() -> None:
         jobs = list_jobs(store, kind="revise", limit=5)
+        rerun_when_jobs_end(jobs, "revise_jobs_seen")  # the Results / statistics / SFT tabs see the new batch
         if not jobs:
             return
         st.markdown("**Recent batches**")

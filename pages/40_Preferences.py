@@ -16,7 +16,7 @@ from cai_core.preferences import (
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import safe_name
-from ui.common import active_model, get_store, job_progress, show_error
+from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_pair, show_verdict
 
 store = get_store()
@@ -234,7 +234,8 @@ with tab_make:
     @st.fragment(run_every=2)
     def jobs_fragment() -> None:
         st.markdown("**Jobs**")
-        jobs_panel(store)
+        jobs = jobs_panel(store)
+        rerun_when_jobs_end(jobs, "pref_jobs_seen")  # counts, queue and batch pickers see the new pairs/judgments
 
     jobs_fragment()
 

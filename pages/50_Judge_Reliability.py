@@ -15,7 +15,7 @@ from cai_core.jobs import list_jobs, start_job
 from cai_core.overview import workspace_counts
 from cai_core.preferences import add_label
 from cai_core.reliability import agreement, collapse, json_safe, match, stratified_sample
-from ui.common import active_model, get_store, job_progress, read_upload, show_error
+from ui.common import active_model, get_store, job_progress, read_upload, rerun_when_jobs_end, show_error
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
                             group_figure, metric_cards, num, pct, show_pair)
 
@@ -265,7 +265,9 @@ with tab_run:
 
     @st.fragment(run_every=2)
     def eval_jobs() -> None:
-        for job in list_jobs(store, kind="eval-judge", limit=5):
+        jobs = list_jobs(store, kind="eval-judge", limit=5)
+        rerun_when_jobs_end(jobs, "eval_judge_jobs_seen")  # the dashboard and judge pickers see the new judgments
+        for job in jobs:
             job_progress(job)
             if job.status == "finished" and job.result and job.result.get("accuracy") is not None:
                 st.caption(f"{job.result['judge_key']} on {job.result['gold_set']}: accuracy "

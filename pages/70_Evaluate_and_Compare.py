@@ -14,7 +14,7 @@ from cai_core.evasiveness import detect, rules
 from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
-from ui.common import active_model, get_store, job_progress, show_error
+from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.evaluation import comparisons_browser, render_evaluation, render_experiment, report_button
 
 store = get_store()
@@ -39,6 +39,7 @@ def label_of(eid: int) -> str:
 @st.fragment(run_every=2)
 def jobs_panel(kind: str) -> None:
     jobs = list_jobs(store, kind=kind, limit=3)
+    rerun_when_jobs_end(jobs, f"{kind}_jobs_seen")  # the leaderboard / results tabs see the finished run
     for job in jobs:
         with st.container(border=True):
             job_progress(job)

@@ -77,6 +77,21 @@ def job_progress(job) -> None:
         st.error(f"job {job.id} failed: {job.error}")
 
 
+def rerun_when_jobs_end(jobs, key: str) -> None:
+    """In a polling fragment: rerun the whole page once when a job it showed running has ended.
+
+    A fragment reruns only itself, so without this the page's other tabs (results, batch pickers,
+    counts) kept what they read before the job wrote anything until the user reloaded.
+    """
+    from cai_core.jobs import TERMINAL
+
+    seen = st.session_state.get(key, {})
+    now = {job.id: job.status for job in jobs}
+    st.session_state[key] = now
+    if any(status in TERMINAL and seen.get(job_id) not in (None, *TERMINAL) for job_id, status in now.items()):
+        st.rerun()
+
+
 def age(ts: float | None) -> str:
     if not ts:
         return "-"

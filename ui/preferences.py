@@ -80,13 +80,13 @@ def show_history(history: list[dict]) -> None:
     } for h in history]), hide_index=True, width="stretch")
 
 
-def jobs_panel(store) -> None:
-    """Recent sampling / judging / export jobs with progress, ETA, stop and resume."""
+def jobs_panel(store) -> list:
+    """Recent sampling / judging / export jobs with progress, ETA, stop and resume; returns the jobs shown."""
     jobs = [j for kind in JOB_KINDS for j in list_jobs(store, kind=kind, limit=5)]
     jobs.sort(key=lambda j: j.id, reverse=True)
     if not jobs:
         st.caption("No sampling, judging or export jobs yet.")
-        return
+        return []
     for job in jobs[:8]:
         with st.container(border=True):
             job_progress(job)
@@ -100,6 +100,7 @@ def jobs_panel(store) -> None:
                     start_job(store, job.kind, job_args(job.argv, command), title=job.title, total=job.total)
             elif job.result:
                 st.text(", ".join(f"{k}: {v}" for k, v in job.result.items() if not isinstance(v, (list, dict))))
+    return jobs[:8]
 
 
 def show_export(exp: dict) -> None:
