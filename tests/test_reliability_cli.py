@@ -80,6 +80,16 @@ def test_eval_judge_on_tiny_model(tmp_path, tiny_model_dir):
     # a pairwise paper set is judged on the constitution (here the built-in HHH principle), never on
     # the file's own wording stored with the item
     assert {lab["principle"] for lab in labels} == {"hhh"}
+    # its ids are the gold file's, so the file itself scores them the same way
+    assert all(lab["id"].startswith("438HHHEvaluations-") and isinstance(lab["comparison_id"], int) for lab in labels)
+    (tmp_path / "first6").mkdir()
+    head = tmp_path / "first6" / HHH.name  # paper item ids are named after the file: keep its name
+    head.write_text("".join(HHH.read_text(encoding="utf-8").splitlines(keepends=True)[:6]))
+    again = run_cli("reliability", "--judgments", str(tmp_path / "labels.jsonl"), "--gold", str(head), "--json",
+                    "--n-boot", "50")
+    assert again.returncode == 0, again.stderr
+    scored = json.loads(again.stdout)
+    assert scored["n"] == rep["n"] and scored["n_unmatched"] == 0 and scored["accuracy"] == rep["accuracy"]
     # a second run reuses the stored judgments and prints the same accuracy as a table
     text = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "6",
                    "--n-boot", "200", "--workspace", str(ws))

@@ -232,9 +232,18 @@ def cmd_eval_judge(args) -> int:
     report.pop("disagreements", None)
     report = json_safe(report)
     if args.out:
-        from ..gold import write_labels
+        from ..gold import comparison_meta, write_labels
 
-        write_labels(args.out, [{k: r[k] for k in ("id", "label", "p_a", "p_a_ab", "p_a_ba", "rater", "principle")}
+        # ids of the gold file itself (paper item id in the orientation judged, or the pairs file's id), so
+        # `reliability --judgments OUT --gold GOLD_FILE` matches them; the store's id stays as comparison_id
+        metas = comparison_meta(store, [r["id"] for r in judge_rows])
+
+        def file_id(cid: str) -> str:
+            meta = metas.get(cid, {}).get("meta") or {}
+            return str(meta.get("gold_id") or meta.get("external_id") or cid)
+
+        write_labels(args.out, [{"id": file_id(r["id"]), "comparison_id": int(r["id"]),
+                                 **{k: r[k] for k in ("label", "p_a", "p_a_ab", "p_a_ba", "rater", "principle")}}
                                 for r in judge_rows])
     summary = {k: report.get(k) for k in ("judge_key", "gold_set", "n", "accuracy", "accuracy_ci", "cohen_kappa",
                                           "cohen_kappa_ci", "flip_rate", "ece", "brier", "no_valid_verdict")}
