@@ -122,8 +122,9 @@ with tab_edit:
         draft = ce.draft_constitution(name)
         all_problems = draft.problems()
         changed = draft.version != version
-        if all_problems:
-            st.warning(f"{len(all_problems)} problem(s) to fix before saving.")
+        if all_problems:  # named here: a duplicate id or an empty example shows on no principle's expander
+            st.warning(f"{len(all_problems)} problem(s) to fix before saving:\n"
+                       + "\n".join(f"- {ce.escape_md(msg)}" for msg in all_problems))
         elif changed:
             st.caption(f"Unsaved changes: saving makes version {draft.version} (parent {version}).")
         s1, s2 = st.columns([4, 1], vertical_alignment="bottom")
@@ -134,7 +135,7 @@ with tab_edit:
 # -- versions and diff -------------------------------------------------------------------------
 with tab_versions:
     if name:
-        st.dataframe(pd.DataFrame([{"version": v["version"], "saved": age(v["created_at"]), "parent": v["parent_version"],
+        st.dataframe(pd.DataFrame([{"version": v["version"], "saved": age(v["created_at"]), "parent": v["parent_version"] or "-",
                                     "note": v["note"]} for v in versions]), hide_index=True, width="stretch")
         if len(versions) < 2:
             st.info("Only one version so far: save an edit to compare versions.")
@@ -176,7 +177,21 @@ with tab_io:
                            icon=":material/download:")
 
 # -- prompt sets -------------------------------------------------------------------------------
+def _imported(button: str, set_name: str, message: str) -> None:
+    """Show the new set at once: the sets table and picker above were drawn before the import."""
+    st.session_state["ps_flash"] = (button, message)
+    st.session_state["ps_show_next"] = set_name  # the picker exists already in this run: set it in the next
+    st.rerun()
+
+
+def _flash(button: str) -> None:
+    if st.session_state.get("ps_flash", (None,))[0] == button:
+        st.success(st.session_state.pop("ps_flash")[1])
+
+
 with tab_prompts:
+    if "ps_show_next" in st.session_state:
+        st.session_state["ps_show"] = st.session_state.pop("ps_show_next")
     sets = list_prompt_sets(store)
     if sets:
         st.dataframe(pd.DataFrame([{"name": s["name"], "kind": s["kind"], "prompts": s["prompts"], "source": s["source"],
@@ -204,9 +219,10 @@ with tab_prompts:
         try:
             items = parse_prompts_text(read_upload(f_up, ("jsonl", "csv", "text")), f_up.name)
             import_prompt_set(store, ps_name, items, kind=ps_kind, source=f"upload:{f_up.name}", replace=ps_replace)
-            st.success(f"Imported {len(items)} prompts as {ps_name!r}.")
+            _imported("ps_import", ps_name, f"Imported {len(items)} prompts as {ps_name!r}.")
         except CaiError as exc:
             show_error(exc)
+    _flash("ps_import")
 
     st.subheader("Import a HF dataset column")
     h1, h2, h3 = st.columns([3, 1, 1])
@@ -220,6 +236,7 @@ with tab_prompts:
         try:
             import_hf_dataset_column(store, hf_name, hf_path.strip(), hf_col.strip(), split=hf_split.strip() or "train",
                                      kind=hf_kind)
-            st.success(f"Imported {len(get_prompts(store, hf_name))} prompts as {hf_name!r}.")
+            _imported("hf_import", hf_name, f"Imported {len(get_prompts(store, hf_name))} prompts as {hf_name!r}.")
         except CaiError as exc:
             show_error(exc)
+    _flash("hf_import")

@@ -101,3 +101,34 @@ def test_empty_principle_is_rejected(page):
     at.button(key="ce_save").click().run()
     assert any("is empty" in e.value for e in at.error)
     assert list_versions(store, "seed") == before
+
+
+def test_problems_are_named_next_to_the_save_button(page):
+    at, store = page
+    prefix = _uid_of(at, "nuance")
+    other = next(ti.value for ti in at.text_input if ti.key and ti.key.endswith("_id") and ti.value != "nuance")
+    at.text_input(key=f"{prefix}_id").input(other).run()
+    assert not at.exception
+    warning = next(w.value for w in at.warning if "problem(s) to fix" in w.value)
+    assert f"duplicate principle id '{other}'" in warning.replace("\\", "")
+
+
+def test_versions_table_shows_no_none_for_the_first_version(page):
+    at, _ = page
+    table = at.dataframe[0].value
+    assert "parent" in table.columns
+    assert not table["parent"].isna().any()
+
+
+def test_imported_prompt_set_is_listed_at_once(page, tmp_path):
+    from datasets import Dataset
+
+    at, store = page
+    folder = tmp_path / "ds"
+    Dataset.from_dict({"prompt": ["How do I pick a lock?", "Tell me a joke"]}).save_to_disk(str(folder))
+    at.text_input(key="hf_path").input(str(folder))
+    at.text_input(key="hf_name").input("qa-set").run()
+    at.button(key="hf_import").click().run()
+    assert not at.exception, at.exception
+    assert any("Imported 2 prompts as 'qa-set'" in s.value for s in at.success)
+    assert "qa-set" in at.selectbox(key="ps_show").options  # the sets table above follows the import
