@@ -76,7 +76,9 @@ with tab_edit:
             p = ce.principle_from_state(uid)
             problems = p.problems()
             icon = ":material/error:" if problems else (":material/check_circle:" if p.enabled else ":material/block:")
-            with st.expander(f"{pos + 1}. {p.name or '(no name)'}  ·  {p.id}", expanded=bool(problems), icon=icon):
+            # key=: the block keeps its identity (and so its open state) while the id/name in the label is edited
+            with st.expander(f"{pos + 1}. {p.name or '(no name)'}  ·  {p.id}", expanded=bool(problems), icon=icon,
+                             key=f"exp_{uid}"):
                 with st.container(horizontal=True, vertical_alignment="center"):  # buttons at their own width
                     st.button("Up", key=f"up_{uid}", icon=":material/arrow_upward:", disabled=pos == 0,
                               on_click=ce.move, args=("ce_order", uid, -1))
@@ -102,7 +104,8 @@ with tab_edit:
                    "critique and its revision, using one principle's requests.")
         ids = [""] + [st.session_state.get(ce.key(u, "id")) or "" for u in order]
         for pos, uid in enumerate(list(st.session_state["ce_few_order"])):
-            with st.expander(f"Example {pos + 1}: {(st.session_state.get(ce.key(uid, 'question')) or '')[:60]}"):
+            with st.expander(f"Example {pos + 1}: {(st.session_state.get(ce.key(uid, 'question')) or '')[:60]}",
+                             key=f"fexp_{uid}"):
                 cols = st.columns([1, 1], vertical_alignment="bottom")
                 with cols[0].container(horizontal=True):
                     st.button("Up", key=f"fup_{uid}", disabled=pos == 0, on_click=ce.move,

@@ -132,3 +132,21 @@ def test_imported_prompt_set_is_listed_at_once(page, tmp_path):
     assert not at.exception, at.exception
     assert any("Imported 2 prompts as 'qa-set'" in s.value for s in at.success)
     assert "qa-set" in at.selectbox(key="ps_show").options  # the sets table above follows the import
+
+
+def test_principle_expander_keeps_its_identity_while_its_id_and_name_change(page):
+    """The browser keeps an expander open across reruns only if its block id stays the same; a label-derived
+    identity (the label shows the id and name) folded it shut on every keystroke."""
+    at, _ = page
+    prefix = _uid_of(at, "nuance")
+
+    def block_id(principle_id: str) -> str:
+        [exp] = [e for e in at.expander if e.label.endswith(f"·  {principle_id}")]
+        return exp._block_id
+
+    before = block_id("nuance")
+    assert before
+    at.text_input(key=f"{prefix}_id").input("nuance2").run()
+    at.text_input(key=f"{prefix}_name").input("Renamed").run()
+    assert not at.exception
+    assert block_id("nuance2") == before
