@@ -120,3 +120,30 @@ def test_export_tab_shows_export_job_failure_and_exports(ws):
     at = page()
     assert any("nothing to export" in e.value for e in at.tabs[2].error), "shown in the Export tab itself"
     assert any("rows 3 of 7" in t.value for t in at.tabs[2].text)
+
+
+def test_finished_jobs_show_a_sentence_not_a_field_dump(ws):
+    """A finished job's result reads as a sentence per kind, with no None/False noise."""
+    from cai_core.store import dumps
+
+    store = ws[0]
+    results = {
+        "judge": {"pairs": 2, "judges": ["k"], "style": "mc", "swap": True, "A": 1, "B": 1, "tie": 0,
+                  "no_valid_judgment": 0, "invalid_judgments": 0, "flipped": 2, "disagreements": 0,
+                  "stopped": False, "out": None},
+        "pairs-sample": {"batch": "b9", "model": "default", "prompts": 3, "pairs_added": 3, "identical_skipped": 0,
+                         "prompts_already_done": 0, "pairs_in_batch": 3},
+        "export-prefs": {"path": "/x/p1", "comparisons": 7, "exported": 5, "from_human": 1, "from_gold": 0,
+                         "from_ai": 4, "human_overrides": 0, "excluded_tie": 2, "excluded_both_bad": 0,
+                         "excluded_invalid": 0, "excluded_unjudged": 0},
+    }
+    for kind, result in results.items():
+        store.execute("INSERT INTO jobs(kind, title, status, argv_json, result_json, created_at) VALUES (?,?,?,?,?,?)",
+                      (kind, kind, "finished", dumps([]), dumps(result), now()))
+    at = page()
+    texts = [t.value for t in at.text]
+    assert "Judged 2 pair(s) (mc, both orders): A 1, B 1, tie 0; 2 flipped with the order, 0 judge disagreement(s)." \
+        in texts
+    assert "3 new pair(s) from 3 prompt(s); batch b9 now holds 3 pair(s)." in texts
+    assert "Exported 5 of 7 comparison(s) (human 1, gold 0, AI 4); left out: tie 2. Written to /x/p1." in texts
+    assert not [t for t in texts if "None" in t or "False" in t]

@@ -80,6 +80,43 @@ def show_history(history: list[dict]) -> None:
     } for h in history]), hide_index=True, width="stretch")
 
 
+def _nonzero(parts) -> str:
+    return ", ".join(f"{label} {n}" for label, n in parts if n)
+
+
+def job_summary(kind: str, result: dict) -> str:
+    """A finished job's result as one short sentence (a raw field dump showed None/False noise)."""
+    r = result or {}
+    if kind == "pairs-sample":
+        text = f"{r.get('pairs_added', 0)} new pair(s) from {r.get('prompts', 0)} prompt(s)"
+        extra = _nonzero((("identical skipped", r.get("identical_skipped")),
+                          ("prompts already done", r.get("prompts_already_done"))))
+        text += f" ({extra})" if extra else ""
+        text += f"; batch {r.get('batch')} now holds {r.get('pairs_in_batch', 0)} pair(s)."
+    elif kind == "judge":
+        how = f"{r.get('style', '?')}, both orders" if r.get("swap") else f"{r.get('style', '?')}, one order"
+        text = (f"Judged {r.get('pairs', 0)} pair(s) ({how}): A {r.get('A', 0)}, B {r.get('B', 0)}, "
+                f"tie {r.get('tie', 0)}")
+        text += "".join(f", {label} {n}" for label, n in (("no valid judgment", r.get("no_valid_judgment")),) if n)
+        text += f"; {r.get('flipped', 0)} flipped with the order, {r.get('disagreements', 0)} judge disagreement(s)"
+        text += f", {r['invalid_judgments']} unparsable answer(s)." if r.get("invalid_judgments") else "."
+        if r.get("out"):
+            text += f" Written to {r['out']}."
+    elif kind == "export-prefs":
+        text = (f"Exported {r.get('exported', 0)} of {r.get('comparisons', 0)} comparison(s) "
+                f"(human {r.get('from_human', 0)}, gold {r.get('from_gold', 0)}, AI {r.get('from_ai', 0)})")
+        left_out = _nonzero((("tie", r.get("excluded_tie")), ("both bad", r.get("excluded_both_bad")),
+                             ("invalid", r.get("excluded_invalid")), ("unjudged", r.get("excluded_unjudged"))))
+        text += f"; left out: {left_out}" if left_out else ""
+        text += f". Written to {r['path']}." if r.get("path") else "."
+    else:
+        text = ", ".join(f"{k}: {v}" for k, v in r.items()
+                         if v not in (None, False, "") and not isinstance(v, (list, dict)))
+    if r.get("stopped"):
+        text += " Stopped early."
+    return text
+
+
 def jobs_panel(store) -> list:
     """Recent sampling / judging / export jobs with progress, ETA, stop and resume; returns the jobs shown."""
     jobs = [j for kind in JOB_KINDS for j in list_jobs(store, kind=kind, limit=5)]
@@ -99,7 +136,7 @@ def jobs_panel(store) -> list:
                     command = {"pairs-sample": "pairs", "judge": "judge", "export-prefs": "export-prefs"}[job.kind]
                     start_job(store, job.kind, job_args(job.argv, command), title=job.title, total=job.total)
             elif job.result:
-                st.text(", ".join(f"{k}: {v}" for k, v in job.result.items() if not isinstance(v, (list, dict))))
+                st.text(job_summary(job.kind, job.result))
     return jobs[:8]
 
 
