@@ -224,7 +224,8 @@ with results_tab:
     else:
         table = pd.DataFrame([{
             "id": r["id"], "batch": r["batch"], "prompt": r["prompt"][:100], "principles": r["principles"],
-            "changed %": None if r["change_ratio"] is None else round(100 * r["change_ratio"]),
+            # text, so a trajectory without a final answer shows "-" rather than None
+            "changed %": "-" if r["change_ratio"] is None else f"{round(100 * r['change_ratio'])}%",
             "final": (r["final"] or "")[:100], "version": r["constitution_version"], "created": age(r["created_at"]),
         } for r in rows])
         st.dataframe(table, hide_index=True, width="stretch")

@@ -130,3 +130,17 @@ def test_only_the_newest_job_of_a_batch_offers_resume(page_env):
     resume = [b for b in at.button if b.label == "Resume"]
     assert len(resume) == 1 and resume[0].key.endswith("_2"), "the older run was resumed by the newer one"
     assert any("Resumed by a later job" in c.value for c in at.caption)
+
+
+def test_results_table_shows_a_dash_not_none_for_an_unmeasured_change(page_env):
+    """A trajectory with no change ratio (no final answer measured) shows '-' in "changed %", never None."""
+    from cai_core.store import now
+
+    for prompt, final, ratio in (("measured", "new text", 0.25), ("unmeasured", None, None)):
+        page_env.execute(
+            "INSERT INTO trajectories (key, batch, prompt, constitution_name, constitution_version, model, params_json, "
+            "initial, final, status, change_ratio, rounds, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (prompt, "b", prompt, "mini", "v", "m", "{}", "old text", final, "done", ratio, 1, now(), now()))
+    at = _page()
+    table = at.dataframe[0].value
+    assert list(table["changed %"]) == ["-", "25%"]
