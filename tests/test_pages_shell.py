@@ -84,3 +84,26 @@ def test_models_page_loads_and_streams(app_env, tiny_model_dir):
     at.button(key="models_unload").click().run()
     assert not at.exception, at.exception
     assert "loads on first use" in _texts(at)
+
+
+def test_multi_line_error_keeps_its_layout():
+    """A YAML parser's message (indented context, a caret) shows its first line, with the "where", as one escaped
+    error line and the context verbatim in a code block, so markdown in it cannot reshape the page."""
+    def script():
+        import yaml
+
+        from cai_core.errors import CaiError
+        from ui.common import show_error
+
+        try:
+            yaml.safe_load("a: [1\nb: 2\n")
+        except yaml.YAMLError as exc:
+            show_error(CaiError(f"not valid YAML: {exc}", where="my_file.yaml"))
+
+    at = AppTest.from_function(script, default_timeout=30)
+    at.run()
+    assert not at.exception
+    [err] = at.error
+    assert err.value == r"my\_file.yaml: not valid YAML: while parsing a flow sequence"
+    [code] = at.code
+    assert "    a: [1\n       ^\n" in code.value  # the caret still points under the column

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import streamlit as st
@@ -49,11 +50,23 @@ def api_key() -> str | None:
         return None
 
 
+_MD_ACTIVE = re.compile(r"([\\`*_\[\]<>#|~$])")
+
+
+def error_box(text: str) -> None:
+    """An error whose text cannot change the layout: the first line (with its "where:" prefix) as an
+    escaped one-line st.error, any further lines (a parser's context with its caret) verbatim in st.code."""
+    headline, _, details = str(text).strip("\n").partition("\n")
+    headline = _MD_ACTIVE.sub(r"\\\1", " ".join(headline.split()))
+    if headline and headline[0] in "-+=":  # would start a list or a heading underline
+        headline = "\\" + headline
+    st.error(headline or "error")
+    if details.strip():
+        st.code(details.rstrip(), language=None)
+
+
 def show_error(exc: Exception) -> None:
-    if isinstance(exc, CaiError):
-        st.error(str(exc))
-    else:
-        st.error(f"{type(exc).__name__}: {exc}")
+    error_box(str(exc) if isinstance(exc, CaiError) else f"{type(exc).__name__}: {exc}")
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -74,7 +87,7 @@ def job_progress(job) -> None:
     if job.message and job.status == "running":
         st.caption(job.message)
     if job.status == "failed" and job.error:
-        st.error(f"job {job.id} failed: {job.error}")
+        error_box(f"job {job.id} failed: {job.error}")
 
 
 def rerun_when_jobs_end(jobs, key: str) -> None:
