@@ -24,7 +24,7 @@ UPLOADED = "uploaded label file"
 PAGE_SIZE = 20
 
 store = get_store()
-st.title("Judge reliability")
+st.title("Judge Reliability")
 st.caption("Before training on AI labels, check them: agreement with human (gold) labels with 95% bootstrap "
            "intervals, position and length bias, calibration of P(A), and a quick blind spot check.")
 

@@ -1,6 +1,8 @@
 """The Judge reliability page renders every chart on the tiny model's judgments, and the spot check works."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -42,9 +44,13 @@ def test_dashboard_renders_all_charts(seeded):
     assert at.selectbox(key="rel_gold").value == "human-labels"
     at.selectbox(key="rel_gold").set_value("gold:438HHHEvaluations").run()
     assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Judge Reliability"  # as the menu spells it
     charts = at.get("plotly_chart")
     # accuracy with reference lines, calibration, confusion matrix, per-principle bars
     assert len(charts) >= 4
+    [calibration] = [json.loads(c.proto.spec) for c in charts if "perfect calibration" in c.proto.spec]
+    # long judge keys in a side legend squeezed the plot in its half-width column to a few pixels
+    assert calibration["layout"]["legend"]["orientation"] == "h"
     assert any("Accuracy vs gold" in m.label for m in at.metric)
     assert len(at.dataframe) >= 2          # agreement table and consistency table
     texts = [t.value for t in at.text]

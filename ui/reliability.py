@@ -86,8 +86,11 @@ def calibration_figure(reports: dict[str, dict]) -> go.Figure:
             name=f"{name} (ECE {num(rep.get('ece'), 3)})", marker=dict(size=[6 + min(20, b["n"]) for b in bins]),
             text=[f"{b['n']} items" for b in bins], hovertemplate="P(A) %{x:.2f}<br>share A %{y:.2f}<br>%{text}",
         ))
+    # legend below the plot: judge keys (model paths) are long, and a side legend in a half-width column
+    # left the 0-1 axis a few pixels wide
     fig.update_layout(xaxis=dict(range=[0, 1], title="judge's P(A) (bin mean)"),
-                      yaxis=dict(range=[0, 1], title="share where gold says A"), height=420, margin=dict(t=30))
+                      yaxis=dict(range=[0, 1], title="share where gold says A"), height=480, margin=dict(t=30),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
     return fig
 
 
