@@ -200,10 +200,13 @@ with tab_prompts:
         st.dataframe(pd.DataFrame([{"name": s["name"], "kind": s["kind"], "prompts": s["prompts"], "source": s["source"],
                                     "created": age(s["created_at"])} for s in sets]),
                      hide_index=True, width="stretch")
-        v1, v2 = st.columns([3, 1])
+        v1, v2, v3 = st.columns([3, 1, 1], vertical_alignment="bottom")
         shown = v1.selectbox("Show prompts of", [s["name"] for s in sets], key="ps_show")
-        if v2.button("Delete this set", key="ps_delete", icon=":material/delete:"):
+        confirm_key = f"ps_delete_ok_{shown}"
+        confirm = v2.checkbox("confirm delete", key=confirm_key)  # one click should not lose a set
+        if v3.button("Delete this set", key="ps_delete", icon=":material/delete:", disabled=not confirm):
             delete_prompt_set(store, shown)
+            st.session_state.pop(confirm_key, None)
             st.rerun()
         prompts = get_prompts(store, shown)
         st.dataframe(pd.DataFrame([{"#": p["idx"], "category": p["category"], "prompt": p["text"]} for p in prompts]),

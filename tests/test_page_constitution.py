@@ -150,3 +150,16 @@ def test_principle_expander_keeps_its_identity_while_its_id_and_name_change(page
     at.text_input(key=f"{prefix}_name").input("Renamed").run()
     assert not at.exception
     assert block_id("nuance2") == before
+
+
+def test_deleting_a_prompt_set_needs_a_confirmation(page):
+    from cai_core.prompt_sets import list_prompt_sets
+
+    at, store = page
+    shown = at.selectbox(key="ps_show").value
+    assert at.button(key="ps_delete").disabled, "no delete before 'confirm delete' is ticked"
+    at.checkbox(key=f"ps_delete_ok_{shown}").check().run()
+    assert not at.button(key="ps_delete").disabled
+    at.button(key="ps_delete").click().run()
+    assert not at.exception
+    assert shown not in [s["name"] for s in list_prompt_sets(store)]
