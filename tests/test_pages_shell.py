@@ -71,7 +71,7 @@ def test_models_page_loads_and_streams(app_env, tiny_model_dir):
     model_loader.wait(spec, Workspace.open(app_env), timeout=120)  # the pick started a background load
     at.switch_page("pages/10_Models.py").run()
     assert not at.exception, at.exception
-    assert "cpu · float32" in _texts(at)
+    assert "cpu · float32 · <1 MB · <1M params" in _texts(at)  # the tiny model, not "0 MB · 0M params"
 
     at.text_area(key="models_prompt").set_value("What is the capital of France?")
     at.number_input(key="models_max_tokens").set_value(8)

@@ -23,10 +23,12 @@ def info_caption(info: dict) -> str:
         return " · ".join(bits)
     bits = [info.get("device"), info.get("dtype"), info.get("quantization")]
     text = " · ".join(str(b) for b in bits if b)
-    if info.get("memory_mb"):
-        text += f" · {info['memory_mb']:.0f} MB"
+    if info.get("memory_mb"):  # a tiny test model rounded to "0 MB · 0M params"
+        mb = info["memory_mb"]
+        text += " · <1 MB" if mb < 1 else f" · {mb:.0f} MB"
     if info.get("parameters"):
-        text += f" · {info['parameters'] / 1e6:.0f}M params"
+        millions = info["parameters"] / 1e6
+        text += " · <1M params" if millions < 1 else f" · {millions:.0f}M params"
     if info.get("adapter"):
         text += f" · adapter {info['adapter']}"
     return text
