@@ -105,11 +105,12 @@ with tab_annotate:
         for col, (label, text, key) in zip(cols, CHOICES):
             col.button(f"{text} [{key}]", key=f"label_{label}", shortcut=key, on_click=annotate, args=(label,),
                        disabled=not annotator.strip(), width="stretch")
-        if cols[-2].button("Previous [Left]", key="queue_prev", shortcut="Left", disabled=offset == 0,
+        # Streamlit shows the shortcut as a badge next to the label: a "[Left]" in the label too was cut off
+        if cols[-2].button("Previous", key="queue_prev", shortcut="Left", disabled=offset == 0,
                            width="stretch"):
             st.session_state["queue_offset"] = max(0, offset - 1)
             st.rerun()
-        if cols[-1].button("Next [Right]", key="queue_next", shortcut="Right",
+        if cols[-1].button("Next", key="queue_next", shortcut="Right",
                            disabled=offset + 1 >= page["total"], width="stretch"):
             st.session_state["queue_offset"] = offset + 1
             st.rerun()

@@ -147,3 +147,12 @@ def test_finished_jobs_show_a_sentence_not_a_field_dump(ws):
     assert "3 new pair(s) from 3 prompt(s); batch b9 now holds 3 pair(s)." in texts
     assert "Exported 5 of 7 comparison(s) (human 1, gold 0, AI 4); left out: tie 2. Written to /x/p1." in texts
     assert not [t for t in texts if "None" in t or "False" in t]
+
+
+def test_previous_next_labels_fit_their_column(ws):
+    """The arrow keys show as Streamlit's shortcut badge; repeating "[Left]" in the label cut "Previous" off."""
+    at = page()
+    at.text_input(key="annotator").input("ann").run()
+    for key, label, shortcut in (("queue_prev", "Previous", "Left"), ("queue_next", "Next", "Right")):
+        button = at.button(key=key)
+        assert button.label == label and button.proto.shortcut.lower() == shortcut.lower()
