@@ -156,3 +156,10 @@ def test_previous_next_labels_fit_their_column(ws):
     for key, label, shortcut in (("queue_prev", "Previous", "Left"), ("queue_next", "Next", "Right")):
         button = at.button(key=key)
         assert button.label == label and button.proto.shortcut.lower() == shortcut.lower()
+
+
+def test_probability_shows_which_side_of_one_half_decided():
+    from ui.preferences import fmt_p
+
+    assert fmt_p(None) == "-" and fmt_p(0.73) == "0.730" and fmt_p(0.5) == "0.500"
+    assert fmt_p(0.5003) == "0.5003" and fmt_p(0.49996) == "0.49996"

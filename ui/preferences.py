@@ -15,7 +15,14 @@ JOB_KINDS = ("pairs-sample", "judge", "export-prefs")
 
 
 def fmt_p(p) -> str:
-    return "-" if p is None else f"{p:.3f}"
+    """Three decimals, more when rounding would hide which side of 0.5 decided the label
+    (0.5003 is an A verdict; "0.500" next to "AI label A" reads like a bug)."""
+    if p is None:
+        return "-"
+    digits = 3
+    while digits < 8 and p != 0.5 and f"{p:.{digits}f}" == f"{0.5:.{digits}f}":
+        digits += 1
+    return f"{p:.{digits}f}"
 
 
 def show_pair(row: dict) -> None:
