@@ -29,7 +29,7 @@ st.caption("The RL phase of Constitutional AI: an AI judge compares two response
 
 ALL = "(all)"
 batches = list_batches(store)
-batch_names = sorted({b["batch"] for b in batches if b["batch"]})
+batch_names = list(dict.fromkeys(b["batch"] for b in batches if b["batch"]))  # newest first: what was just sampled
 
 s = stats(store)
 m = st.columns(5)

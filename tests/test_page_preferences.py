@@ -163,3 +163,14 @@ def test_probability_shows_which_side_of_one_half_decided():
 
     assert fmt_p(None) == "-" and fmt_p(0.73) == "0.730" and fmt_p(0.5) == "0.500"
     assert fmt_p(0.5003) == "0.5003" and fmt_p(0.49996) == "0.49996"
+
+
+def test_judge_form_offers_the_newest_batch_first(ws):
+    store, _ = ws  # batch "b1" was stored just now
+    for batch, t in (("aa-older", 200.0), ("zz-oldest", 100.0)):
+        ids = add_pairs(store, [{"id": batch, "prompt": f"q {batch}", "response_a": "a", "response_b": "b"}],
+                        source="test", batch=batch)
+        store.execute("UPDATE comparisons SET created_at=? WHERE id=?", (t, ids[0]))
+    at = page()
+    judge_batch = next(sb for sb in at.selectbox if sb.label == "Batch" and sb.key is None)
+    assert judge_batch.options == ["b1", "aa-older", "zz-oldest"] and judge_batch.value == "b1"
