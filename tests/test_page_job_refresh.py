@@ -47,3 +47,24 @@ def test_jobs_already_ended_when_first_seen_do_not_rerun():
     at.session_state["status"] = "failed"
     at.run()
     assert at.session_state["runs"] == 4
+
+
+def _show_revise_job():
+    from cai_core.jobs import Job
+    from ui.common import job_progress
+
+    job_progress(Job(id=1, kind="revise", title="revise red_team", status="finished", argv=[], pid=None, total=6,
+                     done=6, message=None, log_path=None, result=None, exit_code=0, error=None, created_at=0.0,
+                     started_at=0.0, ended_at=1.0, updated_at=1.0))
+
+
+def test_job_progress_names_what_it_counts():
+    """A 2-prompt revise batch is 6 generation steps: the bar says "6/6 steps", not a bare "6/6"
+    next to the page's "2/2 prompts done"."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_show_revise_job)
+    at.run()
+    assert not at.exception
+    [bar] = at.get("progress")
+    assert "6/6 steps" in bar.proto.text

@@ -76,11 +76,18 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s left" if seconds >= 60 else f"{seconds}s left"
 
 
+# What a job's done/total counts, where it is not obvious (a revise batch counts generation steps:
+# prompts x (answer + critique and revision per round)).
+JOB_UNITS = {"revise": "steps", "judge": "judgments", "eval-judge": "judgments", "pairs-sample": "prompts"}
+
+
 def job_progress(job) -> None:
     """One job's progress bar with ETA and status line."""
     label = f"{job.title or job.kind} - {job.status}"
     if job.total:
         label += f" - {job.done}/{job.total}"
+        if job.kind in JOB_UNITS:
+            label += f" {JOB_UNITS[job.kind]}"
         if job.status == "running":
             label += f" - {fmt_eta(job.eta_s)}"
     st.progress(job.fraction if job.total else (1.0 if job.status == "finished" else 0.0), text=label)
