@@ -103,9 +103,10 @@ with tab_annotate:
         st.text_input("Reason (optional; kept with the label, shown for overrides)", key="reason")
         cols = st.columns(len(CHOICES) + 2)
         for col, (label, text, key) in zip(cols, CHOICES):
-            col.button(f"{text} [{key}]", key=f"label_{label}", shortcut=key, on_click=annotate, args=(label,),
+            col.button(text, key=f"label_{label}", shortcut=key, on_click=annotate, args=(label,),
                        disabled=not annotator.strip(), width="stretch")
-        # Streamlit shows the shortcut as a badge next to the label: a "[Left]" in the label too was cut off
+        # Streamlit shows each shortcut as a badge next to the label, so labels do not repeat the key
+        # (a "[Left]" in the label too was cut off)
         if cols[-2].button("Previous", key="queue_prev", shortcut="Left", disabled=offset == 0,
                            width="stretch"):
             st.session_state["queue_offset"] = max(0, offset - 1)

@@ -174,3 +174,10 @@ def test_judge_form_offers_the_newest_batch_first(ws):
     at = page()
     judge_batch = next(sb for sb in at.selectbox if sb.label == "Batch" and sb.key is None)
     assert judge_batch.options == ["b1", "aa-older", "zz-oldest"] and judge_batch.value == "b1"
+
+
+def test_choice_buttons_leave_the_key_to_the_shortcut_badge(ws):
+    at = page()
+    labels = {b.key: b.label for b in at.button if b.key and b.key.startswith("label_")}
+    assert labels["label_A"] == "A is better" and labels["label_both_bad"] == "Both bad"
+    assert not any("[" in text for text in labels.values()), labels
