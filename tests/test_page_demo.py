@@ -119,3 +119,23 @@ def test_demo_reliability_shows_the_largest_measurement(ws):
                                  (cid, "mc|j", "j", "harmless", "mc", order, 0.8, "ok", now()))
     rel = demo_reliability(store)
     assert rel["gold"] == "gold:b-big" and rel["report"]["n"] == 3
+
+
+def test_demo_before_after_uses_the_untrained_model_as_base(ws):
+    """A base model given as a folder (kind 'folder') listed after the trained run is still the 'before'."""
+    import json
+
+    store = open_store(ws)
+    eid = seed_evaluation(store, "folder-base")
+    result = json.loads(store.scalar("SELECT result_json FROM evaluations WHERE id=?", (eid,)))
+    base, tuned = result["policies"]
+    base["kind"], base["spec"] = "folder", "/models/tiny"
+    result["policies"] = [tuned, base]  # the run first, as when it was picked before the typed base folder
+    store.execute("UPDATE evaluations SET result_json=? WHERE id=?", (json.dumps(result), eid))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 5
+    at.run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "tuned wins vs others" in labels, labels
+    assert any("vs base" in str(m.delta) for m in at.metric if m.label == "Harmlessness score")
