@@ -109,3 +109,13 @@ def test_curves_of_very_different_size_get_their_own_axis():
     assert [t.yaxis for t in fig.data] == ["y", "y2"]  # steps/s would be a flat line at 0 on the tokens/s axis
     fig = metric_figure(metrics, "Loss", ["loss"])
     assert [t.yaxis for t in fig.data] == ["y"]
+
+
+def test_memory_estimate_of_a_small_model_keeps_its_digits(ws_env, tiny_model_dir):
+    """The tiny model has ~35 K parameters (16 K trainable with LoRA): not '0.0 M' next to '0.02 M'."""
+    at = _page()
+    at.text_input(key="tr_model").set_value(str(tiny_model_dir)).run()
+    assert not at.exception, at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values["Parameters"].endswith(" K") and values["Trainable"].endswith(" K"), values
+    assert float(values["Parameters"][:-2]) > float(values["Trainable"][:-2]), values

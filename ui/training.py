@@ -28,6 +28,15 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
+def fmt_count(n) -> str:
+    """A parameter count in the unit that keeps its digits (a 35 K model read '0.0 M' next to '0.02 M' trainable)."""
+    n = float(n or 0)
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= size:
+            return f"{n / size:.{2 if size == 1e9 else 1}f} {unit}"
+    return f"{n:.0f}"
+
+
 def fmt_value(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -172,8 +181,8 @@ def memory_estimate(mem: dict) -> None:
     cols = st.columns(4)
     cols[0].metric("Memory estimate", label, help="Rough peak: weights, gradients, AdamW states, activations, "
                                                   "and the extra models of the kind (reference, reward, value).")
-    cols[1].metric("Parameters", f"{mem['params'] / 1e6:.1f} M")
-    cols[2].metric("Trainable", f"{mem['trainable_params'] / 1e6:.2f} M")
+    cols[1].metric("Parameters", fmt_count(mem["params"]))
+    cols[2].metric("Trainable", fmt_count(mem["trainable_params"]))
     cols[3].metric("Device / precision", f"{mem['device']} / {mem['precision']}")
     parts = {k[:-3].replace("_", " "): round(v, 1) for k, v in mem.items()
              if k.endswith("_mb") and k not in ("total_mb", "available_mb")}
