@@ -139,3 +139,19 @@ def test_demo_before_after_uses_the_untrained_model_as_base(ws):
     labels = [m.label for m in at.metric]
     assert "tuned wins vs others" in labels, labels
     assert any("vs base" in str(m.delta) for m in at.metric if m.label == "Harmlessness score")
+
+
+def test_demo_preference_near_half_shows_which_side_decided(ws):
+    """A verdict of B at P(A) = 0.4998 must not read '50%' next to 'Preferred B'."""
+    store = open_store(ws)
+    seed_evaluation(store, "near-half")
+    cid = store.scalar("SELECT MAX(id) FROM comparisons")
+    store.execute("UPDATE judgments SET p_a = CASE order_shown WHEN 'AB' THEN 0.6 ELSE 0.3996 END "
+                  "WHERE comparison_id=?", (cid,))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 3
+    at.run()
+    assert not at.exception, at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values["Preferred"] == "B", values
+    assert values["P(A is better)"] == "49.98%", values
