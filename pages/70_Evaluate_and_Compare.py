@@ -80,8 +80,12 @@ with tab_new:
                 "(or `python -m cai_core prompts import ...`).")
     else:
         options = policy_options(store)
+        model = active_model()
+        if model not in {o["spec"] for o in options}:
+            # the sidebar's model is usually the base the runs were trained from: offer it, first and chosen
+            options.insert(0, {"label": f"{model} (active model)", "spec": model})
         with st.form("new_eval", enter_to_submit=False):
-            chosen = st.multiselect("Policies", [o["spec"] for o in options], default=["default"],
+            chosen = st.multiselect("Policies", [o["spec"] for o in options], default=[options[0]["spec"]],
                                     format_func=lambda s: next(o["label"] for o in options if o["spec"] == s),
                                     help="The base model, trained runs and their checkpoints.")
             extra = st.text_input("More policies", placeholder="NAME=/path/to/model, http://127.0.0.1:8000/v1",

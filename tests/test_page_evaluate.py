@@ -79,3 +79,17 @@ def test_side_by_side_shows_a_flipped_verdict_as_the_tie_the_leaderboard_counts(
     assert list(table["verdict"]) == ["tie", "B"], list(table["verdict"])
     header = next(m.value for m in at.markdown if "verdict:" in m.value)
     assert "verdict: **tie**" in header and "flipped with the order" in header, header
+
+
+def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp_path):
+    """The runs were trained from the sidebar's model: it must be pickable (and picked), not only 'default'."""
+    from cai_core.bootstrap import ensure_samples
+
+    ensure_samples(open_store(ws))  # prompt sets, so the form shows
+    model = tmp_path / "my-base"
+    monkeypatch.setenv("CAI_MODEL", str(model))
+    at = _run()
+    policies = next(m for m in at.multiselect if m.label == "Policies")
+    assert str(model) in policies.options[0] and "active model" in policies.options[0], policies.options
+    assert policies.value == [str(model)]
+    assert any("default" in o for o in policies.options)
