@@ -119,3 +119,11 @@ def test_memory_estimate_of_a_small_model_keeps_its_digits(ws_env, tiny_model_di
     values = {m.label: m.value for m in at.metric}
     assert values["Parameters"].endswith(" K") and values["Trainable"].endswith(" K"), values
     assert float(values["Parameters"][:-2]) > float(values["Trainable"][:-2]), values
+
+
+def test_a_whitespace_only_probe_answer_says_so(ws_env, tmp_path):
+    _fake_finished_run(ws_env, tmp_path)
+    (tmp_path / "done" / "samples.jsonl").write_text(json.dumps({"step": 0, "prompt": "p", "text": "\n\n\n"}) + "\n")
+    at = _page()
+    assert not at.exception, at.exception
+    assert any("empty answer: 3 whitespace characters" in c.value for c in at.caption), [c.value for c in at.caption]

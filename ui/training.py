@@ -255,7 +255,10 @@ def samples_view(run) -> None:
     for step in sorted(by_step, reverse=True)[:12]:
         with st.container(border=True):
             st.caption(f"step {step}")
-            st.text(by_step[step])
+            if by_step[step].strip():
+                st.text(by_step[step])
+            else:  # an empty box reads as a display bug; an untrained model often answers only newlines
+                st.caption(f"(empty answer: {len(by_step[step])} whitespace characters, no text)")
 
 
 def run_controls(store, run) -> None:
