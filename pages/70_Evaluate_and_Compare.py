@@ -9,7 +9,7 @@ import streamlit as st
 
 from cai_core.constitution import list_constitutions, list_versions
 from cai_core.errors import CaiError
-from cai_core.evaluation import get_evaluation, list_evaluations, policy_options
+from cai_core.evaluation import get_evaluation, list_evaluations, parse_policies, policy_options
 from cai_core.evasiveness import detect, rules
 from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
 from cai_core.prompt_sets import list_prompt_sets
@@ -110,6 +110,7 @@ with tab_new:
             try:
                 if len(specs) < 2:
                     raise CaiError("choose at least two policies")
+                parse_policies(specs, store, with_checkpoints=checkpoints)  # a typo is shown here, not as a failed job
                 args = ["evaluate", "--policies", *specs, "--prompts", prompts, "--judge-model", judge.strip() or "default",
                         "--limit", str(int(limit)), "--max-new-tokens", str(int(max_tokens)), "--seed", str(int(seed))]
                 if helpful_set != "(none)":

@@ -93,3 +93,18 @@ def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp
     assert str(model) in policies.options[0] and "active model" in policies.options[0], policies.options
     assert policies.value == [str(model)]
     assert any("default" in o for o in policies.options)
+
+
+def test_a_mistyped_policy_is_refused_before_any_job_starts(ws, tmp_path):
+    from cai_core.bootstrap import ensure_samples
+    from cai_core.jobs import list_jobs
+
+    store = open_store(ws)
+    ensure_samples(store)
+    at = _run()
+    extra = next(t for t in at.text_input if t.label == "More policies")
+    extra.set_value(str(tmp_path / "no-such-model"))
+    next(b for b in at.button if b.label == "Start evaluation").click().run()
+    assert not at.exception, at.exception
+    assert any("no such folder or file" in e.value for e in at.error), [e.value for e in at.error]
+    assert list_jobs(store, kind="evaluate") == []
