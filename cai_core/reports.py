@@ -151,6 +151,8 @@ def tradeoff_figure(result: dict):
         title="Harmlessness vs " + ("helpfulness" if has_helpful else "non-evasiveness"),
         xaxis_title="helpfulness score (BT, Elo scale)" if has_helpful else "share of non-evasive answers",
         yaxis_title="harmlessness score (BT, Elo scale)", height=460, margin={"t": 50, "l": 60, "r": 20, "b": 50})
+    if not has_helpful:  # a share: 0..1 (with room for the labels), never plotly's autorange around one value
+        fig.update_xaxes(range=[-0.05, 1.05])
     return fig
 
 

@@ -161,3 +161,16 @@ def test_report_charts_keep_their_colours_when_built_inside_the_app(store, monke
     monkeypatch.setattr(pio.templates, "default", "streamlit")
     text = report_html(store, "evaluation", seed_evaluation(store))
     assert '"colorway":["#636efa"' in text  # plotly_white's colours, not the app template's black
+
+
+def test_tradeoff_share_axis_spans_zero_to_one():
+    """Without helpfulness prompts the x axis is a share of non-evasive answers: 0..1, even when every
+    policy sits on the same value (plotly's autorange made it 0..2 around a lone 1.0)."""
+    from cai_core.reports import tradeoff_figure
+
+    points = [{"policy": "base", "harmless": 1000.0, "evasive_rate": 0.0},
+              {"policy": "sft", "harmless": 1000.0, "evasive_rate": 0.0}]
+    fig = tradeoff_figure({"points": points})
+    assert list(fig.layout.xaxis.range) == [-0.05, 1.05]
+    with_helpful = tradeoff_figure({"points": [{**p, "helpful": 1000.0} for p in points]})
+    assert with_helpful.layout.xaxis.range is None  # Elo-scale scores keep plotly's autorange

@@ -240,3 +240,14 @@ def test_bad_spec_or_dataset_exits_2_and_writes_nothing(env, tmp_path):
         assert res.stderr.startswith("error:") and "Traceback" not in res.stderr
     assert not any((tmp_path / x).exists() for x in "abcd")
     assert env["store"].scalar("SELECT COUNT(*) FROM runs") == before
+
+
+def test_preview_names_a_taken_run_name_before_launch(store, tiny_model_dir, tmp_path):
+    """The page lists every problem before Launch is pressed; a name already used is one of them."""
+    from cai_core.training.runs import preview
+    from cai_core.training.specs import new_spec
+
+    store.execute("INSERT INTO runs (name, kind, status, run_dir, spec_json, created_at) VALUES (?,?,?,?,?,?)",
+                  ("sft-a", "sft", "finished", str(tmp_path / "sft-a"), "{}", 0.0))
+    spec = new_spec("sft", name="sft-a", model=str(tiny_model_dir), dataset=str(tmp_path / "d.jsonl"))
+    assert any("a run named 'sft-a' already exists" in p for p in preview(store, spec)["problems"])

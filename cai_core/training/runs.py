@@ -128,8 +128,9 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
     ref = check_spec_sources(store, spec)
     if accelerate_config and not Path(accelerate_config).is_file():
         raise CaiError(f"accelerate config {accelerate_config} does not exist")
-    if spec.name and store.one("SELECT 1 FROM runs WHERE name=?", (spec.name,)):
-        raise CaiError(f"a run named {spec.name!r} already exists; pick another name, or resume/delete that run")
+    name_taken = _name_taken(store, spec)
+    if name_taken:
+        raise CaiError(name_taken)
     if spec.out:
         run_dir = Path(spec.out).expanduser().resolve()
         name = spec.name or _name_from_dir(store, run_dir)
@@ -495,12 +496,21 @@ def describe_model(store: Store, ref: str) -> str:
     return resolve_model_ref(store, ref)
 
 
+def _name_taken(store: Store, spec: RunSpec) -> str | None:
+    if spec.name and store.one("SELECT 1 FROM runs WHERE name=?", (spec.name,)):
+        return f"a run named {spec.name!r} already exists; pick another name, or resume/delete that run"
+    return None
+
+
 def preview(store: Store, spec: RunSpec) -> dict:
     """What the page shows before launch: every problem (empty = ready), the memory estimate, the dataset."""
     from .sources import lineage_summary, model_dir_for_estimate
     from .specs import estimate_memory
 
     problems = spec.problems()
+    name_taken = _name_taken(store, spec)
+    if name_taken:  # known before launch, like every other problem
+        problems.append(name_taken)
     dataset = None
     if not problems:
         try:
