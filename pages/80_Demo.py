@@ -53,7 +53,7 @@ elif step == 1:
 elif step == 2:
     traj = demo_trajectory(store)
     if traj is not None:
-        st.header("A red-team prompt")
+        st.header("A prompt, critiqued and revised")
         st.text(traj["prompt"])
         animate = st.button("▶ Play it again", key="demo_play", help="Replays the stored rounds as they were written")
         st.subheader("The model's first answer")
@@ -109,7 +109,8 @@ elif step == 3:
             c2.metric("Preferred", verdict.label or "-")
             st.caption("Judged in both orders (A first, then B first) to cancel position bias"
                        + (" - this verdict flipped with the order." if verdict.flipped else "."))
-        st.caption(f"Judge: {pref['judge']['judge_key']}")
+        judge = pref["judge"]
+        st.caption(f"Judge: {judge.get('model') or judge['judge_key']} ({judge.get('style') or 'mc'} style)")
 
 elif step == 4:
     rel = demo_reliability(store)

@@ -155,3 +155,30 @@ def test_demo_preference_near_half_shows_which_side_decided(ws):
     values = {m.label: m.value for m in at.metric}
     assert values["Preferred"] == "B", values
     assert values["P(A is better)"] == "49.98%", values
+
+
+def test_demo_prefers_plain_batches_and_sampled_pairs_over_ab_experiments(ws):
+    """An A/B experiment's arms and final-answer comparisons are stored like any other, but the demo
+    shows a plain batch's trajectory and a sampled pair when there is one, even if older."""
+    from cai_core.pairs import add_pairs
+    from ui.demo import demo_preference, demo_trajectory
+
+    store = open_store(ws)
+    with store.tx() as conn:
+        for key, batch, t in (("plain", "rt-batch", 1.0), ("arm", "ab-exp-a", 2.0)):
+            tid = conn.execute(
+                "INSERT INTO trajectories (key, prompt, constitution_name, constitution_version, model, params_json, "
+                "seed, initial, final, status, rounds, batch, created_at, updated_at) VALUES (?,?,'c','v','m','{}',0,"
+                "'first','final','done',1,?,?,?)", (key, f"prompt {key}", batch, t, t)).lastrowid
+            conn.execute("INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, violation, "
+                         "revision, created_at) VALUES (?,1,'harm','crit',1,'rev',?)", (tid, t))
+    assert demo_trajectory(store)["prompt"] == "prompt plain"
+    sampled = add_pairs(store, [{"id": "s", "prompt": "sampled q", "response_a": "a", "response_b": "b"}], source="sampled")
+    ab = add_pairs(store, [{"id": "x", "prompt": "ab q", "response_a": "a", "response_b": "b"}], source="ab:exp")
+    with store.tx() as conn:
+        for cid in sampled + ab:
+            for order in ("AB", "BA"):
+                conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, "
+                             "order_shown, p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                             (cid, "mc|m|v|random|x", "m", "harm", "mc", order, 0.8, "ok", now()))
+    assert demo_preference(store)["comparison"]["prompt"] == "sampled q"

@@ -25,8 +25,10 @@ def demo_constitution(store):
 
 
 def demo_trajectory(store) -> dict | None:
-    """The newest finished trajectory that has at least one critique/revision round."""
+    """The newest finished trajectory that has at least one critique/revision round, preferring a
+    plain batch over an A/B experiment's arms (batches "ab-<experiment>-<arm>")."""
     rows, _ = list_trajectories(store, status="done", limit=50)
+    rows = sorted(rows, key=lambda r: str(r.get("batch") or "").startswith("ab-"))  # stable: newest first within
     for r in rows:
         if r.get("rounds"):
             t = get_trajectory(store, r["id"])
@@ -50,11 +52,13 @@ def demo_preference(store) -> dict | None:
         rows = judge_labels(store, key["judge_key"])
         if not rows:
             continue
-        cid = max(int(r["id"]) for r in rows)
-        verdict = stored_verdicts(store, [cid], [key["judge_key"]]).get(cid)
         from cai_core.pairs import get_comparison
 
-        comp = get_comparison(store, cid)
+        # newest first, a sampled pair before an A/B experiment's final answers (source "ab:<name>")
+        candidates = sorted({int(r["id"]) for r in rows}, reverse=True)
+        comps = [get_comparison(store, cid) for cid in candidates[:50]]
+        comp = next((c for c in comps if not str(c.get("source") or "").startswith("ab:")), comps[0])
+        verdict = stored_verdicts(store, [comp["id"]], [key["judge_key"]]).get(comp["id"])
         return {"comparison": comp, "verdict": verdict, "judge": key}
     return None
 
