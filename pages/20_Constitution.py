@@ -11,6 +11,7 @@ from cai_core.prompt_sets import (KINDS, delete_prompt_set, get_prompts, import_
                                   import_prompt_set, list_prompt_sets, parse_prompts_text)
 from ui import constitution as ce
 from ui.common import age, get_store, read_upload, show_error
+from ui.markdown import md_escape
 
 store = get_store()
 st.title("Constitution")
@@ -127,7 +128,7 @@ with tab_edit:
         changed = draft.version != version
         if all_problems:  # named here: a duplicate id or an empty example shows on no principle's expander
             st.warning(f"{len(all_problems)} problem(s) to fix before saving:\n"
-                       + "\n".join(f"- {ce.escape_md(msg)}" for msg in all_problems))
+                       + "\n".join(f"- {md_escape(msg)}" for msg in all_problems))
         elif changed:
             st.caption(f"Unsaved changes: saving makes version {draft.version} (parent {version}).")
         s1, s2 = st.columns([4, 1], vertical_alignment="bottom")

@@ -6,24 +6,15 @@ widget starts fresh from the stored text.
 """
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from cai_core.constitution import (ALLOWED_VARIABLES, FIELD_VARIABLES, Constitution, FewShotExample, Principle,
                                    template_variables)
 from cai_core.errors import CaiError
+from ui.markdown import md_escape, segments_markdown
 
 PRINCIPLE_FIELDS = ("id", "name", "critique_request", "revision_request", "comparison_question", "tags", "enabled")
 FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:=])")
-
-
-def escape_md(text: str) -> str:
-    """Backslash-escape markdown so user or model text renders literally."""
-    return _MD_SPECIAL.sub(r"\\\1", text or "")
-
-
 def key(uid: str, fld: str) -> str:
     return f"ce{st.session_state.get('ce_gen', 0)}_{uid}_{fld}"
 
@@ -127,19 +118,7 @@ def variables_caption(text: str, fld: str) -> None:
 
 def render_segments(segments) -> None:
     """A word diff as markdown of escaped text: insertions green, deletions red and struck out."""
-    parts = []
-    for seg in segments:
-        lines = seg.text.split("\n")
-        rendered = []
-        for line in lines:
-            if not line.strip() or seg.op == "equal":
-                rendered.append(escape_md(line))
-            elif seg.op == "insert":
-                rendered.append(f":green-background[{escape_md(line)}]")
-            else:
-                rendered.append(f":red-background[~~{escape_md(line)}~~]")
-        parts.append("  \n".join(rendered))
-    st.markdown("".join(parts) or "_(empty)_")
+    st.markdown(segments_markdown(segments) or "_(empty)_")
 
 
 STATUS_ICON = {"added": ":material/add_circle:", "removed": ":material/remove_circle:",
@@ -151,9 +130,9 @@ def render_changes(changes) -> None:
         st.info("These two versions are identical.")
         return
     for ch in changes:
-        title = f"{STATUS_ICON.get(ch.status, '')} {ch.kind.replace('_', '-')} **{escape_md(ch.key)}** - {ch.status}"
+        title = f"{STATUS_ICON.get(ch.status, '')} {ch.kind.replace('_', '-')} **{md_escape(ch.key)}** - {ch.status}"
         if ch.kind == "principle" and ch.label != ch.key:
-            title += f" ({escape_md(ch.label)})"
+            title += f" ({md_escape(ch.label)})"
         if ch.status == "moved" or (ch.old_index is not None and ch.new_index is not None and ch.old_index != ch.new_index):
             title += f", position {ch.old_index + 1} -> {ch.new_index + 1}"
         with st.container(border=True):

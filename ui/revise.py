@@ -1,50 +1,18 @@
 """Critique and Revise page helpers: safe rendering of model text, word diffs, trajectories side by side.
 
-Model output is data: it is shown with st.text, or inside st.markdown only after every markdown
-character has been backslash-escaped (so `<script>`, `**`, `$`, `:emoji:` all show literally).
+Model output is data: it is shown with st.text, or inside st.markdown only escaped (ui/markdown.py).
 """
 from __future__ import annotations
-
-import re
 
 import streamlit as st
 
 from cai_core.textdiff import word_diff
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&\"'=])")
-
-
-def md_escape(text: str) -> str:
-    """Escape every markdown-significant character; newlines become hard line breaks."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
-    return escaped.replace("\r", "").replace("\n", "  \n")
+from ui.markdown import segments_markdown
 
 
 def diff_markdown(old: str, new: str) -> str:
-    """Word diff as markdown: insertions green, deletions red and struck through, all text escaped."""
-    parts = []
-    for seg in word_diff(old or "", new or ""):
-        body = seg.text
-        if seg.op == "equal":
-            parts.append(md_escape(body))
-            continue
-        if not body.strip():
-            parts.append(md_escape(body) if seg.op == "insert" else "")
-            continue
-        # A markdown directive cannot span a line break: colour each line of a multi-line change alone.
-        lines = []
-        for line in body.split("\n"):
-            lead = line[: len(line) - len(line.lstrip())]
-            trail = line[len(line.rstrip()):]
-            core = line.strip()
-            if not core:
-                lines.append(md_escape(line))
-            elif seg.op == "insert":
-                lines.append(f"{md_escape(lead)}:green-background[{md_escape(core)}]{md_escape(trail)}")
-            else:
-                lines.append(f"{md_escape(lead)}:red-background[~~{md_escape(core)}~~]{md_escape(trail)}")
-        parts.append("  \n".join(lines))
-    return "".join(parts) or "_(no text)_"
+    """Word diff of two texts as escaped, coloured markdown."""
+    return segments_markdown(word_diff(old or "", new or "")) or "_(no text)_"
 
 
 def verdict_label(violation) -> str:

@@ -1,0 +1,44 @@
+"""User and model text inside st.markdown: escaped so it renders literally, and word diffs coloured.
+
+Model output is data: every markdown-significant character is backslash-escaped (so `<script>`,
+`**`, `$`, `:emoji:` all show literally). Word diffs come from cai_core.textdiff as segments.
+"""
+from __future__ import annotations
+
+import re
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&\"'=])")
+
+
+def md_escape(text: str) -> str:
+    """Escape every markdown-significant character; newlines become hard line breaks."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
+    return escaped.replace("\r", "").replace("\n", "  \n")
+
+
+def segments_markdown(segments) -> str:
+    """Word-diff segments as markdown: insertions green, deletions red and struck through, all text
+    escaped. Empty string when there is no text."""
+    parts = []
+    for seg in segments:
+        body = seg.text
+        if seg.op == "equal":
+            parts.append(md_escape(body))
+            continue
+        if not body.strip():
+            parts.append(md_escape(body) if seg.op == "insert" else "")
+            continue
+        # A markdown directive cannot span a line break: colour each line of a multi-line change alone.
+        lines = []
+        for line in body.split("\n"):
+            lead = line[: len(line) - len(line.lstrip())]
+            trail = line[len(line.rstrip()):]
+            core = line.strip()
+            if not core:
+                lines.append(md_escape(line))
+            elif seg.op == "insert":
+                lines.append(f"{md_escape(lead)}:green-background[{md_escape(core)}]{md_escape(trail)}")
+            else:
+                lines.append(f"{md_escape(lead)}:red-background[~~{md_escape(core)}~~]{md_escape(trail)}")
+        parts.append("  \n".join(lines))
+    return "".join(parts)
