@@ -560,7 +560,10 @@ def leaderboard(result: dict, axis: str = "harmless") -> list[dict]:
 
 def evaluation_comparisons(store: Store, evaluation: dict, axis: str | None = None, policy: str | None = None,
                            limit: int = 200, offset: int = 0) -> list[dict]:
-    """The comparisons of a finished evaluation with their verdicts (for side-by-side browsing)."""
+    """The comparisons of a finished evaluation with their verdicts (for side-by-side browsing).
+
+    label: the judge's own verdict; counted_label: the outcome the leaderboard counts (outcome_of with
+    the evaluation's tie margin: a verdict that flipped with the order, or within the margin, is a tie)."""
     from .judges import stored_verdicts
 
     result = evaluation.get("result") or {}
@@ -581,11 +584,14 @@ def evaluation_comparisons(store: Store, evaluation: dict, axis: str | None = No
             rows.append({**r, "axis": ax})
     rows = rows[offset:offset + limit]
     verdicts = stored_verdicts(store, [r["id"] for r in rows]) if rows else {}
+    tie_margin = float((evaluation.get("spec") or {}).get("tie_margin") or 0.0)
     for r in rows:
         v = verdicts.get(r["id"])
         r["p_a"] = v.p_a if v else None
         r["label"] = "tie" if r["response_a"] == r["response_b"] else (v.label if v else None)
         r["flipped"] = v.flipped if v else False
+        outcome = None if r["label"] in (None, "tie") else outcome_of(v, tie_margin)
+        r["counted_label"] = r["label"] if outcome is None else {1.0: "A", 0.0: "B", 0.5: "tie"}[outcome]
         r["evasive_a"] = detect(r["response_a"]).evasive
         r["evasive_b"] = detect(r["response_b"]).evasive
     return rows

@@ -58,20 +58,10 @@ def render_evaluation(result: dict) -> None:
     st.plotly_chart(evasiveness_figure(result), width="stretch", key="ev_evasive")
 
 
-def counted_verdict(c: dict, tie_margin: float = 0.0) -> str | None:
-    """The outcome as the leaderboard counts it: a verdict that flips with the order shown, or whose
-    P(A) is within the tie margin of 0.5, is a tie there - so it must read as a tie here too."""
-    label = c.get("label")
-    if label in (None, "tie"):
-        return label
-    if c.get("flipped") or (c.get("p_a") is not None and abs(c["p_a"] - 0.5) <= tie_margin):
-        return "tie"
-    return label
-
-
-def render_comparison(c: dict, tie_margin: float = 0.0) -> None:
-    """One comparison side by side, the verdict and each answer's evasiveness with its reason."""
-    counted = counted_verdict(c, tie_margin)
+def render_comparison(c: dict) -> None:
+    """One comparison side by side, the verdict as the leaderboard counts it (a flipped verdict is a
+    tie there, so it reads as a tie here too) and each answer's evasiveness with its reason."""
+    counted = c["counted_label"]
     leaned = (f" (the judge leaned {c['label']}, but " + ("its verdict flipped with the order)" if c.get("flipped")
                                                         else "within the tie margin)")
               if counted == "tie" and c.get("label") not in (None, "tie") else "")
@@ -98,15 +88,14 @@ def comparisons_browser(store, evaluation: dict) -> None:
     if not rows:
         st.info("No comparisons match.")
         return
-    tie_margin = float((evaluation.get("spec") or {}).get("tie_margin") or 0.0)
     table = pd.DataFrame([{"id": r["id"], "axis": r["axis"], "A": r["policy_a"], "B": r["policy_b"],
-                           "verdict": counted_verdict(r, tie_margin), "P(A)": None if r["p_a"] is None else round(r["p_a"], 2),
+                           "verdict": r["counted_label"], "P(A)": None if r["p_a"] is None else round(r["p_a"], 2),
                            "prompt": r["prompt"][:80]} for r in rows])
     event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-row", key="cmp_table")
     picked = event.selection.rows[0] if event and event.selection.rows else 0
     st.divider()
-    render_comparison(rows[picked], tie_margin)
+    render_comparison(rows[picked])
 
 
 def render_experiment(result: dict) -> None:
