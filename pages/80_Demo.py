@@ -8,9 +8,9 @@ from cai_core.errors import CaiError
 from cai_core.models import get_backend
 from cai_core.reports import leaderboard_figure, tradeoff_figure
 from cai_core.revision import ReviseSettings, stream_revision
-from ui.common import active_model, get_store, show_error
+from ui.common import active_model, beside_half, get_store, show_error
 from ui.demo import (demo_constitution, demo_evaluation, demo_preference, demo_prompt, demo_reliability,
-                     demo_trajectory, pct_beside_half, type_text)
+                     demo_trajectory, type_text)
 from ui.revise import LiveView
 
 STEPS = ["Constitutional AI in one minute", "The constitution", "Critique and revision",
@@ -105,7 +105,7 @@ elif step == 3:
             st.text(comp["response_b"])
         if verdict is not None and verdict.p_a is not None:
             c1, c2 = st.columns(2)
-            c1.metric("P(A is better)", pct_beside_half(verdict.p_a))
+            c1.metric("P(A is better)", beside_half(verdict.p_a, 0, 4, "%"))
             c2.metric("Preferred", verdict.label or "-")
             st.caption("Judged in both orders (A first, then B first) to cancel position bias"
                        + (" - this verdict flipped with the order." if verdict.flipped else "."))

@@ -69,6 +69,15 @@ def show_error(exc: Exception) -> None:
     error_box(str(exc) if isinstance(exc, CaiError) else f"{type(exc).__name__}: {exc}")
 
 
+def beside_half(p: float, digits: int, most: int, spec: str = "f") -> str:
+    """p with `digits` decimals ("f", or "%" for a percentage), more (up to `most`) while rounding
+    would hide which side of 0.5 decided a verdict: "0.500" or "50%" next to a label A/B reads like
+    a bug, 0.5003 or 49.98% does not."""
+    while digits < most and p != 0.5 and f"{p:.{digits}{spec}}" == f"{0.5:.{digits}{spec}}":
+        digits += 1
+    return f"{p:.{digits}{spec}}"
+
+
 def fmt_eta(seconds: float | None) -> str:
     if seconds is None:
         return "estimating..."

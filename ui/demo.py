@@ -110,15 +110,6 @@ def demo_evaluation(store) -> dict | None:
     return {"evaluation": ev, "base": base, "best": best, "board": board, "example": example}
 
 
-def pct_beside_half(p: float) -> str:
-    """A probability as a percentage with enough decimals to show which side of 50% decided the verdict
-    ("50%" next to "Preferred: B" reads like a bug; 49.98% does not)."""
-    digits = 0
-    while digits < 4 and p != 0.5 and f"{p:.{digits}%}" == f"{0.5:.{digits}%}":
-        digits += 1
-    return f"{p:.{digits}%}"
-
-
 def type_text(text: str | None, *, seconds: float = 2.0, animate: bool = True) -> None:
     """Show text as if typed (word by word, at most `seconds`); st.text keeps it plain."""
     box = st.empty()

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
-from ui.common import age, job_args, job_progress
+from ui.common import age, beside_half, job_args, job_progress
 
 # one key per choice; Streamlit reserves C and R, so "both bad" is X
 CHOICES = [("A", "A is better", "A"), ("B", "B is better", "B"), ("tie", "Tie", "T"),
@@ -15,14 +15,8 @@ JOB_KINDS = ("pairs-sample", "judge", "export-prefs")
 
 
 def fmt_p(p) -> str:
-    """Three decimals, more when rounding would hide which side of 0.5 decided the label
-    (0.5003 is an A verdict; "0.500" next to "AI label A" reads like a bug)."""
-    if p is None:
-        return "-"
-    digits = 3
-    while digits < 8 and p != 0.5 and f"{p:.{digits}f}" == f"{0.5:.{digits}f}":
-        digits += 1
-    return f"{p:.{digits}f}"
+    """Three decimals, more when rounding would hide which side of 0.5 decided the label."""
+    return "-" if p is None else beside_half(p, 3, 8)
 
 
 def show_pair(row: dict) -> None:
