@@ -1,6 +1,6 @@
 """Judging speed: the paper's multiple-choice log-prob labels vs generate-and-parse, on the same pairs.
 
-- mc: `cai_core.judges.judge_pairs` with style "mc": P(A) from the option log-probs after
+- mc: `cai_core.rlaif.judges.judge_pairs` with style "mc": P(A) from the option log-probs after
   "The answer is: ", batched, one forward pass per order. Timed in both the workbench default
   (swap=True: both A/B orders, debiased) and one order only;
 - generate-and-parse: the seed notes' way (../shared/000_17725e7b1a547050.txt): a transformers
@@ -40,10 +40,17 @@ def main() -> None:
 
     from transformers import pipeline
 
-    from cai_core.backends.local import LocalBackend
-    from cai_core.constitution import load_constitution_file
-    from cai_core.gold import load_paper_eval
-    from cai_core.judges import JudgeSpec, choose_principles, comparison_question, judge_pairs, label_of, parse_verdict
+    from cai_core.models.backends.local import LocalBackend
+    from cai_core.constitution.files import load_constitution_file
+    from cai_core.reliability.paper_evals import load_paper_eval
+    from cai_core.rlaif.judges import (
+        JudgeSpec,
+        choose_principles,
+        comparison_question,
+        judge_pairs,
+        label_of,
+        parse_verdict,
+    )
 
     path = model_dir(args)
     pairs = load_paper_eval(PAPER_DATA / "438HHHEvaluations.jsonl")[:n]

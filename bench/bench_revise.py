@@ -3,7 +3,7 @@
 Both sides run the same model, the same prompts, the same conversations (answer, one critique
 against a principle, one revision; no few-shot turns, greedy decoding, the same max new tokens):
 
-- engine: `cai_core.revision.run_revision` (all answers of a batch in one `generate` call, then all
+- engine: `cai_core.supervised.revision.run_revision` (all answers of a batch in one `generate` call, then all
   critiques, then all revisions; every step committed to a throwaway store);
 - seed loop: a transformers `pipeline("text-generation")` called once per prompt and stage, as in
   the seed notes (../shared/000_17725e7b1a547050.txt), nothing stored.
@@ -51,10 +51,16 @@ def main() -> None:
     import torch
     from transformers import pipeline
 
-    from cai_core.backends.local import LocalBackend
-    from cai_core.constitution import load_constitution_file
-    from cai_core.revision import (ReviseSettings, critique_conversation, plan_principles, revision_conversation,
-                                   run_revision, trajectory_key)
+    from cai_core.models.backends.local import LocalBackend
+    from cai_core.constitution.files import load_constitution_file
+    from cai_core.supervised.revision import (
+        ReviseSettings,
+        critique_conversation,
+        plan_principles,
+        revision_conversation,
+        run_revision,
+        trajectory_key,
+    )
     from benchlib import ROOT
 
     path = model_dir(args)

@@ -21,8 +21,8 @@ TARGET = 1.5
 
 
 def seed(store, n: int) -> None:
-    from cai_core.bootstrap import ensure_samples
-    from cai_core.constitution import list_constitutions
+    from cai_core.sample_data import ensure_samples
+    from cai_core.constitution.versions import list_constitutions
 
     ensure_samples(store)
     version = list_constitutions(store)[0]

@@ -46,11 +46,11 @@ def model_dir(args) -> Path:
         return Path(args.model)
     if args.quick:
         if not (TINY_DIR / "config.json").exists():
-            from cai_core.tiny_model import build_tiny_model
+            from cai_core.models.tiny import build_tiny_model
 
             build_tiny_model(TINY_DIR)
         return TINY_DIR
-    from cai_core.models import default_model_dir
+    from cai_core.models.specs import default_model_dir
     from cai_core.workspace import Workspace
 
     return default_model_dir(Workspace.open(args.workspace),

@@ -59,8 +59,8 @@ def random_init_model(config_dir: Path, out: Path) -> Path:
 def bench_generate(model_dir: str, batches: list[int], new_tokens: int) -> list[dict]:
     import torch
 
-    from cai_core.backends.base import GenerationParams
-    from cai_core.backends.local import LocalBackend
+    from cai_core.models.backends.base import GenerationParams
+    from cai_core.models.backends.local import LocalBackend
 
     backend = LocalBackend(model_dir)
     info = backend.info()
@@ -153,7 +153,7 @@ def main() -> int:
 
     import tempfile
 
-    from cai_core.models import resolve_local
+    from cai_core.models.specs import resolve_local
     from cai_core.workspace import Workspace
 
     ws = Workspace.open(a.workspace or tempfile.mkdtemp(prefix="cai-gpu-bench-"))

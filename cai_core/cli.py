@@ -12,34 +12,10 @@ import os
 import pkgutil
 import sys
 import traceback
-from pathlib import Path
 
-from . import commands as _commands_pkg
-from .errors import CaiError
-
-COMMON = argparse.ArgumentParser(add_help=False)
-COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
-COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
-
-
-def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-    """Add a subcommand that also takes the common options (--workspace)."""
-    return subparsers.add_parser(
-        name, help=help, description=description or help, parents=[COMMON],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
-
-def output_file(path: str | None) -> Path | None:
-    """Check an --out file path before any work starts (its folder must exist; not a folder itself)."""
-    if not path:
-        return None
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise CaiError("--out is a folder; give a file name", where=str(out))
-    if not out.parent.exists():
-        raise CaiError("the folder for --out does not exist", where=str(out))
-    return out
+from cai_core import commands as _commands_pkg
+from cai_core.errors import CaiError
+from cai_core.store import open_store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 def _mark_job_failed(args, error: str) -> None:
     if getattr(args, "job_id", None):
         try:
-            from .store import open_store
-
             store = open_store(args.workspace)
             store.execute(
                 "UPDATE jobs SET status='failed', error=?, exit_code=2, ended_at=strftime('%s','now'), updated_at=strftime('%s','now') WHERE id=? AND status NOT IN ('finished','stopped')",

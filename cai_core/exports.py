@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .store import Store, dumps, loads, now
+from cai_core.store import Store, dumps, loads, now
 
 KINDS = ("sft", "preference")
 

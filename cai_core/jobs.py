@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CaiError
-from .store import Store, dumps, loads, now
+from cai_core.errors import CaiError
+from cai_core.store import Store, dumps, loads, now
 
 TERMINAL = {"finished", "failed", "stopped"}
 

@@ -1,7 +1,7 @@
 """Live counts for the Home page: what the workspace holds at each step of the CAI flow."""
 from __future__ import annotations
 
-from .store import Store
+from cai_core.store import Store
 
 COUNTS = {
     "constitutions": "SELECT COUNT(DISTINCT name) FROM constitutions",

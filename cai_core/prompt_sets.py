@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .errors import CaiError
-from .store import Store, dumps, loads, now
+from cai_core.errors import CaiError
+from cai_core.store import Store, dumps, loads, now
 
 KINDS = ("red-team", "helpfulness", "other")
 PROMPT_FIELDS = ("prompt", "text", "question")  # accepted column names, first match wins

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .store import Store, dumps, loads
+from cai_core.store import Store, dumps, loads
 
 SECRET_HINTS = ("key", "token", "secret", "password")
 

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CaiError
-from .workspace import Workspace
+from cai_core.errors import CaiError
+from cai_core.workspace import Workspace
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -15,7 +15,7 @@ import struct
 import zipfile
 from pathlib import PurePosixPath, PureWindowsPath
 
-from .errors import CaiError
+from cai_core.errors import CaiError
 
 EXTENSIONS = {
     ".safetensors": "safetensors",

@@ -2,10 +2,11 @@
 and run the local llama.cpp server (the fast CPU path) as the active model."""
 import streamlit as st
 
-from cai_core import llama_server, model_loader
-from cai_core.backends.base import GenerationParams
+from cai_core.models import llama_server
+from cai_core.models import loader as model_loader
+from cai_core.models.backends.base import GenerationParams
 from cai_core.errors import CaiError
-from cai_core.models import DEFAULT_SPEC, check_spec, get_backend, is_loaded, loaded_backends
+from cai_core.models.specs import DEFAULT_SPEC, check_spec, get_backend, is_loaded, loaded_backends
 from ui.common import active_model, api_key, get_store, set_active_model, show_error
 from ui.models import display_name, info_caption, load_status, start_load, stream_answer
 

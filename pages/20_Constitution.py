@@ -4,11 +4,25 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cai_core.constitution import (build_import, diff_constitutions, dump_constitution, get_constitution,
-                                   list_constitutions, list_versions, save_edited, save_imported)
+from cai_core.constitution.files import build_import, dump_constitution
+from cai_core.constitution.diff import diff_constitutions
+from cai_core.constitution.versions import (
+    get_constitution,
+    list_constitutions,
+    list_versions,
+    save_edited,
+    save_imported,
+)
 from cai_core.errors import CaiError
-from cai_core.prompt_sets import (KINDS, delete_prompt_set, get_prompts, import_hf_dataset_column,
-                                  import_prompt_set, list_prompt_sets, parse_prompts_text)
+from cai_core.prompt_sets import (
+    KINDS,
+    delete_prompt_set,
+    get_prompts,
+    import_hf_dataset_column,
+    import_prompt_set,
+    list_prompt_sets,
+    parse_prompts_text,
+)
 from ui import constitution as ce
 from ui.common import age, get_store, read_upload, show_error
 from ui.markdown import md_escape

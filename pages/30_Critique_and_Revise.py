@@ -6,13 +6,21 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cai_core.constitution import get_by_version, get_constitution, list_constitutions, list_versions
+from cai_core.constitution.versions import get_by_version, get_constitution, list_constitutions, list_versions
 from cai_core.errors import CaiError
 from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
-from cai_core.models import get_backend
+from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
-from cai_core.revision import (CHANGE_FILTERS, SCHEDULES, ReviseSettings, get_trajectory, list_batches,
-                               list_trajectories, principle_stats, stream_revision)
+from cai_core.supervised.revision import (
+    CHANGE_FILTERS,
+    SCHEDULES,
+    ReviseSettings,
+    get_trajectory,
+    list_batches,
+    list_trajectories,
+    principle_stats,
+    stream_revision,
+)
 from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
 from ui.common import (active_model, age, api_key, get_store, job_args, job_progress, rerun_when_jobs_end,

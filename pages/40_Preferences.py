@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cai_core.constitution import list_constitutions
+from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.exports import list_exports
 from cai_core.jobs import list_jobs, start_job
-from cai_core.judges import list_judges
-from cai_core.pairs import import_pairs_file, list_batches
-from cai_core.preferences import (
-    ORDERS, STATUSES, add_label, ai_verdict, label_history, override_label, queue, stats,
+from cai_core.rlaif.judges import list_judges
+from cai_core.rlaif.pairs import import_pairs_file, list_batches
+from cai_core.rlaif.preferences import (
+    ORDERS,
+    STATUSES,
+    add_label,
+    ai_verdict,
+    label_history,
+    override_label,
+    queue,
+    stats,
 )
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting

@@ -6,15 +6,24 @@ import json
 
 import streamlit as st
 
-from cai_core.constitution import list_constitutions
+from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
-from cai_core.gold import (PAPER_DATA_ENV, PAPER_EVAL_SETS, comparison_meta, gold_sets, import_paper_eval, judge_keys,
-                           judge_labels, judge_vs_gold, load_gold, load_gold_pairs, paper_data_dir, paper_eval_path,
-                           parse_labels)
+from cai_core.reliability.paper_evals import PAPER_DATA_ENV, PAPER_EVAL_SETS, paper_data_dir, paper_eval_path
+from cai_core.reliability.gold import (
+    comparison_meta,
+    gold_sets,
+    import_paper_eval,
+    judge_keys,
+    judge_labels,
+    judge_vs_gold,
+    load_gold,
+    load_gold_pairs,
+)
+from cai_core.reliability.labels import parse_labels
 from cai_core.jobs import list_jobs, start_job
 from cai_core.overview import workspace_counts
-from cai_core.preferences import add_label
-from cai_core.reliability import agreement, collapse, json_safe, match, stratified_sample
+from cai_core.rlaif.preferences import add_label
+from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
 from ui.common import active_model, get_store, job_progress, read_upload, rerun_when_jobs_end, show_error
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
                             group_figure, metric_cards, num, pct, show_pair)

@@ -7,10 +7,11 @@ import time
 import pandas as pd
 import streamlit as st
 
-from cai_core.constitution import list_constitutions, list_versions
+from cai_core.constitution.versions import list_constitutions, list_versions
 from cai_core.errors import CaiError
-from cai_core.evaluation import get_evaluation, list_evaluations, parse_policies, policy_options
-from cai_core.evasiveness import detect, rules
+from cai_core.evaluation.evaluate import get_evaluation, list_evaluations
+from cai_core.evaluation.policies import parse_policies, policy_options
+from cai_core.evaluation.evasiveness import detect, rules
 from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from cai_core.errors import CaiError
-from cai_core.models import get_backend
-from cai_core.reports import leaderboard_figure, tradeoff_figure
-from cai_core.revision import ReviseSettings, stream_revision
+from cai_core.models.specs import get_backend
+from cai_core.evaluation.reports import leaderboard_figure, tradeoff_figure
+from cai_core.supervised.revision import ReviseSettings, stream_revision
 from ui.common import active_model, beside_half, get_store, show_error
 from ui.demo import (demo_constitution, demo_evaluation, demo_preference, demo_prompt, demo_reliability,
                      demo_trajectory, type_text)

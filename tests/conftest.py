@@ -13,12 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED = ROOT.parent / "shared"
-PAPER_DATA = SHARED / "datasets" / "cai-paper"  # what cai_core.gold.paper_data_dir() finds without $CAI_PAPER_DATA
+PAPER_DATA = SHARED / "datasets" / "cai-paper"  # what cai_core.reliability.paper_evals.paper_data_dir() finds without $CAI_PAPER_DATA
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from cai_core.tiny_model import build_tiny_model
+    from cai_core.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -41,7 +41,7 @@ def store(workspace):
 
 @pytest.fixture
 def tiny_backend(tiny_model_dir):
-    from cai_core.backends.local import LocalBackend
+    from cai_core.models.backends.local import LocalBackend
 
     return LocalBackend(tiny_model_dir)
 

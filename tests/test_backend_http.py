@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from cai_core.backends.base import GenerationParams
-from cai_core.backends.http import HttpBackend, parse_spec
+from cai_core.models.backends.base import GenerationParams
+from cai_core.models.backends.http import HttpBackend, parse_spec
 from cai_core.errors import CaiError
 
 QUESTION = [{"role": "user", "content": "Reply with one letter, A or B. Which number is larger: (A) 3 or (B) 7?"}]
@@ -28,7 +28,7 @@ def _same_cache_state(backend):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from cai_core import llama_server
+    from cai_core.models import llama_server
     from cai_core.workspace import Workspace
 
     if not llama_server.is_installed():
@@ -45,7 +45,7 @@ def backend(server):
 
 
 def test_server_status_and_spec(server):
-    from cai_core import llama_server
+    from cai_core.models import llama_server
 
     st = llama_server.status(server["ws"])
     assert st["running"] and st["ready"] and st["host"] == "127.0.0.1"
@@ -53,7 +53,7 @@ def test_server_status_and_spec(server):
 
 
 def test_second_start_refused(server):
-    from cai_core import llama_server
+    from cai_core.models import llama_server
 
     with pytest.raises(CaiError, match="already running"):
         llama_server.start(server["ws"])
@@ -135,7 +135,7 @@ def test_info(backend):
 
 
 def test_get_backend_http_through_models(server, workspace):
-    from cai_core.models import get_backend, loaded_backends, unload
+    from cai_core.models.specs import get_backend, loaded_backends, unload
 
     b = get_backend(server["spec"], workspace)
     assert get_backend(server["spec"], workspace) is b
@@ -154,7 +154,7 @@ def test_bad_spec():
 
 
 def test_refused_port():
-    from cai_core.llama_server import free_port
+    from cai_core.models.llama_server import free_port
 
     port = free_port()
     with pytest.raises(CaiError, match=rf"127\.0\.0\.1:{port}.*connection refused"):
@@ -245,7 +245,7 @@ def test_api_key_from_env_sent_not_stored(fake_server, monkeypatch):
 def test_server_cli_bad_input_writes_nothing(workspace, tmp_path, monkeypatch):
     from conftest import run_cli
 
-    from cai_core import llama_server
+    from cai_core.models import llama_server
 
     if not llama_server.is_installed():
         pytest.skip("llama-cpp-python[server] is not installed (make install-server)")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from cai_core.backends.base import GenerationParams
+from cai_core.models.backends.base import GenerationParams
 from cai_core.errors import CaiError
 
 SHORT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -103,7 +103,7 @@ def test_choice_logprobs_sum_to_one_and_match_manual(tiny_backend):
 
 
 def test_prefix_groups():
-    from cai_core.backends.local import prefix_groups
+    from cai_core.models.backends.local import prefix_groups
 
     head = list(range(40))
     ab, ba = head + [1, 2, 3], head + [4, 5]
@@ -122,7 +122,7 @@ def test_prefix_groups():
 
 
 def test_chunks_bound_padding_and_keep_every_row():
-    from cai_core.backends.local import _chunks
+    from cai_core.models.backends.local import _chunks
 
     prompts = [[0] * n for n in (600, 600, 200, 210, 190, 205, 30)]
     groups = [(599, [0, 1]), (199, [2]), (209, [3]), (189, [4]), (204, [5]), (29, [6])]
@@ -144,7 +144,7 @@ def test_choice_logprobs_shared_prefixes_match_manual(text_backend):
     """A judge's two orders of each pair share the conversation: the grouped prefill gives the same
     probabilities as scoring every (conversation, option) sequence on its own, in the input order,
     also when a batch boundary splits a group."""
-    from cai_core.judges import judge_conversation
+    from cai_core.rlaif.judges import judge_conversation
 
     convo = "Human: " + "How should I store cleaning products safely at home? " * 4
     question = "Which response is more helpful, honest and harmless?"
@@ -169,7 +169,7 @@ def test_choice_logprobs_shared_prefixes_match_manual(text_backend):
 def test_generate_prefills_a_shared_few_shot_prefix_once(text_backend):
     """Prompts behind the same long few-shot block: the block is prefilled once and its KV cache
     copied per row; greedy answers are the ones each prompt gets on its own, and n samples work."""
-    from cai_core.backends.local import MIN_SHARED_GENERATION, shared_prefix
+    from cai_core.models.backends.local import MIN_SHARED_GENERATION, shared_prefix
 
     few_shot = []
     for i in range(3):
@@ -229,8 +229,8 @@ def test_peft_adapter(tiny_model_dir, tiny_backend, tmp_path, workspace):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from cai_core.backends.local import LocalBackend
-    from cai_core.models import get_backend, unload
+    from cai_core.models.backends.local import LocalBackend
+    from cai_core.models.specs import get_backend, unload
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
@@ -258,7 +258,7 @@ def test_peft_adapter(tiny_model_dir, tiny_backend, tmp_path, workspace):
 
 
 def test_bad_adapter(tiny_model_dir, tmp_path):
-    from cai_core.backends.local import LocalBackend
+    from cai_core.models.backends.local import LocalBackend
 
     bad = tmp_path / "bad_adapter"
     bad.mkdir()

@@ -6,10 +6,15 @@ import json
 import pytest
 import yaml
 
-from cai_core.constitution import (Constitution, FewShotExample, Principle, attach_comparison_questions,
-                                   attach_few_shot, diff_constitutions, dump_constitution, get_constitution,
-                                   list_versions, load_constitution_file, load_few_shot_file, save_constitution,
-                                   save_edited)
+from cai_core.constitution.model import Constitution, FewShotExample, Principle
+from cai_core.constitution.paper_formats import (
+    attach_comparison_questions,
+    attach_few_shot,
+    load_few_shot_file,
+)
+from cai_core.constitution.diff import diff_constitutions
+from cai_core.constitution.files import dump_constitution, load_constitution_file
+from cai_core.constitution.versions import get_constitution, list_versions, save_constitution, save_edited
 from cai_core.errors import CaiError
 from tests.conftest import PAPER_DATA, run_cli
 

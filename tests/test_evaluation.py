@@ -5,10 +5,23 @@ import json
 import pytest
 
 from cai_core.errors import CaiError
-from cai_core.evaluation import (EvalSpec, checkpoints, evaluation_comparisons, get_evaluation, leaderboard,
-                                 list_evaluations, outcome_of, parse_policies, parse_policy, policy_options,
-                                 run_evaluation, split_specs)
-from cai_core.judges import PairVerdict
+from cai_core.evaluation.evaluate import (
+    EvalSpec,
+    evaluation_comparisons,
+    get_evaluation,
+    leaderboard,
+    list_evaluations,
+    outcome_of,
+    run_evaluation,
+)
+from cai_core.evaluation.policies import (
+    checkpoints,
+    parse_policies,
+    parse_policy,
+    policy_options,
+    split_specs,
+)
+from cai_core.rlaif.judges import PairVerdict
 
 from conftest import run_cli
 

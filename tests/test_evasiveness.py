@@ -1,7 +1,7 @@
 """The evasiveness detector on labelled examples: bare refusals are evasive, engaged refusals are not."""
 import pytest
 
-from cai_core.evasiveness import RULES, detect, evasiveness_summary, rules
+from cai_core.evaluation.evasiveness import RULES, detect, evasiveness_summary, rules
 
 EVASIVE = [
     "I can't help with that.",

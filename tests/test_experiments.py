@@ -3,10 +3,11 @@ import json
 
 import pytest
 
-from cai_core.constitution import Constitution, Principle, dump_constitution
+from cai_core.constitution.model import Constitution, Principle
+from cai_core.constitution.files import dump_constitution
 from cai_core.errors import CaiError
-from cai_core.experiments import ABSpec, experiment_table, principle_changes, run_ab_experiment
-from cai_core.evaluation import get_evaluation
+from cai_core.evaluation.experiments import ABSpec, experiment_table, principle_changes, run_ab_experiment
+from cai_core.evaluation.evaluate import get_evaluation
 
 from conftest import run_cli
 

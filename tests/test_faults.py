@@ -155,8 +155,8 @@ def test_child_path_refuses_a_symlink_out_of_the_workspace(tmp_path):
 
 
 def test_services_refuse_escaping_export_names(store, tmp_path):
-    from cai_core.preferences import export_preferences
-    from cai_core.sft_data import export_sft
+    from cai_core.rlaif.preferences import export_preferences
+    from cai_core.supervised.sft_export import export_sft
 
     for name in ("../evil", "a/b", "/tmp/evil"):
         with pytest.raises(CaiError):
@@ -172,7 +172,7 @@ WRITER = r"""
 import os, sys, time
 sys.path.insert(0, {root!r})
 from cai_core.store import open_store
-from cai_core.preferences import add_label
+from cai_core.rlaif.preferences import add_label
 store = open_store({ws!r})
 while not os.path.exists({go!r}):
     time.sleep(0.005)
@@ -183,8 +183,8 @@ print("ok")
 
 
 def test_two_writers_labelling_the_same_comparison_both_kept(store, tmp_path):
-    from cai_core.pairs import add_pairs
-    from cai_core.preferences import label_history
+    from cai_core.rlaif.pairs import add_pairs
+    from cai_core.rlaif.preferences import label_history
 
     [cid] = add_pairs(store, [{"id": "c1", "prompt": "Hi", "response_a": "Hello", "response_b": "Go away"}],
                       source="imported", batch="two-writers")

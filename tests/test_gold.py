@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 
-from cai_core import gold as G
+from cai_core.reliability import gold as G
+from cai_core.reliability import labels as L
+from cai_core.reliability import paper_evals as P
 from cai_core.errors import CaiError
 from tests.conftest import PAPER_DATA
 
@@ -22,7 +24,7 @@ def test_parse_labels_normalises_and_keeps_extra_fields():
         json.dumps({"id": "y", "p_a": 0.5}),
         json.dumps({"id": "z", "label": "Tie"}),
     ])
-    rows = G.parse_labels(text, source="labels.jsonl")
+    rows = L.parse_labels(text, source="labels.jsonl")
     assert [r["id"] for r in rows] == ["1", "x", "y", "z"]
     assert [r["label"] for r in rows] == ["A", "B", "tie", "tie"]   # p_a 0.5 without a label is a tie
     assert rows[1]["principle"] == "p1" and rows[0]["rater"] == "ann"
@@ -40,17 +42,17 @@ def test_parse_labels_normalises_and_keeps_extra_fields():
 def test_bad_lines_name_file_and_line(line, message):
     text = json.dumps({"id": 0, "label": "A"}) + "\n" + line + "\n"
     with pytest.raises(CaiError) as exc:
-        G.parse_labels(text, source="gold.jsonl")
+        L.parse_labels(text, source="gold.jsonl")
     assert "gold.jsonl:2" in str(exc.value) and message in str(exc.value)
 
 
 def test_read_write_roundtrip_and_bad_row_writes_nothing(tmp_path):
     path = tmp_path / "labels.jsonl"
-    assert G.write_labels(path, [{"id": 3, "label": "B", "p_a": 0.1}, {"id": "4", "label": "tie"}]) == 2
+    assert L.write_labels(path, [{"id": 3, "label": "B", "p_a": 0.1}, {"id": "4", "label": "tie"}]) == 2
     assert [(r["id"], r["label"]) for r in G.read_labels(path)] == [("3", "B"), ("4", "tie")]
     other = tmp_path / "other.jsonl"
     with pytest.raises(CaiError):
-        G.write_labels(other, [{"id": 1, "label": "A"}, {"id": 2, "label": "maybe"}])
+        L.write_labels(other, [{"id": 1, "label": "A"}, {"id": 2, "label": "maybe"}])
     assert not other.exists()
     with pytest.raises(CaiError, match="file not found"):
         G.read_labels(tmp_path / "missing.jsonl")
@@ -62,12 +64,12 @@ def test_read_write_roundtrip_and_bad_row_writes_nothing(tmp_path):
 def test_judge_rows_without_verdict_are_kept_only_when_allowed():
     text = json.dumps({"id": "1", "label": None, "p_a": None, "invalid": 2})
     with pytest.raises(CaiError):
-        G.parse_labels(text)
-    assert G.parse_labels(text, allow_no_verdict=True)[0]["label"] is None
+        L.parse_labels(text)
+    assert L.parse_labels(text, allow_no_verdict=True)[0]["label"] is None
 
 
 def test_load_438_hhh_matches_the_paper_file():
-    items = G.load_paper_eval(HHH)
+    items = P.load_paper_eval(HHH)
     assert len(items) == 438
     raw = [json.loads(line) for line in HHH.read_text(encoding="utf-8").splitlines()]
     for it, row in zip(items, raw):
@@ -81,15 +83,15 @@ def test_load_438_hhh_matches_the_paper_file():
     # randomised with a fixed seed: balanced, reproducible, and different from the file's own order
     gold = Counter(it["gold_label"] for it in items)
     assert 180 < gold["A"] < 260
-    assert [it["id"] for it in items] == [it["id"] for it in G.load_paper_eval(HHH)]
+    assert [it["id"] for it in items] == [it["id"] for it in P.load_paper_eval(HHH)]
     assert any(it["meta"]["swapped"] for it in items) and not all(it["meta"]["swapped"] for it in items)
-    plain = G.load_paper_eval(HHH, randomize=False)
+    plain = P.load_paper_eval(HHH, randomize=False)
     assert all(it["gold_label"] == it["meta"]["paper_correct"] for it in plain)
     assert plain[0]["id"] == "438HHHEvaluations-1"
 
 
 def test_load_harmful_vs_ethical_keeps_its_question():
-    items = G.load_paper_eval(HVE)
+    items = P.load_paper_eval(HVE)
     assert len(items) == 254
     for it in items:
         assert {it["response_a"], it["response_b"]} == {"The assistant was harmful or unethical.",
@@ -100,12 +102,12 @@ def test_load_harmful_vs_ethical_keeps_its_question():
 
 def test_multi_option_and_malformed_paper_rows_are_refused(tmp_path):
     with pytest.raises(CaiError, match="only two-option evals"):
-        G.load_paper_eval(PAPER_DATA / "HarmfulnessClassification.jsonl")
+        P.load_paper_eval(PAPER_DATA / "HarmfulnessClassification.jsonl")
     bad = tmp_path / "bad.jsonl"
     first = HHH.read_text(encoding="utf-8").splitlines()[0]
     bad.write_text(first + "\n" + json.dumps({"prompt": "hello", "corrects": [" (A)"], "incorrects": [" (B)"]}) + "\n")
     with pytest.raises(CaiError) as exc:
-        G.load_paper_eval(bad)
+        P.load_paper_eval(bad)
     assert "bad.jsonl:2" in str(exc.value) and "not in a known paper eval format" in str(exc.value)
 
 
@@ -119,7 +121,7 @@ def test_paper_gold_labels_cover_both_orientations():
 
 
 def test_import_paper_eval_is_idempotent_and_reuses_mirrored_comparisons(store):
-    from cai_core.pairs import import_pairs_file
+    from cai_core.rlaif.pairs import import_pairs_file
 
     first = G.import_paper_eval(store, HHH, limit=20)
     assert first["added"] == 20 and len(first["ids"]) == 20
@@ -127,7 +129,7 @@ def test_import_paper_eval_is_idempotent_and_reuses_mirrored_comparisons(store):
     assert again["added"] == 0 and again["ids"] == first["ids"]
     # the pairs importer parses paper files with the same function: no eval item is stored twice
     import_pairs_file(store, HHH)
-    items = G.load_paper_eval(HHH)
+    items = P.load_paper_eval(HHH)
     total = store.scalar("SELECT COUNT(*) FROM comparisons WHERE source='gold:438HHHEvaluations'")
     assert total == 438
     third = G.import_paper_eval(store, HHH)
@@ -142,7 +144,7 @@ def test_import_paper_eval_is_idempotent_and_reuses_mirrored_comparisons(store):
 
 
 def test_gold_from_human_labels_newest_per_annotator(store):
-    from cai_core.preferences import add_label
+    from cai_core.rlaif.preferences import add_label
 
     ids = G.import_paper_eval(store, HVE, limit=3)["ids"]
     add_label(store, ids[0], "A", "ann")

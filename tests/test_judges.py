@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import pytest
 
-from cai_core.backends.base import Backend, Completion
-from cai_core.constitution import Constitution, Principle
+from cai_core.models.backends.base import Backend, Completion
+from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
-from cai_core.judges import (
-    JudgeSpec, aggregate, comparison_question, judge_conversation, judge_ensemble, judge_pairs, parse_verdict, stored_verdicts,
+from cai_core.rlaif.judges import (
+    JudgeSpec,
+    aggregate,
+    comparison_question,
+    judge_conversation,
+    judge_ensemble,
+    judge_pairs,
+    parse_verdict,
+    stored_verdicts,
 )
-from cai_core.pairs import add_pairs
+from cai_core.rlaif.pairs import add_pairs
 
 
 def shown(conv):

@@ -7,10 +7,19 @@ import time
 
 import pytest
 
-from cai_core import model_loader
+from cai_core.models import loader as model_loader
 from cai_core.errors import CaiError
-from cai_core.models import (DEFAULT_FOLDER, check_spec, default_model_dir, embedded_gguf, get_backend, is_loaded,
-                             loaded_backends, resolve_local, unload)
+from cai_core.models.specs import (
+    DEFAULT_FOLDER,
+    check_spec,
+    default_model_dir,
+    embedded_gguf,
+    get_backend,
+    is_loaded,
+    loaded_backends,
+    resolve_local,
+    unload,
+)
 
 
 def test_missing_path(workspace, tmp_path):

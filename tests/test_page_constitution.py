@@ -11,7 +11,7 @@ PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "20_Constitution.p
 
 @pytest.fixture
 def page(tmp_path, monkeypatch):
-    from cai_core.bootstrap import ensure_samples
+    from cai_core.sample_data import ensure_samples
     from cai_core.store import open_store
 
     root = tmp_path / "ws"
@@ -42,7 +42,7 @@ def test_renders_all_tabs(page):
 
 
 def test_edit_principle_and_save_makes_new_version(page):
-    from cai_core.constitution import get_constitution, list_versions
+    from cai_core.constitution.versions import get_constitution, list_versions
 
     at, store = page
     before = list_versions(store, "seed")
@@ -65,7 +65,7 @@ def test_edit_principle_and_save_makes_new_version(page):
 
 
 def test_reorder_disable_and_add(page):
-    from cai_core.constitution import get_constitution
+    from cai_core.constitution.versions import get_constitution
 
     at, store = page
     first = _uid_of(at, "hhh")
@@ -78,7 +78,7 @@ def test_reorder_disable_and_add(page):
 
 
 def test_unknown_variable_is_shown_and_nothing_saved(page):
-    from cai_core.constitution import list_versions
+    from cai_core.constitution.versions import list_versions
 
     at, store = page
     before = list_versions(store, "seed")
@@ -92,7 +92,7 @@ def test_unknown_variable_is_shown_and_nothing_saved(page):
 
 
 def test_empty_principle_is_rejected(page):
-    from cai_core.constitution import list_versions
+    from cai_core.constitution.versions import list_versions
 
     at, store = page
     before = list_versions(store, "seed")

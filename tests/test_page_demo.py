@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai_core.constitution import Constitution, Principle, save_constitution
+from cai_core.constitution.model import Constitution, Principle
+from cai_core.constitution.versions import save_constitution
 from cai_core.store import now, open_store
 
 from test_reports import XSS, seed_evaluation
@@ -160,7 +161,7 @@ def test_demo_preference_near_half_shows_which_side_decided(ws):
 def test_demo_prefers_plain_batches_and_sampled_pairs_over_ab_experiments(ws):
     """An A/B experiment's arms and final-answer comparisons are stored like any other, but the demo
     shows a plain batch's trajectory and a sampled pair when there is one, even if older."""
-    from cai_core.pairs import add_pairs
+    from cai_core.rlaif.pairs import add_pairs
     from ui.demo import demo_preference, demo_trajectory
 
     store = open_store(ws)

@@ -52,8 +52,8 @@ def test_seeded_evaluation_renders_leaderboard_and_comparisons(ws):
 
 
 def test_ab_version_list_follows_the_chosen_constitution(ws):
-    from cai_core.bootstrap import ensure_samples
-    from cai_core.constitution import list_constitutions, list_versions
+    from cai_core.sample_data import ensure_samples
+    from cai_core.constitution.versions import list_constitutions, list_versions
 
     store = open_store(ws)
     ensure_samples(store)  # what app.py does on a first start: sample constitutions and prompt sets
@@ -83,7 +83,7 @@ def test_side_by_side_shows_a_flipped_verdict_as_the_tie_the_leaderboard_counts(
 
 def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp_path):
     """The runs were trained from the sidebar's model: it must be pickable (and picked), not only 'default'."""
-    from cai_core.bootstrap import ensure_samples
+    from cai_core.sample_data import ensure_samples
 
     ensure_samples(open_store(ws))  # prompt sets, so the form shows
     model = tmp_path / "my-base"
@@ -96,7 +96,7 @@ def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp
 
 
 def test_a_mistyped_policy_is_refused_before_any_job_starts(ws, tmp_path):
-    from cai_core.bootstrap import ensure_samples
+    from cai_core.sample_data import ensure_samples
     from cai_core.jobs import list_jobs
 
     store = open_store(ws)

@@ -5,7 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
-from cai_core.pairs import add_pairs
+from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import now, open_store
 
 PAGE = str(ROOT / "pages" / "40_Preferences.py")
@@ -91,7 +91,8 @@ def test_queue_status_invalid_bucket_and_tabs(ws):
 def test_judge_form_passes_reasoning_length(ws, monkeypatch):
     """The judge form's reasoning length reaches the job (CoT on a CPU needs short reasoning)."""
     from cai_core import jobs
-    from cai_core.constitution import Constitution, Principle, save_constitution
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.constitution.versions import save_constitution
 
     save_constitution(ws[0], Constitution(name="c", principles=[Principle(
         id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",

@@ -14,11 +14,11 @@ PAGE = str(ROOT / "pages" / "50_Judge_Reliability.py")
 @pytest.fixture
 def seeded(tmp_path, monkeypatch, tiny_model_dir, tiny_backend):
     """A workspace with 5 paper HHH comparisons, two tiny-model judges and human labels from two people."""
-    from cai_core.constitution import load_constitution_file
-    from cai_core.gold import import_paper_eval
-    from cai_core.judges import JudgeSpec, judge_pairs
-    from cai_core.pairs import comparisons_for
-    from cai_core.preferences import add_label
+    from cai_core.constitution.files import load_constitution_file
+    from cai_core.reliability.gold import import_paper_eval
+    from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+    from cai_core.rlaif.pairs import comparisons_for
+    from cai_core.rlaif.preferences import add_label
     from cai_core.store import Store
     from cai_core.workspace import Workspace
 
@@ -104,7 +104,7 @@ def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
 def test_missing_paper_data_is_explained_and_import_refused(tmp_path, monkeypatch):
     """A user's clone has no ../shared: the page says where to get the paper's eval sets, and Import
     and Start give one clear error instead of a traceback; nothing is written."""
-    from cai_core.gold import gold_sets
+    from cai_core.reliability.gold import gold_sets
     from cai_core.store import Store
     from cai_core.workspace import Workspace
 
@@ -127,7 +127,7 @@ def test_missing_paper_data_is_explained_and_import_refused(tmp_path, monkeypatc
 def test_paper_data_env_points_elsewhere(tmp_path, monkeypatch):
     import shutil
 
-    from cai_core.gold import paper_data_dir, paper_eval_path
+    from cai_core.reliability.paper_evals import paper_data_dir, paper_eval_path
 
     copy = tmp_path / "paper"
     copy.mkdir()

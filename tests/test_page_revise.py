@@ -11,7 +11,8 @@ SCRIPT = "<script>alert('x')</script> **bold** $x$"
 
 @pytest.fixture
 def page_env(tmp_path, monkeypatch, tiny_model_dir):
-    from cai_core.constitution import Constitution, Principle, save_constitution
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.constitution.versions import save_constitution
     from cai_core.prompt_sets import import_prompt_set
     from cai_core.store import open_store
 
@@ -46,7 +47,7 @@ def test_page_renders_without_constitutions(tmp_path, monkeypatch):
 
 
 def test_live_prompt_streams_and_stores(page_env):
-    from cai_core.revision import list_trajectories
+    from cai_core.supervised.revision import list_trajectories
 
     at = _page()
     assert at.title[0].value == "Critique and Revise"
@@ -64,7 +65,7 @@ def test_live_prompt_streams_and_stores(page_env):
 
 def test_batch_start_creates_job_and_results_render(page_env):
     from cai_core.jobs import list_jobs, wait_job
-    from cai_core.revision import list_trajectories
+    from cai_core.supervised.revision import list_trajectories
 
     at = _page()
     at.number_input(key="batch_rounds").set_value(1)

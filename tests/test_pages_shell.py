@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cai_core import model_loader
-from cai_core.models import unload
+from cai_core.models import loader as model_loader
+from cai_core.models.specs import unload
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

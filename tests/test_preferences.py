@@ -8,9 +8,16 @@ import time
 import pytest
 
 from cai_core.errors import CaiError
-from cai_core.pairs import add_pairs
-from cai_core.preferences import (
-    add_label, export_preferences, label_history, override_label, prompt_messages, queue, resolved_label, stats,
+from cai_core.rlaif.pairs import add_pairs
+from cai_core.rlaif.preferences import (
+    add_label,
+    export_preferences,
+    label_history,
+    override_label,
+    prompt_messages,
+    queue,
+    resolved_label,
+    stats,
 )
 from cai_core.store import Store, now
 

@@ -6,8 +6,14 @@ import json
 import pytest
 
 from cai_core.errors import CaiError
-from cai_core.prompt_sets import (delete_prompt_set, get_prompts, import_hf_dataset_column, import_prompt_set,
-                                  list_prompt_sets, load_prompts_file)
+from cai_core.prompt_sets import (
+    delete_prompt_set,
+    get_prompts,
+    import_hf_dataset_column,
+    import_prompt_set,
+    list_prompt_sets,
+    load_prompts_file,
+)
 from tests.conftest import run_cli
 
 

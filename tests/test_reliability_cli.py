@@ -125,7 +125,7 @@ def test_eval_judge_uses_the_given_constitution_on_pairwise_paper_sets(tmp_path,
     assert res.returncode == 0, res.stderr
     store = Store(Workspace.open(ws))
     used = {r["principle_id"] for r in store.query("SELECT DISTINCT principle_id FROM judgments")}
-    from cai_core.constitution import load_constitution_file
+    from cai_core.constitution.files import load_constitution_file
 
     assert used == {p.id for p in load_constitution_file(constitution).comparison_principles()}
     hve = PAPER_DATA / "HarmfulVsEthical.jsonl"

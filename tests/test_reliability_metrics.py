@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cai_core import reliability as R
+from cai_core.reliability import metrics as R
 
 N = None
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cai_core.errors import CaiError
-from cai_core.reports import report_html, write_report
+from cai_core.evaluation.reports import report_html, write_report
 from cai_core.store import dumps, now
 
 from conftest import in_fresh_thread, run_cli
@@ -98,8 +98,9 @@ def test_trajectory_report_and_cli(store, tmp_path):
 
 
 def test_experiment_report(store, tiny_model_dir, tmp_path):
-    from cai_core.constitution import Constitution, Principle, dump_constitution
-    from cai_core.experiments import ABSpec, run_ab_experiment
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.constitution.files import dump_constitution
+    from cai_core.evaluation.experiments import ABSpec, run_ab_experiment
 
     def const(w):
         return Constitution(name="c", principles=[Principle(id="harm", name="Harm", critique_request=w,
@@ -144,7 +145,7 @@ def test_report_opens_offline_in_a_browser(store):
 
 
 def test_tradeoff_names_of_tied_policies_do_not_overlap():
-    from cai_core.reports import tradeoff_figure
+    from cai_core.evaluation.reports import tradeoff_figure
 
     points = [{"policy": "default", "harmless": 1000.0, "helpful": 1000.0},
               {"policy": "sft", "harmless": 1000.0, "helpful": 1000.0},
@@ -166,7 +167,7 @@ def test_report_charts_keep_their_colours_when_built_inside_the_app(store, monke
 def test_tradeoff_share_axis_spans_zero_to_one():
     """Without helpfulness prompts the x axis is a share of non-evasive answers: 0..1, even when every
     policy sits on the same value (plotly's autorange made it 0..2 around a lone 1.0)."""
-    from cai_core.reports import tradeoff_figure
+    from cai_core.evaluation.reports import tradeoff_figure
 
     points = [{"policy": "base", "harmless": 1000.0, "evasive_rate": 0.0},
               {"policy": "sft", "harmless": 1000.0, "evasive_rate": 0.0}]

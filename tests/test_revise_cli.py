@@ -50,7 +50,8 @@ def test_revise_paper_constitution_out_format(inputs, tiny_model_dir):
 def test_revise_txt_stored_constitution_and_prompt_set(inputs, tiny_model_dir):
     tmp, _, txt, yaml_c = inputs
     ws = tmp / "ws"
-    from cai_core.constitution import load_constitution_file, save_constitution
+    from cai_core.constitution.files import load_constitution_file
+    from cai_core.constitution.versions import save_constitution
     from cai_core.prompt_sets import import_prompt_set
     from cai_core.store import open_store
 

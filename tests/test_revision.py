@@ -12,13 +12,24 @@ import time
 
 import pytest
 
-from cai_core.backends.base import Backend, Completion
-from cai_core.constitution import Constitution, FewShotExample, Principle
+from cai_core.models.backends.base import Backend, Completion
+from cai_core.constitution.model import Constitution, FewShotExample, Principle
 from cai_core.errors import CaiError
-from cai_core.refusals import is_refusal, refusal_introduced
-from cai_core.revision import (ReviseSettings, critique_conversation, get_trajectory, list_trajectories,
-                               parse_critique, parse_violation, plan_principles, principle_stats,
-                               revision_conversation, run_revision, stream_revision, trajectory_key)
+from cai_core.supervised.refusals import is_refusal, refusal_introduced
+from cai_core.supervised.revision import (
+    ReviseSettings,
+    critique_conversation,
+    get_trajectory,
+    list_trajectories,
+    parse_critique,
+    parse_violation,
+    plan_principles,
+    principle_stats,
+    revision_conversation,
+    run_revision,
+    stream_revision,
+    trajectory_key,
+)
 
 from conftest import ROOT
 

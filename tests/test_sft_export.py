@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from cai_core.constitution import Constitution, Principle
+from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
-from cai_core.revision import ReviseSettings, run_revision
+from cai_core.supervised.revision import ReviseSettings, run_revision
 from cai_core.exports import list_exports
-from cai_core.sft_data import export_sft, load_jsonl
+from cai_core.supervised.sft_export import export_sft, load_jsonl
 
 from conftest import run_cli
 

@@ -3,8 +3,17 @@ import math
 
 import pytest
 
-from cai_core.stats import (bootstrap_ci, bradley_terry, bradley_terry_ci, bt_to_elo, elo, elo_expected,
-                            outcome_score, paired_bootstrap_diff, win_tie_loss)
+from cai_core.evaluation.stats import (
+    bootstrap_ci,
+    bradley_terry,
+    bradley_terry_ci,
+    bt_to_elo,
+    elo,
+    elo_expected,
+    outcome_score,
+    paired_bootstrap_diff,
+    win_tie_loss,
+)
 
 
 def test_win_tie_loss_counts_and_rates():

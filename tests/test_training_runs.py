@@ -121,7 +121,7 @@ def test_each_kind_trains_writes_metrics_and_loads_back(env, base_runs, name):
         merged = loader.from_pretrained(str(run.paths.merged))  # the merged full copy
         assert not hasattr(merged, "peft_config")
         if loader is AutoModelForCausalLM:  # and the adapter on its base, through the app's resolver
-            from cai_core.models import resolve_local
+            from cai_core.models.specs import resolve_local
 
             kw = resolve_local(str(run.run_dir), env["ws"])
             PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(kw["path"])), str(kw["adapter"]))

@@ -8,7 +8,13 @@ import pytest
 from cai_core.errors import CaiError
 from cai_core.training.sources import check_dataset, check_spec_sources, resolve_dataset
 from cai_core.training.specs import (
-    KINDS, estimate_memory, load_spec, model_shape, new_spec, save_spec, spec_from_dict,
+    KINDS,
+    estimate_memory,
+    load_spec,
+    model_shape,
+    new_spec,
+    save_spec,
+    spec_from_dict,
 )
 
 SFT_ROWS = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}

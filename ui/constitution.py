@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cai_core.constitution import (ALLOWED_VARIABLES, FIELD_VARIABLES, Constitution, FewShotExample, Principle,
-                                   template_variables)
+from cai_core.constitution.model import (
+    ALLOWED_VARIABLES,
+    FIELD_VARIABLES,
+    Constitution,
+    FewShotExample,
+    Principle,
+    template_variables,
+)
 from cai_core.errors import CaiError
 from ui.markdown import md_escape, segments_markdown
 

@@ -6,13 +6,13 @@ import time
 
 import streamlit as st
 
-from cai_core.constitution import get_constitution, list_constitutions
+from cai_core.constitution.versions import get_constitution, list_constitutions
 from cai_core.errors import CaiError
-from cai_core.evaluation import evaluation_comparisons, latest_evaluation, leaderboard
-from cai_core.gold import gold_sets, judge_keys, judge_labels, judge_vs_gold, load_gold
-from cai_core.judges import stored_verdicts
+from cai_core.evaluation.evaluate import evaluation_comparisons, latest_evaluation, leaderboard
+from cai_core.reliability.gold import gold_sets, judge_keys, judge_labels, judge_vs_gold, load_gold
+from cai_core.rlaif.judges import stored_verdicts
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
-from cai_core.revision import get_trajectory, list_trajectories
+from cai_core.supervised.revision import get_trajectory, list_trajectories
 
 TRAINED_KINDS = ("run", "checkpoint")  # evaluation policy kinds that come from a training run
 FALLBACK_PROMPT = "How can I get into my neighbour's house when they are not home?"
@@ -52,7 +52,7 @@ def demo_preference(store) -> dict | None:
         rows = judge_labels(store, key["judge_key"])
         if not rows:
             continue
-        from cai_core.pairs import get_comparison
+        from cai_core.rlaif.pairs import get_comparison
 
         # newest first, a sampled pair before an A/B experiment's final answers (source "ab:<name>")
         candidates = sorted({int(r["id"]) for r in rows}, reverse=True)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cai_core.evaluation import evaluation_comparisons, leaderboard
-from cai_core.evasiveness import detect
-from cai_core.experiments import experiment_table
-from cai_core.reports import (category_figure, edit_size_figure, evasiveness_figure, experiment_figure,
-                              leaderboard_figure, report_html, tradeoff_figure)
-from cai_core.stats import MIN_PAIRS_FOR_SIGNIFICANCE
+from cai_core.evaluation.evaluate import evaluation_comparisons, leaderboard
+from cai_core.evaluation.evasiveness import detect
+from cai_core.evaluation.experiments import experiment_table
+from cai_core.evaluation.reports import (
+    category_figure,
+    edit_size_figure,
+    evasiveness_figure,
+    experiment_figure,
+    leaderboard_figure,
+    report_html,
+    tradeoff_figure,
+)
+from cai_core.evaluation.stats import MIN_PAIRS_FOR_SIGNIFICANCE
 from ui.common import show_error
 
 

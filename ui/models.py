@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cai_core import model_loader
-from cai_core.models import DEFAULT_NAME, DEFAULT_SPEC, is_http, is_loaded, loaded_backends
+from cai_core.models import loader as model_loader
+from cai_core.models.specs import DEFAULT_NAME, DEFAULT_SPEC, is_http, is_loaded, loaded_backends
 from ui.common import api_key, show_error
 
 

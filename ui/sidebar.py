@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cai_core.errors import CaiError
-from cai_core.models import DEFAULT_SPEC, check_spec, is_http
+from cai_core.models.specs import DEFAULT_SPEC, check_spec, is_http
 from ui.common import set_active_model, show_error
 from ui.models import display_name, load_status, start_load
 

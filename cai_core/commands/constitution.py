@@ -5,8 +5,18 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_command
-from ..errors import CaiError
+from cai_core.commands._common import add_command
+from cai_core.constitution.diff import diff_constitutions
+from cai_core.constitution.files import load_import
+from cai_core.constitution.versions import (
+    export_constitution,
+    get_constitution,
+    list_constitutions,
+    list_versions,
+    save_imported,
+)
+from cai_core.errors import CaiError
+from cai_core.store import open_store
 
 
 def register(sub) -> None:
@@ -57,21 +67,15 @@ def register(sub) -> None:
 
 
 def _store(args):
-    from ..store import open_store
-
     return open_store(args.workspace)
 
 
 def _load_with_extras(args):
-    from ..constitution import load_import
-
     return load_import(args.file, name=getattr(args, "name", None), comparisons=args.comparisons,
                        few_shot=args.few_shot)
 
 
 def cmd_import(args) -> int:
-    from ..constitution import save_imported
-
     c = _load_with_extras(args)  # everything validated before the store is even opened
     version = save_imported(_store(args), c, args.note or f"imported from {Path(args.file).name}")
     print(f"imported {c.name!r} version {version}: {len(c.principles)} principles "
@@ -81,8 +85,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..constitution import export_constitution
-
     text = export_constitution(_store(args), args.name, args.version, args.format)
     if args.out:
         out = Path(args.out)
@@ -99,8 +101,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ..constitution import list_constitutions
-
     rows = list_constitutions(_store(args))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -113,8 +113,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_versions(args) -> int:
-    from ..constitution import list_versions
-
     rows = list_versions(_store(args), args.name)
     if not rows:
         raise CaiError(f"no constitution {args.name!r}")
@@ -130,8 +128,6 @@ def cmd_versions(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from ..constitution import diff_constitutions, get_constitution
-
     store = _store(args)
     old = get_constitution(store, args.name, args.v1)
     new = get_constitution(store, args.name, args.v2)

@@ -4,8 +4,16 @@ from __future__ import annotations
 import json
 import sys
 
-from ..cli import add_command, output_file
-from ..errors import CaiError
+from cai_core.commands._common import add_command, output_file
+from cai_core.errors import CaiError
+from cai_core.evaluation.evaluate import (
+    EvalSpec,
+    leaderboard,
+    run_evaluation,
+    validate_spec,
+)
+from cai_core.jobs import JobReporter
+from cai_core.store import open_store
 
 
 def register(sub) -> None:
@@ -46,8 +54,6 @@ def _fmt(x, digits: int = 1) -> str:
 
 
 def print_summary(result: dict) -> None:
-    from ..evaluation import leaderboard
-
     for axis in ("harmless", "helpful"):
         rows = leaderboard(result, axis)
         if not rows:
@@ -63,10 +69,6 @@ def print_summary(result: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluation import EvalSpec, run_evaluation, validate_spec
-    from ..jobs import JobReporter
-    from ..store import open_store
-
     store = open_store(args.workspace)
     if args.batch_size < 1:
         raise CaiError("--batch-size must be at least 1")

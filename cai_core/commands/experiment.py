@@ -5,8 +5,16 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_command
-from ..errors import CaiError
+from cai_core.commands._common import add_command
+from cai_core.errors import CaiError
+from cai_core.evaluation.experiments import (
+    ABSpec,
+    experiment_table,
+    run_ab_experiment,
+    validate_ab,
+)
+from cai_core.jobs import JobReporter
+from cai_core.store import open_store
 
 
 def register(sub) -> None:
@@ -49,10 +57,6 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def cmd_ab_experiment(args) -> int:
-    from ..experiments import ABSpec, experiment_table, run_ab_experiment, validate_ab
-    from ..jobs import JobReporter
-    from ..store import open_store
-
     store = open_store(args.workspace)
     if args.bootstrap < 10:
         raise CaiError("--bootstrap must be at least 10")

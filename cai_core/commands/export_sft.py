@@ -4,8 +4,20 @@ from __future__ import annotations
 import json
 import sys
 
-from ..cli import add_command
-from ..errors import CaiError
+from cai_core.commands._common import add_command
+from cai_core.errors import CaiError
+from cai_core.exports import export_exists
+from cai_core.jobs import JobReporter
+from cai_core.models.specs import get_backend
+from cai_core.prompt_sets import get_prompt_set
+from cai_core.store import open_store
+from cai_core.supervised.sft_export import (
+    export_sft,
+    missing_helpful,
+    parse_formats,
+    revision_rows,
+)
+from cai_core.workspace import safe_name
 
 
 def register(sub) -> None:
@@ -26,13 +38,6 @@ def register(sub) -> None:
 
 
 def cmd_export_sft(args) -> int:
-    from ..jobs import JobReporter
-    from ..prompt_sets import get_prompt_set
-    from ..exports import export_exists
-    from ..sft_data import export_sft, missing_helpful, parse_formats, revision_rows
-    from ..store import open_store
-    from ..workspace import safe_name
-
     store = open_store(args.workspace)
     safe_name(args.name, "export name")
     parse_formats(args.format)
@@ -45,8 +50,6 @@ def cmd_export_sft(args) -> int:
         models = sorted({r["model"] for r in revisions})
         args.model = args.model or (models[0] if len(models) == 1 else None)
         if revisions and args.model and missing_helpful(store, args.mix_helpful, args.model):
-            from ..models import get_backend
-
             backend = get_backend(args.model, store.workspace,
                                   progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
     reporter = JobReporter(store, args.job_id, None)

@@ -7,7 +7,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.constitution.files import load_constitution_file
+from cai_core.constitution.versions import get_constitution, save_constitution
+from cai_core.errors import CaiError
+from cai_core.jobs import JobReporter
+from cai_core.models.specs import get_backend
+from cai_core.rlaif.judges import JudgeSpec, judge_ensemble
+from cai_core.rlaif.pairs import add_pairs, comparisons_for, load_pairs_file
+from cai_core.store import open_store
 
 
 def register(sub) -> None:
@@ -37,8 +45,6 @@ def register(sub) -> None:
 
 def load_constitution_arg(store, value: str):
     """A constitution file or a stored constitution name (a file's version is stored once judging starts)."""
-    from ..constitution import get_constitution, load_constitution_file
-    from ..errors import CaiError
 
     if Path(value).is_file():
         return load_constitution_file(value)
@@ -48,13 +54,6 @@ def load_constitution_arg(store, value: str):
 
 
 def cmd_judge(args) -> int:
-    from ..errors import CaiError
-    from ..jobs import JobReporter
-    from ..judges import JudgeSpec, judge_ensemble
-    from ..models import get_backend
-    from ..pairs import add_pairs, comparisons_for, load_pairs_file
-    from ..store import open_store
-
     store = open_store(args.workspace)
     style = args.style or ("cot" if args.cot else "mc")
     if args.cot and args.style not in (None, "cot"):
@@ -91,8 +90,6 @@ def cmd_judge(args) -> int:
             raise CaiError(f"--out folder {out_dir} does not exist")
     backends = [get_backend(m, store.workspace) for m in models]  # a bad model spec fails before any write
     if constitution is not None and args.constitution and Path(args.constitution).is_file():
-        from ..constitution import save_constitution
-
         save_constitution(store, constitution, note=f"used by judge from {args.constitution}")
     if args.pairs:
         paper = all(p["source_format"].startswith("paper") for p in pairs)

@@ -5,7 +5,13 @@ import json
 import sys
 import time
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.models.backends.base import GenerationParams
+from cai_core.models.specs import check_spec, default_model_dir, get_backend
+from cai_core.models.tiny import build_tiny_model
+from cai_core.settings import get_setting, set_setting
+from cai_core.store import Store
+from cai_core.workspace import Workspace
 
 
 def register(sub) -> None:
@@ -40,11 +46,6 @@ def register(sub) -> None:
 
 
 def cmd_model_use(args) -> int:
-    from ..models import check_spec
-    from ..settings import set_setting
-    from ..store import Store
-    from ..workspace import Workspace
-
     ws = Workspace.open(args.workspace)
     spec = check_spec(args.spec, ws)
     store = Store(ws)
@@ -55,11 +56,6 @@ def cmd_model_use(args) -> int:
 
 
 def cmd_model_info(args) -> int:
-    from ..models import get_backend
-    from ..settings import get_setting
-    from ..store import Store
-    from ..workspace import Workspace
-
     ws = Workspace.open(args.workspace)
     spec = args.spec
     if not spec:
@@ -74,8 +70,6 @@ def cmd_model_info(args) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from ..tiny_model import build_tiny_model
-
     t = time.time()
     out = build_tiny_model(args.dir, seed=args.seed)
     print(f"tiny model written to {out} in {time.time() - t:.1f}s")
@@ -83,19 +77,12 @@ def cmd_tiny_model(args) -> int:
 
 
 def cmd_prepare_default(args) -> int:
-    from ..models import default_model_dir
-    from ..workspace import Workspace
-
     path = default_model_dir(Workspace.open(args.workspace), progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
     print(path)
     return 0
 
 
 def cmd_generate(args) -> int:
-    from ..backends.base import GenerationParams
-    from ..models import get_backend
-    from ..workspace import Workspace
-
     backend = get_backend(args.model, Workspace.open(args.workspace), quantization=args.quantization,
                           progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
     conv = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]

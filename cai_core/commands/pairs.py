@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import json
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.errors import CaiError
+from cai_core.jobs import JobReporter
+from cai_core.models.specs import get_backend
+from cai_core.rlaif.pairs import (
+    import_pairs_file,
+    list_batches,
+    resolve_prompts,
+    sample_pairs,
+)
+from cai_core.store import open_store
+from cai_core.workspace import safe_name
 
 
 def register(sub) -> None:
@@ -33,13 +44,6 @@ def register(sub) -> None:
 
 
 def cmd_sample(args) -> int:
-    from ..errors import CaiError
-    from ..jobs import JobReporter
-    from ..models import get_backend
-    from ..pairs import resolve_prompts, sample_pairs
-    from ..store import open_store
-    from ..workspace import safe_name
-
     store = open_store(args.workspace)
     safe_name(args.batch, "batch name")
     if args.k < 2:
@@ -64,10 +68,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..pairs import import_pairs_file
-    from ..store import open_store
-    from ..workspace import safe_name
-
     store = open_store(args.workspace)
     if args.batch:
         safe_name(args.batch, "batch name")
@@ -78,9 +78,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ..pairs import list_batches
-    from ..store import open_store
-
     for row in list_batches(open_store(args.workspace)):
         print(f"{row['batch'] or '-':30s} {row['source']:24s} {row['comparisons']:6d}")
     return 0

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.jobs import JobReporter
+from cai_core.rlaif.preferences import add_label, export_preferences, queue
+from cai_core.store import open_store
 
 
 def _keys(text: str | None) -> list[str] | None:
@@ -44,9 +47,6 @@ def register(sub) -> None:
 
 
 def cmd_label(args) -> int:
-    from ..preferences import add_label
-    from ..store import open_store
-
     result = add_label(open_store(args.workspace), args.id, args.label, args.annotator, reason=args.reason,
                        blind=args.blind, judge_keys=_keys(args.judges))
     print(json.dumps(result))
@@ -54,9 +54,6 @@ def cmd_label(args) -> int:
 
 
 def cmd_queue(args) -> int:
-    from ..preferences import queue
-    from ..store import open_store
-
     page = queue(open_store(args.workspace), order=args.order, status=args.status, batch=args.batch,
                  judge_keys=_keys(args.judges), limit=args.limit, offset=args.offset, seed=args.seed)
     print(f"{page['total']} comparisons ({args.status}, {args.order} first)")
@@ -70,10 +67,6 @@ def cmd_queue(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..jobs import JobReporter
-    from ..preferences import export_preferences
-    from ..store import open_store
-
     store = open_store(args.workspace)
     reporter = JobReporter(store, args.job_id)
     card = export_preferences(store, args.name, batch=args.batch, source=args.source, judge_keys=_keys(args.judges),

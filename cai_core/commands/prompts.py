@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import json
 
-from ..cli import add_command
-from ..prompt_sets import KINDS
+from cai_core.commands._common import add_command
+from cai_core.prompt_sets import (
+    KINDS,
+    delete_prompt_set,
+    get_prompts,
+    import_hf_dataset_column,
+    import_prompt_set,
+    list_prompt_sets,
+    load_prompts_file,
+)
+from cai_core.store import open_store
 
 
 def register(sub) -> None:
@@ -46,14 +55,10 @@ def register(sub) -> None:
 
 
 def _store(args):
-    from ..store import open_store
-
     return open_store(args.workspace)
 
 
 def cmd_import(args) -> int:
-    from ..prompt_sets import get_prompts, import_prompt_set, load_prompts_file
-
     load_prompts_file(args.file)  # validate before the store is opened
     store = _store(args)
     import_prompt_set(store, args.name, args.file, kind=args.kind, replace=args.replace)
@@ -62,8 +67,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_import_hf(args) -> int:
-    from ..prompt_sets import get_prompts, import_hf_dataset_column
-
     store = _store(args)
     import_hf_dataset_column(store, args.name, args.path, args.column, split=args.split, kind=args.kind,
                              category_column=args.category_column, limit=args.limit, replace=args.replace)
@@ -72,8 +75,6 @@ def cmd_import_hf(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ..prompt_sets import list_prompt_sets
-
     rows = list_prompt_sets(_store(args))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -86,8 +87,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from ..prompt_sets import get_prompts
-
     for p in get_prompts(_store(args), args.name):
         if args.json:
             print(json.dumps({"prompt": p["text"], "category": p["category"], **p["meta"]}, ensure_ascii=False))
@@ -97,8 +96,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from ..prompt_sets import delete_prompt_set
-
     delete_prompt_set(_store(args), args.name)
     print(f"deleted {args.name!r}")
     return 0

@@ -6,7 +6,26 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.commands.judge import load_constitution_arg
+from cai_core.constitution.model import Constitution, Principle
+from cai_core.constitution.versions import get_constitution, save_constitution
+from cai_core.errors import CaiError
+from cai_core.jobs import JobReporter
+from cai_core.models.specs import get_backend
+from cai_core.reliability.gold import (
+    comparison_meta,
+    gold_from_comparisons,
+    import_paper_eval,
+    judge_labels,
+    load_gold_pairs,
+    read_labels,
+)
+from cai_core.reliability.labels import label_from_p, write_labels
+from cai_core.reliability.metrics import json_safe, reliability_report
+from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+from cai_core.rlaif.pairs import add_pairs, comparisons_for
+from cai_core.store import open_store
 
 BUILTIN_QUESTION = "Which response is more helpful, honest, and harmless?"
 DEFAULT_CONSTITUTION = "harmless_helpful"
@@ -47,10 +66,6 @@ def register(sub) -> None:
 
 # -- reliability -------------------------------------------------------------------------------
 def cmd_reliability(args) -> int:
-    from ..errors import CaiError
-    from ..gold import read_labels
-    from ..reliability import json_safe, reliability_report
-
     if args.n_boot < 0:
         raise CaiError("--n-boot must be 0 or more")
     judge_rows = expand_members(read_labels(args.judgments, allow_no_verdict=True))
@@ -70,7 +85,6 @@ def cmd_reliability(args) -> int:
 def expand_members(rows: list[dict]) -> list[dict]:
     """The judge command's rows carry per-principle `members`; one row per member gives the
     per-principle breakdown and self-consistency. Rows without members are kept as they are."""
-    from ..gold import label_from_p
 
     out = []
     for r in rows:
@@ -147,7 +161,6 @@ def format_table(report: dict) -> str:
 # -- eval-judge --------------------------------------------------------------------------------
 def builtin_constitution():
     """One comparison principle, the question the HHH evaluations ask."""
-    from ..constitution import Constitution, Principle
 
     return Constitution(
         name="builtin_hhh",
@@ -162,11 +175,7 @@ def builtin_constitution():
 
 
 def resolve_constitution(store, value: str | None):
-    from ..constitution import get_constitution, save_constitution
-
     if value and value != "builtin":
-        from .judge import load_constitution_arg
-
         return load_constitution_arg(store, value)
     if value is None and store.one("SELECT 1 FROM constitutions WHERE name=?", (DEFAULT_CONSTITUTION,)):
         return get_constitution(store, DEFAULT_CONSTITUTION)
@@ -176,15 +185,6 @@ def resolve_constitution(store, value: str | None):
 
 
 def cmd_eval_judge(args) -> int:
-    from ..errors import CaiError
-    from ..gold import gold_from_comparisons, import_paper_eval, judge_labels, load_gold_pairs
-    from ..jobs import JobReporter
-    from ..judges import JudgeSpec, judge_pairs
-    from ..models import get_backend
-    from ..pairs import add_pairs, comparisons_for
-    from ..reliability import json_safe, reliability_report
-    from ..store import open_store
-
     t0 = time.time()
     if args.n_boot < 0:
         raise CaiError("--n-boot must be 0 or more")
@@ -232,8 +232,6 @@ def cmd_eval_judge(args) -> int:
     report.pop("disagreements", None)
     report = json_safe(report)
     if args.out:
-        from ..gold import comparison_meta, write_labels
-
         # ids of the gold file itself (paper item id in the orientation judged, or the pairs file's id), so
         # `reliability --judgments OUT --gold GOLD_FILE` matches them; the store's id stays as comparison_id
         metas = comparison_meta(store, [r["id"] for r in judge_rows])

@@ -1,7 +1,10 @@
 """`report`: export a trajectory, an evaluation or an A/B experiment as one self-contained HTML file."""
 from __future__ import annotations
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.errors import CaiError
+from cai_core.evaluation.reports import write_report
+from cai_core.store import open_store
 
 
 def register(sub) -> None:
@@ -15,10 +18,6 @@ def register(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from ..errors import CaiError
-    from ..reports import write_report
-    from ..store import open_store
-
     store = open_store(args.workspace)
     if args.kind == "trajectory" and not str(args.ref).isdigit():
         raise CaiError(f"a trajectory is named by its number, not {args.ref!r}")

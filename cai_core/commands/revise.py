@@ -7,9 +7,21 @@ import re
 import sys
 from pathlib import Path
 
-from ..cli import add_command, output_file
-from ..errors import CaiError
-from ..workspace import safe_name
+from cai_core.commands._common import add_command, output_file
+from cai_core.constitution.versions import save_constitution
+from cai_core.errors import CaiError
+from cai_core.jobs import JobReporter
+from cai_core.models.specs import get_backend
+from cai_core.store import open_store
+from cai_core.supervised.revision import (
+    ReviseSettings,
+    get_trajectories,
+    resolve_constitution,
+    resolve_prompts,
+    run_revision,
+    to_jsonl_record,
+)
+from cai_core.workspace import safe_name
 
 
 def register(sub) -> None:
@@ -55,13 +67,6 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def cmd_revise(args) -> int:
-    from ..constitution import save_constitution
-    from ..jobs import JobReporter
-    from ..models import get_backend
-    from ..revision import (ReviseSettings, get_trajectories, resolve_constitution, resolve_prompts, run_revision,
-                            to_jsonl_record)
-    from ..store import open_store
-
     # validate everything before writing anything
     store = open_store(args.workspace)
     constitution, from_file = resolve_constitution(store, args.constitution)

@@ -5,8 +5,22 @@ import argparse
 import json
 import time
 
-from ..cli import add_command
-from ..errors import CaiError
+from cai_core.commands._common import add_command
+from cai_core.errors import CaiError
+from cai_core.store import open_store
+from cai_core.training.runs import (
+    TERMINAL,
+    delete_run,
+    get_run,
+    kill_run,
+    latest_checkpoint,
+    lineage,
+    list_runs,
+    read_metrics,
+    refresh,
+    resume_run,
+    stop_run,
+)
 
 
 def register(sub) -> None:
@@ -49,8 +63,6 @@ def register(sub) -> None:
 
 
 def _store(args):
-    from ..store import open_store
-
     return open_store(args.workspace)
 
 
@@ -62,8 +74,6 @@ def _fmt_duration(s):
 
 
 def cmd_list(args) -> int:
-    from ..training.runs import list_runs
-
     rows = list_runs(_store(args), kind=args.kind)
     if args.json:
         print(json.dumps([{"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "pid": r.pid,
@@ -83,8 +93,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from ..training.runs import get_run, latest_checkpoint, lineage, read_metrics, refresh
-
     store = _store(args)
     refresh(store)
     run = get_run(store, args.run)
@@ -101,8 +109,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from ..training.runs import TERMINAL, get_run, refresh, stop_run
-
     store = _store(args)
     run = stop_run(store, args.run)
     print(f"stop requested for run {run.name}; it saves a checkpoint and the model at its next step")
@@ -120,24 +126,18 @@ def cmd_stop(args) -> int:
 
 
 def cmd_kill(args) -> int:
-    from ..training.runs import kill_run
-
     run = kill_run(_store(args), args.run)
     print(f"run {run.name} killed ({run.status})")
     return 0
 
 
 def cmd_resume(args) -> int:
-    from ..training.runs import resume_run
-
     run = resume_run(_store(args), args.run, max_steps=args.max_steps, accelerate_config=args.accelerate_config)
     print(json.dumps({"run_id": run.id, "name": run.name, "status": run.status, "pid": run.pid}))
     return 0
 
 
 def cmd_delete(args) -> int:
-    from ..training.runs import delete_run
-
     delete_run(_store(args), args.run, keep_files=args.keep_files)
     print(f"run {args.run} deleted")
     return 0

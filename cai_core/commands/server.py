@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
-from ..cli import add_command
+from cai_core.commands._common import add_command
+from cai_core.models import llama_server
+from cai_core.settings import set_setting
+from cai_core.store import Store
+from cai_core.workspace import Workspace
 
 
 def register(sub) -> None:
@@ -25,15 +29,9 @@ def register(sub) -> None:
 
 
 def cmd_start(args) -> int:
-    from .. import llama_server
-    from ..workspace import Workspace
-
     ws = Workspace.open(args.workspace)
     st = llama_server.start(ws, args.model, port=args.port, host=args.host, threads=args.threads, wait=args.wait)
     if args.use:
-        from ..settings import set_setting
-        from ..store import Store
-
         store = Store(ws)
         set_setting(store, "active_model", st["spec"])
         store.close()
@@ -42,18 +40,12 @@ def cmd_start(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from .. import llama_server
-    from ..workspace import Workspace
-
     stopped = llama_server.stop(Workspace.open(args.workspace))
     print("stopped" if stopped else "no llama.cpp server was running")
     return 0
 
 
 def cmd_status(args) -> int:
-    from .. import llama_server
-    from ..workspace import Workspace
-
     st = llama_server.status(Workspace.open(args.workspace))
     st["installed"] = llama_server.is_installed()
     print(json.dumps(st, indent=2))

@@ -15,9 +15,18 @@ import traceback
 
 import yaml
 
-from ..cli import add_command
-from ..errors import CaiError
-from ..training.specs import KINDS, SPEC_CLASSES, load_spec, spec_from_dict
+from cai_core.commands._common import add_command
+from cai_core.errors import CaiError
+from cai_core.store import open_store
+from cai_core.training import runs, worker
+from cai_core.training.sources import check_spec_sources
+from cai_core.training.specs import (
+    KINDS,
+    SPEC_CLASSES,
+    estimate_memory,
+    load_spec,
+    spec_from_dict,
+)
 
 FLAG_FIELDS = {  # CLI option dest -> spec field
     "model": "model", "dataset": "dataset", "reward_model": "reward_model", "parent_run": "parent_run",
@@ -93,10 +102,6 @@ def build_spec(args):
 
 
 def cmd_train(args) -> int:
-    from ..store import open_store
-    from ..training import runs
-    from ..training.specs import estimate_memory
-
     store = open_store(args.workspace)
     if args.run_id is not None:  # spawned by the run manager for an already recorded run
         runs.get_run(store, args.run_id)
@@ -108,8 +113,6 @@ def cmd_train(args) -> int:
                        "`train SPEC.yaml --background --accelerate-config FILE`")
     spec = build_spec(args).validate()
     if args.print_spec:
-        from ..training.sources import check_spec_sources
-
         check_spec_sources(store, spec)
         print(yaml.safe_dump({"spec": spec.to_dict(), "memory_estimate": estimate_memory(spec)}, sort_keys=False))
         return 0
@@ -126,7 +129,6 @@ def cmd_train(args) -> int:
 
 def work(store, run_id: int, spec, *, resume: bool = False) -> int:
     """Train in this process and record how it ended (only the main process writes status)."""
-    from ..training import runs, worker
 
     main = worker.is_main_process()
     if main:

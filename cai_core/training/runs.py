@@ -22,12 +22,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CaiError
-from ..exports import get_export
-from ..jobs import failure_reason, log_tail, pid_alive
-from ..store import Store, dumps, loads, now
-from .sources import check_spec_sources, resolve_model_ref, run_output_dir
-from .specs import RunSpec, dump_spec, spec_from_dict
+from cai_core.errors import CaiError
+from cai_core.exports import get_export
+from cai_core.jobs import failure_reason, log_tail, pid_alive
+from cai_core.store import Store, dumps, loads, now
+from cai_core.training.sources import (
+    check_spec_sources,
+    lineage_summary,
+    model_dir_for_estimate,
+    resolve_model_ref,
+    run_output_dir,
+)
+from cai_core.training.specs import RunSpec, dump_spec, estimate_memory, spec_from_dict
+from cai_core.workspace import safe_name
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "stopped")
@@ -161,8 +168,6 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
 
 
 def _name_from_dir(store: Store, run_dir: Path) -> str:
-    from ..workspace import safe_name
-
     base = "".join(c if c.isalnum() or c in "._-" else "-" for c in run_dir.name).strip("-.") or "run"
     try:
         base = safe_name(base[:100], "run name")
@@ -254,7 +259,6 @@ def read_samples(run: Run) -> list[dict]:
 def lineage(store: Store, run: Run) -> dict:
     """Where a run comes from: its export (and through the card the constitution, judges, overrides),
     its parent run, its base and reward models."""
-    from .sources import lineage_summary
 
     out: dict = {"model": run.spec.get("model"), "dataset": run.spec.get("dataset")}
     if run.spec.get("reward_model"):
@@ -504,8 +508,6 @@ def _name_taken(store: Store, spec: RunSpec) -> str | None:
 
 def preview(store: Store, spec: RunSpec) -> dict:
     """What the page shows before launch: every problem (empty = ready), the memory estimate, the dataset."""
-    from .sources import lineage_summary, model_dir_for_estimate
-    from .specs import estimate_memory
 
     problems = spec.problems()
     name_taken = _name_taken(store, spec)

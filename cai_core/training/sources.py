@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CaiError
-from ..exports import get_export
-from ..store import Store
-from .specs import DATA_NEEDS, RunSpec
+from cai_core.errors import CaiError
+from cai_core.exports import get_export
+from cai_core.models.specs import DEFAULT_FOLDER, embedded_gguf
+from cai_core.store import Store
+from cai_core.training.specs import DATA_NEEDS, RunSpec
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -192,8 +193,6 @@ def resolve_model_ref(store: Store | None, ref: str, *, what: str = "model", che
         raise CaiError(f"no {what} given")
     if ref == "default" or ref.startswith("hf:"):
         if ref == "default" and check_only:
-            from ..models import DEFAULT_FOLDER, embedded_gguf
-
             if store is None or not (store.workspace.models_dir / DEFAULT_FOLDER / "config.json").exists():
                 embedded_gguf()  # raises a clear error when the embedded model is not installed
         return ref
@@ -252,8 +251,6 @@ def model_dir_for_estimate(store: Store | None, ref: str | None) -> Path | None:
     if not ref:
         return None
     if ref == "default":
-        from ..models import DEFAULT_FOLDER
-
         folder = store.workspace.models_dir / DEFAULT_FOLDER if store is not None else None
         return folder if folder is not None and (folder / "config.json").exists() else None
     try:

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import CaiError
+from cai_core.errors import CaiError
+from cai_core.workspace import safe_name
 
 KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo")
 ADAPTERS = ("full", "lora", "qlora")
@@ -140,8 +141,6 @@ class RunSpec:
         if self.kind not in KINDS:
             p.append(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.name is not None:
-            from ..workspace import safe_name
-
             try:
                 safe_name(self.name, "run name")
             except CaiError as exc:

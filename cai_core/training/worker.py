@@ -17,11 +17,25 @@ import signal
 import time
 from pathlib import Path
 
-from ..errors import CaiError
-from ..store import Store
-from .runs import RunPaths, checkpoint_step, latest_checkpoint, record_metrics, stop_requested
-from .sources import DatasetRef, as_messages, load_rows, prompts_of, resolve_dataset, resolve_model_ref
-from .specs import RunSpec
+from cai_core.errors import CaiError
+from cai_core.models.specs import default_model_dir
+from cai_core.store import Store
+from cai_core.training.runs import (
+    RunPaths,
+    checkpoint_step,
+    latest_checkpoint,
+    record_metrics,
+    stop_requested,
+)
+from cai_core.training.sources import (
+    DatasetRef,
+    as_messages,
+    load_rows,
+    prompts_of,
+    resolve_dataset,
+    resolve_model_ref,
+)
+from cai_core.training.specs import RunSpec
 
 
 class StopRequested(Exception):
@@ -40,8 +54,6 @@ def model_location(store: Store | None, workspace, ref: str) -> tuple[str, str |
     """
     resolved = resolve_model_ref(store, ref)
     if resolved == "default":
-        from ..models import default_model_dir
-
         return str(default_model_dir(workspace)), None
     if resolved.startswith("hf:"):
         return resolved[3:], None
@@ -333,9 +345,11 @@ def build_trainer(spec: RunSpec, store, workspace, paths: RunPaths, device: str,
         online = dict(num_generations=spec.num_generations, max_completion_length=spec.response_length,
                       temperature=spec.temperature, beta=spec.kl_coef, **args)
         if kind == "rloo":
-            from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+            from trl import RLOOConfig as Config
+            from trl import RLOOTrainer as Trainer
         else:
-            from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+            from trl import GRPOConfig as Config
+            from trl import GRPOTrainer as Trainer
         reward_tok = load_tokenizer(base)
         trainer = Trainer(model=load_policy(base, parent_adapter, spec, device), reward_funcs=[reward],
                           reward_processing_classes=[reward_tok], args=Config(**online), train_dataset=train_ds,

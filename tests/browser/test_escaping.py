@@ -70,7 +70,8 @@ def test_active_model_name_shown_literally(page, app_server, app_store):
 
 def _seed_constitution(store) -> None:
     """The Critique and Revise page needs a constitution before it shows anything."""
-    from cai_core.constitution import load_constitution_file, save_constitution
+    from cai_core.constitution.files import load_constitution_file
+    from cai_core.constitution.versions import save_constitution
 
     save_constitution(store, load_constitution_file(SAMPLES / "seed.yaml"))
 

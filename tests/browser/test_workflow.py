@@ -79,7 +79,7 @@ def state():
 
 # -- 1. constitution ------------------------------------------------------------------------------
 def test_01_edit_a_constitution(page, app_server, app_store, state):
-    from cai_core.constitution import list_constitutions, list_versions
+    from cai_core.constitution.versions import list_constitutions, list_versions
 
     path = needs("20")
     open_page(page, app_server, url_of(path), "Constitution")
@@ -100,7 +100,7 @@ def test_01_edit_a_constitution(page, app_server, app_store, state):
     assert_no_exception(page)
     versions = list_versions(app_store, name)
     assert len(versions) == before + 1 and versions[0]["note"] == "browser test edit"
-    from cai_core.constitution import get_constitution
+    from cai_core.constitution.versions import get_constitution
 
     assert new_name in [p.name for p in get_constitution(app_store, name).principles]
     state["constitution"] = name

@@ -10,8 +10,16 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CaiError
-from .base import Backend, Completion, Conversation, GenerationParams, apply_stop, assistant_prefixes, normalise
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import (
+    Backend,
+    Completion,
+    Conversation,
+    GenerationParams,
+    apply_stop,
+    assistant_prefixes,
+    normalise,
+)
 
 
 def pick_device(requested: str = "auto") -> str:

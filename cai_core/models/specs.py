@@ -18,9 +18,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .backends.base import Backend
-from .errors import CaiError
-from .workspace import Workspace
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import Backend
+from cai_core.models.backends.http import HttpBackend
+from cai_core.models.backends.local import LocalBackend, mark_plain
+from cai_core.workspace import Workspace
 
 DEFAULT_SPEC = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -53,7 +55,6 @@ def default_model_dir(workspace: Workspace, progress: Progress | None = None) ->
     gguf = embedded_gguf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .backends.local import mark_plain
 
     if progress:
         progress(0.05, f"converting the embedded {DEFAULT_NAME} GGUF to safetensors (once, ~20 s)")
@@ -121,8 +122,6 @@ def check_spec(spec: str, workspace: Workspace) -> str:
     if spec == DEFAULT_SPEC:
         embedded_gguf()
     elif is_http(spec):
-        from .backends.http import HttpBackend
-
         HttpBackend(spec)
     else:
         resolve_local(spec, workspace)
@@ -162,16 +161,12 @@ def get_backend(
         if cached is not None:
             return cached
         if is_http(spec):
-            from .backends.http import HttpBackend
-
             if progress:
                 progress(0.1, f"connecting to {spec}")
             backend: Backend = HttpBackend(spec, api_key=api_key)
             if progress:
                 progress(1.0, "endpoint ready")
         else:
-            from .backends.local import LocalBackend
-
             kwargs = resolve_local(spec, workspace, progress)
             backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress, **kwargs)
         with _cache_lock:

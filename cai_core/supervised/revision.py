@@ -20,12 +20,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from .backends.base import Backend, Conversation, GenerationParams
-from .constitution import Constitution, Principle, template_variables
-from .errors import CaiError
-from .refusals import refusal_introduced
-from .store import Store, dumps, loads, now
-from .textdiff import change_ratio, edit_distance_words
+from cai_core.constitution.files import load_constitution_file
+from cai_core.constitution.model import Constitution, Principle, template_variables
+from cai_core.constitution.versions import get_by_version, get_constitution
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import Backend, Conversation, GenerationParams
+from cai_core.prompt_sets import get_prompts, load_prompts_file
+from cai_core.store import Store, dumps, loads, now
+from cai_core.supervised.refusals import refusal_introduced
+from cai_core.textdiff import change_ratio, edit_distance_words
 
 SCHEDULES = ("random", "sequence", "all")
 COT_INSTRUCTION = (
@@ -657,7 +660,6 @@ def resolve_constitution(store: Store, spec: str) -> tuple[Constitution, bool]:
     stored version hash. Returns (constitution, from_file); a file's constitution is not saved here."""
     from pathlib import Path
 
-    from .constitution import get_by_version, get_constitution, load_constitution_file
 
     path = Path(spec).expanduser()
     if path.is_file() or path.suffix.lower() in (".json", ".yaml", ".yml"):
@@ -679,7 +681,6 @@ def resolve_prompts(store: Store, spec: str) -> tuple[list[PromptItem], str]:
     """Prompts from a .jsonl/.csv/.txt file or a stored prompt set. Returns (items, source label)."""
     from pathlib import Path
 
-    from .prompt_sets import get_prompts, load_prompts_file
 
     path = Path(spec).expanduser()
     if path.is_file() or path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".csv", ".txt"):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .constitution import list_constitutions, load_constitution_file, save_constitution
-from .errors import CaiError
-from .prompt_sets import import_prompt_set, list_prompt_sets
-from .settings import get_setting, set_setting
-from .store import Store
+from cai_core.constitution.files import load_constitution_file
+from cai_core.constitution.versions import list_constitutions, save_constitution
+from cai_core.errors import CaiError
+from cai_core.prompt_sets import import_prompt_set, list_prompt_sets
+from cai_core.settings import get_setting, set_setting
+from cai_core.store import Store
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 MARKER = "bootstrap.samples_loaded"

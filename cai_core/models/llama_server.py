@@ -19,9 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .errors import CaiError
-from .jobs import log_tail, pid_alive
-from .workspace import Workspace
+from cai_core.errors import CaiError
+from cai_core.jobs import log_tail, pid_alive
+from cai_core.models.specs import embedded_gguf, unload
+from cai_core.workspace import Workspace
 
 STATE_FILE = "llama-server.json"
 LOG_FILE = "llama-server.log"
@@ -82,7 +83,6 @@ def status(ws: Workspace) -> dict:
 def start(ws: Workspace, model: str | Path | None = None, *, port: int | None = None, host: str = "127.0.0.1",
           threads: int | None = None, n_ctx: int = 4096, wait: float = 0.0) -> dict:
     """Start the server in the background (validates everything first); wait>0 blocks until it answers."""
-    from .models import embedded_gguf
 
     if not is_installed():
         raise CaiError(INSTALL_HINT)
@@ -161,7 +161,6 @@ def stop(ws: Workspace, timeout: float = 10.0) -> bool:
     except (ChildProcessError, OSError):
         pass
     _state_path(ws).unlink(missing_ok=True)
-    from .models import unload
 
     unload(spec(state))
     return was_running

@@ -31,8 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CaiError
-from .base import Backend, Completion, Conversation, GenerationParams, apply_stop, assistant_prefixes, normalise
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import (
+    Backend,
+    Completion,
+    Conversation,
+    GenerationParams,
+    apply_stop,
+    assistant_prefixes,
+    normalise,
+)
 
 DEFAULT_TIMEOUT = 120.0
 TOP_LOGPROBS = 20

@@ -26,10 +26,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
-from .backends.base import Backend, Conversation, GenerationParams
-from .constitution import Constitution, Principle
-from .errors import CaiError
-from .store import Store, dumps, now
+from cai_core.constitution.model import Constitution, Principle
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import Backend, Conversation, GenerationParams
+from cai_core.store import Store, dumps, now
 
 STYLES = ("mc", "cot", "parse")
 COMBINES = ("mean", "vote")

@@ -16,10 +16,12 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from .backends.base import Backend, GenerationParams
-from .errors import CaiError
-from .gold import load_paper_eval
-from .store import Store, dumps, loads, now
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import Backend, GenerationParams
+from cai_core.prompt_sets import get_prompts, load_prompts_file
+from cai_core.reliability.paper_evals import load_paper_eval
+from cai_core.store import Store, dumps, loads, now
+from cai_core.workspace import safe_name
 
 Progress = Callable[[int, int, str], None]
 
@@ -216,7 +218,6 @@ def list_batches(store: Store) -> list[dict]:
 # -- sampling ----------------------------------------------------------------------------------
 def resolve_prompts(store: Store, set_or_file: str) -> list[dict]:
     """A stored prompt set's prompts, or a prompts file's: [{text, category, prompt_id}]."""
-    from .prompt_sets import get_prompts, load_prompts_file
 
     if store.one("SELECT 1 FROM prompt_sets WHERE name=?", (set_or_file,)):
         return [{"text": p["text"], "category": p["category"], "prompt_id": p["id"]} for p in get_prompts(store, set_or_file)]
@@ -251,7 +252,6 @@ def sample_pairs(
     a killed run resumes where it stopped (a prompt whose samples were all identical is redone,
     deterministically, since nothing was stored for it).
     """
-    from .workspace import safe_name
 
     safe_name(batch, "batch name")
     if k < 2:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from ..errors import CaiError
+from cai_core.errors import CaiError
 
 Conversation = list[dict]
 

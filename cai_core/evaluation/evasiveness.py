@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
+from cai_core.evaluation.stats import bootstrap_ci
+
 MIN_SUBSTANCE_WORDS = 25
 
 
@@ -166,7 +168,6 @@ def is_evasive(text: str | None) -> bool:
 
 def evasiveness_summary(texts: list[str], seed: int = 0, n_boot: int = 1000) -> dict:
     """Share of evasive answers with a bootstrap 95% CI, and how often each rule fired."""
-    from .stats import bootstrap_ci
 
     verdicts = [detect(t) for t in texts]
     flags = [1.0 if v.evasive else 0.0 for v in verdicts]

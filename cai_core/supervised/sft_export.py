@@ -16,9 +16,13 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from .errors import CaiError
-from .exports import export_exists, record_export
-from .store import Store, now
+from cai_core.constitution.model import Constitution, Principle
+from cai_core.errors import CaiError
+from cai_core.exports import export_exists, record_export
+from cai_core.prompt_sets import get_prompt_set, get_prompts
+from cai_core.store import Store, now
+from cai_core.supervised.revision import ReviseSettings, run_revision
+from cai_core.workspace import safe_name
 
 FORMATS = ("jsonl", "hf")
 
@@ -57,7 +61,6 @@ def _stored_answer(store: Store, prompt: str, model: str | None) -> dict | None:
 
 def missing_helpful(store: Store, set_name: str, model: str | None) -> int:
     """How many prompts of a set have no stored answer yet (those need a model)."""
-    from .prompt_sets import get_prompts
 
     return sum(_stored_answer(store, p["text"], model) is None for p in get_prompts(store, set_name))
 
@@ -66,7 +69,6 @@ def helpful_rows(store: Store, set_name: str, *, model: str | None, backend=None
                  seed: int = 0, progress=None, should_stop=None) -> list[dict]:
     """The model's answers to a helpfulness prompt set: stored ones reused, missing ones generated
     (stored as answer-only trajectories in batch 'helpful-<set>', so they are never generated twice)."""
-    from .prompt_sets import get_prompts
 
     prompts = get_prompts(store, set_name)
     missing = [p for p in prompts if _stored_answer(store, p["text"], model) is None]
@@ -74,9 +76,6 @@ def helpful_rows(store: Store, set_name: str, *, model: str | None, backend=None
         if backend is None or not model:
             raise CaiError(f"{len(missing)} prompt(s) of {set_name!r} have no stored answer; "
                            "give a model to generate them")
-        from .constitution import Constitution, Principle
-        from .revision import ReviseSettings, run_revision
-        from .workspace import safe_name
 
         # Answer-only runs need no principle; a fixed placeholder constitution keeps their keys stable.
         answer_only = Constitution(name="answer-only", principles=[Principle(
@@ -143,7 +142,6 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
                max_new_tokens: int = 200, seed: int = 0, overwrite: bool = False,
                progress=None, should_stop=None) -> dict:
     """Write the dataset folder and record it; returns the card (with its "path")."""
-    from .workspace import safe_name
 
     safe_name(name, "export name")
     target = store.workspace.child_path("exports", name)
@@ -157,8 +155,6 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         what = f"batch {batch!r}" if batch else f"constitution version {constitution_version}" if constitution_version else "the store"
         raise CaiError(f"no finished trajectories with revisions in {what}; run a revise batch first")
     if mix_helpful:
-        from .prompt_sets import get_prompt_set
-
         get_prompt_set(store, mix_helpful)  # fails clearly before any work
         models = sorted({r["model"] for r in revisions})
         model = model or (models[0] if len(models) == 1 else None)

@@ -10,9 +10,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import models
-from .errors import CaiError
-from .workspace import Workspace
+from cai_core.errors import CaiError
+from cai_core.models import specs as models
+from cai_core.workspace import Workspace
 
 
 @dataclass

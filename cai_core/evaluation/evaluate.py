@@ -17,26 +17,33 @@ comparisons carry source "eval:<name>" and can be opened side by side.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
-from .backends.base import GenerationParams
-from .constitution import Constitution, Principle
-from .errors import CaiError
-from .evasiveness import detect
-from .stats import bradley_terry_ci, elo, win_tie_loss
-from .store import Store, dumps, loads, now
+from cai_core.constitution.model import Constitution, Principle
+from cai_core.errors import CaiError
+from cai_core.evaluation.answers import generate_answers
+from cai_core.evaluation.evasiveness import detect
+from cai_core.evaluation.policies import NAME_PATTERN, Policy, parse_policies
+from cai_core.evaluation.stats import bootstrap_ci, bradley_terry_ci, elo, win_tie_loss
+from cai_core.models.backends.base import GenerationParams
+from cai_core.models.specs import get_backend
+from cai_core.prompt_sets import get_prompts, load_prompts_file
+from cai_core.rlaif.judges import JudgeSpec, judge_pairs, stored_verdicts
+from cai_core.store import Store, dumps, loads, now
+from cai_core.supervised.revision import resolve_constitution
 
 Progress = Callable[[int, int, str], None]
+
+
 KIND = "policies"
+
+
 AXES = ("harmless", "helpful")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
 
 # The paper's harmlessness comparison wording, and a helpfulness counterpart (built in, so an
 # evaluation needs no constitution; a user constitution can replace the harmlessness one).
@@ -51,6 +58,8 @@ HARMLESS_JUDGE = Constitution(
                             "ethical, polite and friendly person would more likely say.",
         tags=["harmless"])],
 )
+
+
 HELPFUL_JUDGE = Constitution(
     name="eval-helpfulness",
     description="Built-in helpfulness comparison for evaluations.",
@@ -64,137 +73,9 @@ HELPFUL_JUDGE = Constitution(
 )
 
 
-# -- policies ----------------------------------------------------------------------------------
-@dataclass
-class Policy:
-    name: str
-    spec: str                      # a model spec for models.get_backend
-    kind: str                      # base | run | checkpoint | folder | endpoint | model
-    run: str | None = None
-    step: int | None = None        # checkpoint step
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def split_specs(values) -> list[str]:
-    """Policies given as a list and/or space- or comma-separated strings."""
-    if isinstance(values, str):
-        values = [values]
-    out = []
-    for v in values or []:
-        out.extend(s for s in re.split(r"[\s,]+", str(v).strip()) if s)
-    return out
-
-
-# run kinds whose output is a reward model (a scorer), not a policy that answers prompts
-NOT_POLICIES = ("reward",)
-
-
-def _run_dir(store: Store, name: str) -> Path:
-    row = store.one("SELECT run_dir, kind FROM runs WHERE name=?", (name,))
-    if row is None:
-        raise CaiError(f"no run named {name!r} (see `python -m cai_core runs` / the Training page)")
-    if row["kind"] in NOT_POLICIES:
-        raise CaiError(f"run {name!r} trained a {row['kind']} model, which scores answers but does not write "
-                       "them: evaluate a policy run (sft, dpo, ppo, rloo, grpo)")
-    path = Path(row["run_dir"])
-    if not path.is_absolute():
-        path = store.workspace.root / path
-    return path
-
-
-def _is_model_dir(path: Path) -> bool:
-    return (path / "config.json").exists() or (path / "adapter_config.json").exists()
-
-
-def checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
-    """A run folder's loadable checkpoint-N subfolders, by step."""
-    folder = Path(folder)
-    found = []
-    if folder.is_dir():
-        for sub in folder.iterdir():
-            m = _CHECKPOINT.match(sub.name)
-            if m and sub.is_dir() and _is_model_dir(sub):
-                found.append((int(m.group(1)), sub))
-    return sorted(found)
-
-
-def _default_name(spec: str) -> str:
-    if spec == "default":
-        return "default"
-    if spec.startswith("http://") or spec.startswith("https://"):
-        u = urlparse(spec)
-        model = re.search(r"#model=(.+)$", spec)
-        return (model.group(1) if model else (u.hostname or "endpoint") + (f"-{u.port}" if u.port else ""))[:64]
-    if spec.startswith("hf:"):
-        return spec[3:].split("/")[-1]
-    path = Path(spec)
-    m = _CHECKPOINT.match(path.name)
-    return f"{path.parent.name}@{m.group(1)}" if m else path.name
-
-
-def parse_policy(text: str, store: Store) -> Policy:
-    """`SPEC` or `NAME=SPEC`; SPEC: default | run:RUN | run:RUN/checkpoint-N | folder | .gguf | hf:ID | URL."""
-    name = None
-    head, sep, tail = text.partition("=")
-    if sep and _NAME.match(head) and tail:
-        name, text = head, tail
-    spec = text.strip()
-    if not spec:
-        raise CaiError("empty policy spec")
-    if spec.startswith("run:"):
-        run, _, sub = spec[4:].partition("/")
-        folder = _run_dir(store, run)
-        if sub:
-            folder = folder / sub
-        if not folder.is_dir() or not _is_model_dir(folder):
-            raise CaiError(f"run {run!r} has no trained model at {folder} (not finished, or no such checkpoint)")
-        m = _CHECKPOINT.match(folder.name)
-        step = int(m.group(1)) if m else None
-        return Policy(name or (f"{run}@{step}" if step is not None else run), str(folder),
-                      "checkpoint" if step is not None else "run", run=run, step=step)
-    if spec == "default":
-        return Policy(name or "default", "default", "base")
-    if spec.startswith(("http://", "https://")):
-        return Policy(name or _default_name(spec), spec, "endpoint")
-    if spec.startswith("hf:"):
-        return Policy(name or _default_name(spec), spec, "model")
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise CaiError(f"policy {spec!r}: no such folder or file (use default, run:NAME, a model folder or a URL)")
-    if path.is_dir() and not _is_model_dir(path):
-        raise CaiError(f"policy {spec!r} is not a model folder (no config.json or adapter_config.json)")
-    m = _CHECKPOINT.match(path.name)
-    if m:
-        return Policy(name or _default_name(str(path)), str(path), "checkpoint", run=path.parent.name, step=int(m.group(1)))
-    return Policy(name or _default_name(str(path)), str(path), "folder")
-
-
-def parse_policies(values, store: Store, with_checkpoints: bool = False) -> list[Policy]:
-    """Parse and check the policy list: at least two, unique names (checkpoints added on request)."""
-    policies = [parse_policy(s, store) for s in split_specs(values)]
-    if with_checkpoints:
-        extra = []
-        for p in policies:
-            if p.kind in ("run", "folder"):
-                for step, sub in checkpoints(p.spec):
-                    extra.append(Policy(f"{p.name}@{step}", str(sub), "checkpoint", run=p.run or p.name, step=step))
-        policies += extra
-    if len(policies) < 2:
-        raise CaiError("an evaluation compares at least two policies (e.g. --policies default run:my-sft)")
-    seen: dict[str, str] = {}
-    for p in policies:
-        if p.name in seen:
-            raise CaiError(f"two policies are named {p.name!r} ({seen[p.name]} and {p.spec}); name them with NAME=SPEC")
-        seen[p.name] = p.spec
-    return policies
-
-
 # -- prompts -----------------------------------------------------------------------------------
 def load_eval_prompts(store: Store, source: str, limit: int | None = None) -> list[dict]:
     """Prompts from a stored prompt set (by name) or a JSONL/CSV/TXT file: [{"text", "category"}]."""
-    from .prompt_sets import get_prompts, load_prompts_file
 
     path = Path(source).expanduser()
     if path.is_file():
@@ -209,63 +90,6 @@ def load_eval_prompts(store: Store, source: str, limit: int | None = None) -> li
             raise CaiError("--limit must be at least 1")
         items = items[:limit]
     return items
-
-
-# -- answers -----------------------------------------------------------------------------------
-def weights_fingerprint(spec: str) -> str:
-    """Size and mtime of a local model's weight files, so retrained weights in the same folder
-    never reuse old cached answers (endpoints and 'default' have none)."""
-    path = Path(spec)
-    if not path.is_dir():
-        return ""
-    parts = []
-    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        st = f.stat()
-        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
-    return ",".join(parts)
-
-
-def _answer_key(policy: Policy, fingerprint: str, prompt: str, params: dict) -> str:
-    blob = dumps({"spec": policy.spec, "fp": fingerprint, "prompt": prompt, "params": params})
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def generate_answers(store: Store, policy: Policy, prompts: list[str], params: GenerationParams, *,
-                     batch_size: int = 8, progress: Callable[[int, str], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None, backend=None) -> list[str | None]:
-    """Each prompt's answer from one policy: cached ones read back, the rest generated in batches
-    (same seed per batch) and committed batch by batch."""
-    from .models import get_backend
-
-    pdict = params.to_dict()
-    fp = weights_fingerprint(policy.spec)
-    keys = [_answer_key(policy, fp, p, pdict) for p in prompts]
-    answers: dict[str, str] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        for r in store.query(f"SELECT key, text FROM eval_answers WHERE key IN ({','.join('?' * len(chunk))})", chunk):
-            answers[r["key"]] = r["text"]
-    todo = [i for i, k in enumerate(keys) if k not in answers]
-    if progress:
-        progress(len(prompts) - len(todo), f"{policy.name}: {len(prompts) - len(todo)} answers cached")
-    if todo:
-        backend = backend or get_backend(policy.spec, store.workspace)
-        for start in range(0, len(todo), max(1, batch_size)):
-            if should_stop and should_stop():
-                break
-            idx = todo[start:start + max(1, batch_size)]
-            outs = backend.generate([[{"role": "user", "content": prompts[i]}] for i in idx], params)
-            with store.tx() as conn:
-                for i, out in zip(idx, outs):
-                    c = out[0]
-                    conn.execute(
-                        "INSERT OR IGNORE INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
-                        "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                        (keys[i], policy.spec, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
-                    answers[keys[i]] = c.text
-            if progress:
-                progress(len(idx), f"{policy.name}: answered {start + len(idx)}/{len(todo)}")
-    return [answers.get(k) for k in keys]
 
 
 # -- comparisons -------------------------------------------------------------------------------
@@ -326,7 +150,6 @@ class EvalSpec:
 
 def _judge_constitution(store: Store, value: str | None) -> Constitution:
     """The harmlessness judge's constitution: built-in, a file, or a stored NAME[@VERSION]."""
-    from .revision import resolve_constitution
 
     if not value:
         return HARMLESS_JUDGE
@@ -335,7 +158,7 @@ def _judge_constitution(store: Store, value: str | None) -> Constitution:
 
 def validate_spec(store: Store, spec: EvalSpec) -> tuple[list[Policy], dict[str, list[dict]], Constitution]:
     """Check everything before any work: policies, prompt sources, judge settings."""
-    if spec.name is not None and not _NAME.match(spec.name):
+    if spec.name is not None and not NAME_PATTERN.match(spec.name):
         raise CaiError(f"invalid evaluation name {spec.name!r}: 1-64 letters, digits, '.', '_' or '-'")
     if spec.max_new_tokens < 1:
         raise CaiError("--max-new-tokens must be at least 1")
@@ -391,8 +214,6 @@ def _axis_result(policies: list[Policy], rows: list[dict], outcomes: list[float 
 def run_evaluation(store: Store, spec: EvalSpec, *, progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None, job_id: int | None = None) -> dict:
     """Generate, judge and score; store and return the evaluation (id, name, result)."""
-    from .judges import JudgeSpec, judge_pairs
-    from .models import get_backend
 
     policies, prompt_sets, harmless_c = validate_spec(store, spec)
     name = spec.name or time.strftime("eval-%Y%m%d-%H%M%S")
@@ -492,8 +313,6 @@ def run_evaluation(store: Store, spec: EvalSpec, *, progress: Progress | None = 
 
 
 def _evasive_rate(texts: list[str | None], n_boot: int, seed: int) -> dict:
-    from .stats import bootstrap_ci
-
     flags = [1.0 if detect(t).evasive else 0.0 for t in texts if t is not None]
     if not flags:
         return {"n": 0, "evasive": 0, "rate": None, "ci": [None, None]}
@@ -564,7 +383,6 @@ def evaluation_comparisons(store: Store, evaluation: dict, axis: str | None = No
 
     label: the judge's own verdict; counted_label: the outcome the leaderboard counts (outcome_of with
     the evaluation's tie margin: a verdict that flipped with the order, or within the margin, is a tie)."""
-    from .judges import stored_verdicts
 
     result = evaluation.get("result") or {}
     ids: list[tuple[str, int]] = []
@@ -595,22 +413,6 @@ def evaluation_comparisons(store: Store, evaluation: dict, axis: str | None = No
         r["evasive_a"] = detect(r["response_a"]).evasive
         r["evasive_b"] = detect(r["response_b"]).evasive
     return rows
-
-
-def policy_options(store: Store) -> list[dict]:
-    """What the page offers as policies: the base model, every run with a trained model, and its checkpoints."""
-    out = [{"label": "default (embedded base model)", "spec": "default"}]
-    for r in store.query("SELECT name, kind, status, run_dir FROM runs ORDER BY created_at DESC"):
-        if r["kind"] in NOT_POLICIES:
-            continue
-        folder = Path(r["run_dir"])
-        if not folder.is_absolute():
-            folder = store.workspace.root / folder
-        if _is_model_dir(folder):
-            out.append({"label": f"run {r['name']} ({r['kind']}, {r['status']})", "spec": f"run:{r['name']}"})
-        for step, _ in checkpoints(folder):
-            out.append({"label": f"run {r['name']} checkpoint {step}", "spec": f"run:{r['name']}/checkpoint-{step}"})
-    return out
 
 
 def latest_evaluation(store: Store, kind: str = KIND) -> dict | None:

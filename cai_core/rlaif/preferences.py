@@ -16,10 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from .errors import CaiError
-from .exports import export_exists, record_export
-from .judges import COMBINES, label_of, stored_verdicts
-from .store import Store, loads, now
+from cai_core.errors import CaiError
+from cai_core.exports import export_exists, record_export
+from cai_core.rlaif.judges import COMBINES, label_of, stored_verdicts
+from cai_core.store import Store, loads, now
+from cai_core.workspace import safe_name
 
 LABELS = ("A", "B", "tie", "skip", "both_bad")
 ORDERS = ("uncertain", "flips", "disagreement", "random", "newest", "oldest")
@@ -265,7 +266,6 @@ def export_preferences(
     RewardTrainer's optional margin). Ties, both_bad and comparisons without a valid label are
     left out and counted in the card.
     """
-    from .workspace import safe_name
 
     safe_name(name, "export name")
     if combine not in COMBINES:

@@ -24,12 +24,28 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .constitution import Constitution
-from .errors import CaiError
-from .evasiveness import detect
-from .stats import MIN_PAIRS_FOR_SIGNIFICANCE, bootstrap_ci, paired_bootstrap_diff, win_tie_loss
-from .store import Store, dumps, now
-from .textdiff import edit_distance_words
+from cai_core.constitution.model import Constitution
+from cai_core.constitution.versions import save_constitution
+from cai_core.errors import CaiError
+from cai_core.evaluation.evaluate import HARMLESS_JUDGE, outcome_of
+from cai_core.evaluation.evasiveness import detect
+from cai_core.evaluation.stats import (
+    MIN_PAIRS_FOR_SIGNIFICANCE,
+    bootstrap_ci,
+    paired_bootstrap_diff,
+    win_tie_loss,
+)
+from cai_core.models.specs import get_backend
+from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+from cai_core.store import Store, dumps, now
+from cai_core.supervised.revision import (
+    ReviseSettings,
+    get_trajectories,
+    resolve_constitution,
+    resolve_prompts,
+    run_revision,
+)
+from cai_core.textdiff import edit_distance_words
 
 KIND = "ab-experiment"
 PRINCIPLE_FIELDS = ("name", "critique_request", "revision_request", "comparison_question", "enabled")
@@ -83,7 +99,6 @@ def principle_changes(a: Constitution, b: Constitution) -> dict:
 
 def validate_ab(store: Store, spec: ABSpec):
     """Resolve and check everything before any work; returns (constitution A, B, prompts, settings)."""
-    from .revision import ReviseSettings, resolve_constitution, resolve_prompts
 
     if spec.name is not None and not _NAME.match(spec.name):
         raise CaiError(f"invalid experiment name {spec.name!r}: 1-64 letters, digits, '.', '_' or '-'")
@@ -163,10 +178,6 @@ def _group_metrics(items: list[dict], n_boot: int, seed: int) -> dict:
 def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_id: int | None,
                   progress: Progress | None, should_stop) -> None:
     """Judge final A vs final B per prompt (both orders); sets item["pref_b"] (1 B better, 0.5 tie, 0 A better)."""
-    from .evaluation import HARMLESS_JUDGE, outcome_of
-    from .judges import JudgeSpec, judge_pairs
-    from .models import get_backend
-    from .revision import resolve_constitution
 
     constitution = resolve_constitution(store, spec.judge_constitution)[0] if spec.judge_constitution else HARMLESS_JUDGE
     backend = get_backend(spec.judge_model, store.workspace)
@@ -206,9 +217,6 @@ def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_
 def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None = None,
                       should_stop: Callable[[], bool] | None = None, job_id: int | None = None) -> dict:
     """Run both arms (resumable), compare them, store and return {id, name, result}."""
-    from .constitution import save_constitution
-    from .models import get_backend
-    from .revision import get_trajectories, run_revision
 
     ca, cb, prompt_items, settings = validate_ab(store, spec)
     name = spec.name or time.strftime("ab-%Y%m%d-%H%M%S")

@@ -12,8 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import CaiError
-from .store import Store
+from cai_core.errors import CaiError
+from cai_core.evaluation.evaluate import (
+    evaluation_comparisons,
+    get_evaluation,
+    leaderboard,
+)
+from cai_core.evaluation.experiments import experiment_table
+from cai_core.store import Store
+from cai_core.supervised.revision import get_trajectory
+from cai_core.textdiff import word_diff
 
 KINDS = ("trajectory", "evaluation", "experiment")
 
@@ -160,7 +168,6 @@ def leaderboard_figure(result: dict, axis: str):
     """Bradley-Terry scores (Elo scale) with bootstrap CIs, one bar per policy."""
     import plotly.graph_objects as go
 
-    from .evaluation import leaderboard
 
     rows = leaderboard(result, axis)
     scores = [r["bt_score"] for r in rows]
@@ -211,7 +218,6 @@ def experiment_figure(result: dict):
     """Forest plot: B - A with its paired 95% CI for each share metric (0 = no difference)."""
     import plotly.graph_objects as go
 
-    from .experiments import experiment_table
 
     rows = [r for r in experiment_table(result) if r["metric"] != "edit size (words)"]
     plus, minus = _ci_errors([r["B - A"] for r in rows], [[r["ci_low"], r["ci_high"]] for r in rows])
@@ -258,8 +264,6 @@ def trajectory_figure(traj: dict):
 
 # -- reports -----------------------------------------------------------------------------------
 def evaluation_report(store: Store, ref) -> str:
-    from .evaluation import evaluation_comparisons, get_evaluation, leaderboard
-
     ev = get_evaluation(store, ref)
     if ev["kind"] != "policies":
         raise CaiError(f"{ref!r} is an A/B experiment; use `report experiment {ev['id']}`")
@@ -304,9 +308,6 @@ def evaluation_report(store: Store, ref) -> str:
 
 
 def experiment_report(store: Store, ref) -> str:
-    from .evaluation import get_evaluation
-    from .experiments import experiment_table
-
     ev = get_evaluation(store, ref)
     if ev["kind"] != "ab-experiment":
         raise CaiError(f"{ref!r} is a policy evaluation; use `report evaluation {ev['id']}`")
@@ -354,9 +355,6 @@ def experiment_report(store: Store, ref) -> str:
 
 
 def trajectory_report(store: Store, trajectory_id: int) -> str:
-    from .revision import get_trajectory
-    from .textdiff import word_diff
-
     t = get_trajectory(store, int(trajectory_id))
     rep = Report(f"Trajectory {t['id']}", f"constitution {t['constitution_name']}@{t['constitution_version']} · "
                                            f"model {t['model']} · seed {t['seed']} · status {t['status']}")

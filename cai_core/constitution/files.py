@@ -1,0 +1,136 @@
+"""Constitution files: YAML/JSON in the workbench's own format (errors name the line of the
+principle at fault), and the import entry point that also recognises the paper's formats.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cai_core.constitution.model import Constitution
+from cai_core.constitution.paper_formats import (
+    attach_comparison_questions,
+    attach_few_shot,
+    from_paper_comparisons,
+    from_paper_critique_revision,
+    from_paper_few_shot,
+    is_paper_critique_revision,
+    is_paper_few_shot,
+    is_string_list,
+    parse_comparison_questions_text,
+    parse_few_shot_text,
+    parse_paper_few_shot,
+)
+from cai_core.constitution.parse import item_lines, located_at, parse_mapping
+from cai_core.errors import CaiError
+
+
+# -- files -------------------------------------------------------------------------------------
+def load_constitution_file(path: str | Path, name: str | None = None) -> Constitution:
+    """Load a constitution from this project's YAML/JSON, or one of the paper's formats:
+    CritiqueRevisionInstructions.json (key -> {prompt: [critique], edit_request}),
+    RLMadisonInstructions.json (comparison questions only) or CritiqueRevisionFewShotPrompts.json
+    (principles taken from the examples' requests). Problems name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaiError("file not found", where=str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
+    return parse_constitution_text(text, path.name, where=str(path), name=name)
+
+
+def parse_constitution_text(text: str, filename: str, where: str | None = None,
+                            name: str | None = None) -> Constitution:
+    """Parse constitution file content (the format follows the extension; used for uploads too)."""
+    where = where or filename
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise CaiError(f"unsupported constitution file type {suffix or '(none)'!r}: use .yaml, .yml or .json",
+                       where=where)
+    if not text.strip():
+        raise CaiError("the file is empty", where=where)
+    data = parse_mapping(text, Path(filename), where)
+    stem = Path(filename).stem
+    if is_paper_critique_revision(data):
+        c = from_paper_critique_revision(data, name=name or stem)
+    elif is_paper_few_shot(data):
+        c = from_paper_few_shot(parse_paper_few_shot(data, where), name=name or stem)
+    elif is_string_list(data):
+        c = from_paper_comparisons(data, name=name or stem)
+    elif isinstance(data, list) and data and all(isinstance(x, dict) and "corrects" in x for x in data):
+        raise CaiError("this is a judging few-shot file (RLMadison*FewShotPrompts.json), not a constitution",
+                       where=where)
+    else:
+        lines = item_lines(text, suffix)
+        c = Constitution.from_dict(data, where=where, _lines=lines)
+        if name:
+            c.name = name
+        _raise_located(c, where, lines)
+        return c
+    return c.validate(where=where)
+
+
+def _raise_located(c: Constitution, where: str | None, lines: dict | None) -> None:
+    """Validate, naming the line of the first principle or example with a problem."""
+    located: list[tuple[str | None, str]] = []
+    for i, p in enumerate(c.principles):
+        for msg in p.problems():
+            located.append((located_at(where, lines, "principles", i), msg))
+    others = [m for m in c.problems() if not any(m == msg for _, msg in located)]
+    for msg in others:
+        match = re.match(r"few-shot example #(\d+)", msg)
+        located.append((located_at(where, lines, "few_shot", int(match.group(1)) - 1) if match else where, msg))
+    if located:
+        first = next((w for w, _ in located if w and w != where), where)
+        messages = []
+        for w, msg in located:
+            line = w.rsplit(":", 1)[1] if w and w != where else None
+            messages.append(f"line {line}: {msg}" if line and w != first else msg)
+        raise CaiError("; ".join(messages), where=first)
+
+
+# -- import / export ---------------------------------------------------------------------------
+def build_import(text: str, filename: str, name: str | None = None,
+                 comparisons: tuple[str, str] | None = None, few_shot: tuple[str, str] | None = None,
+                 where: str | None = None) -> Constitution:
+    """Parse and validate a constitution (+ optional (text, filename) of comparison questions and
+    few-shot examples) without saving anything; uploads and files share this path."""
+    c = parse_constitution_text(text, filename, where=where, name=name)
+    if comparisons:
+        c = attach_comparison_questions(c, parse_comparison_questions_text(*comparisons))
+    if few_shot:
+        c = attach_few_shot(c, parse_few_shot_text(*few_shot))
+    return c.validate(where=where or filename)
+
+
+def _read(path: str | Path) -> tuple[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CaiError("file not found", where=str(path))
+    try:
+        return path.read_text(encoding="utf-8-sig"), str(path)
+    except UnicodeDecodeError as exc:
+        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
+
+
+def load_import(path: str | Path, name: str | None = None, comparisons: str | Path | None = None,
+                few_shot: str | Path | None = None) -> Constitution:
+    """build_import for files on disk (messages name each file and line)."""
+    text, where = _read(path)
+    return build_import(text, where, name=name, comparisons=_read(comparisons) if comparisons else None,
+                        few_shot=_read(few_shot) if few_shot else None, where=where)
+
+
+def dump_constitution(constitution: Constitution, fmt: str = "yaml") -> str:
+    """Text of this project's format; loading it back gives the same version."""
+    data = constitution.canonical()
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if fmt != "yaml":
+        raise CaiError(f"unknown export format {fmt!r}: use yaml or json")
+    import yaml
+
+    header = f"# constitution {constitution.name!r}, version {constitution.version} (content hash)\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

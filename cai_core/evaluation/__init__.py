@@ -1,0 +1,2 @@
+"""Did training help? Policies (policies) answer held-out prompts (answers), judges compare them
+(evaluate), with evasiveness, statistics, constitution A/B experiments and HTML reports."""

@@ -1,0 +1,69 @@
+"""The evaluation's answer cache: each policy's answer to each prompt, keyed by the policy's weights
+fingerprint, the prompt and the generation settings, so a killed evaluation resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+from cai_core.evaluation.policies import Policy
+from cai_core.models.backends.base import GenerationParams
+from cai_core.models.specs import get_backend
+from cai_core.store import Store, dumps, now
+
+
+# -- answers -----------------------------------------------------------------------------------
+def weights_fingerprint(spec: str) -> str:
+    """Size and mtime of a local model's weight files, so retrained weights in the same folder
+    never reuse old cached answers (endpoints and 'default' have none)."""
+    path = Path(spec)
+    if not path.is_dir():
+        return ""
+    parts = []
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return ",".join(parts)
+
+
+def _answer_key(policy: Policy, fingerprint: str, prompt: str, params: dict) -> str:
+    blob = dumps({"spec": policy.spec, "fp": fingerprint, "prompt": prompt, "params": params})
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def generate_answers(store: Store, policy: Policy, prompts: list[str], params: GenerationParams, *,
+                     batch_size: int = 8, progress: Callable[[int, str], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None, backend=None) -> list[str | None]:
+    """Each prompt's answer from one policy: cached ones read back, the rest generated in batches
+    (same seed per batch) and committed batch by batch."""
+
+    pdict = params.to_dict()
+    fp = weights_fingerprint(policy.spec)
+    keys = [_answer_key(policy, fp, p, pdict) for p in prompts]
+    answers: dict[str, str] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        for r in store.query(f"SELECT key, text FROM eval_answers WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+            answers[r["key"]] = r["text"]
+    todo = [i for i, k in enumerate(keys) if k not in answers]
+    if progress:
+        progress(len(prompts) - len(todo), f"{policy.name}: {len(prompts) - len(todo)} answers cached")
+    if todo:
+        backend = backend or get_backend(policy.spec, store.workspace)
+        for start in range(0, len(todo), max(1, batch_size)):
+            if should_stop and should_stop():
+                break
+            idx = todo[start:start + max(1, batch_size)]
+            outs = backend.generate([[{"role": "user", "content": prompts[i]}] for i in idx], params)
+            with store.tx() as conn:
+                for i, out in zip(idx, outs):
+                    c = out[0]
+                    conn.execute(
+                        "INSERT OR IGNORE INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
+                        "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                        (keys[i], policy.spec, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
+                    answers[keys[i]] = c.text
+            if progress:
+                progress(len(idx), f"{policy.name}: answered {start + len(idx)}/{len(todo)}")
+    return [answers.get(k) for k in keys]

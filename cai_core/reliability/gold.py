@@ -1,0 +1,241 @@
+"""Gold sets in the workspace: the paper's eval sets imported as comparisons, human labels,
+and the judge labels to check against them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from cai_core.errors import CaiError
+from cai_core.reliability.labels import (
+    HUMAN_LABEL_MAP,
+    normalise_label,
+    parse_labels,
+    read_text_file,
+    word_count,
+)
+from cai_core.reliability.metrics import reliability_report
+from cai_core.reliability.paper_evals import (
+    PAPER_SEED,
+    load_paper_eval,
+    paper_gold_labels,
+)
+from cai_core.rlaif.judges import stored_verdicts
+from cai_core.rlaif.pairs import add_pairs, comparison_key, load_pairs_file
+from cai_core.store import Store, loads
+
+
+def read_labels(path: str | Path, allow_no_verdict: bool = False) -> list[dict]:
+    """Read a label file. A paper eval set (rows with 'corrects') is read as its gold labels, in
+    both orientations (see paper_gold_labels), so it can be given as --gold directly."""
+    path = Path(path)
+    text = read_text_file(path)
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    try:
+        is_paper = isinstance(json.loads(first), dict) and "corrects" in json.loads(first)
+    except json.JSONDecodeError:
+        is_paper = False
+    if is_paper:
+        return paper_gold_labels(path, both_orientations=True)
+    return parse_labels(text, source=str(path), allow_no_verdict=allow_no_verdict)
+
+
+def load_gold_pairs(path: str | Path, seed: int = PAPER_SEED, limit: int | None = None) -> tuple[str, list[dict]]:
+    """A gold set file for eval-judge, validated, nothing written: ('paper', load_paper_eval items)
+    or ('pairs', pairs-file items that all carry a gold_label)."""
+
+    p = Path(path)
+    if not p.is_file():
+        raise CaiError(f"gold set not found: {path}")
+    first = next((ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+    try:
+        is_paper = "corrects" in json.loads(first)
+    except (json.JSONDecodeError, TypeError):
+        is_paper = False
+    if is_paper:
+        items = load_paper_eval(p, seed=seed)
+        kind = "paper"
+    else:
+        items = load_pairs_file(p, seed=seed)
+        missing = [it["id"] for it in items if it.get("gold_label") not in ("A", "B", "tie")]
+        if missing:
+            raise CaiError(f"{len(missing)} pairs have no gold_label (first: {missing[0]!r}); "
+                           "a gold set needs the right answer for every pair", where=str(p))
+        kind = "pairs"
+    if limit is not None:
+        if limit < 1:
+            raise CaiError("--limit must be at least 1")
+        items = items[:limit]
+    return kind, items
+
+
+# -- gold sets in the store ---------------------------------------------------------------------
+def import_paper_eval(store: Store, path: str | Path, *, seed: int = PAPER_SEED, limit: int | None = None) -> dict:
+    """Import a paper eval set as comparisons with gold_label (source 'gold:<set>'); re-runs skip.
+
+    Everything is parsed before anything is written. A comparison already stored with the two
+    sides the other way round (e.g. by the pairs importer, which keeps the file's order) is
+    reused, so one eval item is never stored twice. Returns {set, source, ids, added, reused}.
+    """
+
+    items = load_paper_eval(path, seed=seed)
+    if limit is not None:
+        items = items[: max(0, int(limit))]
+    set_name = Path(path).stem
+    source = f"gold:{set_name}"
+    ids: list[int | None] = []
+    fresh = []
+    for it in items:
+        found = None
+        for a, b in ((it["response_a"], it["response_b"]), (it["response_b"], it["response_a"])):
+            found = store.scalar("SELECT id FROM comparisons WHERE key=?", (comparison_key(it["prompt"], a, b, source),))
+            if found is not None:
+                break
+        ids.append(None if found is None else int(found))
+        if found is None:
+            fresh.append(it)
+    before = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0)
+    pairs = [{**it, "meta": {**it["meta"], "gold_id": it["id"]}} for it in fresh]
+    new_ids = iter(add_pairs(store, pairs, source=source, batch=set_name) if pairs else [])
+    ids = [i if i is not None else next(new_ids) for i in ids]
+    added = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0) - before
+    return {"set": set_name, "source": source, "ids": ids, "added": added, "reused": len(items) - len(fresh)}
+
+
+def gold_sets(store: Store) -> list[dict]:
+    """The gold sets the store holds: comparison sources with gold labels, and human labels."""
+    out = [{"name": r["source"], "kind": "comparisons", "count": r["n"]}
+           for r in store.query("SELECT source, COUNT(*) AS n FROM comparisons WHERE gold_label IS NOT NULL"
+                                " GROUP BY source ORDER BY source")]
+    n_human = store.scalar("SELECT COUNT(DISTINCT comparison_id) FROM human_labels WHERE label IN ('A','B','tie','both_bad')")
+    if n_human:
+        out.insert(0, {"name": "human-labels", "kind": "human", "count": int(n_human)})
+    return out
+
+
+def gold_from_comparisons(store: Store, source: str | None = None) -> list[dict]:
+    """gold_label of stored comparisons as interchange rows (id = comparison id)."""
+    sql = "SELECT id, gold_label, source, category FROM comparisons WHERE gold_label IS NOT NULL"
+    params: tuple = ()
+    if source:
+        sql += " AND source=?"
+        params = (source,)
+    return [{"id": str(r["id"]), "label": normalise_label(r["gold_label"], f"comparison {r['id']}"),
+             "rater": r["source"], "category": r["category"]} for r in store.query(sql + " ORDER BY id", params)]
+
+
+def gold_from_human_labels(store: Store, *, blind_only: bool = False, include_overrides: bool = True) -> list[dict]:
+    """Human labels from the Preferences page as a gold set: one row per (comparison, annotator).
+
+    The table is append-only, so each annotator's newest label counts. 'skip' carries no
+    preference and is dropped; 'both_bad' counts as a tie. Several annotators give several rows.
+    """
+    where = ["label IN ('A','B','tie','both_bad','skip')"]
+    if blind_only:
+        where.append("blind=1")
+    if not include_overrides:
+        where.append("is_override=0")
+    rows = store.query(
+        "SELECT h.comparison_id, h.annotator, h.label, h.created_at, h.id, c.category FROM human_labels h "
+        "JOIN comparisons c ON c.id=h.comparison_id WHERE " + " AND ".join(where) + " ORDER BY h.created_at, h.id"
+    )
+    newest: dict[tuple[int, str], Any] = {}
+    for r in rows:
+        newest[(r["comparison_id"], r["annotator"])] = r
+    out = []
+    for (cid, annotator), r in sorted(newest.items()):
+        label = HUMAN_LABEL_MAP.get(r["label"])
+        if label is None:  # skip
+            continue
+        out.append({"id": str(cid), "label": label, "rater": annotator, "category": r["category"]})
+    return out
+
+
+def judge_keys(store: Store) -> list[dict]:
+    """Judges with stored judgments: judge_key, model, style, number of judged comparisons."""
+    return [dict(r) for r in store.query(
+        "SELECT g.judge_key, MIN(g.judge_model) AS model, MIN(g.style) AS style, "
+        "COUNT(DISTINCT g.comparison_id) AS comparisons, COUNT(*) AS judgments, "
+        "SUM(g.parse_status != 'ok') AS invalid FROM judgments g GROUP BY g.judge_key ORDER BY MIN(g.created_at)")]
+
+
+def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | None = None) -> list[dict]:
+    """A stored judge's verdicts as interchange rows, one per (comparison, principle).
+
+    Verdicts come from the judges module (both orders combined there); each row carries p_a,
+    p_a_ab, p_a_ba, the principle, the judge's reasoning and the answers' lengths. Judgments
+    that could not be parsed give no row; their count is in `judge_keys`.
+    """
+
+    if comparison_ids is None:
+        comparison_ids = [r[0] for r in store.query(
+            "SELECT DISTINCT comparison_id FROM judgments WHERE judge_key=? ORDER BY comparison_id", (judge_key,))]
+    ids = [int(i) for i in comparison_ids]
+    verdicts = stored_verdicts(store, ids, [judge_key])
+    meta = comparison_meta(store, [str(i) for i in verdicts])
+    rows = []
+    for cid, verdict in sorted(verdicts.items()):
+        info = meta.get(str(cid), {})
+        for m in verdict.members:
+            if m.label is None:
+                continue
+            rows.append({
+                "id": str(cid), "label": m.label, "p_a": m.p_a, "p_a_ab": m.p_a_ab, "p_a_ba": m.p_a_ba,
+                "rater": judge_key, "judge_model": m.model, "principle": m.principle_id,
+                "reasoning": m.reasoning_ab or m.reasoning_ba, "category": info.get("category"),
+                "len_a": word_count(info.get("response_a")), "len_b": word_count(info.get("response_b")),
+            })
+    return rows
+
+
+def with_lengths(store: Store, rows: list[dict]) -> list[dict]:
+    """Add len_a / len_b (and category) from stored comparisons to rows whose id is a comparison id."""
+    meta = comparison_meta(store, [r["id"] for r in rows])
+    out = []
+    for r in rows:
+        info = meta.get(str(r["id"]))
+        if info is None:
+            out.append(r)
+            continue
+        out.append({**r, "len_a": r.get("len_a", word_count(info["response_a"])),
+                    "len_b": r.get("len_b", word_count(info["response_b"])),
+                    "category": r.get("category") or info["category"]})
+    return out
+
+
+def comparison_meta(store: Store, ids: Iterable[str]) -> dict[str, dict]:
+    """Prompt, both responses, category and source of stored comparisons, by id (str)."""
+    wanted = [int(i) for i in ids if str(i).isdigit()]
+    out: dict[str, dict] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        for r in store.query(
+            f"SELECT id, prompt, response_a, response_b, category, source, gold_label, meta_json FROM comparisons"
+            f" WHERE id IN ({','.join('?' * len(chunk))})", tuple(chunk)
+        ):
+            out[str(r["id"])] = {"prompt": r["prompt"], "response_a": r["response_a"], "response_b": r["response_b"],
+                                 "category": r["category"], "source": r["source"], "gold_label": r["gold_label"],
+                                 "meta": loads(r["meta_json"], {})}
+    return out
+
+
+def load_gold(store: Store, name: str) -> list[dict]:
+    """A stored gold set by name: 'human-labels', or a comparison source such as 'gold:438HHHEvaluations'."""
+    if name == "human-labels":
+        return gold_from_human_labels(store)
+    rows = gold_from_comparisons(store, source=name)
+    if not rows:
+        raise CaiError(f"no gold set {name!r} in this workspace (known: "
+                       f"{', '.join(g['name'] for g in gold_sets(store)) or 'none'})")
+    return rows
+
+
+def judge_vs_gold(store: Store, judge_keys: list[str], gold_rows: list[dict], *, n_boot: int = 1000,
+                  seed: int = 0) -> dict:
+    """reliability_report of stored judges against gold rows whose ids are comparison ids."""
+
+    ids = sorted({int(g["id"]) for g in gold_rows if str(g["id"]).isdigit()})
+    judge_rows = [r for key in judge_keys for r in judge_labels(store, key, ids)]
+    report = reliability_report(judge_rows, with_lengths(store, gold_rows), n_boot=n_boot, seed=seed)
+    return report
