@@ -14,6 +14,7 @@ from pathlib import Path
 from cai_core.errors import CaiError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def default_root() -> Path:
@@ -27,6 +28,16 @@ def safe_name(name: str, what: str = "name") -> str:
             f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
+
+
+def slug(text: str, fallback: str, max_len: int = 100) -> str:
+    """The one rule that turns free text (a prompt set, a file path, a folder name) into a name that
+    passes `safe_name`: every run of other characters becomes one '-', '..' becomes '.', and the ends
+    lose '-' and '.' (the start also '_'); `fallback` when nothing is left. Used where the app
+    *suggests* a name; a name the user types is validated with `safe_name`, never rewritten."""
+    name = _NOT_NAME_CHARS.sub("-", str(text))
+    name = re.sub(r"\.{2,}", ".", name).lstrip("-._")[:max_len].rstrip("-.")
+    return safe_name(name or fallback)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from cai_core.supervised.revision import (
     CHANGE_FILTERS,
     SCHEDULES,
     ReviseSettings,
+    default_batch_name,
     get_trajectory,
     list_batches,
     list_trajectories,
@@ -144,8 +145,7 @@ with batch_tab:
         limit = c1.number_input("Prompts (first N)", 1, max(1, n_prompts), max(1, n_prompts), key="batch_limit")
         batch_size = c2.number_input("Batch size", 1, 256, 8, key="batch_size",
                                      help="Prompts generated together (larger is faster on a GPU)")
-        default_name = f"{set_name}-{b_const.version[:8]}"
-        default_name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in default_name).strip("-.")
+        default_name = default_batch_name(set_name, b_const.version)
         # The suggested name follows the chosen set and version until the user types their own.
         if st.session_state.get("batch_name") in (None, st.session_state.get("batch_name_default")):
             st.session_state["batch_name"] = default_name

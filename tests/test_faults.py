@@ -154,6 +154,24 @@ def test_child_path_refuses_a_symlink_out_of_the_workspace(tmp_path):
     assert safe_name("sft-2024.01") == "sft-2024.01"
 
 
+@pytest.mark.parametrize("text, fallback, expected", [
+    ("hh-red.team_1", "x", "hh-red.team_1"),          # a safe name stays as it is
+    ("/tmp/my prompts/red team.txt", "x", "tmp-my-prompts-red-team.txt"),  # runs of others -> one '-'
+    ("..//../evil", "x", "evil"),                     # no '..', no leading separators
+    ("_café??", "x", "caf"),                          # ASCII only, the start is a letter or digit
+    ("a..b.", "x", "a.b"),
+    ("???", "prompts", "prompts"),                    # nothing left: the fallback
+    ("a" * 300, "x", "a" * 100),
+])
+def test_slug_always_makes_a_safe_name(text, fallback, expected):
+    from cai_core.supervised.revision import default_batch_name
+    from cai_core.workspace import slug
+
+    assert slug(text, fallback) == expected
+    assert safe_name(slug(text, fallback)) == expected
+    assert default_batch_name(text, "0123456789abcdef") == f"{slug(text, 'prompts')}-01234567"
+
+
 def test_services_refuse_escaping_export_names(store, tmp_path):
     from cai_core.rlaif.preferences import export_preferences
     from cai_core.supervised.sft_export import export_sft

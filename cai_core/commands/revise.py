@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from cai_core.models.specs import get_backend
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
     ReviseSettings,
+    default_batch_name,
     get_trajectories,
     resolve_constitution,
     resolve_prompts,
@@ -49,12 +49,6 @@ def register(sub) -> None:
     p.add_argument("--batch", default=None, help="batch name shown in the app (default: <prompts>-<version>)")
     p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
     p.set_defaults(func=cmd_revise)
-
-
-def default_batch_name(source: str, version: str) -> str:
-    """<prompts>-<version>: the same command gets the same batch, so a re-run resumes it."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-.") or "prompts"
-    return f"{stem[:100]}-{version[:8]}"
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

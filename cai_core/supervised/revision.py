@@ -29,6 +29,7 @@ from cai_core.prompt_sets import get_prompts, load_prompts_file
 from cai_core.store import Store, dumps, loads, now
 from cai_core.supervised.refusals import refusal_introduced
 from cai_core.textdiff import change_ratio, edit_distance_words
+from cai_core.workspace import slug
 
 SCHEDULES = ("random", "sequence", "all")
 COT_INSTRUCTION = (
@@ -655,6 +656,12 @@ def principle_stats(store: Store, *, batch: str | None = None, constitution_vers
 
 
 # -- resolving what a command names ------------------------------------------------------------
+def default_batch_name(prompts: str, version: str) -> str:
+    """<prompts>-<version>: the same prompts and constitution version get the same batch (the
+    page's suggestion and the CLI's default alike), so starting it again resumes it."""
+    return f"{slug(prompts, 'prompts')}-{version[:8]}"
+
+
 def resolve_constitution(store: Store, spec: str) -> tuple[Constitution, bool]:
     """A constitution from a file (project YAML/JSON or paper JSON), "NAME", "NAME@VERSION" or a
     stored version hash. Returns (constitution, from_file); a file's constitution is not saved here."""

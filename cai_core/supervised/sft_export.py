@@ -22,7 +22,7 @@ from cai_core.exports import export_exists, record_export
 from cai_core.prompt_sets import get_prompt_set, get_prompts
 from cai_core.store import Store, now
 from cai_core.supervised.revision import ReviseSettings, run_revision
-from cai_core.workspace import safe_name
+from cai_core.workspace import safe_name, slug
 
 FORMATS = ("jsonl", "hf")
 
@@ -81,10 +81,9 @@ def helpful_rows(store: Store, set_name: str, *, model: str | None, backend=None
         answer_only = Constitution(name="answer-only", principles=[Principle(
             id="none", name="answer only", critique_request="(unused)", revision_request="(unused)")],
             description="Answer-only runs (helpfulness data); no critique or revision.")
-        batch = "helpful-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in set_name)[:100]
         run_revision(store, backend, answer_only, missing,
                      ReviseSettings(rounds=0, seed=seed, max_new_tokens=max_new_tokens), model,
-                     batch=safe_name(batch, "batch name"), progress=progress, should_stop=should_stop)
+                     batch="helpful-" + slug(set_name, "prompts"), progress=progress, should_stop=should_stop)
     out = []
     for p in prompts:
         found = _stored_answer(store, p["text"], model)

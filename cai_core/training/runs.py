@@ -34,7 +34,7 @@ from cai_core.training.sources import (
     run_output_dir,
 )
 from cai_core.training.specs import RunSpec, dump_spec, estimate_memory, spec_from_dict
-from cai_core.workspace import safe_name
+from cai_core.workspace import slug
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "stopped")
@@ -168,11 +168,7 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
 
 
 def _name_from_dir(store: Store, run_dir: Path) -> str:
-    base = "".join(c if c.isalnum() or c in "._-" else "-" for c in run_dir.name).strip("-.") or "run"
-    try:
-        base = safe_name(base[:100], "run name")
-    except CaiError:
-        base = "run"
+    base = slug(run_dir.name, "run")
     name, i = base, 2
     while store.one("SELECT 1 FROM runs WHERE name=?", (name,)):
         name, i = f"{base}-{i}", i + 1
