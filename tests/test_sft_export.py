@@ -9,7 +9,8 @@ from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
 from cai_core.supervised.revision import ReviseSettings, run_revision
 from cai_core.exports import list_exports
-from cai_core.supervised.sft_export import export_sft, load_jsonl
+from cai_core.jsonl import read_jsonl
+from cai_core.supervised.sft_export import export_sft
 
 from conftest import run_cli
 
@@ -43,7 +44,7 @@ def test_export_round_trips(filled):
     ds = datasets.load_from_disk(str(folder))
     assert len(ds) == 2 and "messages" in ds.column_names
     assert all(_valid_messages(m) for m in ds["messages"])
-    rows = load_jsonl(folder / "data.jsonl")
+    rows = read_jsonl(folder / "data.jsonl")
     assert [r["messages"] for r in rows] == ds["messages"]
     finals = {r["prompt"]: r["final"] for r in filled.query("SELECT prompt, final FROM trajectories WHERE batch='b1'")}
     for r in rows:
@@ -68,7 +69,7 @@ def test_export_filters_and_bad_input(filled):
     with pytest.raises(CaiError, match="already exists"):
         export_sft(filled, "all")
     assert export_sft(filled, "all", batch="b2", overwrite=True)["counts"]["total"] == 1
-    assert len(load_jsonl(filled.workspace.exports_dir / "all" / "data.jsonl")) == 1
+    assert len(read_jsonl(filled.workspace.exports_dir / "all" / "data.jsonl")) == 1
     for bad, match in [("../up", "invalid export name"), ("a/b", "invalid export name")]:
         with pytest.raises(CaiError, match=match):
             export_sft(filled, bad)
@@ -91,7 +92,7 @@ def test_mix_helpful_generates_missing_once_and_reuses(filled, tiny_backend):
     tiny_backend.generate = lambda convs, params: calls.append(len(convs)) or orig(convs, params)
     card = export_sft(filled, "mixed", mix_helpful="helpful", backend=tiny_backend, max_new_tokens=6)
     assert card["counts"] == {"revisions": 3, "helpful": 2, "total": 5} and calls == [2]
-    rows = load_jsonl(filled.workspace.exports_dir / "mixed" / "data.jsonl")
+    rows = read_jsonl(filled.workspace.exports_dir / "mixed" / "data.jsonl")
     helpful = [r for r in rows if r["source"] == "helpful"]
     assert [r["messages"][0]["content"] for r in helpful] == ["What is the capital of France?", "Explain photosynthesis"]
     assert all(_valid_messages(r["messages"]) for r in rows)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,6 +11,7 @@ from cai_core.constitution.files import load_constitution_file
 from cai_core.constitution.versions import get_constitution, save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
+from cai_core.jsonl import write_jsonl
 from cai_core.models.specs import get_backend
 from cai_core.rlaif.judges import JudgeSpec, judge_ensemble
 from cai_core.rlaif.pairs import add_pairs, comparisons_for, load_pairs_file
@@ -105,11 +105,7 @@ def cmd_judge(args) -> int:
     verdicts = judge_ensemble(list(zip(backends, specs)), constitution, pairs, store, combine=args.combine,
                               progress=progress, should_stop=lambda: reporter.should_stop, job_id=args.job_id)
     if args.out:
-        tmp = Path(args.out).with_name(Path(args.out).name + ".partial")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for v in verdicts:
-                fh.write(json.dumps(v.out_row(), ensure_ascii=False) + "\n")
-        os.replace(tmp, args.out)
+        write_jsonl(args.out, (v.out_row() for v in verdicts))
     labels = Counter(v.label or "invalid" for v in verdicts)
     summary = {
         "pairs": len(verdicts), "judges": [s.judge_key for s in specs], "style": style, "swap": not args.no_swap,

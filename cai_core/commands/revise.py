@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 from cai_core.commands._common import add_command, output_file
 from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
+from cai_core.jsonl import write_jsonl
 from cai_core.models.specs import get_backend
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
@@ -49,15 +48,6 @@ def register(sub) -> None:
     p.add_argument("--batch", default=None, help="batch name shown in the app (default: <prompts>-<version>)")
     p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
     p.set_defaults(func=cmd_revise)
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    """All lines or none: write a temporary file, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def cmd_revise(args) -> int:

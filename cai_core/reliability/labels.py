@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cai_core.errors import CaiError
+from cai_core.jsonl import write_jsonl
 
 LABELS = ("A", "B", "tie")
 
@@ -99,8 +100,7 @@ def parse_labels(text: str, source: str = "<labels>", allow_no_verdict: bool = F
 def write_labels(path: str | Path, rows: Iterable[dict]) -> int:
     """Write label rows as JSONL (validated first: a bad row writes nothing). Returns the count."""
     clean = [parse_label_row(r, f"row {i + 1}") for i, r in enumerate(rows)]
-    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean), encoding="utf-8")
-    return len(clean)
+    return write_jsonl(path, clean)
 
 
 def read_text_file(path: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Callable
 
 from cai_core.errors import CaiError
 from cai_core.exports import export_exists, record_export
+from cai_core.jsonl import write_jsonl
 from cai_core.rlaif.judges import COMBINES, label_of, stored_verdicts
 from cai_core.store import Store, loads, now
 from cai_core.workspace import safe_name
@@ -354,12 +355,8 @@ def export_preferences(
     from datasets import Dataset
 
     tmp = _atomic_dir(target)
-    with open(tmp / "data.jsonl", "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    with open(tmp / "lineage.jsonl", "w", encoding="utf-8") as fh:
-        for row in lineage:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(tmp / "data.jsonl", rows)
+    write_jsonl(tmp / "lineage.jsonl", lineage)
     Dataset.from_list(rows).save_to_disk(str(tmp / "hf"))
     (tmp / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False))
     (tmp / "README.md").write_text(_readme(card))

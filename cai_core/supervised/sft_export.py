@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from pathlib import Path
 
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
 from cai_core.exports import export_exists, record_export
+from cai_core.jsonl import write_jsonl
 from cai_core.prompt_sets import get_prompt_set, get_prompts
 from cai_core.store import Store, now
 from cai_core.supervised.revision import ReviseSettings, run_revision
@@ -178,9 +178,7 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
             datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
         tmp.mkdir(parents=True, exist_ok=True)
         if "jsonl" in formats:
-            with open(tmp / "data.jsonl", "w", encoding="utf-8") as fh:
-                for r in rows:
-                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            write_jsonl(tmp / "data.jsonl", rows)
         (tmp / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "README.md").write_text(card_markdown(card), encoding="utf-8")
         if target.exists():
@@ -193,7 +191,3 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         record_export(conn, name, "sft", str(target), card)
     return {**card, "path": str(target)}
 
-
-def load_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]

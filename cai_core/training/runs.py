@@ -25,6 +25,7 @@ from pathlib import Path
 from cai_core.errors import CaiError
 from cai_core.exports import get_export
 from cai_core.jobs import failure_reason, log_tail, pid_alive
+from cai_core.jsonl import append_jsonl
 from cai_core.store import Store, dumps, loads, now
 from cai_core.training.sources import (
     check_spec_sources,
@@ -309,8 +310,7 @@ def record_metrics(store: Store | None, run_id: int | None, run_dir: Path, step:
     """One logged step: a line in RUN_DIR/metrics.jsonl and a row in run_metrics."""
     clean = {k: _clean(v) for k, v in data.items() if isinstance(k, str)}
     clean = {"step": int(step), "time": round(now(), 3), **{k: v for k, v in clean.items() if k not in ("step", "time")}}
-    with open(RunPaths(run_dir).metrics, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+    append_jsonl(RunPaths(run_dir).metrics, [clean])
     if store is not None and run_id:
         store.execute("INSERT INTO run_metrics (run_id, step, data_json, created_at) VALUES (?,?,?,?)",
                       (run_id, int(step), dumps(clean), now()))

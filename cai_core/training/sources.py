@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cai_core.errors import CaiError
 from cai_core.exports import get_export
+from cai_core.jsonl import read_jsonl
 from cai_core.models.specs import DEFAULT_FOLDER, embedded_gguf
 from cai_core.store import Store
 from cai_core.training.specs import DATA_NEEDS, RunSpec
@@ -133,8 +134,7 @@ def check_dataset(ref: DatasetRef, kind: str) -> None:
 def load_rows(ref: DatasetRef) -> list[dict]:
     """All rows (the worker's view); HF folders go through datasets.load_from_disk."""
     if ref.jsonl is not None:
-        with open(ref.jsonl, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        return read_jsonl(ref.jsonl)
     import datasets
 
     ds = datasets.load_from_disk(str(ref.hf_dir))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from cai_core.errors import CaiError
+from cai_core.jsonl import append_jsonl
 from cai_core.models.specs import default_model_dir
 from cai_core.store import Store
 from cai_core.training.runs import (
@@ -271,10 +272,8 @@ def make_prober(spec: RunSpec, tok, get_model, samples_path: Path, on_lengths=No
             tok.padding_side = side
             if was_training:
                 model.train()
-        with open(samples_path, "a", encoding="utf-8") as fh:
-            for p, a in zip(prompts, answers):
-                fh.write(json.dumps({"step": step, "time": round(time.time(), 3), "prompt": p, "text": a},
-                                    ensure_ascii=False) + "\n")
+        at = round(time.time(), 3)
+        append_jsonl(samples_path, [{"step": step, "time": at, "prompt": p, "text": a} for p, a in zip(prompts, answers)])
         if on_lengths:
             on_lengths(step, float(lengths.mean()))
 
