@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai_core.command_line import cli_argv
 from cai_core.errors import CaiError
 from cai_core.store import Store, dumps, loads, now
 
@@ -108,13 +109,12 @@ def failure_reason(tail: str) -> str:
     return tail.strip().splitlines()[-1] if tail.strip() else "the process ended without a message"
 
 
-def python_cmd() -> list[str]:
-    return [sys.executable, "-m", "cai_core"]
-
-
 def start_job(store: Store, kind: str, args: list[str], *, title: str | None = None, total: int | None = None,
               env: dict | None = None) -> int:
-    """Record and spawn `python -m cai_core <args> --workspace W --job-id N` in the background."""
+    """Record and spawn `python -m cai_core <args> --workspace W --job-id N` in the background.
+
+    `env` adds to the job's environment (the way a secret such as CAI_API_KEY from the app's
+    .streamlit/secrets.toml reaches the job): never to its argv, its row or its log."""
     with store.tx() as conn:
         cur = conn.execute(
             "INSERT INTO jobs (kind, title, status, argv_json, total, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
@@ -122,7 +122,7 @@ def start_job(store: Store, kind: str, args: list[str], *, title: str | None = N
         )
         job_id = int(cur.lastrowid)
     log_path = store.workspace.jobs_dir / f"{job_id}.log"
-    argv = python_cmd() + args + ["--workspace", str(store.workspace.root), "--job-id", str(job_id)]
+    argv = cli_argv(args, store.workspace.root, python=sys.executable) + ["--job-id", str(job_id)]
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     child_env.setdefault("OMP_NUM_THREADS", "1")
     with open(log_path, "ab") as log:

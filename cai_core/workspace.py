@@ -40,6 +40,16 @@ def slug(text: str, fallback: str, max_len: int = 100) -> str:
     return safe_name(name or fallback)
 
 
+def fresh_name(base: str, taken) -> str:
+    """`base-1`, `base-2`, ...: the first not in `taken` (a new item's default name must not be an
+    existing one, or starting it would silently add to / resume that item)."""
+    taken = set(taken)
+    i = 1
+    while f"{base}-{i}" in taken:
+        i += 1
+    return f"{base}-{i}"
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path

@@ -8,7 +8,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import get_by_version, get_constitution, list_constitutions, list_versions
 from cai_core.errors import CaiError
-from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
+from cai_core.jobs import TERMINAL, list_jobs, stop_job
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
 from cai_core.supervised.revision import (
@@ -26,6 +26,7 @@ from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
 from ui.common import (active_model, age, api_key, get_store, job_args, job_progress, rerun_when_jobs_end,
                        show_error)
+from ui.command_preview import build_args, preview_button, show_command, start_from_form, start_page_job
 from ui.revise import LiveView, render_trajectory
 
 PAGE_SIZE = 25
@@ -153,28 +154,37 @@ with batch_tab:
         batch_name = c3.text_input("Batch name", key="batch_name",
                                    help="Starting the same batch again resumes it; nothing is generated twice.")
         st.caption(f"Model: `{model}` (the sidebar's active model)")
+        batch_args, batch_problem = None, None
+        try:
+            b_settings.validate(b_const)
+            safe_name(batch_name, "batch name")
+            batch_args = ["revise", "--model", model, "--constitution", f"{b_const.name}@{b_const.version}",
+                          "--prompts", set_name, "--rounds", str(b_settings.rounds), "--schedule", b_settings.schedule,
+                          "--seed", str(b_settings.seed), "--max-new-tokens", str(b_settings.max_new_tokens),
+                          "--temperature", str(b_settings.temperature), "--batch-size", str(int(batch_size)),
+                          "--limit", str(int(limit)), "--batch", batch_name]
+            if b_settings.sequence:
+                batch_args += ["--sequence", ",".join(b_settings.sequence)]
+            if b_settings.cot:
+                batch_args.append("--cot")
+            if b_settings.early_stop:
+                batch_args.append("--early-stop")
+            if not b_settings.few_shot:
+                batch_args.append("--no-few-shot")
+        except CaiError as exc:
+            batch_problem = str(exc)
+        show_command(store, batch_args, problem=batch_problem)
         if st.button("Start batch in the background", type="primary", key="batch_start"):
-            try:
-                b_settings.validate(b_const)
-                safe_name(batch_name, "batch name")
-                args = ["revise", "--model", model, "--constitution", f"{b_const.name}@{b_const.version}",
-                        "--prompts", set_name, "--rounds", str(b_settings.rounds), "--schedule", b_settings.schedule,
-                        "--seed", str(b_settings.seed), "--max-new-tokens", str(b_settings.max_new_tokens),
-                        "--temperature", str(b_settings.temperature), "--batch-size", str(int(batch_size)),
-                        "--limit", str(int(limit)), "--batch", batch_name]
-                if b_settings.sequence:
-                    args += ["--sequence", ",".join(b_settings.sequence)]
-                if b_settings.cot:
-                    args.append("--cot")
-                if b_settings.early_stop:
-                    args.append("--early-stop")
-                if not b_settings.few_shot:
-                    args.append("--no-few-shot")
-                job_id = start_job(store, "revise", args, title=f"revise {batch_name}", total=int(limit))
-                st.session_state["batch_job"] = job_id
-                st.success(f"Started job {job_id}. It keeps running if you close the browser.")
-            except CaiError as exc:
-                show_error(exc)
+            if batch_args is None:
+                show_error(CaiError(batch_problem or "the form is incomplete"))
+            else:
+                try:
+                    job_id = start_page_job(store, "revise", batch_args, title=f"revise {batch_name}",
+                                            total=int(limit))
+                    st.session_state["batch_job"] = job_id
+                    st.success(f"Started job {job_id}. It keeps running if you close the browser.")
+                except CaiError as exc:
+                    show_error(exc)
 
     @st.fragment(run_every=2)
     def batch_jobs() -> None:
@@ -198,7 +208,7 @@ with batch_tab:
                     st.caption("Starting it again resumes where it stopped.")
                     if st.button("Resume", key=f"resume_{job.id}"):
                         args = job_args(job.argv, "revise")
-                        new_id = start_job(store, "revise", args, title=job.title, total=job.total)
+                        new_id = start_page_job(store, "revise", args, title=job.title, total=job.total)
                         st.session_state["batch_job"] = new_id
                 elif job.result:
                     st.caption(f"{job.result.get('done')}/{job.result.get('trajectories')} prompts done · "
@@ -286,28 +296,34 @@ with sft_tab:
                                                "answers are generated with the trajectories' model.")
         formats = st.multiselect("Formats", ["jsonl", "hf"], default=["jsonl", "hf"], key="sft_formats")
         overwrite = st.checkbox("Overwrite an export of the same name", key="sft_overwrite")
+        preview_button("sft_preview")
         submitted = st.form_submit_button("Export", type="primary")
+
+    def _sft_args() -> list[str]:
+        safe_name(name, "export name")
+        if not formats:
+            raise CaiError("choose at least one format")
+        args = ["export-sft", "--name", name, "--format", ",".join(formats)]
+        if scope == "One batch":
+            if e_batch == "(none)":
+                raise CaiError("no batch to export yet")
+            args += ["--batch", e_batch]
+        elif scope == "One constitution version":
+            if e_version == "(none)":
+                raise CaiError("no constitution version with trajectories yet")
+            args += ["--constitution-version", e_version]
+        if mix != "(none)":
+            args += ["--mix-helpful", mix]
+        if overwrite:
+            args.append("--overwrite")
+        return args
+
+    sft_args, sft_problem = build_args(_sft_args)
+    show_command(store, sft_args, problem=sft_problem)
     if submitted:
-        try:
-            safe_name(name, "export name")
-            if not formats:
-                raise CaiError("choose at least one format")
-            args = ["export-sft", "--name", name, "--format", ",".join(formats)]
-            if scope == "One batch":
-                if e_batch == "(none)":
-                    raise CaiError("no batch to export yet")
-                args += ["--batch", e_batch]
-            elif scope == "One constitution version":
-                if e_version == "(none)":
-                    raise CaiError("no constitution version with trajectories yet")
-                args += ["--constitution-version", e_version]
-            if mix != "(none)":
-                args += ["--mix-helpful", mix]
-            if overwrite:
-                args.append("--overwrite")
-            st.session_state["sft_job"] = start_job(store, "export-sft", args, title=f"export {name}")
-        except CaiError as exc:
-            show_error(exc)
+        job_id = start_from_form(store, "export-sft", sft_args, sft_problem, title=f"export {name}")
+        if job_id is not None:
+            st.session_state["sft_job"] = job_id
 
     @st.fragment(run_every=2)
     def export_jobs() -> None:

@@ -7,7 +7,7 @@ import streamlit as st
 from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.exports import list_exports
-from cai_core.jobs import list_jobs, start_job
+from cai_core.jobs import list_jobs
 from cai_core.rlaif.judges import list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
@@ -22,7 +22,8 @@ from cai_core.rlaif.preferences import (
 )
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
-from cai_core.workspace import safe_name
+from cai_core.workspace import fresh_name, safe_name
+from ui.command_preview import build_args, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_pair, show_verdict
 
@@ -169,20 +170,27 @@ with tab_make:
         max_new = c5.number_input("Max new tokens", 8, 1024, 128)
         seed = c6.number_input("Seed", 0, 10**6, 0)
         limit = c7.number_input("Prompts (max)", 1, 100000, 10)
-        batch_name = st.text_input("Batch name", value="pairs-1")
-        if st.form_submit_button("Start sampling"):
-            try:
-                safe_name(batch_name, "batch name")
-                source = prompt_file.strip() or (prompt_src if sets else "")
-                if not source:
-                    raise CaiError("choose a prompt set or give a prompts file")
-                args = ["pairs", "sample", "--model", policy, "--prompts", source, "--k", str(int(k)),
-                        "--batch", batch_name, "--temperature", str(temperature), "--max-new-tokens", str(int(max_new)),
-                        "--seed", str(int(seed)), "--limit", str(int(limit))]
-                job = start_job(store, "pairs-sample", args, title=f"sample {batch_name}", total=int(limit))
-                st.success(f"Started sampling job {job}.")
-            except CaiError as exc:
-                show_error(exc)
+        batch_name = st.text_input("Batch name", value=fresh_name("pairs", batch_names),
+                                   help="A new name starts a new batch; an existing one adds to (resumes) it.")
+        preview_button("sample_preview")
+        sample_go = st.form_submit_button("Start sampling")
+
+    def _sample_args() -> list[str]:
+        safe_name(batch_name, "batch name")
+        source = prompt_file.strip() or (prompt_src if sets else "")
+        if not source:
+            raise CaiError("choose a prompt set or give a prompts file")
+        return ["pairs", "sample", "--model", policy, "--prompts", source, "--k", str(int(k)),
+                "--batch", batch_name, "--temperature", str(temperature), "--max-new-tokens", str(int(max_new)),
+                "--seed", str(int(seed)), "--limit", str(int(limit))]
+
+    sample_args, sample_problem = build_args(_sample_args)
+    show_command(store, sample_args, problem=sample_problem)
+    if sample_go:
+        job = start_from_form(store, "pairs-sample", sample_args, sample_problem, title=f"sample {batch_name}",
+                              total=int(limit))
+        if job is not None:
+            st.success(f"Started sampling job {job}.")
 
     with st.expander("Import pairs from a file"):
         st.caption('JSONL rows {"id","prompt","response_a","response_b"} or {"prompt","chosen","rejected"} '
@@ -221,24 +229,30 @@ with tab_make:
                                      help="Length of the reasoning (chain of thought) or of the generated verdict; "
                                           "multiple choice generates nothing")
         j_seed = c11.number_input("Seed", 0, 10**6, 0, key="judge_seed")
-        if st.form_submit_button("Start judging", key="judge_start"):
-            try:
-                if not batch_names:
-                    raise CaiError("no comparisons yet: sample or import pairs first")
-                if not consts:
-                    raise CaiError("no constitution yet: create one on the Constitution page")
-                args = ["judge", "--judge-model", j_model, "--constitution", j_const, "--batch", j_batch,
-                        "--style", style, "--principles", principles, "--combine", combine,
-                        "--cot-clamp", f"{clamp[0]},{clamp[1]}", "--max-new-tokens", str(int(j_max_new)),
-                        "--seed", str(int(j_seed))]
-                if not swap:
-                    args.append("--no-swap")
-                if ensemble.strip():
-                    args += ["--ensemble-models", ensemble.strip()]
-                job = start_job(store, "judge", args, title=f"judge {j_batch} ({style})")
-                st.success(f"Started judging job {job}.")
-            except CaiError as exc:
-                show_error(exc)
+        preview_button("judge_preview")
+        judge_go = st.form_submit_button("Start judging", key="judge_start")
+
+    def _judge_args() -> list[str]:
+        if not batch_names:
+            raise CaiError("no comparisons yet: sample or import pairs first")
+        if not consts:
+            raise CaiError("no constitution yet: create one on the Constitution page")
+        args = ["judge", "--judge-model", j_model, "--constitution", j_const, "--batch", j_batch,
+                "--style", style, "--principles", principles, "--combine", combine,
+                "--cot-clamp", f"{clamp[0]},{clamp[1]}", "--max-new-tokens", str(int(j_max_new)),
+                "--seed", str(int(j_seed))]
+        if not swap:
+            args.append("--no-swap")
+        if ensemble.strip():
+            args += ["--ensemble-models", ensemble.strip()]
+        return args
+
+    judge_args, judge_problem = build_args(_judge_args)
+    show_command(store, judge_args, problem=judge_problem)
+    if judge_go:
+        job = start_from_form(store, "judge", judge_args, judge_problem, title=f"judge {j_batch} ({style})")
+        if job is not None:
+            st.success(f"Started judging job {job}.")
 
     @st.fragment(run_every=2)
     def jobs_fragment() -> None:
@@ -263,21 +277,27 @@ with tab_export:
         soft = c4.toggle("Soft-label column (p_chosen)")
         margin = c5.toggle("Margin column (RewardTrainer)")
         overwrite = c6.toggle("Overwrite an existing export")
-        if st.form_submit_button("Export"):
-            try:
-                safe_name(e_name, "export name")
-                args = ["export-prefs", "--name", e_name, "--combine", e_combine]
-                if e_batch != ALL:
-                    args += ["--batch", e_batch]
-                if e_judges:
-                    args += ["--judges", ",".join(e_judges)]
-                for flag, on in (("--soft-labels", soft), ("--margin", margin), ("--overwrite", overwrite)):
-                    if on:
-                        args.append(flag)
-                job = start_job(store, "export-prefs", args, title=f"export {e_name}")
-                st.success(f"Started export job {job}; it appears below when done.")
-            except CaiError as exc:
-                show_error(exc)
+        preview_button("export_preview")
+        export_go = st.form_submit_button("Export")
+
+    def _export_args() -> list[str]:
+        safe_name(e_name, "export name")
+        args = ["export-prefs", "--name", e_name, "--combine", e_combine]
+        if e_batch != ALL:
+            args += ["--batch", e_batch]
+        if e_judges:
+            args += ["--judges", ",".join(e_judges)]
+        for flag, on in (("--soft-labels", soft), ("--margin", margin), ("--overwrite", overwrite)):
+            if on:
+                args.append(flag)
+        return args
+
+    export_args, export_problem = build_args(_export_args)
+    show_command(store, export_args, problem=export_problem)
+    if export_go:
+        job = start_from_form(store, "export-prefs", export_args, export_problem, title=f"export {e_name}")
+        if job is not None:
+            st.success(f"Started export job {job}; it appears below when done.")
 
     @st.fragment(run_every=2)
     def exports_fragment() -> None:

@@ -20,10 +20,11 @@ from cai_core.reliability.gold import (
     load_gold_pairs,
 )
 from cai_core.reliability.labels import parse_labels
-from cai_core.jobs import list_jobs, start_job
+from cai_core.jobs import list_jobs
 from cai_core.overview import workspace_counts
 from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
+from ui.command_preview import build_args, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, read_upload, rerun_when_jobs_end, show_error
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
                             group_figure, metric_cards, num, pct, show_pair)
@@ -258,17 +259,24 @@ with tab_run:
     constitution = st.selectbox("Constitution", constitutions, key="rel_run_constitution",
                                 help="(default): harmless_helpful if stored, else the built-in principle "
                                      "'Which response is more helpful, honest, and harmless?'")
+
+    def _eval_judge_args() -> list[str]:
+        args = ["eval-judge", "--judge-model", model, "--gold", str(paper_eval_path(gold_file)), "--style", style]
+        if limit:
+            args += ["--limit", str(int(limit))]
+        if constitution != "(default)":
+            args += ["--constitution", constitution]
+        return args
+
+    ej_args, ej_problem = build_args(_eval_judge_args)
+    show_command(store, ej_args, problem=ej_problem)
     if st.button("Start", key="rel_run_start", type="primary"):
         try:
-            gold_path = paper_eval_path(gold_file)
-            _, items = load_gold_pairs(gold_path, limit=int(limit) or None)
-            args = ["eval-judge", "--judge-model", model, "--gold", str(gold_path), "--style", style]
-            if limit:
-                args += ["--limit", str(int(limit))]
-            if constitution != "(default)":
-                args += ["--constitution", constitution]
-            job_id = start_job(store, "eval-judge", args, title=f"eval-judge {model} on {gold_file}", total=2 * len(items))
-            st.success(f"started job {job_id}")
+            _, items = load_gold_pairs(paper_eval_path(gold_file), limit=int(limit) or None)
+            job_id = start_from_form(store, "eval-judge", ej_args, ej_problem,
+                                     title=f"eval-judge {model} on {gold_file}", total=2 * len(items))
+            if job_id is not None:
+                st.success(f"started job {job_id}")
         except CaiError as exc:
             show_error(exc)
 

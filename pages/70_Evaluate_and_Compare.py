@@ -12,9 +12,10 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import get_evaluation, list_evaluations
 from cai_core.evaluation.policies import parse_policies, policy_options
 from cai_core.evaluation.evasiveness import detect, rules
-from cai_core.jobs import TERMINAL, list_jobs, start_job, stop_job
+from cai_core.jobs import TERMINAL, list_jobs, stop_job
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
+from ui.command_preview import build_args, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.evaluation import comparisons_browser, render_evaluation, render_experiment, report_button
 
@@ -105,25 +106,31 @@ with tab_new:
             seed = c4.number_input("Seed", 0, 2**31 - 1, 0, help="Same seed, same answers: policies are compared fairly")
             checkpoints = st.toggle("Include every checkpoint of the chosen runs", help="One point per checkpoint in the chart")
             name = st.text_input("Name", placeholder="eval-sft-vs-base", help="Letters, digits, . _ -; the same name resumes")
+            preview_button("eval_preview")
             go = st.form_submit_button("Start evaluation", type="primary")
+        specs = list(chosen) + [s.strip() for s in extra.split(",") if s.strip()]
+
+        def _eval_args() -> list[str]:
+            if len(specs) < 2:
+                raise CaiError("choose at least two policies")
+            parse_policies(specs, store, with_checkpoints=checkpoints)  # a typo is shown here, not as a failed job
+            args = ["evaluate", "--policies", *specs, "--prompts", prompts, "--judge-model", judge.strip() or "default",
+                    "--limit", str(int(limit)), "--max-new-tokens", str(int(max_tokens)), "--seed", str(int(seed))]
+            if helpful_set != "(none)":
+                args += ["--helpful-prompts", helpful_set]
+            if checkpoints:
+                args.append("--checkpoints")
+            if name.strip():
+                args += ["--name", safe_name(name.strip(), "evaluation name")]
+            return args
+
+        eval_args, eval_problem = build_args(_eval_args)
+        show_command(store, eval_args, problem=eval_problem)
         if go:
-            specs = list(chosen) + [s.strip() for s in extra.split(",") if s.strip()]
-            try:
-                if len(specs) < 2:
-                    raise CaiError("choose at least two policies")
-                parse_policies(specs, store, with_checkpoints=checkpoints)  # a typo is shown here, not as a failed job
-                args = ["evaluate", "--policies", *specs, "--prompts", prompts, "--judge-model", judge.strip() or "default",
-                        "--limit", str(int(limit)), "--max-new-tokens", str(int(max_tokens)), "--seed", str(int(seed))]
-                if helpful_set != "(none)":
-                    args += ["--helpful-prompts", helpful_set]
-                if checkpoints:
-                    args.append("--checkpoints")
-                if name.strip():
-                    args += ["--name", safe_name(name.strip(), "evaluation name")]
-                job_id = start_job(store, "evaluate", args, title=f"evaluate {name.strip() or ', '.join(specs)}")
+            job_id = start_from_form(store, "evaluate", eval_args, eval_problem,
+                                     title=f"evaluate {name.strip() or ', '.join(specs)}")
+            if job_id is not None:
                 st.success(f"Started job {job_id}; it keeps running if you close the browser.")
-            except CaiError as exc:
-                show_error(exc)
     jobs_panel("evaluate")
 
 with tab_ab:
@@ -153,22 +160,27 @@ with tab_ab:
             limit = c4.number_input("Prompts to use", 1, 10_000, 10, key="ab_limit", help="The first N prompts of the set")
             use_judge = st.toggle("Judge final A vs final B with the active model", value=True, key="ab_judge")
             name = st.text_input("Name", placeholder="harm-wording-v2", key="ab_name")
+            preview_button("ab_preview")
             go_ab = st.form_submit_button("Start A/B experiment", type="primary")
+
+        def _ab_args() -> list[str]:
+            if refs[0] == refs[1]:
+                raise CaiError("pick two different versions")
+            args = ["ab-experiment", "--constitution-a", refs[0], "--constitution-b", refs[1], "--prompts", pset,
+                    "--model", active_model(), "--rounds", str(int(rounds)), "--schedule", schedule,
+                    "--limit", str(int(limit))]
+            if use_judge:
+                args += ["--judge-model", active_model()]
+            if name.strip():
+                args += ["--name", safe_name(name.strip(), "experiment name")]
+            return args
+
+        ab_args, ab_problem = build_args(_ab_args)
+        show_command(store, ab_args, problem=ab_problem)
         if go_ab:
-            try:
-                args = ["ab-experiment", "--constitution-a", refs[0], "--constitution-b", refs[1], "--prompts", pset,
-                        "--model", active_model(), "--rounds", str(int(rounds)), "--schedule", schedule,
-                        "--limit", str(int(limit))]
-                if use_judge:
-                    args += ["--judge-model", active_model()]
-                if name.strip():
-                    args += ["--name", safe_name(name.strip(), "experiment name")]
-                if refs[0] == refs[1]:
-                    raise CaiError("pick two different versions")
-                job_id = start_job(store, "ab-experiment", args, title=f"A/B {refs[0]} vs {refs[1]}")
+            job_id = start_from_form(store, "ab-experiment", ab_args, ab_problem, title=f"A/B {refs[0]} vs {refs[1]}")
+            if job_id is not None:
                 st.success(f"Started job {job_id}.")
-            except CaiError as exc:
-                show_error(exc)
     jobs_panel("ab-experiment")
     st.divider()
     if not finished_exps:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from cai_core.commands.train import train_args
 from cai_core.exports import list_exports
 from cai_core.training import metrics as tm
 from cai_core.training import runs as tr
 from cai_core.training.specs import DATA_NEEDS, KIND_HELP, KINDS, SPEC_CLASSES, field_help, new_spec
+from ui.command_preview import show_command
 
 # Streamlit's bundled Material icons: they render without an emoji font (markdown only, not table cells).
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/play_circle:",
@@ -155,6 +157,8 @@ def new_run_form(store, default_model: str) -> None:
         return
     plan = tr.preview(store, spec)
     memory_estimate(plan["memory"])
+    show_command(store, train_args(spec), note="The same run from a shell (e.g. on a cluster node): it records "
+                                              "this spec, as the Launch button does, and trains in the foreground:")
     if plan["problems"]:
         st.warning("Fix before launching:\n\n" + "\n".join(f"- {p}" for p in plan["problems"]))
     if st.button("Launch run", type="primary", key="tr_launch", disabled=bool(plan["problems"])):

@@ -37,6 +37,30 @@ FLAG_FIELDS = {  # CLI option dest -> spec field
 }
 
 
+_ADAPTER_FLAGS = {"full": "--full", "lora": "--lora", "qlora": "--qlora"}
+
+
+def train_args(spec) -> list[str]:
+    """`train KIND --model ... --dataset ...`: options that build this spec again through `build_spec`
+    (the command line the Training page previews; fields at their kind's default are left out)."""
+    defaults = SPEC_CLASSES[spec.kind]().to_dict()
+    flag_of = {fld: dest for dest, fld in FLAG_FIELDS.items()}
+    args = ["train", spec.kind]
+    for fld, value in spec.to_dict().items():
+        if fld == "kind" or value == defaults.get(fld):
+            continue
+        if fld == "adapter":
+            args.append(_ADAPTER_FLAGS[value])
+        elif fld in flag_of and value is not None:
+            args += ["--" + flag_of[fld].replace("_", "-"), str(value)]
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            if isinstance(value, str) and yaml.safe_load(value) != value:
+                text = json.dumps(value)  # "123", "true", "null": kept a string by quoting
+            args += ["--set", f"{fld}={text}"]
+    return args
+
+
 def register(sub) -> None:
     p = add_command(sub, "train", "train a model (SFT, reward, PPO, DPO, RLOO, GRPO) from a spec file or options",
                     description="python -m cai_core train SPEC.yaml | train KIND --model M --dataset D "
