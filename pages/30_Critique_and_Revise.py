@@ -2,6 +2,8 @@
 results, see what each principle does, and export the revisions as SFT data."""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -49,9 +51,10 @@ def pick_constitution(key: str):
     c1, c2 = st.columns([2, 1])
     name = c1.selectbox("Constitution", names, key=f"{key}_const")
     versions = list_versions(store, name)
+    # a saved time, not "12s ago": a label that changes between reruns no longer matches the chosen option
     version = c2.selectbox("Version", [v["version"] for v in versions], key=f"{key}_ver",
-                           format_func=lambda v: next((f"{v} ({age(x['created_at'])})" for x in versions
-                                                       if x["version"] == v), v),
+                           format_func=lambda v: next((f"{v} ({time.strftime('%Y-%m-%d %H:%M', time.localtime(x['created_at']))})"
+                                                       for x in versions if x["version"] == v), v),
                            help="Every saved edit is a version (content hash); the newest is first.")
     return get_constitution(store, name, version)
 
