@@ -136,3 +136,20 @@ def test_eval_judge_uses_the_given_constitution_on_pairwise_paper_sets(tmp_path,
                        "WHERE c.source LIKE '%HarmfulVsEthical%'")
     assert [r["principle_id"] for r in rows] == ["pair-question"]
     store.close()
+
+
+def test_one_resamples_flag_with_the_old_spelling_hidden():
+    """Every command with CIs takes --n-boot (args.n_boot); --bootstrap still parses but is not listed."""
+    from cai_core.cli import build_parser
+
+    parser = build_parser()
+    required = {"evaluate": ["--policies", "a", "--prompts", "p", "--judge-model", "m"],
+                "ab-experiment": ["--constitution-a", "a", "--constitution-b", "b", "--prompts", "p"],
+                "reliability": ["--judgments", "j", "--gold", "g"],
+                "eval-judge": ["--judge-model", "m", "--gold", "g"]}
+    for command, args in required.items():
+        assert parser.parse_args([command, *args]).n_boot == 1000
+        assert parser.parse_args([command, *args, "--n-boot", "30"]).n_boot == 30
+        assert parser.parse_args([command, *args, "--bootstrap", "20"]).n_boot == 20
+        helptext = run_cli(command, "--help").stdout
+        assert "--n-boot" in helptext and "--bootstrap" not in helptext

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from cai_core.evaluation.stats import bootstrap_ci
 from cai_core.reliability import metrics as R
 
 N = None
@@ -67,13 +68,13 @@ def test_bootstrap_ci_matches_normal_approximation_and_is_seeded():
     rng = random.Random(1)
     items = [{"label": "A", "gold": "A" if rng.random() < 0.7 else "B"} for _ in range(400)]
     acc = R.accuracy([i["label"] for i in items], [i["gold"] for i in items])
-    lo, hi = R.bootstrap_ci(items, R._acc, n_boot=2000, seed=3)
+    lo, hi = bootstrap_ci(items, R._acc, n_boot=2000, seed=3)
     half = 1.96 * math.sqrt(acc * (1 - acc) / len(items))
     assert lo == pytest.approx(acc - half, abs=0.012)
     assert hi == pytest.approx(acc + half, abs=0.012)
-    assert R.bootstrap_ci(items, R._acc, n_boot=200, seed=5) == R.bootstrap_ci(items, R._acc, n_boot=200, seed=5)
+    assert bootstrap_ci(items, R._acc, n_boot=200, seed=5) == bootstrap_ci(items, R._acc, n_boot=200, seed=5)
     perfect = [{"label": "A", "gold": "A"}] * 20
-    assert R.bootstrap_ci(perfect, R._acc, n_boot=100) == (1.0, 1.0)
+    assert bootstrap_ci(perfect, R._acc, n_boot=100) == (1.0, 1.0)
 
 
 def test_position_bias_hand_computed():

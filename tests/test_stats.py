@@ -35,11 +35,30 @@ def test_outcome_score_rejects_bad_values():
 
 
 def test_bootstrap_ci_constant_and_width():
-    assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0)
-    lo, hi = bootstrap_ci([0, 1] * 50, seed=1)
+    assert bootstrap_ci([1, 1, 1], n_boot=2000) == (1.0, 1.0)
+    lo, hi = bootstrap_ci([0, 1] * 50, n_boot=2000, seed=1)
     # the mean of 100 fair coin flips: the standard error is 0.05, the 95% interval about +-0.1
     assert 0.38 < lo < 0.45 and 0.55 < hi < 0.62
-    assert bootstrap_ci([0, 1] * 50, seed=1) == (lo, hi)  # seeded
+    assert bootstrap_ci([0, 1] * 50, n_boot=2000, seed=1) == (lo, hi)  # seeded
+
+
+def test_bootstrap_ci_one_rule_for_means_and_statistics(monkeypatch):
+    """The one bootstrap_ci (evaluation and judge reliability): a statistic over resampled items gives
+    the mean's interval, undefined resamples are left out, and no items or no resamples give NaN."""
+    from cai_core.evaluation import stats
+
+    values = [0.0, 1.0, 1.0, 0.5, 1.0, 0.0, 1.0]
+    mean_ci = bootstrap_ci(values, n_boot=300, seed=2)
+    assert bootstrap_ci(values, lambda s: sum(s) / len(s), n_boot=300, seed=2) == pytest.approx(mean_ci, abs=1e-12)
+    assert all(math.isnan(x) for x in bootstrap_ci([], n_boot=300))
+    assert all(math.isnan(x) for x in bootstrap_ci(values, n_boot=0))
+    # a statistic undefined on most resamples (any 0 in it): too few left -> NaN, not a narrow lie
+    assert all(math.isnan(x) for x in bootstrap_ci([0.0, 0.0, 1.0, 1.0], lambda s: None if 0.0 in s else 1.0,
+                                                   n_boot=300))
+    assert bootstrap_ci([0.0, 1.0], lambda s: None if s == [0.0, 0.0] else s.count(1.0), n_boot=300) == (1.0, 2.0)
+    # resample indices drawn in blocks give the same stream as one draw
+    monkeypatch.setattr(stats, "_ROWS_PER_DRAW", 20)
+    assert bootstrap_ci(values, n_boot=300, seed=2) == mean_ci
 
 
 def test_paired_bootstrap_diff():

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cai_core.errors import CaiError
+from cai_core.evaluation.stats import BOOTSTRAP_RESAMPLES
 
 COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
@@ -18,6 +19,13 @@ def add_command(subparsers, name: str, help: str, description: str | None = None
         name, help=help, description=description or help, parents=[COMMON],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+
+
+def add_n_boot(p: argparse.ArgumentParser) -> None:
+    """--n-boot, the bootstrap resamples of every command's 95% intervals (args.n_boot); --bootstrap,
+    the older spelling of evaluate and ab-experiment, still works but is no longer listed."""
+    p.add_argument("--n-boot", type=int, default=BOOTSTRAP_RESAMPLES, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--bootstrap", type=int, dest="n_boot", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def output_file(path: str | None) -> Path | None:

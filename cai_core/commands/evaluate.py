@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cai_core.commands._common import add_command, output_file
+from cai_core.commands._common import add_command, add_n_boot, output_file
 from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import (
     EvalSpec,
@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tie-margin", type=float, default=0.0,
                    help="|P(A) - 0.5| at or below this counts as a tie (a verdict that flips with the order always does)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    add_n_boot(p)
     p.add_argument("--name", default=None, help="evaluation name (default eval-<date>-<time>); the same name resumes")
     p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
     p.add_argument("--out", default=None, help="also write the result JSON to this file")
@@ -72,15 +72,15 @@ def cmd_evaluate(args) -> int:
     store = open_store(args.workspace)
     if args.batch_size < 1:
         raise CaiError("--batch-size must be at least 1")
-    if args.bootstrap < 10:
-        raise CaiError("--bootstrap must be at least 10")
+    if args.n_boot < 10:
+        raise CaiError("--n-boot must be at least 10")
     out = output_file(args.out)
     spec = EvalSpec(policies=args.policies, prompts=args.prompts, judge_model=args.judge_model,
                     helpful_prompts=args.helpful_prompts, name=args.name, limit=args.limit, seed=args.seed,
                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     batch_size=args.batch_size, judge_style=args.judge_style,
                     judge_constitution=args.judge_constitution, tie_margin=args.tie_margin,
-                    checkpoints=args.checkpoints, n_boot=args.bootstrap)
+                    checkpoints=args.checkpoints, n_boot=args.n_boot)
     validate_spec(store, spec)  # every bad input fails here, before anything is written
     reporter = JobReporter(store, args.job_id, None)
 

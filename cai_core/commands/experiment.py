@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from cai_core.commands._common import add_command
+from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
 from cai_core.evaluation.experiments import (
     ABSpec,
@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    add_n_boot(p)
     p.add_argument("--name", default=None, help="experiment name (default ab-<date>-<time>); the same name resumes")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--out", default=None, help="also write the result JSON to this file")
@@ -58,8 +58,8 @@ def _fmt(x, digits: int = 3) -> str:
 
 def cmd_ab_experiment(args) -> int:
     store = open_store(args.workspace)
-    if args.bootstrap < 10:
-        raise CaiError("--bootstrap must be at least 10")
+    if args.n_boot < 10:
+        raise CaiError("--n-boot must be at least 10")
     out = Path(args.out).expanduser() if args.out else None
     if out is not None and (out.is_dir() or not out.parent.exists()):
         raise CaiError("--out must be a file in an existing folder", where=str(out))
@@ -69,7 +69,7 @@ def cmd_ab_experiment(args) -> int:
                   cot=args.cot, few_shot=not args.no_few_shot, seed=args.seed, limit=args.limit,
                   max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                   batch_size=args.batch_size, judge_style=args.judge_style,
-                  judge_constitution=args.judge_constitution, n_boot=args.bootstrap)
+                  judge_constitution=args.judge_constitution, n_boot=args.n_boot)
     validate_ab(store, spec)  # all bad input fails here, before anything is written
     reporter = JobReporter(store, args.job_id, None)
 

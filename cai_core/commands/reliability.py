@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from cai_core.commands._common import add_command
+from cai_core.commands._common import add_command, add_n_boot
 from cai_core.commands.judge import load_constitution_arg
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.constitution.versions import get_constitution, save_constitution
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--judgments", required=True,
                    help='label JSONL {"id","label","p_a"?,"rater"?} or the judge command\'s --out file')
     p.add_argument("--gold", required=True, help="label JSONL (several raters per id allowed) or a paper eval set")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    add_n_boot(p)
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_reliability)
@@ -55,7 +55,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the A/B randomisation, principle draw and bootstrap")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=160, help="reasoning length (cot) / verdict length (parse)")
-    p.add_argument("--n-boot", type=int, default=1000)
+    add_n_boot(p)
     p.add_argument("--device", default="auto", help="local models: auto | cpu | cuda | mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="local models: auto = bf16 on a capable GPU, fp32 on CPU")

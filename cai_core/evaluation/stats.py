@@ -1,5 +1,6 @@
 """Statistics for comparing policies: win/tie/loss rates with bootstrap CIs, Bradley-Terry
-scores (Hunter's MM algorithm), Elo, and the paired bootstrap for differences.
+scores (Hunter's MM algorithm), Elo, and the paired bootstrap for differences; and the one
+`bootstrap_ci` that every interval over items uses (the judge-reliability metrics too).
 
 Pure Python + numpy (scipy is not a dependency). Every interval is a percentile bootstrap with
 a fixed seed, so the same data always gives the same interval.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -17,20 +18,35 @@ ELO_SCALE = 400.0
 
 
 # -- bootstrap ---------------------------------------------------------------------------------
-def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], float] | None = None, *,
-                 n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of `stat` (default: the mean) over independent items."""
-    arr = np.asarray(list(values), dtype=float)
-    if arr.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
+BOOTSTRAP_RESAMPLES = 1000  # the CLIs' --n-boot default; win_tie_loss and paired_bootstrap_diff keep their 2000
+_ROWS_PER_DRAW = 1 << 20    # resample indices are drawn in blocks of rows (same stream, bounded memory)
+
+
+def bootstrap_ci(items: Sequence[Any], statistic: Callable[[list], float] | None = None, *,
+                 n_boot: int = BOOTSTRAP_RESAMPLES, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of statistic(items), resampling items with replacement.
+
+    `statistic` gets a list of resampled items; None means the mean of numeric items (vectorised).
+    Resamples where the statistic is undefined (None or NaN) are left out, and the interval is
+    (nan, nan) when too few remain (fewer than max(10, n_boot // 10)), when there are no items, or
+    when n_boot is 0. Seeded: the same items, statistic, n_boot and seed give the same interval.
+    """
+    items = list(items)
+    n = len(items)
+    if n == 0 or n_boot <= 0:
+        return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(n_boot, arr.size))
-    samples = arr[idx]
-    if stat is None:
-        boots = samples.mean(axis=1)
-    else:
-        boots = np.array([stat(s) for s in samples])
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    arr = np.asarray(items, dtype=float) if statistic is None else None
+    boots: list[float] = []
+    per_draw = max(1, _ROWS_PER_DRAW // n)
+    for start in range(0, n_boot, per_draw):
+        idx = rng.integers(0, n, size=(min(per_draw, n_boot - start), n))
+        values = arr[idx].mean(axis=1).tolist() if arr is not None else \
+            [statistic([items[i] for i in row]) for row in idx.tolist()]
+        boots += [float(v) for v in values if v is not None and not math.isnan(v)]
+    if len(boots) < max(10, n_boot // 10):
+        return (math.nan, math.nan)
+    lo, hi = np.quantile(np.asarray(boots), [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 

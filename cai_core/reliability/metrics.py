@@ -1,12 +1,13 @@
 """How far can an AI judge's labels be trusted? Agreement, bias and calibration statistics.
 
-Pure functions over plain lists and dicts (no store, no numpy): labels are "A", "B" or "tie".
+Pure functions over plain lists and dicts (no store): labels are "A", "B" or "tie".
 Conventions, stated once so every number means the same thing everywhere:
 - Ties are a third class. `accuracy` counts exact matches over all items (a tie matches only a
   tie); `accuracy_no_ties` drops every item where the judge OR the gold says tie (as MT-Bench's
   "without ties" agreement does).
-- Confidence intervals are percentile bootstrap intervals over items (seeded, 1000 resamples by
-  default), so they reflect the size of the gold set, which is the usual limiting factor.
+- Confidence intervals are percentile bootstrap intervals over items (the one `bootstrap_ci` of
+  evaluation/stats.py: seeded, 1000 resamples by default), so they reflect the size of the gold
+  set, which is the usual limiting factor.
 - A "matched item" is a dict: id, rater (the judge), label, gold, and optionally p_a, p_a_ab,
   p_a_ba (P(original A better) from the A/B and B/A orders), len_a, len_b, principle, category.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+from cai_core.evaluation.stats import bootstrap_ci
 
 LABELS = ("A", "B", "tie")
 NAN = float("nan")
@@ -171,39 +174,6 @@ def self_consistency(units: Sequence[Sequence[str]]) -> dict:
         "fleiss_kappa": fleiss_from_labels(rated) if rated and len(sizes) == 1 else NAN,
         "krippendorff_alpha": krippendorff_alpha(rated),
     }
-
-
-# -- bootstrap ---------------------------------------------------------------------------------
-def bootstrap_ci(items: Sequence[Any], statistic: Callable[[list], float], *, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of statistic(items), resampling items with replacement.
-
-    Resamples where the statistic is undefined (NaN) are left out; (nan, nan) if too few remain.
-    """
-    items = list(items)
-    if not items or n_boot <= 0:
-        return (NAN, NAN)
-    rng = random.Random(seed)
-    n = len(items)
-    values = []
-    for _ in range(n_boot):
-        sample = [items[rng.randrange(n)] for _ in range(n)]
-        v = statistic(sample)
-        if v is not None and not _isnan(v):
-            values.append(float(v))
-    if len(values) < max(10, n_boot // 10):
-        return (NAN, NAN)
-    values.sort()
-    tail = (1.0 - level) / 2.0
-    return (_quantile(values, tail), _quantile(values, 1.0 - tail))
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated quantile of already sorted values (numpy's default method)."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 # -- biases ------------------------------------------------------------------------------------
