@@ -34,7 +34,8 @@ def discover_pages() -> list:
     return pages
 
 
-st.set_page_config(page_title="CAI workbench", page_icon=":material/gavel:", layout="wide")
+# an emoji favicon is drawn in the page; a ":material/...:" one is fetched from fonts.gstatic.com (offline: fails)
+st.set_page_config(page_title="CAI workbench", page_icon="⚖️", layout="wide")
 store = get_store()
 ensure_samples(store)  # first start: sample constitutions and prompt sets (one query afterwards)
 nav = st.navigation(discover_pages())
