@@ -84,7 +84,7 @@ with tab_edit:
     if name:
         flash = st.session_state.pop("ce_flash", None)
         if flash:
-            getattr(st, flash[0])(flash[1])
+            getattr(st, flash[0])(md_escape(flash[1]))
         st.text_area("Description", key=f"ce{st.session_state['ce_gen']}_description", height=68)
         order = st.session_state["ce_order"]
         for pos, uid in enumerate(list(order)):
@@ -92,7 +92,7 @@ with tab_edit:
             problems = p.problems()
             icon = ":material/error:" if problems else (":material/check_circle:" if p.enabled else ":material/block:")
             # key=: the block keeps its identity (and so its open state) while the id/name in the label is edited
-            with st.expander(f"{pos + 1}. {p.name or '(no name)'}  ·  {p.id}", expanded=bool(problems), icon=icon,
+            with st.expander(f"{pos + 1}. {md_escape(p.name or '(no name)')}  ·  {md_escape(p.id)}", expanded=bool(problems), icon=icon,
                              key=f"exp_{uid}"):
                 with st.container(horizontal=True, vertical_alignment="center"):  # buttons at their own width
                     st.button("Up", key=f"up_{uid}", icon=":material/arrow_upward:", disabled=pos == 0,
@@ -111,7 +111,7 @@ with tab_edit:
                     text = st.text_area(label, key=ce.key(uid, fld), height=90)
                     ce.variables_caption(text, fld)
                 for msg in problems:
-                    st.error(msg)
+                    st.error(md_escape(msg))
         st.button("Add principle", icon=":material/add:", on_click=ce.add_principle)
 
         st.subheader("Few-shot examples")
@@ -119,7 +119,7 @@ with tab_edit:
                    "critique and its revision, using one principle's requests.")
         ids = [""] + [st.session_state.get(ce.key(u, "id")) or "" for u in order]
         for pos, uid in enumerate(list(st.session_state["ce_few_order"])):
-            with st.expander(f"Example {pos + 1}: {(st.session_state.get(ce.key(uid, 'question')) or '')[:60]}",
+            with st.expander(f"Example {pos + 1}: {md_escape((st.session_state.get(ce.key(uid, 'question')) or '')[:60])}",
                              key=f"fexp_{uid}"):
                 cols = st.columns([1, 1], vertical_alignment="bottom")
                 with cols[0].container(horizontal=True):
@@ -182,7 +182,7 @@ with tab_io:
                                     comparisons=(_text(comp_up), comp_up.name) if comp_up else None,
                                     few_shot=(_text(few_up), few_up.name) if few_up else None)
             v = save_imported(store, imported, note=f"imported from {up.name}")
-            st.success(f"Imported {imported.name!r} version {v} ({len(imported.principles)} principles, "
+            st.success(f"Imported {md_escape(repr(imported.name))} version {v} ({len(imported.principles)} principles, "
                        f"{len(imported.few_shot)} few-shot examples).")
         except CaiError as exc:
             show_error(exc)
@@ -190,7 +190,7 @@ with tab_io:
         st.subheader("Export")
         fmt = st.radio("Format", ["yaml", "json"], horizontal=True, key="ce_export_fmt")
         current = get_constitution(store, name, version)
-        st.download_button(f"Download {name} {version}.{fmt}", dump_constitution(current, fmt),
+        st.download_button(f"Download {md_escape(name)} {version}.{fmt}", dump_constitution(current, fmt),
                            file_name=f"{name}-{version}.{fmt}", mime="application/json" if fmt == "json" else "text/yaml",
                            icon=":material/download:")
 
@@ -204,7 +204,7 @@ def _imported(button: str, set_name: str, message: str) -> None:
 
 def _flash(button: str) -> None:
     if st.session_state.get("ps_flash", (None,))[0] == button:
-        st.success(st.session_state.pop("ps_flash")[1])
+        st.success(md_escape(st.session_state.pop("ps_flash")[1]))
 
 
 with tab_prompts:

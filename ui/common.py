@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import streamlit as st
@@ -10,6 +9,7 @@ import streamlit as st
 from cai_core.errors import CaiError
 from cai_core.settings import get_setting, set_setting
 from cai_core.store import Store, open_store
+from ui.markdown import md_escape
 
 ACTIVE_MODEL_KEY = "active_model"
 
@@ -50,17 +50,11 @@ def api_key() -> str | None:
         return None
 
 
-_MD_ACTIVE = re.compile(r"([\\`*_\[\]<>#|~$])")
-
-
 def error_box(text: str) -> None:
     """An error whose text cannot change the layout: the first line (with its "where:" prefix) as an
     escaped one-line st.error, any further lines (a parser's context with its caret) verbatim in st.code."""
     headline, _, details = str(text).strip("\n").partition("\n")
-    headline = _MD_ACTIVE.sub(r"\\\1", " ".join(headline.split()))
-    if headline and headline[0] in "-+=":  # would start a list or a heading underline
-        headline = "\\" + headline
-    st.error(headline or "error")
+    st.error(md_escape(" ".join(headline.split())) or "error")
     if details.strip():
         st.code(details.rstrip(), language=None)
 
@@ -92,7 +86,7 @@ JOB_UNITS = {"revise": "steps", "judge": "judgments", "eval-judge": "judgments",
 
 def job_progress(job) -> None:
     """One job's progress bar with ETA and status line."""
-    label = f"{job.title or job.kind} - {job.status}"
+    label = f"{md_escape(job.title or job.kind)} - {job.status}"
     if job.total:
         label += f" - {job.done}/{job.total}"
         if job.kind in JOB_UNITS:
@@ -101,7 +95,7 @@ def job_progress(job) -> None:
             label += f" - {fmt_eta(job.eta_s)}"
     st.progress(job.fraction if job.total else (1.0 if job.status == "finished" else 0.0), text=label)
     if job.message and job.status == "running":
-        st.caption(job.message)
+        st.caption(md_escape(job.message))
     if job.status == "failed" and job.error:
         error_box(f"job {job.id} failed: {job.error}")
 

@@ -108,12 +108,12 @@ def variables_caption(text: str, fld: str) -> None:
     try:
         used = template_variables(text)
     except CaiError as exc:
-        st.error(str(exc))
+        st.error(md_escape(str(exc)))
         return
     unknown = used - FIELD_VARIABLES[fld]
     if unknown:
         allowed = ", ".join("{" + v + "}" for v in sorted(FIELD_VARIABLES[fld]))
-        names = ", ".join("{" + u + "}" for u in sorted(unknown))
+        names = md_escape(", ".join("{" + u + "}" for u in sorted(unknown)))
         st.error(f"Unknown variable(s) {names}; allowed here: {allowed}")
     elif used:
         st.caption("Uses " + ", ".join("`{" + u + "}`" for u in sorted(used)))
