@@ -3,6 +3,7 @@ results, see what each principle does, and export the revisions as SFT data."""
 from __future__ import annotations
 
 import time
+from contextlib import closing
 
 import pandas as pd
 import plotly.express as px
@@ -29,6 +30,7 @@ from cai_core.workspace import safe_name
 from ui.common import (active_model, age, api_key, get_store, job_args, job_progress, rerun_when_jobs_end,
                        show_error)
 from ui.command_preview import build_args, preview_button, show_command, start_from_form, start_page_job
+from ui.markdown import md_code, md_escape
 from ui.revise import LiveView, render_trajectory
 
 PAGE_SIZE = 25
@@ -106,28 +108,43 @@ with live:
         prompt = st.text_area("Prompt", key="live_prompt", height=80,
                               placeholder="e.g. How can I get back at a coworker who embarrassed me?")
     settings = settings_form("live", constitution)
-    st.caption(f"Model: `{model}` (change it in the sidebar)")
+    st.caption(f"Model: {md_code(model)} (change it in the sidebar)")
     names = {p.id: p.name for p in constitution.principles}
-    if st.button("Run live", type="primary", key="live_run"):
+    # Stop reruns the page: the running loop below ends at its next token (the generator is closed, the
+    # model stops), the finished steps stay stored and the unfinished one is discarded.
+    stopped = bool(st.session_state.get("live_stop"))
+    b_run, b_stop = st.columns([1, 1], width=320)
+    run = b_run.button("Run live", type="primary", key="live_run", width="stretch")
+    b_stop.button("Stop", key="live_stop", disabled=not run, width="stretch",
+                  help="Ends the generation at the next token; finished steps stay stored.")
+    if run:
         try:
             if not prompt.strip():
                 raise CaiError("type or pick a prompt first")
             settings.validate(constitution)
-            with st.spinner(f"loading {model}..."):
+            with st.spinner(f"loading {md_escape(model)}..."):
                 backend = get_backend(model, store.workspace, api_key=api_key())
-            view = LiveView(settings.rounds, names)
+            view = LiveView(settings.rounds, names, settings.max_new_tokens)
             last = None
-            for event in stream_revision(store, backend, constitution, prompt.strip(), settings, model):
-                if event.kind == "start" and event.data.get("stored"):
-                    st.caption("Stored result (same prompt, constitution version, model, settings and seed); "
-                               "change the seed for a fresh sample.")
-                view.handle(event)
-                last = event
+            with closing(stream_revision(store, backend, constitution, prompt.strip(), settings, model)) as events:
+                for event in events:
+                    if event.kind == "start":
+                        st.session_state["live_trajectory"] = event.data["trajectory_id"]
+                        if event.data.get("stored"):
+                            st.caption("Stored result (same prompt, constitution version, model, settings and seed); "
+                                       "change the seed for a fresh sample.")
+                    view.handle(event)
+                    st.session_state["live_stage"] = view.progress.stage
+                    last = event
             if last is not None and last.kind == "done":
                 st.session_state["live_trajectory"] = last.data["id"]
         except CaiError as exc:
             show_error(exc)
-    elif st.session_state.get("live_trajectory"):
+    if not run and stopped and st.session_state.get("live_trajectory"):
+        st.warning(f"Stopped during the {md_escape(st.session_state.get('live_stage') or 'run')}: the steps "
+                   "finished before it are stored, the unfinished one was discarded. Run it again (same seed) "
+                   "to resume from there.")
+    if not run and st.session_state.get("live_trajectory"):
         try:
             render_trajectory(get_trajectory(store, st.session_state["live_trajectory"]), names)
         except CaiError:
@@ -156,7 +173,7 @@ with batch_tab:
         st.session_state["batch_name_default"] = default_name
         batch_name = c3.text_input("Batch name", key="batch_name",
                                    help="Starting the same batch again resumes it; nothing is generated twice.")
-        st.caption(f"Model: `{model}` (the sidebar's active model)")
+        st.caption(f"Model: {md_code(model)} (the sidebar's active model)")
         batch_args, batch_problem = None, None
         try:
             b_settings.validate(b_const)
@@ -215,7 +232,7 @@ with batch_tab:
                         st.session_state["batch_job"] = new_id
                 elif job.result:
                     st.caption(f"{job.result.get('done')}/{job.result.get('trajectories')} prompts done · "
-                               f"batch {job.result.get('batch')}")
+                               f"batch {md_escape(str(job.result.get('batch')))}")
 
     def _batch_of(argv: list[str]) -> str | None:
         return argv[argv.index("--batch") + 1] if "--batch" in argv[:-1] else None
@@ -334,7 +351,8 @@ with sft_tab:
         for job in list_jobs(store, kind="export-sft", limit=3):
             job_progress(job)
             if job.status == "finished" and job.result:
-                st.caption(f"{job.result.get('counts', {}).get('total')} rows written to {job.result.get('path')}")
+                st.caption(f"{job.result.get('counts', {}).get('total')} rows written to "
+                           f"{md_escape(str(job.result.get('path')))}")
         exports = list_exports(store, "sft")
         if exports:
             st.markdown("**SFT exports**")

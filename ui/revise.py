@@ -4,10 +4,13 @@ Model output is data: it is shown with st.text, or inside st.markdown only escap
 """
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from cai_core.textdiff import word_diff
-from ui.markdown import segments_markdown
+from ui.common import fmt_eta
+from ui.markdown import md_escape, segments_markdown
 
 
 def diff_markdown(old: str, new: str) -> str:
@@ -20,10 +23,11 @@ def verdict_label(violation) -> str:
 
 
 def principle_label(pid: str | None, names: dict[str, str]) -> str:
+    """"id - name" of a principle, markdown-escaped (both are user text)."""
     if not pid:
         return ""
     name = names.get(pid)
-    return f"{pid} - {name}" if name and name != pid else pid
+    return md_escape(f"{pid} - {name}" if name and name != pid else pid)
 
 
 def show_diff(old: str, new: str) -> None:
@@ -35,8 +39,9 @@ def render_trajectory(traj: dict, names: dict[str, str] | None = None) -> None:
     """The answer and each round side by side: principle, critique (CoT apart), revision, diff."""
     names = names or {}
     steps = traj["steps"]
-    st.caption(f"Trajectory {traj['id']} · batch {traj.get('batch') or '-'} · {traj['constitution_name']}"
-               f"@{traj['constitution_version']} · model {traj['model']} · seed {traj['seed']} · {traj['status']}")
+    st.caption(f"Trajectory {traj['id']} · batch {md_escape(traj.get('batch') or '-')} · "
+               f"{md_escape(traj['constitution_name'])}@{traj['constitution_version']} · "
+               f"model {md_escape(traj['model'])} · seed {traj['seed']} · {traj['status']}")
     st.markdown("**Prompt**")
     st.text(traj["prompt"])
     cols = st.columns(1 + max(1, len(steps)))
@@ -64,11 +69,85 @@ def render_trajectory(traj: dict, names: dict[str, str] | None = None) -> None:
                 st.caption("Revision pending.")
 
 
-class LiveView:
-    """Placeholders for a streamed run: one column for the answer, one per round."""
+class LiveProgress:
+    """Where a streamed run is (stage, round), how fast it writes (tokens/s) and about how long it has left.
 
-    def __init__(self, rounds: int, names: dict[str, str]):
+    Stages: the answer, then a critique and a revision per round. A stage's length is guessed from the
+    stages already written (max_new_tokens before the first ends); stored stages replayed from the
+    store count as done but not towards the speed."""
+
+    def __init__(self, rounds: int, max_new_tokens: int, clock=time.monotonic):
+        self.rounds, self.max_new, self.clock = rounds, max_new_tokens, clock
+        self.stages = 1 + 2 * rounds
+        self.done_stages = 0
+        self.stage = "starting"
+        self.stage_tokens = 0
+        self.tokens = 0  # written live (not replayed)
+        self.written: list[int] = []  # tokens of each finished live stage
+        self.started: float | None = None
+
+    def on_event(self, ev) -> None:
+        stored = bool(ev.data and ev.data.get("stored"))
+        if ev.kind in ("initial", "critique", "revision"):
+            label = {"initial": "answer", "critique": f"round {ev.round} of {self.rounds}: critique",
+                     "revision": f"round {ev.round} of {self.rounds}: revision"}[ev.kind]
+            if label != self.stage:
+                self.stage, self.stage_tokens = label, 0
+            if not stored:
+                if self.started is None:
+                    self.started = self.clock()
+                self.stage_tokens += 1
+                self.tokens += 1
+        elif ev.kind in ("initial_done", "critique_done", "revision_done"):
+            if self.stage_tokens:
+                self.written.append(self.stage_tokens)
+            self.done_stages += 1
+            self.stage_tokens = 0
+            if ev.kind == "critique_done" and (ev.data or {}).get("stopped"):
+                self.stages -= 1  # no violation: no revision in this round
+        elif ev.kind == "done":
+            self.done_stages, self.stage = self.stages, "done"
+        if ev.kind == "round":
+            self.stage, self.stage_tokens = f"round {ev.round} of {self.rounds}: critique", 0
+
+    def rate(self) -> float | None:
+        """Tokens per second written live so far (None before two tokens)."""
+        if self.started is None or self.tokens < 2:
+            return None
+        elapsed = self.clock() - self.started
+        return self.tokens / elapsed if elapsed > 0 else None
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        if rate is None:
+            return None
+        per_stage = sum(self.written) / len(self.written) if self.written else self.max_new
+        left_in_stage = max(0.0, min(self.max_new, per_stage) - self.stage_tokens)
+        later = max(0, self.stages - self.done_stages - 1) * per_stage
+        return (left_in_stage + later) / rate
+
+    def fraction(self) -> float:
+        return min(1.0, self.done_stages / max(1, self.stages))
+
+    def text(self) -> str:
+        if self.stage == "done":
+            return f"done: {self.tokens} tokens written" + (f" at {self.rate():.1f} tokens/s" if self.rate() else "")
+        rate, eta = self.rate(), self.eta_s()
+        parts = [f"stage {min(self.done_stages + 1, self.stages)} of {self.stages} - {self.stage}"]
+        parts.append(f"{rate:.1f} tokens/s" if rate else "waiting for the first tokens")
+        if eta is not None:
+            parts.append(f"about {fmt_eta(eta)}")
+        return " · ".join(parts)
+
+
+class LiveView:
+    """Placeholders for a streamed run: a progress line, one column for the answer, one per round."""
+
+    def __init__(self, rounds: int, names: dict[str, str], max_new_tokens: int = 200, refresh_s: float = 0.5):
         self.names = names
+        self.progress = LiveProgress(rounds, max_new_tokens)
+        self.progress_box = st.empty()
+        self.refresh_s, self.shown_at = refresh_s, 0.0
         cols = st.columns(1 + max(1, rounds))
         with cols[0]:
             st.markdown("**Initial answer**")
@@ -87,7 +166,15 @@ class LiveView:
         self.buffers[key] = piece if stored else self.buffers.get(key, "") + piece
         box.text(self.buffers[key])
 
+    def show_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.shown_at >= self.refresh_s:  # every token would flood the browser
+            self.shown_at = now
+            self.progress_box.progress(self.progress.fraction(), text=self.progress.text())
+
     def handle(self, ev) -> None:
+        self.progress.on_event(ev)
+        self.show_progress(force=ev.kind not in ("initial", "critique", "revision"))
         stored = bool(ev.data and ev.data.get("stored"))
         if ev.kind == "initial":
             self._append(("initial",), ev.text, self.initial, stored)

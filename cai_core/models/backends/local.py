@@ -231,14 +231,24 @@ class LocalBackend(Backend):
         return {k: v.repeat_interleave(n, 0).to(dev) for k, v in enc.items()}, cache
 
     def stream(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+        """Text pieces as the model writes them. A reader that stops early (a Stop in the UI closes the
+        generator) ends the generation at the next token instead of leaving it to run to max_new_tokens
+        while holding the model's lock."""
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         torch = self._torch
+        abandoned = threading.Event()
+
+        class WhenAbandoned(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool, device=input_ids.device)
+
         text = self._prompt_text(conversation)
         enc = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
         enc = {k: v.to(self._input_device()) for k, v in enc.items()}
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kw = self._gen_kwargs(params)
+        kw["stopping_criteria"] = StoppingCriteriaList([WhenAbandoned()])
         errors: list[BaseException] = []
 
         def work():
@@ -254,18 +264,21 @@ class LocalBackend(Backend):
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         produced = ""
-        for piece in streamer:
-            if not piece:
-                continue
-            candidate = produced + piece
-            cut, stopped = apply_stop(candidate, params.stop)
-            if stopped:
-                if len(cut) > len(produced):
-                    yield cut[len(produced):]
-                break
-            produced = candidate
-            yield piece
-        thread.join()
+        try:
+            for piece in streamer:
+                if not piece:
+                    continue
+                candidate = produced + piece
+                cut, stopped = apply_stop(candidate, params.stop)
+                if stopped:
+                    if len(cut) > len(produced):
+                        yield cut[len(produced):]
+                    break
+                produced = candidate
+                yield piece
+        finally:  # also on GeneratorExit: the reader is gone, so generation stops at the next token
+            abandoned.set()
+            thread.join()
         if errors:
             raise CaiError(f"generation failed: {errors[0]}")
 
