@@ -76,3 +76,11 @@ def in_fresh_thread(fn, *args, **kwargs):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def shown(markdown: str) -> str:
+    """What a markdown element built with ui.markdown.md_escape shows: the text without its escapes
+    (AppTest's .value is the markdown source)."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown or "").replace("  \n", "\n")

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import shown
+
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "20_Constitution.py")
 
 
@@ -84,10 +86,10 @@ def test_unknown_variable_is_shown_and_nothing_saved(page):
     before = list_versions(store, "seed")
     prefix = _uid_of(at, "hhh")
     at.text_area(key=f"{prefix}_critique_request").input("Critique {answer} please").run()
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]
     assert any("{answer}" in e and "allowed here" in e for e in errors)
     at.button(key="ce_save").click().run()
-    assert any(e.value.startswith("Not saved") and "{answer}" in e.value for e in at.error)
+    assert any(shown(e.value).startswith("Not saved") and "{answer}" in shown(e.value) for e in at.error)
     assert list_versions(store, "seed") == before
 
 
@@ -130,7 +132,7 @@ def test_imported_prompt_set_is_listed_at_once(page, tmp_path):
     at.text_input(key="hf_name").input("qa-set").run()
     at.button(key="hf_import").click().run()
     assert not at.exception, at.exception
-    assert any("Imported 2 prompts as 'qa-set'" in s.value for s in at.success)
+    assert any("Imported 2 prompts as 'qa-set'" in shown(s.value) for s in at.success)
     assert "qa-set" in at.selectbox(key="ps_show").options  # the sets table above follows the import
 
 
