@@ -16,6 +16,7 @@ from typing import Iterable
 
 from cai_core.errors import CaiError
 from cai_core.store import Store, dumps, loads, now
+from cai_core.uploads import read_user_file
 
 KINDS = ("red-team", "helpfulness", "other")
 PROMPT_FIELDS = ("prompt", "text", "question")  # accepted column names, first match wins
@@ -26,13 +27,7 @@ _MAX_NAME = 128
 def load_prompts_file(path: str | Path) -> list[dict]:
     """Read prompts from .jsonl/.json lines, .csv or .txt. Returns [{"text", "category", "meta"}]."""
     path = Path(path)
-    if not path.is_file():
-        raise CaiError("file not found", where=str(path))
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
-    return parse_prompts_text(raw, path.name, where=str(path))
+    return parse_prompts_text(read_user_file(path), path.name, where=str(path))
 
 
 def parse_prompts_text(raw: str, filename: str, where: str | None = None) -> list[dict]:

@@ -6,14 +6,20 @@ bytes (the pickle protocol header 0x80 0x02-0x05, or a zip holding `data.pkl` as
 whatever the file is called. Content is checked as well as the name (a .json must parse, a
 .safetensors must have a valid header), so a renamed file cannot slip through. Pages call
 `check_upload` before they store or parse anything.
+
+Size: text files a user hands over (prompt files, constitutions, pairs, label and gold files) are
+capped at MAX_TEXT_FILE_BYTES, uploaded or imported by path (`read_user_file`), before a byte is
+parsed: a 200 MB prompt file used to import (and then every page listed it). Model weights
+(safetensors) keep the large MAX_UPLOAD_BYTES limit.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zipfile
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from cai_core.errors import CaiError
 
@@ -28,7 +34,9 @@ EXTENSIONS = {
 }
 DEFAULT_ALLOWED = ("safetensors", "json", "jsonl", "yaml")
 PICKLE_EXTENSIONS = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib", ".dill", ".npz", ".npy", ".tar"}
-DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_BYTES = 2 * 1024**3   # safetensors weights
+MAX_TEXT_FILE_BYTES = 20 * 1024**2  # prompt files, constitutions, pairs, label and gold files (the paper's largest is 1 MB)
+TEXT_KINDS = ("json", "jsonl", "yaml", "csv", "text")
 _REFUSE = "pickled files are refused because loading them runs code; upload safetensors, JSON or YAML instead"
 
 
@@ -70,6 +78,30 @@ def _text(name: str, data: bytes, kind: str) -> str:
         raise CaiError(f"{name}: not UTF-8 text, so not a valid {kind} file (byte {exc.start})") from exc
 
 
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n < 10 * 2**20 else f"{n / 2**20:.0f} MB"
+
+
+def check_size(name: str, size: int, limit: int = MAX_TEXT_FILE_BYTES) -> None:
+    """Refuse a file over `limit` bytes, naming both sizes (checked before anything is read or parsed)."""
+    if size > limit:
+        raise CaiError(f"{name}: the file is {_mb(size)}, over the {_mb(limit)} limit for files read here "
+                       "(MAX_TEXT_FILE_BYTES in cai_core/uploads.py); split it into smaller files")
+
+
+def read_user_file(path: str | os.PathLike, *, encoding: str = "utf-8-sig") -> str:
+    """The text of a file a user points at (prompts, constitution, pairs, labels): it must exist, be at
+    most MAX_TEXT_FILE_BYTES (checked before reading) and be UTF-8. Raises CaiError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise CaiError("file not found", where=str(p))
+    check_size(str(p), p.stat().st_size)
+    try:
+        return p.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(p)) from exc
+
+
 def check_upload(name: str, data: bytes, allowed: tuple[str, ...] | list[str] = DEFAULT_ALLOWED,
                  *, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """Validate one uploaded file; returns its kind (one of `allowed`) or raises CaiError saying why not."""
@@ -79,12 +111,11 @@ def check_upload(name: str, data: bytes, allowed: tuple[str, ...] | list[str] = 
     suffix = PurePosixPath(base.lower()).suffix
     if suffix in PICKLE_EXTENSIONS:
         raise CaiError(f"{base}: {_REFUSE}")
-    if len(data) > max_bytes:
-        raise CaiError(f"{base}: {len(data) / 2**20:.0f} MB is over the {max_bytes / 2**20:.0f} MB limit")
     kind = EXTENSIONS.get(suffix)
     accepted = ", ".join(sorted(s for s, k in EXTENSIONS.items() if k in allowed))
     if kind is None or kind not in allowed:
         raise CaiError(f"{base}: this file type is not accepted here; accepted: {accepted}")
+    check_size(base, len(data), min(max_bytes, MAX_TEXT_FILE_BYTES) if kind in TEXT_KINDS else max_bytes)
     if kind == "safetensors":
         if _safetensors_ok(data):
             return kind

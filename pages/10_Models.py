@@ -5,6 +5,7 @@ import streamlit as st
 from cai_core.models import llama_server
 from cai_core.models import loader as model_loader
 from cai_core.models.backends.base import GenerationParams
+from cai_core.models.bounds import fit_prompts
 from cai_core.errors import CaiError
 from cai_core.models.specs import DEFAULT_SPEC, check_spec, get_backend, is_loaded, loaded_backends
 from ui.common import active_model, api_key, get_store, set_active_model, show_error
@@ -87,6 +88,7 @@ if submitted:
     else:
         try:
             backend = get_backend(spec, ws, api_key=api_key())
+            fit_prompts(backend, [prompt], max_new_tokens=int(max_tokens))  # refused before the first token
         except CaiError as exc:
             show_error(exc)
         else:

@@ -12,6 +12,7 @@ from cai_core.constitution.versions import get_constitution, save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
+from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.models.specs import get_backend
 from cai_core.rlaif.judges import JudgeSpec, judge_ensemble
 from cai_core.rlaif.pairs import add_pairs, comparisons_for, load_pairs_file
@@ -89,6 +90,9 @@ def cmd_judge(args) -> int:
         if not out_dir.is_dir():
             raise CaiError(f"--out folder {out_dir} does not exist")
     backends = [get_backend(m, store.workspace) for m in models]  # a bad model spec fails before any write
+    texts = [pair_text(p) for p in pairs]
+    for backend in backends:  # a pair too long for a judge fails here, not after half the batch is judged
+        fit_prompts(backend, texts, max_new_tokens=args.max_new_tokens if style != "mc" else 1, what="pair")
     if constitution is not None and args.constitution and Path(args.constitution).is_file():
         save_constitution(store, constitution, note=f"used by judge from {args.constitution}")
     if args.pairs:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from cai_core.commands._common import add_command
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
+from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
 from cai_core.models.specs import get_backend
 from cai_core.rlaif.pairs import (
     import_pairs_file,
@@ -31,6 +33,8 @@ def register(sub) -> None:
     s.add_argument("--max-new-tokens", type=int, default=128)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    s.add_argument(TRUNCATE_FLAG, action="store_true",
+                   help="cut prompts too long for the model's context to fit (default: refuse them before any work)")
     s.set_defaults(func=cmd_sample)
 
     i = add_command(psub, "import", "import pairs: id/prompt/response_a/response_b, prompt/chosen/rejected, or the paper's eval files")
@@ -56,6 +60,12 @@ def cmd_sample(args) -> int:
             raise CaiError("--limit must be at least 1")
         prompts = prompts[: args.limit]
     backend = get_backend(args.model, store.workspace)
+    fitted = fit_prompts(backend, [p["text"] for p in prompts], max_new_tokens=args.max_new_tokens,
+                         truncate=args.truncate_prompts)
+    for i in fitted.truncated:
+        prompts[i] = {**prompts[i], "text": fitted.texts[i]}
+    if fitted.truncated:
+        print(f"{len(fitted.truncated)} prompt(s) cut to fit the {fitted.window}-token context", file=sys.stderr)
     reporter = JobReporter(store, args.job_id, len(prompts))
     result = sample_pairs(store, backend, args.model, prompts, batch=args.batch, k=args.k,
                           temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 from cai_core.commands._common import add_command, output_file
 from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
+from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
 from cai_core.models.specs import get_backend
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
@@ -44,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--early-stop", action="store_true", help="stop a prompt when its critique finds no violation")
     p.add_argument("--no-few-shot", action="store_true", help="leave out the constitution's few-shot examples")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    p.add_argument(TRUNCATE_FLAG, action="store_true",
+                   help="cut prompts too long for the model's context to fit (default: refuse them before any work)")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--batch", default=None, help="batch name shown in the app (default: <prompts>-<version>)")
     p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
@@ -70,6 +74,12 @@ def cmd_revise(args) -> int:
     batch = safe_name(args.batch, "batch name") if args.batch else default_batch_name(source, constitution.version)
     backend = get_backend(args.model, store.workspace, quantization=args.quantization,
                           progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr))
+    fitted = fit_prompts(backend, [it.text for it in items], max_new_tokens=settings.max_new_tokens,
+                         truncate=args.truncate_prompts)
+    for i in fitted.truncated:  # the row records that its prompt was cut, and from how long
+        items[i] = replace(items[i], text=fitted.texts[i], meta={**items[i].meta, "truncated_from_chars": len(items[i].text)})
+    if fitted.truncated:
+        print(f"{len(fitted.truncated)} prompt(s) cut to fit the {fitted.window}-token context", file=sys.stderr)
     if from_file:
         save_constitution(store, constitution, note=f"used by revise from {args.constitution}")
 

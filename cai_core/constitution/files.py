@@ -23,6 +23,7 @@ from cai_core.constitution.paper_formats import (
 )
 from cai_core.constitution.parse import item_lines, located_at, parse_mapping
 from cai_core.errors import CaiError
+from cai_core.uploads import read_user_file
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -32,13 +33,7 @@ def load_constitution_file(path: str | Path, name: str | None = None) -> Constit
     RLMadisonInstructions.json (comparison questions only) or CritiqueRevisionFewShotPrompts.json
     (principles taken from the examples' requests). Problems name the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise CaiError("file not found", where=str(path))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
-    return parse_constitution_text(text, path.name, where=str(path), name=name)
+    return parse_constitution_text(read_user_file(path), path.name, where=str(path), name=name)
 
 
 def parse_constitution_text(text: str, filename: str, where: str | None = None,
@@ -106,13 +101,7 @@ def build_import(text: str, filename: str, name: str | None = None,
 
 
 def _read(path: str | Path) -> tuple[str, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise CaiError("file not found", where=str(path))
-    try:
-        return path.read_text(encoding="utf-8-sig"), str(path)
-    except UnicodeDecodeError as exc:
-        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
+    return read_user_file(path), str(path)
 
 
 def load_import(path: str | Path, name: str | None = None, comparisons: str | Path | None = None,

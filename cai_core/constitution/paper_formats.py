@@ -16,6 +16,7 @@ from cai_core.constitution.model import (
 )
 from cai_core.constitution.parse import item_lines, located_at, parse_mapping
 from cai_core.errors import CaiError
+from cai_core.uploads import read_user_file
 
 
 def is_paper_critique_revision(data) -> bool:
@@ -86,9 +87,7 @@ def from_paper_comparisons(questions: list[str], name: str = "paper-comparisons"
 def load_comparison_questions(path: str | Path) -> list[str]:
     """Read a JSON/YAML list of comparison questions (the paper's RLMadisonInstructions.json)."""
     path = Path(path)
-    if not path.is_file():
-        raise CaiError("file not found", where=str(path))
-    return parse_comparison_questions_text(path.read_text(encoding="utf-8-sig"), path.name, where=str(path))
+    return parse_comparison_questions_text(read_user_file(path), path.name, where=str(path))
 
 
 def parse_comparison_questions_text(text: str, filename: str, where: str | None = None) -> list[str]:
@@ -174,9 +173,7 @@ def load_few_shot_file(path: str | Path) -> list[PaperFewShot | FewShotExample]:
     """Few-shot examples from the paper's JSON (list of transcripts) or our YAML/JSON
     (a list of {question, response, critique, revision[, principle_id]} or {few_shot: [...]})."""
     path = Path(path)
-    if not path.is_file():
-        raise CaiError("file not found", where=str(path))
-    return parse_few_shot_text(path.read_text(encoding="utf-8-sig"), path.name, where=str(path))
+    return parse_few_shot_text(read_user_file(path), path.name, where=str(path))
 
 
 def parse_few_shot_text(text: str, filename: str, where: str | None = None) -> list[PaperFewShot | FewShotExample]:

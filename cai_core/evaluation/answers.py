@@ -9,6 +9,7 @@ from typing import Callable
 
 from cai_core.evaluation.policies import Policy
 from cai_core.models.backends.base import GenerationParams
+from cai_core.models.bounds import fit_prompts
 from cai_core.models.specs import get_backend
 from cai_core.store import Store, dumps, now
 
@@ -51,6 +52,7 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
         progress(len(prompts) - len(todo), f"{policy.name}: {len(prompts) - len(todo)} answers cached")
     if todo:
         backend = backend or get_backend(policy.spec, store.workspace)
+        fit_prompts(backend, [prompts[i] for i in todo], max_new_tokens=params.max_new_tokens)  # before any answer
         for start in range(0, len(todo), max(1, batch_size)):
             if should_stop and should_stop():
                 break

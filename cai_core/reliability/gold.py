@@ -48,7 +48,7 @@ def load_gold_pairs(path: str | Path, seed: int = PAPER_SEED, limit: int | None 
     p = Path(path)
     if not p.is_file():
         raise CaiError(f"gold set not found: {path}")
-    first = next((ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
+    first = next((ln for ln in read_text_file(p).splitlines() if ln.strip()), "")
     try:
         is_paper = "corrects" in json.loads(first)
     except (json.JSONDecodeError, TypeError):

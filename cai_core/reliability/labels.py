@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from cai_core.errors import CaiError
 from cai_core.jsonl import write_jsonl
+from cai_core.uploads import read_user_file
 
 LABELS = ("A", "B", "tie")
 
@@ -104,12 +105,7 @@ def write_labels(path: str | Path, rows: Iterable[dict]) -> int:
 
 
 def read_text_file(path: Path) -> str:
-    if not path.is_file():
-        raise CaiError(f"file not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CaiError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
+    return read_user_file(path, encoding="utf-8")
 
 
 def word_count(text: str | None) -> int:

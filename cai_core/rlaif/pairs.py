@@ -21,6 +21,7 @@ from cai_core.models.backends.base import Backend, GenerationParams
 from cai_core.prompt_sets import get_prompts, load_prompts_file
 from cai_core.reliability.paper_evals import load_paper_eval
 from cai_core.store import Store, dumps, loads, now
+from cai_core.uploads import read_user_file
 from cai_core.workspace import safe_name
 
 Progress = Callable[[int, int, str], None]
@@ -99,12 +100,7 @@ def parse_pair_row(row: dict, where: str, default_id: str, seed: int = 0) -> dic
 def load_pairs_file(path: str | Path, seed: int = 0) -> list[dict]:
     """Read a pairs file (.jsonl, or .json holding a list); bad rows raise CaiError with file:line."""
     path = Path(path)
-    if not path.is_file():
-        raise CaiError("file not found", where=str(path))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CaiError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
+    text = read_user_file(path)
     rows: list[tuple[int, object]] = []
     stripped = text.lstrip()
     if stripped.startswith("["):

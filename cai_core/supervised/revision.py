@@ -25,6 +25,7 @@ from cai_core.constitution.model import Constitution, Principle, template_variab
 from cai_core.constitution.versions import get_by_version, get_constitution
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
+from cai_core.models.bounds import fit_prompts
 from cai_core.prompt_sets import get_prompts, load_prompts_file
 from cai_core.store import Store, dumps, loads, now
 from cai_core.supervised.refusals import refusal_introduced
@@ -513,7 +514,9 @@ class Event(NamedTuple):
 
 def stream_revision(store: Store, backend: Backend, constitution: Constitution, prompt, settings: ReviseSettings,
                     model: str, *, batch: str = "live") -> Iterator[Event]:
-    """Live single-prompt run for the page: yields Events and stores every step like a batch."""
+    """Live single-prompt run for the page: yields Events and stores every step like a batch.
+    A prompt too long for the model's context is refused here, before the first token."""
+    fit_prompts(backend, [getattr(prompt, "text", prompt)], max_new_tokens=settings.max_new_tokens)
     return Reviser(store, backend, constitution, settings, model, batch=batch).stream(prompt)
 
 

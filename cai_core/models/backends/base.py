@@ -70,6 +70,23 @@ class Backend(ABC):
     def info(self) -> dict:
         return {"spec": self.spec}
 
+    # -- input bounds (cai_core.models.bounds checks prompts with these before any work) --------
+    def context_window(self) -> int | None:
+        """The most tokens (prompt + answer) the model attends to; None when unknown (nothing is checked)."""
+        return None
+
+    def prompt_tokens(self, conversation: Conversation) -> int | None:
+        """Tokens of a conversation as the model sees it (chat template and generation prompt included);
+        None when this backend cannot count them."""
+        return None
+
+    def text_tokens(self, text: str) -> list | None:
+        """A text's tokens (no special tokens), for cutting it to fit; None when unknown."""
+        return None
+
+    def detokenize(self, tokens: list) -> str:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release memory (models) or connections."""
 

@@ -135,6 +135,24 @@ class LocalBackend(Backend):
     def _prompt_text(self, conversation: Conversation) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
+    def context_window(self) -> int | None:
+        cfg = getattr(self.model, "config", None)
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        value = getattr(self.tokenizer, "model_max_length", None)
+        return value if isinstance(value, int) and 0 < value < 10**8 else None  # transformers' "unset" is 1e30
+
+    def prompt_tokens(self, conversation: Conversation) -> int | None:
+        return len(self.tokenizer(self._prompt_text(conversation), add_special_tokens=False)["input_ids"])
+
+    def text_tokens(self, text: str) -> list | None:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def detokenize(self, tokens: list) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
     def _input_device(self):
         return next(self.model.parameters()).device
 
