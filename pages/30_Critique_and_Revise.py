@@ -11,7 +11,8 @@ import streamlit as st
 
 from cai_core.constitution.versions import get_by_version, get_constitution, list_constitutions, list_versions
 from cai_core.errors import CaiError
-from cai_core.jobs import TERMINAL, list_jobs, stop_job
+from cai_core.jobs import TERMINAL, job_spec, list_jobs, stop_job
+from cai_core.jobspecs import ExportSftSpec, ReviseSpec
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
 from cai_core.supervised.revision import (
@@ -27,9 +28,9 @@ from cai_core.supervised.revision import (
 )
 from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
-from ui.common import (active_model, age, api_key, get_store, job_args, job_progress, rerun_when_jobs_end,
+from ui.common import (active_model, age, api_key, get_store, job_progress, rerun_when_jobs_end,
                        show_error)
-from ui.command_preview import build_args, preview_button, show_command, start_from_form, start_page_job
+from ui.command_preview import build_spec, preview_button, resume_page_job, show_command, start_from_form
 from ui.markdown import md_code, md_escape
 from ui.revise import LiveView, render_trajectory
 
@@ -174,37 +175,24 @@ with batch_tab:
         batch_name = c3.text_input("Batch name", key="batch_name",
                                    help="Starting the same batch again resumes it; nothing is generated twice.")
         st.caption(f"Model: {md_code(model)} (the sidebar's active model)")
-        batch_args, batch_problem = None, None
-        try:
+
+        def _batch_spec() -> ReviseSpec:
             b_settings.validate(b_const)
             safe_name(batch_name, "batch name")
-            batch_args = ["revise", "--model", model, "--constitution", f"{b_const.name}@{b_const.version}",
-                          "--prompts", set_name, "--rounds", str(b_settings.rounds), "--schedule", b_settings.schedule,
-                          "--seed", str(b_settings.seed), "--max-new-tokens", str(b_settings.max_new_tokens),
-                          "--temperature", str(b_settings.temperature), "--batch-size", str(int(batch_size)),
-                          "--limit", str(int(limit)), "--batch", batch_name]
-            if b_settings.sequence:
-                batch_args += ["--sequence", ",".join(b_settings.sequence)]
-            if b_settings.cot:
-                batch_args.append("--cot")
-            if b_settings.early_stop:
-                batch_args.append("--early-stop")
-            if not b_settings.few_shot:
-                batch_args.append("--no-few-shot")
-        except CaiError as exc:
-            batch_problem = str(exc)
-        show_command(store, batch_args, problem=batch_problem)
+            return ReviseSpec(
+                model=model, constitution=f"{b_const.name}@{b_const.version}", prompts=set_name,
+                rounds=b_settings.rounds, schedule=b_settings.schedule, sequence=",".join(b_settings.sequence),
+                seed=b_settings.seed, max_new_tokens=b_settings.max_new_tokens, temperature=b_settings.temperature,
+                batch_size=int(batch_size), limit=int(limit), batch=batch_name, cot=b_settings.cot,
+                early_stop=b_settings.early_stop, no_few_shot=not b_settings.few_shot)
+
+        batch_spec, batch_problem = build_spec(_batch_spec)
+        show_command(store, batch_spec, problem=batch_problem)
         if st.button("Start batch in the background", type="primary", key="batch_start"):
-            if batch_args is None:
-                show_error(CaiError(batch_problem or "the form is incomplete"))
-            else:
-                try:
-                    job_id = start_page_job(store, "revise", batch_args, title=f"revise {batch_name}",
-                                            total=int(limit))
-                    st.session_state["batch_job"] = job_id
-                    st.success(f"Started job {job_id}. It keeps running if you close the browser.")
-                except CaiError as exc:
-                    show_error(exc)
+            job_id = start_from_form(store, batch_spec, batch_problem, title=f"revise {batch_name}", total=int(limit))
+            if job_id is not None:
+                st.session_state["batch_job"] = job_id
+                st.success(f"Started job {job_id}. It keeps running if you close the browser.")
 
     @st.fragment(run_every=2)
     def batch_jobs() -> None:
@@ -215,27 +203,28 @@ with batch_tab:
         st.markdown("**Recent batches**")
         newest = {}  # batch name -> newest job id: only that one offers Resume (two runs of one batch would race)
         for job in jobs:
-            newest.setdefault(_batch_of(job.argv), job.id)
+            newest.setdefault(_batch_of(job), job.id)
         for job in jobs:
             with st.container(border=True):
                 job_progress(job)
                 if job.status not in TERMINAL:
                     if st.button("Stop", key=f"stop_{job.id}"):
                         stop_job(store, job.id)
-                elif job.status in ("failed", "stopped") and newest.get(_batch_of(job.argv)) != job.id:
+                elif job.status in ("failed", "stopped") and newest.get(_batch_of(job)) != job.id:
                     st.caption("Resumed by a later job.")
                 elif job.status in ("failed", "stopped"):
                     st.caption("Starting it again resumes where it stopped.")
                     if st.button("Resume", key=f"resume_{job.id}"):
-                        args = job_args(job.argv, "revise")
-                        new_id = start_page_job(store, "revise", args, title=job.title, total=job.total)
-                        st.session_state["batch_job"] = new_id
+                        st.session_state["batch_job"] = resume_page_job(store, job.id)
                 elif job.result:
                     st.caption(f"{job.result.get('done')}/{job.result.get('trajectories')} prompts done · "
                                f"batch {md_escape(str(job.result.get('batch')))}")
 
-    def _batch_of(argv: list[str]) -> str | None:
-        return argv[argv.index("--batch") + 1] if "--batch" in argv[:-1] else None
+    def _batch_of(job) -> str | None:
+        try:
+            return job_spec(job).batch
+        except CaiError:
+            return None
 
     batch_jobs()
 
@@ -319,29 +308,26 @@ with sft_tab:
         preview_button("sft_preview")
         submitted = st.form_submit_button("Export", type="primary")
 
-    def _sft_args() -> list[str]:
+    def _sft_spec() -> ExportSftSpec:
         safe_name(name, "export name")
         if not formats:
             raise CaiError("choose at least one format")
-        args = ["export-sft", "--name", name, "--format", ",".join(formats)]
+        batch_pick = version_pick = None
         if scope == "One batch":
             if e_batch == "(none)":
                 raise CaiError("no batch to export yet")
-            args += ["--batch", e_batch]
+            batch_pick = e_batch
         elif scope == "One constitution version":
             if e_version == "(none)":
                 raise CaiError("no constitution version with trajectories yet")
-            args += ["--constitution-version", e_version]
-        if mix != "(none)":
-            args += ["--mix-helpful", mix]
-        if overwrite:
-            args.append("--overwrite")
-        return args
+            version_pick = e_version
+        return ExportSftSpec(name=name, format=",".join(formats), batch=batch_pick, constitution_version=version_pick,
+                             mix_helpful=None if mix == "(none)" else mix, overwrite=overwrite)
 
-    sft_args, sft_problem = build_args(_sft_args)
-    show_command(store, sft_args, problem=sft_problem)
+    sft_spec, sft_problem = build_spec(_sft_spec)
+    show_command(store, sft_spec, problem=sft_problem)
     if submitted:
-        job_id = start_from_form(store, "export-sft", sft_args, sft_problem, title=f"export {name}")
+        job_id = start_from_form(store, sft_spec, sft_problem, title=f"export {name}")
         if job_id is not None:
             st.session_state["sft_job"] = job_id
 

@@ -21,10 +21,11 @@ from cai_core.reliability.gold import (
 )
 from cai_core.reliability.labels import parse_labels
 from cai_core.jobs import list_jobs
+from cai_core.jobspecs import EvalJudgeSpec
 from cai_core.overview import workspace_counts
 from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
-from ui.command_preview import build_args, show_command, start_from_form
+from ui.command_preview import build_spec, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, read_upload, rerun_when_jobs_end, show_error
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
                             group_figure, metric_cards, num, pct, show_pair)
@@ -260,20 +261,16 @@ with tab_run:
                                 help="(default): harmless_helpful if stored, else the built-in principle "
                                      "'Which response is more helpful, honest, and harmless?'")
 
-    def _eval_judge_args() -> list[str]:
-        args = ["eval-judge", "--judge-model", model, "--gold", str(paper_eval_path(gold_file)), "--style", style]
-        if limit:
-            args += ["--limit", str(int(limit))]
-        if constitution != "(default)":
-            args += ["--constitution", constitution]
-        return args
+    def _eval_judge_spec() -> EvalJudgeSpec:
+        return EvalJudgeSpec(judge_model=model, gold=str(paper_eval_path(gold_file)), style=style,
+                             limit=int(limit) or None, constitution=None if constitution == "(default)" else constitution)
 
-    ej_args, ej_problem = build_args(_eval_judge_args)
-    show_command(store, ej_args, problem=ej_problem)
+    ej_spec, ej_problem = build_spec(_eval_judge_spec)
+    show_command(store, ej_spec, problem=ej_problem)
     if st.button("Start", key="rel_run_start", type="primary"):
         try:
             _, items = load_gold_pairs(paper_eval_path(gold_file), limit=int(limit) or None)
-            job_id = start_from_form(store, "eval-judge", ej_args, ej_problem,
+            job_id = start_from_form(store, ej_spec, ej_problem,
                                      title=f"eval-judge {model} on {gold_file}", total=2 * len(items))
             if job_id is not None:
                 st.success(f"started job {job_id}")

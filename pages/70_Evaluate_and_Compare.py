@@ -13,9 +13,10 @@ from cai_core.evaluation.evaluate import get_evaluation, list_evaluations
 from cai_core.evaluation.policies import parse_policies, policy_options
 from cai_core.evaluation.evasiveness import detect, rules
 from cai_core.jobs import TERMINAL, list_jobs, stop_job
+from cai_core.jobspecs import ABExperimentSpec, EvaluateSpec
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
-from ui.command_preview import build_args, preview_button, show_command, start_from_form
+from ui.command_preview import build_spec, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.evaluation import comparisons_browser, render_evaluation, render_experiment, report_button
 
@@ -88,6 +89,7 @@ with tab_new:
             options.insert(0, {"label": f"{model} (active model)", "spec": model})
         with st.form("new_eval", enter_to_submit=False):
             chosen = st.multiselect("Policies", [o["spec"] for o in options], default=[options[0]["spec"]],
+                                    key="eval_policies",
                                     format_func=lambda s: next(o["label"] for o in options if o["spec"] == s),
                                     help="The base model, trained runs and their checkpoints.")
             extra = st.text_input("More policies", placeholder="NAME=/path/to/model, http://127.0.0.1:8000/v1",
@@ -97,8 +99,9 @@ with tab_new:
             red = [s["name"] for s in sets if s["kind"] == "red-team"] or names
             helpful = [s["name"] for s in sets if s["kind"] == "helpfulness"]
             c1, c2 = st.columns(2)
-            prompts = c1.selectbox("Red-team prompts (harmlessness)", red)
-            helpful_set = c2.selectbox("Helpfulness prompts", ["(none)"] + helpful + [n for n in names if n not in helpful])
+            prompts = c1.selectbox("Red-team prompts (harmlessness)", red, key="eval_prompts")
+            helpful_set = c2.selectbox("Helpfulness prompts", ["(none)"] + helpful + [n for n in names if n not in helpful],
+                                       key="eval_helpful")
             c1, c2, c3, c4 = st.columns(4)
             judge = c1.text_input("Judge model", value=active_model(), help="default, a folder, hf:ID or an endpoint URL")
             limit = c2.number_input("Prompts per set", 1, 10_000, 20, help="The first N prompts of each set")
@@ -110,24 +113,20 @@ with tab_new:
             go = st.form_submit_button("Start evaluation", type="primary")
         specs = list(chosen) + [s.strip() for s in extra.split(",") if s.strip()]
 
-        def _eval_args() -> list[str]:
+        def _eval_spec() -> EvaluateSpec:
             if len(specs) < 2:
                 raise CaiError("choose at least two policies")
             parse_policies(specs, store, with_checkpoints=checkpoints)  # a typo is shown here, not as a failed job
-            args = ["evaluate", "--policies", *specs, "--prompts", prompts, "--judge-model", judge.strip() or "default",
-                    "--limit", str(int(limit)), "--max-new-tokens", str(int(max_tokens)), "--seed", str(int(seed))]
-            if helpful_set != "(none)":
-                args += ["--helpful-prompts", helpful_set]
-            if checkpoints:
-                args.append("--checkpoints")
-            if name.strip():
-                args += ["--name", safe_name(name.strip(), "evaluation name")]
-            return args
+            return EvaluateSpec(
+                policies=tuple(specs), prompts=prompts, judge_model=judge.strip() or "default", limit=int(limit),
+                max_new_tokens=int(max_tokens), seed=int(seed), checkpoints=checkpoints,
+                helpful_prompts=None if helpful_set == "(none)" else helpful_set,
+                name=safe_name(name.strip(), "evaluation name") if name.strip() else None)
 
-        eval_args, eval_problem = build_args(_eval_args)
-        show_command(store, eval_args, problem=eval_problem)
+        eval_spec, eval_problem = build_spec(_eval_spec)
+        show_command(store, eval_spec, problem=eval_problem)
         if go:
-            job_id = start_from_form(store, "evaluate", eval_args, eval_problem,
+            job_id = start_from_form(store, eval_spec, eval_problem,
                                      title=f"evaluate {name.strip() or ', '.join(specs)}")
             if job_id is not None:
                 st.success(f"Started job {job_id}; it keeps running if you close the browser.")
@@ -163,22 +162,18 @@ with tab_ab:
             preview_button("ab_preview")
             go_ab = st.form_submit_button("Start A/B experiment", type="primary")
 
-        def _ab_args() -> list[str]:
+        def _ab_spec() -> ABExperimentSpec:
             if refs[0] == refs[1]:
                 raise CaiError("pick two different versions")
-            args = ["ab-experiment", "--constitution-a", refs[0], "--constitution-b", refs[1], "--prompts", pset,
-                    "--model", active_model(), "--rounds", str(int(rounds)), "--schedule", schedule,
-                    "--limit", str(int(limit))]
-            if use_judge:
-                args += ["--judge-model", active_model()]
-            if name.strip():
-                args += ["--name", safe_name(name.strip(), "experiment name")]
-            return args
+            return ABExperimentSpec(
+                constitution_a=refs[0], constitution_b=refs[1], prompts=pset, model=active_model(), rounds=int(rounds),
+                schedule=schedule, limit=int(limit), judge_model=active_model() if use_judge else None,
+                name=safe_name(name.strip(), "experiment name") if name.strip() else None)
 
-        ab_args, ab_problem = build_args(_ab_args)
-        show_command(store, ab_args, problem=ab_problem)
+        ab_spec, ab_problem = build_spec(_ab_spec)
+        show_command(store, ab_spec, problem=ab_problem)
         if go_ab:
-            job_id = start_from_form(store, "ab-experiment", ab_args, ab_problem, title=f"A/B {refs[0]} vs {refs[1]}")
+            job_id = start_from_form(store, ab_spec, ab_problem, title=f"A/B {refs[0]} vs {refs[1]}")
             if job_id is not None:
                 st.success(f"Started job {job_id}.")
     jobs_panel("ab-experiment")

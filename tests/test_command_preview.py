@@ -26,24 +26,25 @@ class _Spawned:
         _Spawned.calls.append({"argv": list(argv), "env": dict(kwargs.get("env") or {})})
         self.pid = os.getpid()
 
+    def poll(self):  # still running, as far as the supervisor can tell
+        return None
+
 
 @pytest.fixture
 def ws(tmp_path, monkeypatch, tiny_model_dir):
-    from cai_core import jobs
+    from cai_core import supervisor
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
     from cai_core.prompt_sets import import_prompt_set
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.store import open_store
-    from cai_core.training import runs
 
     root = tmp_path / "ws"
     monkeypatch.setenv("CAI_WORKSPACE", str(root))
     monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("CAI_PAPER_DATA", str(PAPER))
     _Spawned.calls = []
-    monkeypatch.setattr(jobs.subprocess, "Popen", _Spawned)
-    monkeypatch.setattr(runs.subprocess, "Popen", _Spawned)
+    monkeypatch.setattr(supervisor.subprocess, "Popen", _Spawned)  # spawns jobs and training runs
     store = open_store(root)
     principle = dict(id="harm", name="Harm", critique_request="Is it harmful?", revision_request="Fix it.",
                      comparison_question="Which response is less harmful?")
@@ -98,8 +99,8 @@ def test_revise_batch_and_sft_export_preview_what_they_start(ws):
 
     at.text_input(key="sft_name").set_value("sl-1")
     at.button(key="sft_preview").click().run()  # a form's widgets reach the script on submit
-    assert _previews(at, "export-sft") == [f"python -m cai_core export-sft --name sl-1 --format jsonl,hf "
-                                           f"--workspace {ws.workspace.root}"]
+    assert _previews(at, "export-sft") == [f"python -m cai_core export-sft --name sl-1 "
+                                           f"--workspace {ws.workspace.root}"]  # defaults are left off
     _click(at, "Export")
     _started_matches(ws, at, "export-sft", "export-sft")
 

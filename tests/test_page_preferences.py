@@ -98,7 +98,7 @@ def test_judge_form_passes_reasoning_length(ws, monkeypatch):
         id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",
         comparison_question="Which response is less harmful?")]))
     started = []
-    monkeypatch.setattr(jobs, "start_job", lambda store, kind, args, **kw: started.append(args) or 1)
+    monkeypatch.setattr(jobs, "start_job", lambda store, spec, **kw: started.append(spec.to_argv()) or 1)
     at = page()
     at.selectbox(key="judge_style").set_value("cot")
     at.number_input(key="judge_max_new").set_value(48)
@@ -173,8 +173,36 @@ def test_judge_form_offers_the_newest_batch_first(ws):
                         source="test", batch=batch)
         store.execute("UPDATE comparisons SET created_at=? WHERE id=?", (t, ids[0]))
     at = page()
-    judge_batch = next(sb for sb in at.selectbox if sb.label == "Batch" and sb.key is None)
+    judge_batch = at.selectbox(key="judge_batch")
     assert judge_batch.options == ["b1", "aa-older", "zz-oldest"] and judge_batch.value == "b1"
+
+
+def test_a_new_batch_never_changes_the_batch_picked_for_judging(ws, monkeypatch):
+    """Issue 12 item 2: the judge form was on one batch; an evaluation created a newer batch in the
+    background, which sorted first; the next rerun moved the pick to it and judged the wrong batch."""
+    from cai_core import jobs
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.constitution.versions import save_constitution
+
+    store, _ = ws
+    save_constitution(store, Constitution(name="c", principles=[Principle(
+        id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",
+        comparison_question="Which response is less harmful?")]))
+    add_pairs(store, [{"id": "x", "prompt": "q x", "response_a": "a", "response_b": "b"}], source="test",
+              batch="pairs-1")
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda store, spec, **kw: started.append(spec) or 1)
+    at = page()
+    at.selectbox(key="judge_batch").set_value("b1")
+    at.button(key="judge_start").click().run()
+    add_pairs(store, [{"id": "e", "prompt": "q e", "response_a": "a", "response_b": "b"}], source="evaluation:e1",
+              batch="eval-e1")  # a background evaluation's batch, newest of all
+    at.run()
+    assert at.selectbox(key="judge_batch").options[0] == "eval-e1"
+    assert at.selectbox(key="judge_batch").value == "b1"
+    at.button(key="judge_start").click().run()
+    assert not at.exception, at.exception
+    assert [s.batch for s in started] == ["b1", "b1"]
 
 
 def test_choice_buttons_leave_the_key_to_the_shortcut_badge(ws):

@@ -10,6 +10,7 @@ import streamlit as st
 from cai_core.command_line import cli_argv, command_line
 from cai_core.errors import CaiError
 from cai_core import jobs
+from cai_core.jobspecs import JobSpec
 from cai_core.store import Store
 from ui.common import api_key, show_error
 
@@ -21,24 +22,30 @@ def job_env() -> dict[str, str]:
     return {"CAI_API_KEY": key} if key else {}
 
 
-def show_command(store: Store, args: list[str] | None, *, problem: str | None = None,
+def show_command(store: Store, what: JobSpec | list[str] | None, *, problem: str | None = None,
                  note: str = "The same job from a shell (e.g. on a cluster node); the page runs exactly this:") -> None:
-    """The copyable shell line of what a form would start (`args` as given to start_page_job)."""
-    if args is None:
+    """The copyable shell line of what a form would start: a job spec (as given to start_page_job),
+    or the arguments of another command (a training run)."""
+    if what is None:
         st.caption(f"Command: {problem or 'fill in the form to see it'}")
         return
+    args = what.to_argv() if isinstance(what, JobSpec) else what
     st.caption(note)
     st.code(command_line(cli_argv(args, store.workspace.root)), language="bash", wrap_lines=True)
 
 
-def start_page_job(store: Store, kind: str, args: list[str], *, title: str | None = None,
-                   total: int | None = None) -> int:
+def start_page_job(store: Store, spec: JobSpec, *, title: str | None = None, total: int | None = None) -> int:
     """Start a background job from a page, with the key from st.secrets in its environment."""
-    return jobs.start_job(store, kind, args, title=title, total=total, env=job_env())
+    return jobs.start_job(store, spec, title=title, total=total, env=job_env())
 
 
-def build_args(build: Callable[[], list[str]]) -> tuple[list[str] | None, str | None]:
-    """A form's job arguments, or why there are none yet (a CaiError's message, shown, not raised)."""
+def resume_page_job(store: Store, job_id: int) -> int:
+    """Start a stopped or failed job again with its stored spec (and the key from st.secrets)."""
+    return jobs.resume_job(store, job_id, env=job_env())
+
+
+def build_spec(build: Callable[[], JobSpec]) -> tuple[JobSpec | None, str | None]:
+    """A form's job spec, or why there is none yet (a CaiError's message, shown, not raised)."""
     try:
         return build(), None
     except CaiError as exc:
@@ -51,14 +58,14 @@ def preview_button(key: str) -> bool:
     return st.form_submit_button("Preview command", key=key)
 
 
-def start_from_form(store: Store, kind: str, args: list[str] | None, problem: str | None, *,
+def start_from_form(store: Store, spec: JobSpec | None, problem: str | None, *,
                     title: str | None = None, total: int | None = None) -> int | None:
     """Start the previewed job, or show why it cannot start; returns the job id or None."""
-    if args is None:
+    if spec is None:
         show_error(CaiError(problem or "the form is incomplete"))
         return None
     try:
-        return start_page_job(store, kind, args, title=title, total=total)
+        return start_page_job(store, spec, title=title, total=total)
     except CaiError as exc:
         show_error(exc)
         return None

@@ -94,6 +94,9 @@ def job_progress(job) -> None:
         if job.status == "running":
             label += f" - {fmt_eta(job.eta_s)}"
     st.progress(job.fraction if job.total else (1.0 if job.status == "finished" else 0.0), text=label)
+    pinned = job.pinned()
+    if pinned:  # what the job works on, as started: never re-read from the page's current picks
+        st.caption(" · ".join(f"{k}: {v}" for k, v in pinned.items()))
     if job.message and job.status == "running":
         st.caption(md_escape(job.message))
     if job.status == "failed" and job.error:
@@ -126,21 +129,6 @@ def age(ts: float | None) -> str:
     if d < 86400:
         return f"{int(d // 3600)}h ago"
     return time.strftime("%Y-%m-%d", time.localtime(ts))
-
-
-def job_args(argv: list[str], command: str) -> list[str]:
-    """A job's own CLI arguments (without the interpreter and the --workspace/--job-id flags)."""
-    args = argv[argv.index(command):] if command in argv else list(argv)
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in ("--workspace", "--job-id"):
-            skip = True
-            continue
-        out.append(a)
-    return out
 
 
 def read_upload(uploaded, allowed: tuple[str, ...]) -> str:

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from cai_core.jobs import TERMINAL, list_jobs, stop_job
-from ui.command_preview import start_page_job
-from ui.common import age, beside_half, job_args, job_progress
+from ui.command_preview import resume_page_job
+from ui.common import age, beside_half, job_progress
 
 # one key per choice; Streamlit reserves C and R, so "both bad" is X
 CHOICES = [("A", "A is better", "A"), ("B", "B is better", "B"), ("tie", "Tie", "T"),
@@ -135,8 +135,7 @@ def jobs_panel(store) -> list:
             elif job.status in ("failed", "stopped"):
                 st.caption("Starting it again resumes where it stopped (finished items are skipped).")
                 if st.button("Resume", key=f"pref_resume_{job.id}"):
-                    command = {"pairs-sample": "pairs", "judge": "judge", "export-prefs": "export-prefs"}[job.kind]
-                    start_page_job(store, job.kind, job_args(job.argv, command), title=job.title, total=job.total)
+                    resume_page_job(store, job.id)
             elif job.result:
                 st.text(job_summary(job.kind, job.result))
     return jobs[:8]

@@ -15,8 +15,6 @@ import math
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,8 +22,9 @@ from pathlib import Path
 
 from cai_core.errors import CaiError
 from cai_core.exports import get_export
-from cai_core.jobs import failure_reason, log_tail, pid_alive
+from cai_core import supervisor
 from cai_core.jsonl import append_jsonl
+from cai_core.supervisor import failure_reason, log_tail
 from cai_core.store import Store, dumps, loads, now
 from cai_core.training.sources import (
     check_spec_sources,
@@ -39,7 +38,7 @@ from cai_core.workspace import slug
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "stopped")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = supervisor.REPO_ROOT
 QUEUED_GRACE_S = 120  # a queued run whose process never reported is failed after this
 
 # The metrics a run list shows per kind (last logged value of each).
@@ -188,17 +187,8 @@ def train_command(store: Store, run_dir: Path, run_id: int, *, accelerate_config
 
 
 def _spawn(store: Store, run: Run, argv: list[str], env: dict | None = None) -> Run:
-    paths = run.paths
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    child_env.setdefault("OMP_NUM_THREADS", "1")
-    child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
-    with open(paths.log, "ab") as log:
-        log.write(f"\n$ {shlex.join(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=child_env, cwd=str(REPO_ROOT))
-    store.execute("UPDATE runs SET pid=? WHERE id=?", (proc.pid, run.id))
+    pid = supervisor.spawn(argv, run.paths.log, env=env, header=f"\n$ {shlex.join(argv)}\n")
+    store.execute("UPDATE runs SET pid=? WHERE id=?", (pid, run.id))
     return get_run(store, run.id)
 
 
@@ -338,17 +328,6 @@ def stop_requested(run_dir: Path) -> bool:
 
 
 # -- control --------------------------------------------------------------------------------------
-def _reap(pid: int) -> int | None:
-    """Exit status of a finished child of this process (None if not ours or still running)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if done == 0:
-        return None
-    return os.waitstatus_to_exitcode(status)
-
-
 def refresh(store: Store) -> list[int]:
     """Reattach: runs whose process is gone are marked failed with the reason from their log."""
     failed = []
@@ -360,15 +339,14 @@ def refresh(store: Store) -> list[int]:
                               ("the run was recorded but its process never started", now(), run.id))
                 failed.append(run.id)
             continue
-        code = _reap(run.pid)
-        if code is None and pid_alive(run.pid):
+        if supervisor.alive(run.pid):
             continue
+        code = supervisor.reap(run.pid)
         row2 = store.one("SELECT status FROM runs WHERE id=?", (run.id,))
         if row2 is None or row2["status"] not in ACTIVE:
             continue  # it finished and wrote its status between our two reads
         tail = log_tail(run.paths.log, 40)
-        how = (f"killed by signal {-code}" if code is not None and code < 0 else
-               f"exit code {code}" if code is not None else "process gone")
+        how = ("killed by " if code is not None and code < 0 else "") + supervisor.how_it_ended(code)
         reason = f"the training process {run.pid} ended unexpectedly ({how}); last log line: {failure_reason(tail)}"
         store.execute("UPDATE runs SET status='failed', error=?, exit_code=?, ended_at=?, log_tail=? "
                       "WHERE id=? AND status IN ('queued','running')",
@@ -387,28 +365,12 @@ def stop_run(store: Store, ref: int | str) -> Run:
     return run
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)  # the run's own session: the launcher and every rank
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def kill_run(store: Store, ref: int | str) -> Run:
     """SIGKILL the run's process group at once (no save); the run is marked failed."""
     run = get_run(store, ref)
     if not run.active:
         raise CaiError(f"run {run.name} is {run.status}, not running")
-    if run.pid and pid_alive(run.pid):
-        _signal_group(run.pid, signal.SIGKILL)
-        for _ in range(50):
-            _reap(run.pid)
-            if not pid_alive(run.pid):
-                break
-            time.sleep(0.1)
+    supervisor.stop(run.pid, grace_s=0)  # SIGKILL to the whole group (launcher and ranks) at once
     store.execute("UPDATE runs SET status='failed', error=?, exit_code=?, ended_at=?, log_tail=? WHERE id=? "
                   "AND status IN ('queued','running')",
                   ("killed by the user (SIGKILL; nothing saved after the last checkpoint)", -9, now(),
