@@ -8,6 +8,7 @@ from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.exports import list_exports
 from cai_core.jobs import list_jobs
+from cai_core.jobspecs import ExportPrefsSpec, JudgeSpec, PairsSampleSpec
 from cai_core.rlaif.judges import list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
@@ -23,7 +24,7 @@ from cai_core.rlaif.preferences import (
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import fresh_name, safe_name
-from ui.command_preview import build_args, preview_button, show_command, start_from_form
+from ui.command_preview import build_spec, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_pair, show_verdict
 
@@ -162,7 +163,8 @@ with tab_make:
     with st.form("sample_form", enter_to_submit=False):
         c1, c2 = st.columns(2)
         policy = c1.text_input("Policy model", value=model, help="default, a model folder (e.g. workspace/runs/NAME/...), a .gguf, or a URL")
-        prompt_src = c2.selectbox("Prompt set", [p["name"] for p in sets] or ["(no prompt sets - import one first)"])
+        prompt_src = c2.selectbox("Prompt set", [p["name"] for p in sets] or ["(no prompt sets - import one first)"],
+                                  key="sample_prompt_set")
         prompt_file = st.text_input("...or a prompts file path (.jsonl/.csv/.txt)", value="")
         c3, c4, c5, c6, c7 = st.columns(5)
         k = c3.number_input("k", 2, 8, 2)
@@ -175,20 +177,18 @@ with tab_make:
         preview_button("sample_preview")
         sample_go = st.form_submit_button("Start sampling")
 
-    def _sample_args() -> list[str]:
+    def _sample_spec() -> PairsSampleSpec:
         safe_name(batch_name, "batch name")
         source = prompt_file.strip() or (prompt_src if sets else "")
         if not source:
             raise CaiError("choose a prompt set or give a prompts file")
-        return ["pairs", "sample", "--model", policy, "--prompts", source, "--k", str(int(k)),
-                "--batch", batch_name, "--temperature", str(temperature), "--max-new-tokens", str(int(max_new)),
-                "--seed", str(int(seed)), "--limit", str(int(limit))]
+        return PairsSampleSpec(model=policy, prompts=source, k=int(k), batch=batch_name, temperature=float(temperature),
+                               max_new_tokens=int(max_new), seed=int(seed), limit=int(limit))
 
-    sample_args, sample_problem = build_args(_sample_args)
-    show_command(store, sample_args, problem=sample_problem)
+    sample_spec, sample_problem = build_spec(_sample_spec)
+    show_command(store, sample_spec, problem=sample_problem)
     if sample_go:
-        job = start_from_form(store, "pairs-sample", sample_args, sample_problem, title=f"sample {batch_name}",
-                              total=int(limit))
+        job = start_from_form(store, sample_spec, sample_problem, title=f"sample {batch_name}", total=int(limit))
         if job is not None:
             st.success(f"Started sampling job {job}.")
 
@@ -213,15 +213,18 @@ with tab_make:
     consts = list_constitutions(store)
     with st.form("judge_form", enter_to_submit=False):
         c1, c2, c3 = st.columns(3)
-        j_batch = c1.selectbox("Batch", batch_names or ["(no batches yet)"])
+        # keyed by the batch name, so a batch created meanwhile (an evaluation in the background sorts
+        # first) never changes the pick
+        j_batch = c1.selectbox("Batch", batch_names or ["(no batches yet)"], key="judge_batch")
         j_model = c2.text_input("Judge model", value=model)
-        j_const = c3.selectbox("Constitution", [c["name"] for c in consts] or ["(none - create one first)"])
+        j_const = c3.selectbox("Constitution", [c["name"] for c in consts] or ["(none - create one first)"],
+                               key="judge_constitution")
         c4, c5, c6, c7 = st.columns(4)
         style = c4.selectbox("Style", ["mc", "cot", "parse"], key="judge_style", format_func=lambda x: {
             "mc": "multiple choice (log-probs)", "cot": "chain of thought (clamped)", "parse": "parsed verdict (no log-probs)"}[x])
-        principles = c5.selectbox("Principles", ["random", "all"], help="random: one per pair, seeded (the paper); all: an ensemble")
+        principles = c5.selectbox("Principles", ["random", "all"], key="judge_principles", help="random: one per pair, seeded (the paper); all: an ensemble")
         swap = c6.toggle("Both orders (A/B swap)", value=True)
-        combine = c7.selectbox("Combine", ["mean", "vote"])
+        combine = c7.selectbox("Combine", ["mean", "vote"], key="judge_combine")
         c8, c9, c10, c11 = st.columns(4)
         ensemble = c8.text_input("More judge models (comma-separated)", value="")
         clamp = c9.slider("CoT clamp", 0.0, 1.0, (0.4, 0.6))
@@ -232,25 +235,21 @@ with tab_make:
         preview_button("judge_preview")
         judge_go = st.form_submit_button("Start judging", key="judge_start")
 
-    def _judge_args() -> list[str]:
+    def _judge_spec() -> JudgeSpec:
         if not batch_names:
             raise CaiError("no comparisons yet: sample or import pairs first")
         if not consts:
             raise CaiError("no constitution yet: create one on the Constitution page")
-        args = ["judge", "--judge-model", j_model, "--constitution", j_const, "--batch", j_batch,
-                "--style", style, "--principles", principles, "--combine", combine,
-                "--cot-clamp", f"{clamp[0]},{clamp[1]}", "--max-new-tokens", str(int(j_max_new)),
-                "--seed", str(int(j_seed))]
-        if not swap:
-            args.append("--no-swap")
-        if ensemble.strip():
-            args += ["--ensemble-models", ensemble.strip()]
-        return args
+        if j_batch not in batch_names:
+            raise CaiError(f"batch {j_batch!r} is gone; pick another")
+        return JudgeSpec(judge_model=j_model, constitution=j_const, batch=j_batch, style=style, principles=principles,
+                         combine=combine, cot_clamp=f"{clamp[0]},{clamp[1]}", max_new_tokens=int(j_max_new),
+                         seed=int(j_seed), no_swap=not swap, ensemble_models=ensemble.strip())
 
-    judge_args, judge_problem = build_args(_judge_args)
-    show_command(store, judge_args, problem=judge_problem)
+    judge_spec, judge_problem = build_spec(_judge_spec)
+    show_command(store, judge_spec, problem=judge_problem)
     if judge_go:
-        job = start_from_form(store, "judge", judge_args, judge_problem, title=f"judge {j_batch} ({style})")
+        job = start_from_form(store, judge_spec, judge_problem, title=f"judge {j_batch} ({style})")
         if job is not None:
             st.success(f"Started judging job {job}.")
 
@@ -270,9 +269,10 @@ with tab_export:
     with st.form("export_form"):
         c1, c2, c3 = st.columns(3)
         e_name = c1.text_input("Export name", value="prefs-1")
-        e_batch = c2.selectbox("Batch", [ALL] + batch_names)
-        e_combine = c3.selectbox("Combine AI judges", ["mean", "vote"])
-        e_judges = st.multiselect("Judges for AI labels (empty: all)", [j["judge_key"] for j in judges])
+        e_batch = c2.selectbox("Batch", [ALL] + batch_names, key="export_batch")
+        e_combine = c3.selectbox("Combine AI judges", ["mean", "vote"], key="export_combine")
+        e_judges = st.multiselect("Judges for AI labels (empty: all)", [j["judge_key"] for j in judges],
+                                  key="export_judges")
         c4, c5, c6 = st.columns(3)
         soft = c4.toggle("Soft-label column (p_chosen)")
         margin = c5.toggle("Margin column (RewardTrainer)")
@@ -280,22 +280,15 @@ with tab_export:
         preview_button("export_preview")
         export_go = st.form_submit_button("Export")
 
-    def _export_args() -> list[str]:
+    def _export_spec() -> ExportPrefsSpec:
         safe_name(e_name, "export name")
-        args = ["export-prefs", "--name", e_name, "--combine", e_combine]
-        if e_batch != ALL:
-            args += ["--batch", e_batch]
-        if e_judges:
-            args += ["--judges", ",".join(e_judges)]
-        for flag, on in (("--soft-labels", soft), ("--margin", margin), ("--overwrite", overwrite)):
-            if on:
-                args.append(flag)
-        return args
+        return ExportPrefsSpec(name=e_name, combine=e_combine, batch=None if e_batch == ALL else e_batch,
+                               judges=",".join(e_judges) or None, soft_labels=soft, margin=margin, overwrite=overwrite)
 
-    export_args, export_problem = build_args(_export_args)
-    show_command(store, export_args, problem=export_problem)
+    export_spec, export_problem = build_spec(_export_spec)
+    show_command(store, export_spec, problem=export_problem)
     if export_go:
-        job = start_from_form(store, "export-prefs", export_args, export_problem, title=f"export {e_name}")
+        job = start_from_form(store, export_spec, export_problem, title=f"export {e_name}")
         if job is not None:
             st.success(f"Started export job {job}; it appears below when done.")
 
