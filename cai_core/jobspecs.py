@@ -146,6 +146,7 @@ class ReviseSpec(JobSpec):
     limit: int | None = None
     batch: str | None = None
     quantization: str | None = None
+    truncate_prompts: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class PairsSampleSpec(JobSpec):
     max_new_tokens: int = 128
     seed: int = 0
     limit: int | None = None
+    truncate_prompts: bool = False
 
 
 @dataclass(frozen=True)
