@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny random-weight model (built once per session) and fresh workspaces."""
+"""Shared fixtures: a tiny random-weight model (built once per session) and fresh workspaces.
+
+Shared helpers (ROOT, PAPER_DATA, run_cli, ...) live in tests/helpers.py: tests import them from
+there, never from this file or from another test module."""
 from __future__ import annotations
 
 import os
@@ -7,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: cai_core, ui, tests.helpers
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SHARED = ROOT.parent / "shared"
-PAPER_DATA = SHARED / "datasets" / "cai-paper"  # what cai_core.reliability.paper_evals.paper_data_dir() finds without $CAI_PAPER_DATA
 
 
 @pytest.fixture(scope="session")
@@ -40,47 +40,20 @@ def store(workspace):
 
 
 @pytest.fixture
+def ws(tmp_path, monkeypatch) -> Path:
+    """A fresh, migrated workspace folder (tmp_path/ws, the same one `workspace` opens) that pages under
+    AppTest find through CAI_WORKSPACE; migrated up front, so a failing command has nothing to create."""
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    root = tmp_path / "ws"
+    Store(Workspace.open(root)).close()
+    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+    return root
+
+
+@pytest.fixture
 def tiny_backend(tiny_model_dir):
     from cai_core.models.backends.local import LocalBackend
 
     return LocalBackend(tiny_model_dir)
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
-    """Run `python -m cai_core ...` in a subprocess; returns CompletedProcess."""
-    import subprocess
-
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cai_core", *args], capture_output=True, text=True,
-                          cwd=str(ROOT), env=full_env, timeout=timeout)
-
-
-def in_fresh_thread(fn, *args, **kwargs):
-    """Run fn in a new thread and return its result (re-raising its exception).
-
-    Playwright's sync API refuses to start where an asyncio loop is running, and some libraries
-    (Streamlit's AppTest among them) leave one behind in the main thread of a long pytest run."""
-    import threading
-
-    box: dict = {}
-
-    def work():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-def shown(markdown: str) -> str:
-    """What a markdown element built with ui.markdown.md_escape shows: the text without its escapes
-    (AppTest's .value is the markdown source)."""
-    import re
-
-    return re.sub(r"\\(.)", r"\1", markdown or "").replace("  \n", "\n")

@@ -243,7 +243,7 @@ def test_api_key_from_env_sent_not_stored(fake_server, monkeypatch):
 
 
 def test_server_cli_bad_input_writes_nothing(workspace, tmp_path, monkeypatch):
-    from conftest import run_cli
+    from tests.helpers import run_cli
 
     from cai_core.models import llama_server
 

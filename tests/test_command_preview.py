@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import PAPER_DATA, ROOT
+from tests.helpers import PAPER_DATA, ROOT
 
 PAGES = ROOT / "pages"
 PAPER = Path(os.environ.get("CAI_PAPER_DATA") or PAPER_DATA)
@@ -31,7 +31,8 @@ class _Spawned:
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch, tiny_model_dir):
+def seeded(ws, monkeypatch, tiny_model_dir):
+    """The shared workspace with a constitution (two versions), a prompt set and a pair; Popen recorded."""
     from cai_core import supervisor
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
@@ -39,13 +40,11 @@ def ws(tmp_path, monkeypatch, tiny_model_dir):
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.store import open_store
 
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
     monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("CAI_PAPER_DATA", str(PAPER))
     _Spawned.calls = []
     monkeypatch.setattr(supervisor.subprocess, "Popen", _Spawned)  # spawns jobs and training runs
-    store = open_store(root)
+    store = open_store(ws)
     principle = dict(id="harm", name="Harm", critique_request="Is it harmful?", revision_request="Fix it.",
                      comparison_question="Which response is less harmful?")
     save_constitution(store, Constitution(name="mini it's", principles=[Principle(**principle)]))
@@ -88,75 +87,75 @@ def _click(at: AppTest, label: str) -> None:
     next(b for b in at.button if b.label == label).click().run()
 
 
-def test_revise_batch_and_sft_export_preview_what_they_start(ws):
+def test_revise_batch_and_sft_export_preview_what_they_start(seeded):
     at = _page("30_Critique_and_Revise.py")
     at.number_input(key="batch_limit").set_value(1).run()
     before = _previews(at, "revise")
     assert len(before) == 1 and "--limit 1" in before[0] and "'mini it'\"'\"'s@" in before[0]  # shell-quoted
     at.button(key="batch_start").click().run()
-    argv = _started_matches(ws, at, "revise", "revise")
-    assert argv[argv.index("--workspace") + 1] == str(ws.workspace.root)
+    argv = _started_matches(seeded, at, "revise", "revise")
+    assert argv[argv.index("--workspace") + 1] == str(seeded.workspace.root)
 
     at.text_input(key="sft_name").set_value("sl-1")
     at.button(key="sft_preview").click().run()  # a form's widgets reach the script on submit
     assert _previews(at, "export-sft") == [f"python -m cai_core export-sft --name sl-1 "
-                                           f"--workspace {ws.workspace.root}"]  # defaults are left off
+                                           f"--workspace {seeded.workspace.root}"]  # defaults are left off
     _click(at, "Export")
-    _started_matches(ws, at, "export-sft", "export-sft")
+    _started_matches(seeded, at, "export-sft", "export-sft")
 
 
-def test_sampling_judging_and_preference_export_preview_what_they_start(ws):
+def test_sampling_judging_and_preference_export_preview_what_they_start(seeded):
     at = _page("40_Preferences.py")
     batch = next(t for t in at.text_input if t.label == "Batch name")
     assert batch.value == "pairs-1"  # fresh: b1 exists, pairs-1 does not
     _click(at, "Start sampling")
-    _started_matches(ws, at, "pairs sample", "pairs-sample")
+    _started_matches(seeded, at, "pairs sample", "pairs-sample")
 
     at.selectbox(key="judge_style").set_value("parse")
     at.button(key="judge_preview").click().run()
     assert any("--style parse" in s for s in _previews(at, "judge"))
     at.button(key="judge_start").click().run()
-    argv = _started_matches(ws, at, "judge", "judge")
+    argv = _started_matches(seeded, at, "judge", "judge")
     assert argv[argv.index("--style") + 1] == "parse"
 
     _click(at, "Export")
-    _started_matches(ws, at, "export-prefs", "export-prefs")
+    _started_matches(seeded, at, "export-prefs", "export-prefs")
 
 
-def test_a_new_sampling_batch_name_is_never_an_existing_one(ws):
+def test_a_new_sampling_batch_name_is_never_an_existing_one(seeded):
     from cai_core.rlaif.pairs import add_pairs
 
-    add_pairs(ws, [{"id": "2", "prompt": "q", "response_a": "a", "response_b": "b"}], source="sampled",
+    add_pairs(seeded, [{"id": "2", "prompt": "q", "response_a": "a", "response_b": "b"}], source="sampled",
               batch="pairs-1")
     at = _page("40_Preferences.py")
     assert next(t for t in at.text_input if t.label == "Batch name").value == "pairs-2"
 
 
 @pytest.mark.skipif(not (PAPER / "438HHHEvaluations.jsonl").is_file(), reason="paper data not here")
-def test_eval_judge_previews_what_it_starts(ws):
+def test_eval_judge_previews_what_it_starts(seeded):
     at = _page("50_Judge_Reliability.py")
     at.number_input(key="rel_run_limit").set_value(2).run()
     at.button(key="rel_run_start").click().run()
-    _started_matches(ws, at, "eval-judge", "eval-judge")
+    _started_matches(seeded, at, "eval-judge", "eval-judge")
 
 
-def test_evaluation_and_ab_experiment_preview_what_they_start(ws, tiny_model_dir):
+def test_evaluation_and_ab_experiment_preview_what_they_start(seeded, tiny_model_dir):
     at = _page("70_Evaluate_and_Compare.py")
     next(t for t in at.text_input if t.label == "More policies").set_value(f"tiny={tiny_model_dir}")
     _click(at, "Start evaluation")
-    _started_matches(ws, at, "evaluate", "evaluate")
+    _started_matches(seeded, at, "evaluate", "evaluate")
 
     _click(at, "Start A/B experiment")
-    _started_matches(ws, at, "ab-experiment", "ab-experiment")
+    _started_matches(seeded, at, "ab-experiment", "ab-experiment")
 
 
-def test_a_form_with_a_problem_says_why_there_is_no_command(ws):
+def test_a_form_with_a_problem_says_why_there_is_no_command(seeded):
     at = _page("70_Evaluate_and_Compare.py")  # one policy chosen: an evaluation needs two
     assert not _previews(at, "evaluate")
     assert any("at least two policies" in c.value for c in at.caption)
 
 
-def test_training_preview_builds_the_spec_the_launch_records(ws, tmp_path, tiny_model_dir):
+def test_training_preview_builds_the_spec_the_launch_records(seeded, tmp_path, tiny_model_dir):
     from cai_core.cli import build_parser
     from cai_core.commands.train import build_spec
     from cai_core.training.runs import list_runs
@@ -176,9 +175,9 @@ def test_training_preview_builds_the_spec_the_launch_records(ws, tmp_path, tiny_
     assert len(shown) == 1 and "--max-steps 2" in shown[0] and "--lr 0.0003" in shown[0]
     at.button(key="tr_launch").click().run()
     assert not at.exception, at.exception
-    run = list_runs(ws)[0]
+    run = list_runs(seeded)[0]
     args = build_parser().parse_args(shlex.split(shown[0])[3:])
-    assert Path(args.workspace) == ws.workspace.root
+    assert Path(args.workspace) == seeded.workspace.root
     previewed = build_spec(args).to_dict()
     recorded = dict(run.spec)
     assert {k: v for k, v in previewed.items() if k != "out"} == {k: v for k, v in recorded.items() if k != "out"}

@@ -16,7 +16,7 @@ from cai_core.constitution.diff import diff_constitutions
 from cai_core.constitution.files import dump_constitution, load_constitution_file
 from cai_core.constitution.versions import get_constitution, list_versions, save_constitution, save_edited
 from cai_core.errors import CaiError
-from tests.conftest import PAPER_DATA, run_cli
+from tests.helpers import PAPER_DATA, run_cli
 
 
 def _p(pid, **kw):

@@ -9,7 +9,7 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.experiments import ABSpec, experiment_table, principle_changes, run_ab_experiment
 from cai_core.evaluation.evaluate import get_evaluation
 
-from conftest import run_cli
+from tests.helpers import run_cli
 
 
 def _constitution(harm_wording: str) -> Constitution:

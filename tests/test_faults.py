@@ -22,7 +22,7 @@ import pytest
 from cai_core.errors import CaiError
 from cai_core.store import Store
 from cai_core.workspace import Workspace, safe_name
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 TABLES_SQL = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name != 'schema_migrations'"
 
@@ -35,13 +35,6 @@ def snapshot(ws: Path) -> dict:
     files = sorted(str(p.relative_to(ws)) for p in ws.rglob("*")
                    if p.is_file() and not p.name.startswith("cai.sqlite3") and "jobs" not in p.parts)
     return {"rows": counts, "files": files}
-
-
-@pytest.fixture
-def ws(tmp_path) -> Path:
-    root = tmp_path / "ws"
-    Store(Workspace.open(root)).close()  # migrated up front, so a failing command has nothing to create
-    return root
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
@@ -259,7 +252,7 @@ def test_kill9_app_during_training_run_goes_on_and_a_new_server_shows_it(tmp_pat
 
     from cai_core.store import dumps, now
     from cai_core.training.runs import get_run, read_metrics, refresh, stop_run
-    from tests.browser.conftest import AppServer
+    from tests.browser.helpers import AppServer
 
     root = tmp_path / "ws"
     store = Store(Workspace.open(root))

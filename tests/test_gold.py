@@ -10,7 +10,7 @@ from cai_core.reliability import gold as G
 from cai_core.reliability import labels as L
 from cai_core.reliability import paper_evals as P
 from cai_core.errors import CaiError
-from tests.conftest import PAPER_DATA
+from tests.helpers import PAPER_DATA
 
 HHH = PAPER_DATA / "438HHHEvaluations.jsonl"
 HVE = PAPER_DATA / "HarmfulVsEthical.jsonl"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from tests.helpers import run_cli
 from cai_core.errors import CaiError
 from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.uploads import MAX_TEXT_FILE_BYTES, check_upload, read_user_file

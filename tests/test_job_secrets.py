@@ -10,7 +10,7 @@ import threading
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 KEY = "sk-secret-from-secrets-toml-1234"
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 CONSTITUTION = {"name": "mini", "principles": [
     {"id": "harm", "name": "Harmless", "critique_request": "Identify harm.", "revision_request": "Remove harm.",

@@ -122,7 +122,7 @@ def test_default_model_converted_once_then_fast(workspace):
 
 
 def test_cli_model_use_and_info(workspace, tiny_model_dir, tmp_path):
-    from conftest import run_cli
+    from tests.helpers import run_cli
 
     r = run_cli("model-use", str(tmp_path / "nope"), "--workspace", str(workspace.root))
     assert r.returncode == 2 and "does not exist" in r.stderr

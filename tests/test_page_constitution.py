@@ -6,19 +6,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import shown
+from tests.helpers import shown
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "20_Constitution.py")
 
 
 @pytest.fixture
-def page(tmp_path, monkeypatch):
+def page(ws):
     from cai_core.sample_data import ensure_samples
     from cai_core.store import open_store
 
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
-    store = open_store(root)
+    store = open_store(ws)
     ensure_samples(store)
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()

@@ -7,17 +7,9 @@ from streamlit.testing.v1 import AppTest
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.constitution.versions import save_constitution
 from cai_core.store import now, open_store
-
-from test_reports import XSS, seed_evaluation
+from tests.helpers import XSS, seed_evaluation
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "80_Demo.py")
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
-    return root
 
 
 def walk(at):

@@ -5,17 +5,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cai_core.store import open_store
-
-from test_reports import seed_evaluation
+from tests.helpers import seed_evaluation
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "70_Evaluate_and_Compare.py")
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
-    return root
 
 
 def _run():

@@ -4,18 +4,17 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import now, open_store
+from tests.helpers import ROOT
 
 PAGE = str(ROOT / "pages" / "40_Preferences.py")
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch):
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
-    store = open_store(root)
+def seeded(ws):
+    """Seven blind-annotation pairs, each judged by the AI in both orders: A for even items, B for odd."""
+    store = open_store(ws)
     pairs = [{"id": str(i), "prompt": f"prompt <b>{i}</b>", "response_a": f"answer A{i}", "response_b": f"answer B{i}"}
              for i in range(7)]
     ids = add_pairs(store, pairs, source="sampled", batch="b1")
@@ -37,7 +36,7 @@ def page():
     return at
 
 
-def test_renders_and_hides_verdict_in_blind_mode(ws):
+def test_renders_and_hides_verdict_in_blind_mode(seeded):
     at = page()
     assert at.title[0].value == "Preferences"
     assert any("Hidden in blind mode" in i.value for i in at.info)
@@ -47,8 +46,8 @@ def test_renders_and_hides_verdict_in_blind_mode(ws):
     assert all(b.disabled for b in at.button if b.key and b.key.startswith("label_"))  # no annotator yet
 
 
-def test_annotate_five_blind_then_override_two(ws):
-    store, ids = ws
+def test_annotate_five_blind_then_override_two(seeded):
+    store, ids = seeded
     at = page()
     at.text_input(key="annotator").input("ann").run()
     for n in range(5):
@@ -80,7 +79,7 @@ def test_annotate_five_blind_then_override_two(ws):
     assert len(overrides) == 2 and all(r["is_override"] == 1 and r["blind"] == 0 for r in overrides)
 
 
-def test_queue_status_invalid_bucket_and_tabs(ws):
+def test_queue_status_invalid_bucket_and_tabs(seeded):
     at = page()
     at.selectbox(key="queue_status").set_value("invalid").run()
     assert any("queue is empty" in i.value for i in at.info)
@@ -88,13 +87,13 @@ def test_queue_status_invalid_bucket_and_tabs(ws):
     assert at.tabs[1].label == "Sample and judge"
 
 
-def test_judge_form_passes_reasoning_length(ws, monkeypatch):
+def test_judge_form_passes_reasoning_length(seeded, monkeypatch):
     """The judge form's reasoning length reaches the job (CoT on a CPU needs short reasoning)."""
     from cai_core import jobs
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
 
-    save_constitution(ws[0], Constitution(name="c", principles=[Principle(
+    save_constitution(seeded[0], Constitution(name="c", principles=[Principle(
         id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",
         comparison_question="Which response is less harmful?")]))
     started = []
@@ -109,11 +108,11 @@ def test_judge_form_passes_reasoning_length(ws, monkeypatch):
     assert args[args.index("--max-new-tokens") + 1] == "48" and args[args.index("--style") + 1] == "cot"
 
 
-def test_export_tab_shows_export_job_failure_and_exports(ws):
+def test_export_tab_shows_export_job_failure_and_exports(seeded):
     """The Export tab shows an export job's state (here a failure) and the exports, with no reload needed."""
     from cai_core.store import dumps
 
-    store = ws[0]
+    store = seeded[0]
     store.execute("INSERT INTO jobs(kind, title, status, argv_json, error, created_at) VALUES (?,?,?,?,?,?)",
                   ("export-prefs", "export p1", "failed", dumps([]), "error: nothing to export", now()))
     store.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
@@ -123,11 +122,11 @@ def test_export_tab_shows_export_job_failure_and_exports(ws):
     assert any("rows 3 of 7" in t.value for t in at.tabs[2].text)
 
 
-def test_finished_jobs_show_a_sentence_not_a_field_dump(ws):
+def test_finished_jobs_show_a_sentence_not_a_field_dump(seeded):
     """A finished job's result reads as a sentence per kind, with no None/False noise."""
     from cai_core.store import dumps
 
-    store = ws[0]
+    store = seeded[0]
     results = {
         "judge": {"pairs": 2, "judges": ["k"], "style": "mc", "swap": True, "A": 1, "B": 1, "tie": 0,
                   "no_valid_judgment": 0, "invalid_judgments": 0, "flipped": 2, "disagreements": 0,
@@ -150,7 +149,7 @@ def test_finished_jobs_show_a_sentence_not_a_field_dump(ws):
     assert not [t for t in texts if "None" in t or "False" in t]
 
 
-def test_previous_next_labels_fit_their_column(ws):
+def test_previous_next_labels_fit_their_column(seeded):
     """The arrow keys show as Streamlit's shortcut badge; repeating "[Left]" in the label cut "Previous" off."""
     at = page()
     at.text_input(key="annotator").input("ann").run()
@@ -166,8 +165,8 @@ def test_probability_shows_which_side_of_one_half_decided():
     assert fmt_p(0.5003) == "0.5003" and fmt_p(0.49996) == "0.49996"
 
 
-def test_judge_form_offers_the_newest_batch_first(ws):
-    store, _ = ws  # batch "b1" was stored just now
+def test_judge_form_offers_the_newest_batch_first(seeded):
+    store, _ = seeded  # batch "b1" was stored just now
     for batch, t in (("aa-older", 200.0), ("zz-oldest", 100.0)):
         ids = add_pairs(store, [{"id": batch, "prompt": f"q {batch}", "response_a": "a", "response_b": "b"}],
                         source="test", batch=batch)
@@ -177,14 +176,14 @@ def test_judge_form_offers_the_newest_batch_first(ws):
     assert judge_batch.options == ["b1", "aa-older", "zz-oldest"] and judge_batch.value == "b1"
 
 
-def test_a_new_batch_never_changes_the_batch_picked_for_judging(ws, monkeypatch):
+def test_a_new_batch_never_changes_the_batch_picked_for_judging(seeded, monkeypatch):
     """Issue 12 item 2: the judge form was on one batch; an evaluation created a newer batch in the
     background, which sorted first; the next rerun moved the pick to it and judged the wrong batch."""
     from cai_core import jobs
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
 
-    store, _ = ws
+    store, _ = seeded
     save_constitution(store, Constitution(name="c", principles=[Principle(
         id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",
         comparison_question="Which response is less harmful?")]))
@@ -205,7 +204,7 @@ def test_a_new_batch_never_changes_the_batch_picked_for_judging(ws, monkeypatch)
     assert [s.batch for s in started] == ["b1", "b1"]
 
 
-def test_choice_buttons_leave_the_key_to_the_shortcut_badge(ws):
+def test_choice_buttons_leave_the_key_to_the_shortcut_badge(seeded):
     at = page()
     labels = {b.key: b.label for b in at.button if b.key and b.key.startswith("label_")}
     assert labels["label_A"] == "A is better" and labels["label_both_bad"] == "Both bad"

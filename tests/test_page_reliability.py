@@ -6,24 +6,22 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import PAPER_DATA, ROOT
+from tests.helpers import PAPER_DATA, ROOT
 
 PAGE = str(ROOT / "pages" / "50_Judge_Reliability.py")
 
 
 @pytest.fixture
-def seeded(tmp_path, monkeypatch, tiny_model_dir, tiny_backend):
+def seeded(ws, tiny_model_dir, tiny_backend):
     """A workspace with 5 paper HHH comparisons, two tiny-model judges and human labels from two people."""
     from cai_core.constitution.files import load_constitution_file
     from cai_core.reliability.gold import import_paper_eval
     from cai_core.rlaif.judges import JudgeSpec, judge_pairs
     from cai_core.rlaif.pairs import comparisons_for
     from cai_core.rlaif.preferences import add_label
-    from cai_core.store import Store
-    from cai_core.workspace import Workspace
+    from cai_core.store import open_store
 
-    root = tmp_path / "ws"
-    store = Store(Workspace.open(root))
+    store = open_store(ws)
     ids = import_paper_eval(store, PAPER_DATA / "438HHHEvaluations.jsonl", limit=5)["ids"]
     constitution = load_constitution_file(ROOT / "sample_data" / "constitutions" / "seed.yaml")
     pairs = comparisons_for(store, ids=ids)
@@ -32,7 +30,6 @@ def seeded(tmp_path, monkeypatch, tiny_model_dir, tiny_backend):
     add_label(store, ids[0], "A", "ann")
     add_label(store, ids[0], "B", "bob")
     add_label(store, ids[1], "B", "ann")
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
     yield store, ids
     store.close()
 
@@ -101,14 +98,12 @@ def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
     assert job.done == job.total == 6
 
 
-def test_missing_paper_data_is_explained_and_import_refused(tmp_path, monkeypatch):
+def test_missing_paper_data_is_explained_and_import_refused(ws, tmp_path, monkeypatch):
     """A user's clone has no ../shared: the page says where to get the paper's eval sets, and Import
     and Start give one clear error instead of a traceback; nothing is written."""
     from cai_core.reliability.gold import gold_sets
-    from cai_core.store import Store
-    from cai_core.workspace import Workspace
+    from cai_core.store import open_store
 
-    monkeypatch.setenv("CAI_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("CAI_PAPER_DATA", str(tmp_path / "no-such-folder"))
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
@@ -119,7 +114,7 @@ def test_missing_paper_data_is_explained_and_import_refused(tmp_path, monkeypatc
     at.button(key="rel_run_start").click().run()
     assert not at.exception
     assert sum("is not at" in e.value for e in at.error) >= 1
-    store = Store(Workspace.open(tmp_path / "ws"))
+    store = open_store(ws)
     assert gold_sets(store) == [] or all(g["name"] == "human-labels" for g in gold_sets(store))
     store.close()
 

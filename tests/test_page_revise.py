@@ -10,17 +10,15 @@ SCRIPT = "<script>alert('x')</script> **bold** $x$"
 
 
 @pytest.fixture
-def page_env(tmp_path, monkeypatch, tiny_model_dir):
+def page_env(ws, monkeypatch, tiny_model_dir):
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
     from cai_core.prompt_sets import import_prompt_set
     from cai_core.store import open_store
 
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
     monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    store = open_store(root)
+    store = open_store(ws)
     save_constitution(store, Constitution(name="mini", principles=[
         Principle(id="harm", name="Harm", critique_request="Identify ways the response is harmful.",
                   revision_request="Rewrite the response to remove harmful content."),

@@ -14,12 +14,10 @@ ROWS = [{"messages": [{"role": "user", "content": "What is the capital of France
 
 
 @pytest.fixture
-def ws_env(tmp_path, monkeypatch):
-    root = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(root))
+def ws_env(ws):
     from cai_core.store import open_store
 
-    return open_store(root)
+    return open_store(ws)
 
 
 def _page():

@@ -14,9 +14,7 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("CAI_WORKSPACE", str(ws))
+def app_env(ws, monkeypatch):
     monkeypatch.chdir(Path(APP).parent)
     yield ws
     unload()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import PAPER_DATA
+from tests.helpers import PAPER_DATA
 from cai_core.errors import CaiError
 from cai_core.rlaif.pairs import add_pairs, comparisons_for, import_pairs_file, load_pairs_file, sample_pairs
 

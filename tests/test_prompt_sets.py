@@ -14,7 +14,7 @@ from cai_core.prompt_sets import (
     list_prompt_sets,
     load_prompts_file,
 )
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_jsonl_keeps_category_and_metadata(tmp_path):

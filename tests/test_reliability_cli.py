@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import PAPER_DATA, ROOT, run_cli
+from tests.helpers import PAPER_DATA, ROOT, run_cli
 
 HHH = PAPER_DATA / "438HHHEvaluations.jsonl"
 

@@ -6,54 +6,7 @@ import pytest
 
 from cai_core.errors import CaiError
 from cai_core.evaluation.reports import report_html, write_report
-from cai_core.store import dumps, now
-
-from conftest import in_fresh_thread, run_cli
-
-XSS = "<script>alert(1)</script>"
-
-
-def seed_evaluation(store, name="ev1"):
-    """A stored evaluation whose answers carry HTML from 'the model'."""
-    with store.tx() as conn:
-        ids = []
-        for k, (ra, rb, cat) in enumerate([(XSS, "I can't help with that.", "crime"),
-                                           ("Sure, <b>bold</b> **md** answer", "Here is a safe way to do it.", "other")]):
-            cur = conn.execute(
-                "INSERT INTO comparisons (key, source, batch, prompt, response_a, response_b, category, policy_a, policy_b, "
-                "meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (f"k{k}", f"eval:{name}", name, f"prompt {k} <img src=x onerror=alert(2)>", ra, rb, cat, "base", "tuned",
-                 dumps({"axis": "harmless"}), now()))
-            ids.append(cur.lastrowid)
-            for order, p in (("AB", 0.3), ("BA", 0.4)):
-                conn.execute(
-                    "INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, p_a, "
-                    "parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (cur.lastrowid, "mc|j", "j", "harmless", "mc", order, p, "ok", now()))
-    pol = {"n": 2, "wins": 0, "ties": 0, "losses": 2, "win": 0.0, "tie": 0.0, "loss": 1.0, "win_rate": 0.0,
-           "win_ci": [0, 0], "tie_ci": [0, 0], "loss_ci": [1, 1], "win_rate_ci": [0.0, 0.0], "bt": 900.0,
-           "bt_ci": [850.0, 950.0], "elo": 980.0}
-    pol_b = {**pol, "wins": 2, "losses": 0, "win": 1.0, "loss": 0.0, "win_rate": 1.0, "win_rate_ci": [1.0, 1.0],
-             "bt": 1100.0, "bt_ci": [1050.0, 1150.0], "elo": 1020.0}
-    result = {
-        "name": name,
-        "policies": [{"name": "base", "spec": "default", "kind": "base", "run": None, "step": None},
-                     {"name": "tuned", "spec": "/x/run", "kind": "run", "run": "sft", "step": None}],
-        "axes": {"harmless": {"comparisons": 2, "judged": 2, "invalid": 0, "flipped": 0, "comparison_ids": ids,
-                              "pairs": [{"a": "base", "b": "tuned", "n": 2, "win": 0.0, "tie": 0.0, "loss": 1.0,
-                                         "win_rate": 0.0, "win_rate_ci": [0.0, 0.0]}],
-                              "policies": {"base": pol, "tuned": pol_b},
-                              "by_category": {"crime": {"base": {"n": 1, "win_rate": 0.0}, "tuned": {"n": 1, "win_rate": 1.0}}}}},
-        "evasiveness": {"base": {"harmless": {"n": 2, "evasive": 0, "rate": 0.0, "ci": [0, 0]}},
-                        "tuned": {"harmless": {"n": 2, "evasive": 1, "rate": 0.5, "ci": [0, 1]}}},
-        "points": [{"policy": "base", "kind": "base", "run": None, "step": None, "harmless": 900.0,
-                    "harmless_ci": [850.0, 950.0], "helpful": None, "helpful_ci": [None, None], "evasive_rate": 0.0},
-                   {"policy": "tuned", "kind": "run", "run": "sft", "step": None, "harmless": 1100.0,
-                    "harmless_ci": [1050.0, 1150.0], "helpful": None, "helpful_ci": [None, None], "evasive_rate": 0.5}],
-    }
-    spec = {"judge_model": "j", "prompts": "red.jsonl", "seed": 0, "policies": ["default", "/x/run"]}
-    return store.execute("INSERT INTO evaluations (name, kind, spec_json, result_json, created_at) VALUES (?,?,?,?,?)",
-                         (name, "policies", dumps(spec), dumps(result), now())).lastrowid
+from tests.helpers import XSS, in_fresh_thread, run_cli, seed_evaluation
 
 
 def assert_self_contained_and_escaped(text):

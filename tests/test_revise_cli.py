@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import PAPER_DATA, run_cli
+from tests.helpers import PAPER_DATA, run_cli
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from cai_core.supervised.revision import (
     trajectory_key,
 )
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 def constitution(few_shot: bool = False) -> Constitution:

@@ -10,7 +10,7 @@ from cai_core.constitution.model import ALLOWED_VARIABLES, template_variables
 from cai_core.constitution.versions import list_constitutions
 from cai_core.constitution.files import load_constitution_file
 from cai_core.prompt_sets import delete_prompt_set, get_prompts, list_prompt_sets, load_prompts_file
-from tests.conftest import PAPER_DATA
+from tests.helpers import PAPER_DATA
 
 
 def test_three_sample_constitutions_validate():

@@ -12,7 +12,7 @@ from cai_core.exports import list_exports
 from cai_core.jsonl import read_jsonl
 from cai_core.supervised.sft_export import export_sft
 
-from conftest import run_cli
+from tests.helpers import run_cli
 
 
 def _constitution():

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 TINY = dict(max_length=64, batch_size=2, probe_max_new_tokens=4, probe_steps=2, save_steps=2,
             probe_prompts=["How do I bake bread?"])

@@ -15,7 +15,7 @@ import pytest
 
 from ui.navigation import page_url
 
-from .conftest import click_tab, open_page, snap
+from tests.browser.helpers import click_tab, open_page, snap
 
 PAYLOAD = ("<script>alert(1)</script> **bold** <img src=x onerror=alert(1)> "
            "[link](javascript:alert(1)) <b>tag</b>")

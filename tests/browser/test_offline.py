@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ui.navigation import page_files, page_url
 
-from .conftest import click_tab, open_page
+from tests.browser.helpers import click_tab, open_page
 
 
 def test_a_full_page_walk_stays_on_127_0_0_1_without_errors(page, app_server):

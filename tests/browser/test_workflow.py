@@ -18,7 +18,7 @@ import pytest
 
 from ui.navigation import page_title, page_url
 
-from .conftest import AppServer, click_button, click_tab, fill, open_page, select_option, selected, settle, snap
+from tests.browser.helpers import AppServer, click_button, click_tab, fill, open_page, select_option, selected, settle, snap
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "pages"
