@@ -10,6 +10,7 @@ from cai_core.errors import CaiError
 from cai_core.models.specs import DEFAULT_SPEC, check_spec, get_backend, is_loaded, loaded_backends
 from ui.common import active_model, api_key, get_store, set_active_model, show_error
 from ui.models import display_name, info_caption, load_status, start_load, stream_answer
+from ui.markdown import md_escape
 
 store = get_store()
 ws = store.workspace
@@ -109,7 +110,7 @@ else:
     server = llama_server.status(ws)
     if server["running"]:
         st.text(f"running: pid {server['pid']} on {server['spec']} ({'ready' if server['ready'] else 'starting'})")
-        st.caption(f"model: {server['model']}")
+        st.caption(f"model: {md_escape(str(server['model']))}")
         c1, c2 = st.columns(2)
         if server["spec"] != spec and c1.button("Use as active model", key="server_use", disabled=not server["ready"]):
             set_active_model(server["spec"])

@@ -26,7 +26,9 @@ from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import fresh_name, safe_name
 from ui.command_preview import build_spec, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
-from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_pair, show_verdict
+from ui.pair import show_pair
+from ui.markdown import md_escape
+from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_verdict
 
 store = get_store()
 model = active_model()
@@ -82,7 +84,7 @@ with tab_annotate:
         note = " - recorded as an override" if last["is_override"] else ""
         st.success(f"Comparison {last['comparison_id']}: you said {last['label']}; {ai}{note}.")
     if st.session_state.get("annotate_error"):
-        st.error(st.session_state.pop("annotate_error"))
+        st.error(md_escape(st.session_state.pop("annotate_error")))
 
     if not page["rows"]:
         st.info("The queue is empty for this filter." if s["comparisons"] else
@@ -108,7 +110,8 @@ with tab_annotate:
             except CaiError as exc:
                 st.session_state["annotate_error"] = str(exc)
 
-        show_pair(row)
+        show_pair(row["prompt"], row["response_a"], row["response_b"],
+                  question=(row.get("meta") or {}).get("question"))
         st.text_input("Reason (optional; kept with the label, shown for overrides)", key="reason")
         cols = st.columns(len(CHOICES) + 2)
         for col, (label, text, key) in zip(cols, CHOICES):
@@ -205,7 +208,7 @@ with tab_make:
                         safe_name(imp_batch.strip(), "batch name")
                     res = import_pairs_file(store, path.strip(), batch=imp_batch.strip() or None)
                     st.success(f"{res['pairs']} pairs read, {res['added']} new, {res['with_gold']} with a gold label "
-                               f"(batch {res['batch']}, source {res['source']}).")
+                               f"(batch {md_escape(res['batch'])}, source {md_escape(res['source'])}).")
                 except CaiError as exc:
                     show_error(exc)
 

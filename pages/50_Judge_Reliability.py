@@ -10,7 +10,9 @@ from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.reliability.paper_evals import PAPER_DATA_ENV, PAPER_EVAL_SETS, paper_data_dir, paper_eval_path
 from cai_core.reliability.gold import (
+    best_gold_set,
     comparison_meta,
+    gold_coverage,
     gold_sets,
     import_paper_eval,
     judge_keys,
@@ -27,8 +29,10 @@ from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
 from ui.command_preview import build_spec, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, read_upload, rerun_when_jobs_end, show_error
+from ui.markdown import md_escape
+from ui.pair import show_pair
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
-                            group_figure, metric_cards, num, pct, show_pair)
+                            group_figure, judge_words, metric_cards, num, pct)
 
 PAPER_SETS = list(PAPER_EVAL_SETS)
 UPLOADED = "uploaded label file"
@@ -57,7 +61,7 @@ with st.expander("Add a gold set", expanded=not gold_sets(store)):
                 "Preferences page are a gold set too. Or upload a label file: one JSON object per line, "
                 '`{"id": <comparison id>, "label": "A"|"B"|"tie", "rater": "name"}`.')
     if not paper_data_dir().is_dir():
-        st.info(f"The paper's eval sets are not at {paper_data_dir()}. They are not shipped with the workbench "
+        st.info(f"The paper's eval sets are not at {md_escape(str(paper_data_dir()))}. They are not shipped with the workbench "
                 f"(their repository states no license): get them from "
                 f"github.com/anthropics/ConstitutionalHarmlessnessPaper and set {PAPER_DATA_ENV} to that folder "
                 "before starting the app, or upload a label file below.")
@@ -66,7 +70,7 @@ with st.expander("Add a gold set", expanded=not gold_sets(store)):
     if c2.button("Import", key="rel_import", width="stretch"):
         try:
             res = import_paper_eval(store, paper_eval_path(paper_file))
-            st.success(f"{res['source']}: {len(res['ids'])} comparisons ({res['added']} new)")
+            st.success(f"{md_escape(res['source'])}: {len(res['ids'])} comparisons ({res['added']} new)")
         except CaiError as exc:
             show_error(exc)
     upload = st.file_uploader("Label file (JSONL)", type=["jsonl", "json", "txt"], key="rel_upload")
@@ -74,12 +78,15 @@ with st.expander("Add a gold set", expanded=not gold_sets(store)):
         try:
             st.session_state["rel_uploaded_rows"] = parse_labels(read_upload(upload, ("jsonl", "json", "text")),
                                                                  source=upload.name)
-            st.caption(f"{upload.name}: {len(st.session_state['rel_uploaded_rows'])} labels read")
+            st.caption(f"{md_escape(upload.name)}: {len(st.session_state['rel_uploaded_rows'])} labels read")
         except (CaiError, UnicodeDecodeError) as exc:
             show_error(exc)
 
 judges = judge_keys(store)
+judge_name = {j["judge_key"]: judge_words(store, j["judge_key"], j["model"], j["style"]) for j in judges}
+judge_key_help = "Judge keys (style|model|constitution version|principles|settings hash): " + "; ".join(judge_name)
 golds = gold_sets(store)
+coverage = gold_coverage(store)
 gold_names = [g["name"] for g in golds] + ([UPLOADED] if st.session_state.get("rel_uploaded_rows") else [])
 tab_dash, tab_spot, tab_dis, tab_run = st.tabs(["Dashboard", "Spot check", "Disagreements", "Run a judge on a gold set"])
 
@@ -89,8 +96,13 @@ def pick_gold(key: str):
         st.info("No gold set yet: import a paper eval set above, label comparisons on the Preferences page, "
                 "or upload a label file.")
         return None, []
-    name = st.selectbox("Gold set", gold_names, key=key,
-                        format_func=lambda n: next((f"{g['name']} ({g['count']} items)" for g in golds if g["name"] == n), n))
+    # open on the gold set the most judged items cover, not on whichever sorts first (3 human labels
+    # headlined "33%, CI 0-100%" while 12 judged paper items sat one click away)
+    best = best_gold_set(store)
+    name = st.selectbox("Gold set", gold_names, key=key, index=gold_names.index(best) if best in gold_names else 0,
+                        format_func=lambda n: next((f"{g['name']} ({g['count']} items, "
+                                                    f"{max(coverage.get(n, {}).values(), default=0)} judged)"
+                                                    for g in golds if g["name"] == n), n))
     rows = st.session_state.get("rel_uploaded_rows", []) if name == UPLOADED else load_gold(store, name)
     return name, rows
 
@@ -104,9 +116,12 @@ with tab_dash:
     elif gold_name:
         c1, c2 = st.columns([4, 1])
         keys = [j["judge_key"] for j in judges]
-        chosen = c1.multiselect("Judges", keys, default=keys[-3:], key="rel_judges",
-                                format_func=lambda k: next((f"{k} ({j['comparisons']} pairs)" for j in judges
-                                                            if j["judge_key"] == k), k))
+        # the judges that judged this gold set, most items first (a judge of other pairs adds nothing here)
+        covered = coverage.get(gold_name, {})
+        default = sorted((k for k in keys if covered.get(k)), key=lambda k: -covered[k])[:3] or keys[-3:]
+        chosen = c1.multiselect("Judges", keys, default=default, key=f"rel_judges_{gold_name}",
+                                format_func=lambda k: f"{judge_name[k]} ({covered.get(k, 0)} items of this set)",
+                                help="Judge keys: " + "; ".join(keys))
         n_boot = c2.number_input("Bootstrap resamples", 100, 5000, 500, step=100, key="rel_nboot")
         if chosen:
             report = cached_report(tuple(chosen), json.dumps(gold_rows), data_version(), int(n_boot))
@@ -116,31 +131,32 @@ with tab_dash:
             else:
                 metric_cards(report)
                 st.subheader("Agreement with gold")
-                st.dataframe(agreement_table(report), hide_index=True, width="stretch")
+                st.dataframe(agreement_table(report, judge_name), hide_index=True, width="stretch")
                 st.caption(f"Ties are a third label: 'accuracy' counts exact matches, 'w/o ties' leaves out items where "
                            f"the judge or the gold says tie. {report['n_invalid']} judgments without a valid verdict "
                            f"were left out. 95% CIs: percentile bootstrap over items ({int(n_boot)} resamples).")
-                st.plotly_chart(accuracy_figure(report), width="stretch", key="rel_acc_fig")
+                st.plotly_chart(accuracy_figure(report, judge_name), width="stretch", key="rel_acc_fig")
                 left, right = st.columns(2)
                 with left:
                     st.subheader("Calibration")
-                    st.plotly_chart(calibration_figure({j["rater"]: j for j in report["judges"]}),
+                    st.plotly_chart(calibration_figure({judge_name.get(j["rater"], j["rater"]): j for j in report["judges"]}),
                                     width="stretch", key="rel_cal_fig")
                 with right:
                     st.subheader("Confusion matrix")
-                    judge_for_cm = st.selectbox("Judge", [j["rater"] for j in report["judges"]], key="rel_cm_judge")
+                    judge_for_cm = st.selectbox("Judge", [j["rater"] for j in report["judges"]], key="rel_cm_judge",
+                                                format_func=lambda k: judge_name.get(k, k), help=judge_key_help)
                     cm = next(j["confusion"] for j in report["judges"] if j["rater"] == judge_for_cm)
                     st.plotly_chart(confusion_figure(cm), width="stretch", key="rel_cm_fig")
                 if report["by_principle"]:
                     st.subheader("Per principle")
-                    st.plotly_chart(group_figure(report["by_principle"], "principle", report["reference"]),
+                    st.plotly_chart(group_figure(report["by_principle"], "principle", report["reference"], judge_name),
                                     width="stretch", key="rel_principle_fig")
                 if report["by_category"] and len({r["category"] for r in report["by_category"]}) > 1:
                     st.subheader("Per prompt category")
-                    st.plotly_chart(group_figure(report["by_category"], "category", report["reference"]),
+                    st.plotly_chart(group_figure(report["by_category"], "category", report["reference"], judge_name),
                                     width="stretch", key="rel_category_fig")
                 st.subheader("Consistency")
-                rows = [{"what": f"self-consistency of {name} across principles", "items": sc["n"],
+                rows = [{"what": f"self-consistency of {judge_name.get(name, name)} across principles", "items": sc["n"],
                          "mean pairwise agreement": pct(sc["mean_pairwise_agreement"]),
                          "Fleiss' kappa": num(sc["fleiss_kappa"]), "Krippendorff's alpha": num(sc["krippendorff_alpha"]),
                          "95% CI (alpha)": "-"} for name, sc in report["self_consistency"].items()]
@@ -166,7 +182,8 @@ with tab_spot:
         st.info("No AI judgments to check yet.")
     else:
         c1, c2, c3, c4 = st.columns([3, 1, 1, 2])
-        spot_judge = c1.selectbox("Judge", [j["judge_key"] for j in judges], key="rel_spot_judge")
+        spot_judge = c1.selectbox("Judge", [j["judge_key"] for j in judges], key="rel_spot_judge",
+                                  format_func=judge_name.get, help=judge_key_help)
         n = c2.number_input("N", 1, 500, 20, key="rel_spot_n")
         seed = c3.number_input("Seed", 0, 10_000, 0, key="rel_spot_seed")
         annotator = c4.text_input("Your name", key="rel_spot_annotator")
@@ -217,8 +234,9 @@ with tab_dis:
     elif len(judges) >= 2:
         keys = [j["judge_key"] for j in judges]
         c1, c2 = st.columns(2)
-        first = c1.selectbox("Judge 1", keys, key="rel_dis_j1")
-        second = c2.selectbox("Judge 2", [k for k in keys if k != first], key="rel_dis_j2")
+        first = c1.selectbox("Judge 1", keys, key="rel_dis_j1", format_func=judge_name.get, help=judge_key_help)
+        second = c2.selectbox("Judge 2", [k for k in keys if k != first], key="rel_dis_j2", format_func=judge_name.get,
+                              help=judge_key_help)
         # the second judge's verdicts play the part of gold labels
         for it in match(judge_labels(store, first), collapse(judge_labels(store, second), ("rater", "id"))):
             if it["label"] != it["gold"]:
@@ -234,12 +252,13 @@ with tab_dis:
             title = (f"comparison {r['id']} - judge says {r['label']} (P(A) {num(r.get('p_a'), 2)}), "
                      f"{'other' if mode == 'two judges' else 'gold'} says {r['gold']}"
                      + (f" - principle {r['principle']}" if r.get("principle") else ""))
-            with st.expander(title):
+            with st.expander(md_escape(title)):
                 info = meta.get(str(r["id"]))
                 if info:
                     show_pair(info["prompt"], info["response_a"], info["response_b"])
-                st.caption(f"judge {r['rater']}; P(A) shown first {num(r.get('p_a_ab'), 2)}, shown second "
-                           f"{num(r.get('p_a_ba'), 2)}; labels: {', '.join(map(str, r.get('gold_labels') or []))}")
+                st.caption(md_escape(f"judge {judge_name.get(r['rater'], r['rater'])}; P(A) shown first "
+                                     f"{num(r.get('p_a_ab'), 2)}, shown second {num(r.get('p_a_ba'), 2)}; labels: "
+                                     f"{', '.join(map(str, r.get('gold_labels') or []))}"), help=r["rater"])
                 if r.get("reasoning"):
                     st.caption("Judge's reasoning")
                     st.text(r["reasoning"])
@@ -284,8 +303,9 @@ with tab_run:
         for job in jobs:
             job_progress(job)
             if job.status == "finished" and job.result and job.result.get("accuracy") is not None:
-                st.caption(f"{job.result['judge_key']} on {job.result['gold_set']}: accuracy "
-                           f"{pct(job.result['accuracy'])} (95% CI {ci_text(job.result['accuracy_ci'])}, "
-                           f"n={job.result['n']}) vs chance 50%")
+                key = job.result["judge_key"]
+                st.caption(md_escape(f"{judge_name.get(key, key)} on {job.result['gold_set']}: accuracy "
+                                     f"{pct(job.result['accuracy'])} (95% CI {ci_text(job.result['accuracy_ci'])}, "
+                                     f"n={job.result['n']}) vs chance 50%"), help=key)
 
     eval_jobs()

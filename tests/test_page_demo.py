@@ -175,3 +175,71 @@ def test_demo_prefers_plain_batches_and_sampled_pairs_over_ab_experiments(ws):
                              "order_shown, p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                              (cid, "mc|m|v|random|x", "m", "harm", "mc", order, 0.8, "ok", now()))
     assert demo_preference(store)["comparison"]["prompt"] == "sampled q"
+
+
+def _last_step(at):
+    at.session_state["demo_step"] = 6
+    at.run()
+    assert not at.exception, at.exception
+    return " ".join(m.value for m in at.markdown), [b.label for b in at.button]
+
+
+def test_the_last_step_claims_nothing_that_did_not_happen(ws):
+    """Issue 15: step 6 said 'No evaluation yet' while step 7 claimed a comparison with confidence intervals."""
+    store = open_store(ws)
+    save_constitution(store, Constitution(name="demo", principles=[
+        Principle(id="harm", name="Harm", critique_request="Is the answer harmful?", revision_request="Fix it.")]))
+    text, buttons = _last_step(AppTest.from_file(PAGE, default_timeout=60))
+    plain = text.replace("\\", "")
+    assert "The constitution demo@" in plain and "1 enabled principle" in plain
+    for missing in ("No critique and revision stored yet", "No AI preferences yet", "The judge has not been checked",
+                    "No training run has finished yet", "No evaluation yet"):
+        assert f"Not yet: {missing}" in plain, plain
+    assert "compared with" not in plain and "confidence" not in plain and "95% CI" not in plain
+    for action in ("Critique and revise a prompt", "Sample and judge pairs", "Check the judge", "Train a model",
+                   "Evaluate the policies"):
+        assert action in buttons, buttons
+
+
+def test_the_last_step_reports_the_stored_evaluation_with_its_numbers(ws):
+    store = open_store(ws)
+    seed_evaluation(store, "demo-eval")
+    plain = _last_step(AppTest.from_file(PAGE, default_timeout=60))[0].replace("\\", "")
+    assert ("The trained policy tuned was compared with base in 2 judged comparisons: harmlessness score 1100 "
+            "(95% CI 1050 to 1150) against 900, evasive in 50% of its answers.") in plain, plain
+    assert "Not yet: No evaluation yet" not in plain
+
+
+def test_an_evaluation_without_a_trained_policy_is_not_called_before_and_after(ws):
+    import json
+
+    store = open_store(ws)
+    eid = seed_evaluation(store, "untrained")
+    result = json.loads(store.scalar("SELECT result_json FROM evaluations WHERE id=?", (eid,)))
+    result["policies"][1]["kind"] = "folder"  # two untrained models
+    store.execute("UPDATE evaluations SET result_json=? WHERE id=?", (json.dumps(result), eid))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 5
+    at.run()
+    assert any("has no trained policy" in w.value for w in at.warning)
+    assert "Before and after training, on the same prompt" not in [s.value for s in at.subheader]
+    plain = _last_step(at)[0].replace("\\", "")
+    assert "Not yet: The latest evaluation compared base, tuned, none of them a trained run." in plain
+
+
+def test_reliability_step_shows_n_and_says_when_it_is_too_few(ws):
+    store = open_store(ws)
+    with store.tx() as conn:
+        cid = conn.execute("INSERT INTO comparisons (key, source, prompt, response_a, response_b, gold_label, created_at) "
+                           "VALUES ('g','gold:t','p','a','b','A',?)", (now(),)).lastrowid
+        for order in ("AB", "BA"):
+            conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, "
+                         "p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (cid, "mc|j|-|random|abcd1234", "j", "harmless", "mc", order, 0.8, "ok", now()))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 4
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Items (n)"] == "1"
+    assert any("Too few items for a conclusion" in w.value for w in at.warning)
+    caption = " ".join(c.value for c in at.caption).replace("\\", "")
+    assert "judge j · multiple choice (log-probs) · one random principle per pair · no constitution" in caption

@@ -6,7 +6,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import PAPER_DATA, ROOT
+from tests.helpers import PAPER_DATA, ROOT, shown
 
 PAGE = str(ROOT / "pages" / "50_Judge_Reliability.py")
 
@@ -38,9 +38,18 @@ def test_dashboard_renders_all_charts(seeded):
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.selectbox(key="rel_gold").value == "human-labels"
-    at.selectbox(key="rel_gold").set_value("gold:438HHHEvaluations").run()
-    assert not at.exception, [e.value for e in at.exception]
+    # the gold set the most judged items cover (5 paper items), not the 2 human-labelled ones listed first
+    assert at.selectbox(key="rel_gold").value == "gold:438HHHEvaluations"
+    assert at.selectbox(key="rel_gold").options[0].startswith("human-labels")
+    assert any("Too few items for a conclusion: 5 judged gold item(s), fewer than 30" in w.value for w in at.warning)
+    captions = " ".join(c.value for c in at.caption)
+    assert captions.count("n=5") >= 5, captions  # next to accuracy, flip rate, length bias, calibration, kappa
+    # judges named in words (model, style, principles, constitution@version); the raw keys on hover
+    judges = at.multiselect(key="rel_judges_gold:438HHHEvaluations")
+    words = [judges.format_func(k) for k in judges.value]
+    assert words and all("multiple choice (log-probs)" in w and "constitution" in w for w in words), words
+    assert any("every principle" in w for w in words) and any("1 chosen principle(s)" in w for w in words)
+    assert all(k in judges.help for k in judges.value)
     assert at.title[0].value == "Judge Reliability"  # as the menu spells it
     charts = at.get("plotly_chart")
     # accuracy with reference lines, calibration, confusion matrix, per-principle bars
@@ -110,7 +119,7 @@ def test_missing_paper_data_is_explained_and_import_refused(ws, tmp_path, monkey
     assert not at.exception, [e.value for e in at.exception]
     assert any("CAI_PAPER_DATA" in i.value and "ConstitutionalHarmlessnessPaper" in i.value for i in at.info)
     at.button(key="rel_import").click().run()
-    assert any("438HHHEvaluations.jsonl is not at" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("438HHHEvaluations.jsonl is not at" in shown(e.value) for e in at.error), [e.value for e in at.error]
     at.button(key="rel_run_start").click().run()
     assert not at.exception
     assert sum("is not at" in e.value for e in at.error) >= 1

@@ -1,8 +1,13 @@
 """Demo mode helpers: gather what the workspace holds for the guided walk-through, and show
-model text with a typing effect (plain text only, never markdown or HTML)."""
+model text with a typing effect (plain text only, never markdown or HTML).
+
+The demo claims only what happened: every sentence it shows is built from data in the workspace
+(demo_findings), and what is missing is said plainly, with the page that makes it.
+"""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import streamlit as st
 
@@ -12,7 +17,9 @@ from cai_core.evaluation.evaluate import evaluation_comparisons, latest_evaluati
 from cai_core.reliability.gold import gold_sets, judge_keys, judge_labels, judge_vs_gold, load_gold
 from cai_core.rlaif.judges import stored_verdicts
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
-from cai_core.supervised.revision import get_trajectory, list_trajectories
+from cai_core.supervised.revision import get_trajectory, list_trajectories, principle_stats
+from cai_core.training.runs import list_runs
+from ui.reliability import MIN_ITEMS, judge_words, too_few
 
 TRAINED_KINDS = ("run", "checkpoint")  # evaluation policy kinds that come from a training run
 FALLBACK_PROMPT = "How can I get into my neighbour's house when they are not home?"
@@ -108,6 +115,96 @@ def demo_evaluation(store) -> dict | None:
                 example = c
                 break
     return {"evaluation": ev, "base": base, "best": best, "board": board, "example": example}
+
+
+def is_trained(data: dict, policy: str | None) -> bool:
+    """Whether an evaluation policy (by name) came from a training run."""
+    kinds = {p["name"]: p["kind"] for p in data["evaluation"]["result"]["policies"]}
+    return kinds.get(policy) in TRAINED_KINDS
+
+
+@dataclass
+class Finding:
+    """One sentence that is true of this workspace; when done is False it names what is missing (or too
+    thin to conclude from) and the page (pages/NN_*.py) with the label of the button that makes it."""
+    text: str
+    done: bool
+    page: str | None = None
+    action: str | None = None
+
+
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{v:.0%}"
+
+
+def demo_findings(store) -> list[Finding]:
+    """What the workspace shows, step by step of the CAI loop, in plain sentences (no claim without data)."""
+    out = []
+    constitution = demo_constitution(store)
+    if constitution is None:
+        out.append(Finding("No constitution yet.", False, "pages/20_Constitution.py", "Create or import a constitution"))
+    else:
+        out.append(Finding(f"The constitution {constitution.name}@{constitution.version} holds "
+                           f"{len(constitution.enabled_principles())} enabled principle(s).", True))
+    _, n_trajectories = list_trajectories(store, status="done", limit=1)
+    stats = principle_stats(store)
+    if n_trajectories:
+        out.append(Finding(f"The model critiqued its own answers {sum(s['rounds'] for s in stats)} time(s) and revised "
+                           f"them {sum(s['revisions'] or 0 for s in stats)} time(s), over {n_trajectories} prompt(s).", True))
+    else:
+        out.append(Finding("No critique and revision stored yet.", False, "pages/30_Critique_and_Revise.py",
+                           "Critique and revise a prompt"))
+    judges = judge_keys(store)
+    if judges:
+        out.append(Finding(f"{len(judges)} AI judge(s) compared pairs of answers: "
+                           f"{sum(j['comparisons'] for j in judges)} pair verdict(s) stored.", True))
+    else:
+        out.append(Finding("No AI preferences yet.", False, "pages/40_Preferences.py", "Sample and judge pairs"))
+    rel = demo_reliability(store)
+    if rel is None:
+        out.append(Finding("The judge has not been checked against human labels yet.", False,
+                           "pages/50_Judge_Reliability.py", "Check the judge"))
+    else:
+        r = rel["report"]
+        lo, hi = (r.get("accuracy_ci") or [None, None])[:2]
+        text = (f"The judge agreed with the human labels of {rel['gold']} on {_pct(r.get('accuracy'))} of {r['n']} "
+                f"item(s) (95% CI {_pct(lo)} to {_pct(hi)}; chance is 50%).")
+        if too_few(r["n"]):
+            out.append(Finding(text + f" Too few items for a conclusion (fewer than {MIN_ITEMS}).", False,
+                               "pages/50_Judge_Reliability.py", "Judge more gold items"))
+        else:
+            out.append(Finding(text, True))
+    finished = [run for run in list_runs(store) if run.status == "finished"]
+    if finished:
+        out.append(Finding(f"{len(finished)} training run(s) finished: "
+                           f"{', '.join(run.name for run in finished[:3])}{' ...' if len(finished) > 3 else ''}.", True))
+    else:
+        out.append(Finding("No training run has finished yet.", False, "pages/60_Training.py", "Train a model"))
+    data = demo_evaluation(store)
+    if data is None:
+        out.append(Finding("No evaluation yet: nothing here says whether training made the model more harmless "
+                           "or less helpful.", False, "pages/70_Evaluate_and_Compare.py", "Evaluate the policies"))
+    else:
+        result = data["evaluation"]["result"]
+        prompts = ", ".join(f"{n} {axis}" for axis, n in (result.get("prompts") or {}).items())
+        board = {row["policy"]: row for row in data["board"]}
+        best = board.get(data["best"]) if data["best"] else None
+        if best is None or not is_trained(data, data["best"]):
+            out.append(Finding(f"The latest evaluation compared {', '.join(p['name'] for p in result['policies'])}, "
+                               "none of them a trained run.", False, "pages/70_Evaluate_and_Compare.py",
+                               "Evaluate a trained run"))
+        else:
+            text = (f"The trained policy {data['best']} was compared with {data['base']} "
+                    + (f"on {prompts} prompts" if prompts else f"in {best['n']} judged comparisons"))
+            if best["bt_ci_low"] is not None and best["bt_ci_high"] is not None:
+                text += (f": harmlessness score {best['bt_score']:.0f} (95% CI {best['bt_ci_low']:.0f} to "
+                         f"{best['bt_ci_high']:.0f})")
+                if data["base"] in board and board[data["base"]]["bt_score"] is not None:
+                    text += f" against {board[data['base']]['bt_score']:.0f}"
+            if best.get("evasive_rate") is not None:
+                text += f", evasive in {best['evasive_rate']:.0%} of its answers"
+            out.append(Finding(text + ".", True))
+    return out
 
 
 def type_text(text: str | None, *, seconds: float = 2.0, animate: bool = True) -> None:

@@ -6,6 +6,7 @@ import streamlit as st
 from cai_core.models import loader as model_loader
 from cai_core.models.specs import DEFAULT_NAME, DEFAULT_SPEC, is_http, is_loaded, loaded_backends
 from ui.common import api_key, show_error
+from ui.markdown import md_escape
 
 
 def display_name(spec: str) -> str:
@@ -17,10 +18,10 @@ def info_for(spec: str) -> dict | None:
 
 
 def info_caption(info: dict) -> str:
-    """"cpu · float32 · 513 MB" for a local model, "server · model NAME" for an endpoint."""
+    """"cpu · float32 · 513 MB" for a local model, "server · model NAME" for an endpoint (markdown-escaped)."""
     if info.get("kind") == "http":
         bits = ["endpoint", f"model {info.get('model') or '?'}", f"log-probs: {info.get('logprobs')}"]
-        return " · ".join(bits)
+        return md_escape(" · ".join(bits))
     bits = [info.get("device"), info.get("dtype"), info.get("quantization")]
     text = " · ".join(str(b) for b in bits if b)
     if info.get("memory_mb"):  # a tiny test model rounded to "0 MB · 0M params"
@@ -31,7 +32,7 @@ def info_caption(info: dict) -> str:
         text += " · <1M params" if millions < 1 else f" · {millions:.0f}M params"
     if info.get("adapter"):
         text += f" · adapter {info['adapter']}"
-    return text
+    return md_escape(text)
 
 
 def start_load(spec: str, workspace, quantization: str | None = None) -> None:
@@ -48,7 +49,7 @@ def load_status(spec: str, workspace, *, key: str) -> None:
         _poll_load(spec, workspace, key)
         return
     if state is not None and state.error:
-        st.error(f"could not load {display_name(spec)}: {state.error}")
+        st.error(md_escape(f"could not load {display_name(spec)}: {state.error}"))
         return
     info = info_for(spec)
     if info:
@@ -63,8 +64,8 @@ def _poll_load(spec: str, workspace, key: str) -> None:
         state = model_loader.state(spec, workspace)
         if state is None or state.done:
             st.rerun()  # full rerun: the rest of the page now sees the loaded model (or the error)
-        st.progress(min(1.0, state.fraction), text=f"loading {display_name(spec)}: {state.message} "
-                                                      f"({state.seconds:.0f}s)")
+        st.progress(min(1.0, state.fraction), text=md_escape(f"loading {display_name(spec)}: {state.message} "
+                                                                f"({state.seconds:.0f}s)"))
 
     poll()
 

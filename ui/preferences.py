@@ -1,5 +1,5 @@
-"""Preferences page helpers: a comparison side by side, the AI verdict with every member's vote,
-label history, and background-job lists. Model text is always rendered with st.text (never HTML)."""
+"""Preferences page helpers: the AI verdict with every member's vote, label history, and background-job
+lists (the pair itself: ui/pair.py). Model text is always rendered with st.text (never HTML)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,6 +8,7 @@ import streamlit as st
 from cai_core.jobs import TERMINAL, list_jobs, stop_job
 from ui.command_preview import resume_page_job
 from ui.common import age, beside_half, job_progress
+from ui.markdown import md_escape
 
 # one key per choice; Streamlit reserves C and R, so "both bad" is X
 CHOICES = [("A", "A is better", "A"), ("B", "B is better", "B"), ("tie", "Tie", "T"),
@@ -18,23 +19,6 @@ JOB_KINDS = ("pairs-sample", "judge", "export-prefs")
 def fmt_p(p) -> str:
     """Three decimals, more when rounding would hide which side of 0.5 decided the label."""
     return "-" if p is None else beside_half(p, 3, 8)
-
-
-def show_pair(row: dict) -> None:
-    """Prompt and both responses side by side, as plain text."""
-    st.markdown("**Prompt**")
-    st.text(row["prompt"])
-    question = (row.get("meta") or {}).get("question")
-    if question:
-        st.markdown("**Question asked of the judge (from the file)**")
-        st.text(question)
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Response A**")
-        st.text(row["response_a"])
-    with right:
-        st.markdown("**Response B**")
-        st.text(row["response_b"])
 
 
 def show_verdict(verdict, gold_label: str | None = None) -> None:
@@ -65,7 +49,7 @@ def show_verdict(verdict, gold_label: str | None = None) -> None:
     if with_reasoning:
         with st.expander("Judge reasoning (chain of thought)"):
             for m in with_reasoning:
-                st.caption(f"principle {m.principle_id}")
+                st.caption(f"principle {md_escape(m.principle_id)}")
                 if m.reasoning_ab:
                     st.text("A/B order: " + m.reasoning_ab)
                 if m.reasoning_ba:
@@ -146,7 +130,7 @@ def show_export(exp: dict) -> None:
     card = exp["card"]
     counts = card.get("counts", {})
     with st.container(border=True):
-        st.markdown(f"**{exp['name']}** - {age(exp['created_at'])}")
+        st.markdown(f"**{md_escape(exp['name'])}** - {age(exp['created_at'])}")
         st.text(f"{exp['path']}\nrows {counts.get('exported')} of {counts.get('comparisons')} "
                 f"(human {counts.get('from_human')}, gold {counts.get('from_gold')}, AI {counts.get('from_ai')}); "
                 f"human overrides {counts.get('human_overrides')} ({card.get('share_human_overrides', 0):.1%}); "

@@ -1,9 +1,18 @@
-"""Charts and tables of the Judge reliability page (plotly figures built from reliability reports)."""
+"""Charts and tables of the Judge reliability page (plotly figures built from reliability reports), judges
+named in words, and the rule for when a number is too thin to conclude from."""
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+
+from cai_core.constitution.versions import get_by_version
+from cai_core.errors import CaiError
+
+# Below this many judged gold items the page says "too few items for a conclusion": at n=30 the 95% CI of
+# an accuracy near 70% is still about +-16 points wide, enough to cover both chance and the MT-Bench levels.
+MIN_ITEMS = 30
+STYLE_WORDS = {"mc": "multiple choice (log-probs)", "cot": "chain of thought", "parse": "parsed verdict"}
 
 # (report key, label, dash, label position): 85% and 81% lie close, so one label goes above its
 # line and the other below, or they print over each other
@@ -12,6 +21,30 @@ REFERENCE_LINES = [
     ("gpt4_human_without_ties", "MT-Bench GPT-4 vs human, without ties (85%)", "dash", "top left"),
     ("human_human_without_ties", "MT-Bench human vs human, without ties (81%)", "dashdot", "bottom left"),
 ]
+
+
+def judge_words(store, judge_key: str, model: str | None = None, style: str | None = None) -> str:
+    """A judge key (style|model|constitution version|principles|settings hash) in words: model, style,
+    principles and constitution@version. The raw key goes in the help text (hover) beside it."""
+    parts = judge_key.split("|")
+    if len(parts) < 5:
+        return judge_key
+    style = style or parts[0]
+    model = model or "|".join(parts[1:-3])
+    version, principles = parts[-3], parts[-2]
+    principle_words = {"random": "one random principle per pair", "all": "every principle"}.get(
+        principles, f"{principles[:-3]} chosen principle(s)" if principles.endswith("ids") else principles)
+    constitution = "no constitution"
+    if version and version != "-":
+        try:
+            constitution = f"{get_by_version(store, version).name}@{version}"
+        except CaiError:
+            constitution = f"constitution {version}"
+    return f"{model} · {STYLE_WORDS.get(style, style)} · {principle_words} · {constitution}"
+
+
+def too_few(n: int) -> bool:
+    return n < MIN_ITEMS
 
 
 def pct(v) -> str:
@@ -28,13 +61,14 @@ def num(v, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def agreement_table(report: dict) -> pd.DataFrame:
-    """One row per judge (plus the combined verdict when there are several)."""
+def agreement_table(report: dict, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per judge (plus the combined verdict when there are several): the judge in words, its key."""
+    names = names or {}
     rows = list(report["judges"])
     if len(rows) > 1:
         rows = [{**report, "rater": "combined (mean P(A))"}] + rows
     return pd.DataFrame([{
-        "judge": r["rater"], "n": r["n"],
+        "judge": names.get(r["rater"], r["rater"]), "judge key": r["rater"] if r["rater"] in names else "", "n": r["n"],
         "accuracy": pct(r["accuracy"]), "95% CI": ci_text(r["accuracy_ci"]),
         "accuracy w/o ties": pct(r["accuracy_no_ties"]), "95% CI (w/o ties)": ci_text(r["accuracy_no_ties_ci"]),
         "Cohen's kappa": num(r["cohen_kappa"]),
@@ -59,10 +93,10 @@ def _bar(name: str, xs: list, values: list, cis: list) -> go.Bar:
     return go.Bar(name=name, x=xs, y=ys, error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus))
 
 
-def accuracy_figure(report: dict) -> go.Figure:
-    """Accuracy with and without ties per judge, 95% CIs, chance and MT-Bench reference lines."""
+def accuracy_figure(report: dict, names: dict[str, str] | None = None) -> go.Figure:
+    """Accuracy with and without ties per judge (named in words), 95% CIs, chance and MT-Bench reference lines."""
     judges = report["judges"]
-    names = [j["rater"] for j in judges]
+    names = [(names or {}).get(j["rater"], j["rater"]) for j in judges]
     fig = go.Figure([
         _bar("with ties", names, [j["accuracy"] for j in judges], [j["accuracy_ci"] for j in judges]),
         _bar("without ties", names, [j["accuracy_no_ties"] for j in judges], [j["accuracy_no_ties_ci"] for j in judges]),
@@ -104,47 +138,46 @@ def confusion_figure(confusion: dict, title: str = "") -> go.Figure:
     return fig
 
 
-def group_figure(rows: list[dict], field: str, reference: dict) -> go.Figure:
-    """Accuracy per principle (or category), one bar group per judge, with 95% CIs."""
+def group_figure(rows: list[dict], field: str, reference: dict, names: dict[str, str] | None = None) -> go.Figure:
+    """Accuracy per principle (or category), one bar group per judge (named in words), with 95% CIs."""
     fig = go.Figure()
     for judge in sorted({r["rater"] for r in rows}):
         rs = [r for r in rows if r["rater"] == judge]
-        fig.add_trace(_bar(judge, [r[field] for r in rs], [r["accuracy"] for r in rs], [r["accuracy_ci"] for r in rs]))
+        fig.add_trace(_bar((names or {}).get(judge, judge), [r[field] for r in rs], [r["accuracy"] for r in rs],
+                           [r["accuracy_ci"] for r in rs]))
     _add_reference_lines(fig, reference)
     fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="accuracy", tickformat=".0%"),
                       height=420, margin=dict(t=30), legend=dict(orientation="h"))
     return fig
 
 
+def _n(report: dict, key: str) -> str:
+    value = report.get(key)
+    return "n=-" if value is None else f"n={value}"
+
+
 def metric_cards(report: dict) -> None:
-    """The headline numbers: accuracy, flip rate, first-position wins, length bias, calibration."""
+    """The headline numbers, each with the n it rests on: accuracy, flip rate, first-position wins, length
+    bias, calibration, kappa; and a plain warning when there are too few items to conclude anything."""
+    if too_few(report["n"]):
+        st.warning(f"Too few items for a conclusion: {report['n']} judged gold item(s), fewer than {MIN_ITEMS}. "
+                   "The intervals below are wide; judge more items of this gold set (or pick a larger one).")
     c = st.columns(5)
     c[0].metric("Accuracy vs gold", pct(report["accuracy"]), help=f"95% CI {ci_text(report['accuracy_ci'])}; "
                 "MT-Bench GPT-4 vs human: 66% with ties, 85% without; chance 50%")
     c[0].caption(f"95% CI {ci_text(report['accuracy_ci'])} - n={report['n']}")
     c[1].metric("Flip rate (A/B swap)", pct(report.get("flip_rate")),
                 help="Share of pairs whose verdict changes when the two answers swap places.")
-    c[1].caption(f"first-shown answer wins {pct(report.get('first_position_win_rate'))} (50% = unbiased)")
+    c[1].caption(f"first-shown answer wins {pct(report.get('first_position_win_rate'))} (50% = unbiased) - "
+                 f"{_n(report, 'n_swapped')}")
     c[2].metric("Longer answer wins", pct(report.get("longer_win_rate")),
                 help="Share of the judge's non-tie verdicts on unequal-length pairs that chose the longer answer.")
     c[2].caption(f"gold picks the longer {pct(report.get('gold_longer_win_rate'))}; "
-                 f"corr(P(A), length diff) {num(report.get('length_corr'), 2)}")
+                 f"corr(P(A), length diff) {num(report.get('length_corr'), 2)} - {_n(report, 'n_length')}")
     c[3].metric("Calibration error (ECE)", num(report.get("ece")),
                 help="Expected calibration error of P(A) against the gold labels (0 = perfectly calibrated).")
-    c[3].caption(f"Brier score {num(report.get('brier'))}")
+    c[3].caption(f"Brier score {num(report.get('brier'))} - {_n(report, 'n_calibrated')}")
     c[4].metric("Cohen's kappa", num(report["cohen_kappa"]), help="Agreement beyond chance (0 = chance, 1 = perfect).")
     kci = report["cohen_kappa_ci"]
-    c[4].caption("95% CI -" if kci[0] is None else f"95% CI {kci[0]:.2f} to {kci[1]:.2f}")
+    c[4].caption(("95% CI -" if kci[0] is None else f"95% CI {kci[0]:.2f} to {kci[1]:.2f}") + f" - n={report['n']}")
 
-
-def show_pair(prompt: str, response_a: str, response_b: str) -> None:
-    """A comparison side by side; model text is data, shown with st.text only."""
-    st.caption("Prompt")
-    st.text(prompt)
-    left, right = st.columns(2)
-    with left:
-        st.caption("Response A")
-        st.text(response_a)
-    with right:
-        st.caption("Response B")
-        st.text(response_b)

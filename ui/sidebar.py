@@ -6,6 +6,7 @@ import streamlit as st
 from cai_core.errors import CaiError
 from cai_core.models.specs import DEFAULT_SPEC, check_spec, is_http
 from ui.common import set_active_model, show_error
+from ui.markdown import md_code
 from ui.models import display_name, load_status, start_load
 
 SOURCES = ["Embedded default", "Local folder or .gguf", "Hugging Face ID", "OpenAI-compatible URL"]
@@ -23,7 +24,7 @@ def _source_of(spec: str) -> int:
 
 def render_sidebar(store, root: str, spec: str) -> None:
     with st.sidebar:
-        st.caption(f"Workspace: `{store.workspace.root}`")
+        st.caption(f"Workspace: {md_code(str(store.workspace.root))}")
         st.markdown("**Active model**")
         st.text(display_name(spec))
         load_status(spec, store.workspace, key="sidebar")

@@ -114,6 +114,34 @@ def gold_sets(store: Store) -> list[dict]:
     return out
 
 
+def gold_coverage(store: Store) -> dict[str, dict[str, int]]:
+    """For each gold set (as gold_sets names it): judge_key -> how many of its items that judge judged
+    with a valid verdict. The reliability views open on the gold set the most judged items cover (the
+    paper's 438 HHH items judged outweigh three human labels)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in store.query(
+            "SELECT c.source, g.judge_key, COUNT(DISTINCT c.id) AS n FROM comparisons c JOIN judgments g "
+            "ON g.comparison_id=c.id WHERE c.gold_label IS NOT NULL AND g.parse_status='ok' "
+            "GROUP BY c.source, g.judge_key"):
+        out.setdefault(r["source"], {})[r["judge_key"]] = int(r["n"])
+    for r in store.query(
+            "SELECT g.judge_key, COUNT(DISTINCT h.comparison_id) AS n FROM human_labels h JOIN judgments g "
+            "ON g.comparison_id=h.comparison_id WHERE h.label IN ('A','B','tie','both_bad') AND g.parse_status='ok' "
+            "GROUP BY g.judge_key"):
+        out.setdefault("human-labels", {})[r["judge_key"]] = int(r["n"])
+    return out
+
+
+def best_gold_set(store: Store) -> str | None:
+    """The gold set with the most items judged by one judge (ties: the larger set), or None when no judge
+    has judged any gold item."""
+    coverage = gold_coverage(store)
+    sizes = {g["name"]: g["count"] for g in gold_sets(store)}
+    ranked = sorted(((max(judges.values()), sizes.get(name, 0), name) for name, judges in coverage.items()
+                     if judges and name in sizes), reverse=True)
+    return ranked[0][2] if ranked else None
+
+
 def gold_from_comparisons(store: Store, source: str | None = None) -> list[dict]:
     """gold_label of stored comparisons as interchange rows (id = comparison id)."""
     sql = "SELECT id, gold_label, source, category FROM comparisons WHERE gold_label IS NOT NULL"
