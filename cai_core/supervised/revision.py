@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
+import secrets
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -28,6 +31,7 @@ from cai_core.models.backends.base import Backend, Conversation, GenerationParam
 from cai_core.models.bounds import fit_prompts
 from cai_core.prompt_sets import get_prompts, load_prompts_file
 from cai_core.store import Store, dumps, loads, now
+from cai_core.supervisor import alive as pid_alive
 from cai_core.supervised.refusals import refusal_introduced
 from cai_core.textdiff import change_ratio, edit_distance_words
 from cai_core.workspace import slug
@@ -278,6 +282,31 @@ def as_prompt_items(items: Iterable) -> list[PromptItem]:
     return out
 
 
+# -- claims: one live process per trajectory -------------------------------------------------------
+CLAIM_STALE_S = 900.0  # a claim from another host not refreshed for this long is taken over
+CLAIM_WAIT_S = 0.5  # how often a process waiting for another one's prompts looks again
+
+
+def new_writer_id(job_id: int | None = None) -> str:
+    """host:pid:job:token - who claims and writes a trajectory (the token tells two Revisers of one process apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{job_id or '-'}:{secrets.token_hex(4)}"
+
+
+def claim_is_live(claimed_by: str | None, claimed_at: float | None, *, at: float | None = None) -> bool:
+    """Whether a claim still holds: its process runs (same host), or it was refreshed lately (another host)."""
+    if not claimed_by:
+        return False
+    host, _, rest = claimed_by.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        return pid_alive(int(pid))
+    return (at or now()) - (claimed_at or 0) < CLAIM_STALE_S
+
+
+class ClaimLost(Exception):
+    """Another process took this trajectory over (our claim went stale); what we generated is dropped."""
+
+
 # -- the engine --------------------------------------------------------------------------------
 class Reviser:
     """Runs (or resumes) trajectories for one constitution version, model and settings."""
@@ -292,6 +321,7 @@ class Reviser:
         self.batch = batch
         self.job_id = job_id
         self.version = constitution.version
+        self.writer = new_writer_id(job_id)
 
     # -- store ---------------------------------------------------------------------------------
     def _load_or_create(self, item: PromptItem) -> _Traj:
@@ -310,56 +340,98 @@ class Reviser:
                 )
             row = self.store.one("SELECT id, initial, status FROM trajectories WHERE key=?", (key,))
         traj = _Traj(id=row["id"], key=key, prompt=item.text, plan=plan, initial=row["initial"], status=row["status"])
-        for s in self.store.query("SELECT * FROM trajectory_steps WHERE trajectory_id=? ORDER BY round", (traj.id,)):
-            traj.steps[s["round"]] = _Step(round=s["round"], principle_id=s["principle_id"], critique=s["critique"],
-                                           reasoning=s["critique_reasoning"], violation=s["violation"],
-                                           revision=s["revision"], state=s["state"])
-        return traj
+        return self._reload(traj)
+
+    def _reload(self, t: _Traj) -> _Traj:
+        """Read the trajectory's stored state again (another process may have worked on it)."""
+        row = self.store.one("SELECT initial, status FROM trajectories WHERE id=?", (t.id,))
+        t.initial, t.status, t.steps = row["initial"], row["status"], {}
+        for s in self.store.query("SELECT * FROM trajectory_steps WHERE trajectory_id=? ORDER BY round", (t.id,)):
+            t.steps[s["round"]] = _Step(round=s["round"], principle_id=s["principle_id"], critique=s["critique"],
+                                        reasoning=s["critique_reasoning"], violation=s["violation"],
+                                        revision=s["revision"], state=s["state"])
+        return t
+
+    # -- claims --------------------------------------------------------------------------------
+    def _claim(self, t: _Traj) -> bool:
+        """Take the trajectory for this process unless another live process holds it (then False)."""
+        with self.store.tx() as conn:
+            row = conn.execute("SELECT status, claimed_by, claimed_at FROM trajectories WHERE id=?", (t.id,)).fetchone()
+            if row["status"] == "done":
+                return False
+            if row["claimed_by"] != self.writer and claim_is_live(row["claimed_by"], row["claimed_at"]):
+                return False
+            conn.execute("UPDATE trajectories SET claimed_by=?, claimed_at=? WHERE id=?", (self.writer, now(), t.id))
+        self._reload(t)
+        return t.status != "done"
+
+    def _release(self, trajs: list[_Traj]) -> None:
+        """Give back the claims on trajectories this process did not finish (stopped early)."""
+        self.store.execute(
+            f"UPDATE trajectories SET claimed_by=NULL, claimed_at=NULL WHERE claimed_by=? AND status!='done' "
+            f"AND id IN ({','.join('?' * len(trajs))})", (self.writer, *[t.id for t in trajs]))
+
+    def _holding(self, conn, t: _Traj) -> None:
+        """Inside a save's transaction: refuse to write unless this process still holds the claim."""
+        row = conn.execute("SELECT claimed_by FROM trajectories WHERE id=?", (t.id,)).fetchone()
+        if row is None or row["claimed_by"] != self.writer:
+            raise ClaimLost(f"trajectory {t.id} is now claimed by {row['claimed_by'] if row else 'nobody'}")
+        conn.execute("UPDATE trajectories SET claimed_at=? WHERE claimed_by=?", (now(), self.writer))
 
     def _save_initial(self, t: _Traj, text: str, seconds: float) -> None:
+        with self.store.tx() as conn:
+            self._holding(conn, t)
+            conn.execute("UPDATE trajectories SET initial=?, initial_writer=?, timings_json=?, updated_at=? WHERE id=?",
+                         (text, self.writer, dumps({"answer_s": round(seconds, 4)}), now(), t.id))
         t.initial = text
-        self.store.execute("UPDATE trajectories SET initial=?, timings_json=?, updated_at=? WHERE id=?",
-                           (text, dumps({"answer_s": round(seconds, 4)}), now(), t.id))
 
     def _save_critique(self, t: _Traj, rnd: int, c: Critique, seconds: float) -> _Step:
         stop = self.settings.early_stop and c.violation == 0
         step = _Step(round=rnd, principle_id=t.plan[rnd - 1], critique=c.text, reasoning=c.reasoning,
                      violation=c.violation, state="stopped" if stop else "critiqued", raw=c.raw)
+        with self.store.tx() as conn:
+            self._holding(conn, t)
+            conn.execute(
+                "INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, critique_reasoning, "
+                "violation, state, timings_json, critique_writer, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (t.id, rnd, step.principle_id, c.text, c.reasoning, c.violation, step.state,
+                 dumps({"critique_s": round(seconds, 4)}), self.writer, now()),
+            )
         t.steps[rnd] = step
-        self.store.execute(
-            "INSERT OR IGNORE INTO trajectory_steps (trajectory_id, round, principle_id, critique, critique_reasoning, "
-            "violation, state, timings_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (t.id, rnd, step.principle_id, c.text, c.reasoning, c.violation, step.state,
-             dumps({"critique_s": round(seconds, 4)}), now()),
-        )
         return step
 
     def _save_revision(self, t: _Traj, rnd: int, text: str, seconds: float) -> None:
         step = t.steps[rnd]
         before = t.response_before(rnd)
+        with self.store.tx() as conn:
+            self._holding(conn, t)
+            row = conn.execute("SELECT timings_json FROM trajectory_steps WHERE trajectory_id=? AND round=?",
+                               (t.id, rnd)).fetchone()
+            timings = {**loads(row["timings_json"] if row else None, {}), "revision_s": round(seconds, 4)}
+            conn.execute(
+                "UPDATE trajectory_steps SET revision=?, state='revised', edit_words=?, refusal_introduced=?, "
+                "timings_json=?, revision_writer=? WHERE trajectory_id=? AND round=?",
+                (text, edit_distance_words(before, text), int(refusal_introduced(before, text)), dumps(timings),
+                 self.writer, t.id, rnd),
+            )
         step.revision, step.state = text, "revised"
-        row = self.store.one("SELECT timings_json FROM trajectory_steps WHERE trajectory_id=? AND round=?", (t.id, rnd))
-        timings = {**loads(row["timings_json"] if row else None, {}), "revision_s": round(seconds, 4)}
-        self.store.execute(
-            "UPDATE trajectory_steps SET revision=?, state='revised', edit_words=?, refusal_introduced=?, timings_json=? "
-            "WHERE trajectory_id=? AND round=?",
-            (text, edit_distance_words(before, text), int(refusal_introduced(before, text)), dumps(timings), t.id, rnd),
-        )
 
     def _finish(self, t: _Traj) -> None:
         final = t.final()
+        with self.store.tx() as conn:
+            self._holding(conn, t)
+            conn.execute(
+                "UPDATE trajectories SET final=?, status='done', change_ratio=?, updated_at=? WHERE id=?",
+                (final, change_ratio(t.initial or "", final), now(), t.id),
+            )
         t.status = "done"
-        self.store.execute(
-            "UPDATE trajectories SET final=?, status='done', change_ratio=?, updated_at=? WHERE id=?",
-            (final, change_ratio(t.initial or "", final), now(), t.id),
-        )
 
     def _needs_critique(self, t: _Traj, rnd: int) -> bool:
-        return t.status != "done" and rnd <= len(t.plan) and rnd not in t.steps and not t.stopped_before(rnd)
+        return t.status not in ("done", "lost") and rnd <= len(t.plan) and rnd not in t.steps and not t.stopped_before(rnd)
 
     def _needs_revision(self, t: _Traj, rnd: int) -> bool:
         s = t.steps.get(rnd)
-        return t.status != "done" and s is not None and s.state == "critiqued" and s.revision is None
+        return t.status not in ("done", "lost") and s is not None and s.state == "critiqued" and s.revision is None
 
     def _critique_conv(self, t: _Traj, rnd: int) -> Conversation:
         principle = self.constitution.principle(t.plan[rnd - 1])
@@ -399,59 +471,107 @@ class Reviser:
             progress: Callable[[int, int, str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> list[int]:
         """Run every prompt to the end (skipping stored steps); returns trajectory ids in input order.
-        Stops between generation calls when should_stop() says so (the rest resumes later)."""
+        Stops between generation calls when should_stop() says so (the rest resumes later).
+
+        Each chunk's trajectories are claimed first: prompts another live process is working on are
+        left to it (two processes on one batch split the work), and this one waits at the end until
+        they are done; a trajectory is never written by two live processes."""
         trajs = self.prepare(items)
         total = self.steps_total(trajs)
         batch_size = max(1, int(batch_size))
+        position = {t.id: i for i, t in enumerate(trajs)}
 
         def report(msg: str) -> None:
             if progress:
                 progress(sum(self.steps_done(t) for t in trajs), total, msg)
 
+        def stopping() -> bool:
+            return bool(should_stop and should_stop())
+
         report("starting")
-        for start in range(0, len(trajs), batch_size):
-            chunk = [t for t in trajs[start:start + batch_size] if t.status != "done"]
-            if not chunk:
-                continue
-            label = f"prompts {start + 1}-{start + len(trajs[start:start + batch_size])} of {len(trajs)}"
-            todo = [t for t in chunk if t.initial is None]
-            if todo:
-                if should_stop and should_stop():
-                    break
-                self._generate(todo, [answer_conversation(t.prompt) for t in todo], 0,
-                               lambda t, text, s: self._save_initial(t, text, s))
-                report(f"{label}: answers")
-            for rnd in range(1, self.settings.rounds + 1):
-                todo = [t for t in chunk if self._needs_critique(t, rnd)]
-                if todo:
-                    if should_stop and should_stop():
-                        return [t.id for t in trajs]
-                    self._generate(todo, [self._critique_conv(t, rnd) for t in todo], 2 * rnd - 1,
-                                   lambda t, text, s, r=rnd: self._save_critique(t, r, parse_critique(text, self.settings.cot), s))
-                    report(f"{label}: round {rnd} critiques")
-                todo = [t for t in chunk if self._needs_revision(t, rnd)]
-                if todo:
-                    if should_stop and should_stop():
-                        return [t.id for t in trajs]
-                    self._generate(todo, [self._revision_conv(t, rnd) for t in todo], 2 * rnd,
-                                   lambda t, text, s, r=rnd: self._save_revision(t, r, text, s))
-                    report(f"{label}: round {rnd} revisions")
-            for t in chunk:
-                self._finish(t)
-            report(f"{label}: done")
+        pending = [t for t in trajs if t.status != "done"]
+        try:
+            while pending:
+                chunk, waiting = [], []
+                for t in pending:
+                    if len(chunk) < batch_size and self._claim(t):
+                        chunk.append(t)
+                    elif t.status != "done":
+                        waiting.append(t)
+                if chunk:
+                    first, last = position[chunk[0].id] + 1, position[chunk[-1].id] + 1
+                    if not self._run_chunk(chunk, f"prompts {first}-{last} of {len(trajs)}", report, stopping):
+                        break
+                elif waiting:  # every prompt left is another process's: wait for it to finish or die
+                    if stopping():
+                        break
+                    report(f"waiting for {len(waiting)} prompt(s) another process is generating")
+                    time.sleep(CLAIM_WAIT_S)
+                    for t in waiting:
+                        self._reload(t)
+                pending = [t for t in chunk + waiting if t.status != "done"]
+        finally:
+            self._release(trajs)
         return [t.id for t in trajs]
+
+    def _run_chunk(self, chunk: list[_Traj], label: str, report, stopping) -> bool:
+        """Answer, then critique and revise each round, for claimed trajectories; False when stopped."""
+        todo = [t for t in chunk if t.initial is None]
+        if todo:
+            if stopping():
+                return False
+            self._generate(todo, [answer_conversation(t.prompt) for t in todo], 0,
+                           lambda t, text, s: self._save_initial(t, text, s))
+            report(f"{label}: answers")
+        for rnd in range(1, self.settings.rounds + 1):
+            todo = [t for t in chunk if self._needs_critique(t, rnd)]
+            if todo:
+                if stopping():
+                    return False
+                self._generate(todo, [self._critique_conv(t, rnd) for t in todo], 2 * rnd - 1,
+                               lambda t, text, s, r=rnd: self._save_critique(t, r, parse_critique(text, self.settings.cot), s))
+                report(f"{label}: round {rnd} critiques")
+            todo = [t for t in chunk if self._needs_revision(t, rnd)]
+            if todo:
+                if stopping():
+                    return False
+                self._generate(todo, [self._revision_conv(t, rnd) for t in todo], 2 * rnd,
+                               lambda t, text, s, r=rnd: self._save_revision(t, r, text, s))
+                report(f"{label}: round {rnd} revisions")
+        for t in chunk:
+            if t.status != "lost":
+                self._save_or_drop(lambda: self._finish(t), t)
+        report(f"{label}: done")
+        return True
 
     def _generate(self, trajs: list[_Traj], convs: list[Conversation], stage: int, save) -> None:
         t0 = time.time()
         outs = self.backend.generate(convs, self.settings.params(stage))
         per_item = (time.time() - t0) / max(1, len(trajs))
         for t, out in zip(trajs, outs):
-            save(t, out[0].text if out else "", per_item)
+            self._save_or_drop(lambda: save(t, out[0].text if out else "", per_item), t)
+
+    def _save_or_drop(self, save: Callable[[], None], t: _Traj) -> None:
+        """Store one result; when the claim was lost meanwhile, drop it and leave the trajectory to its new owner."""
+        try:
+            save()
+        except ClaimLost:
+            self._reload(t)
+            t.status = "lost"  # not ours any more: nothing more of it is generated here
 
     # -- single prompt, streamed ---------------------------------------------------------------
     def stream(self, item) -> Iterator["Event"]:
         """Run one prompt, yielding events as tokens arrive; stored steps are replayed whole."""
         t = self.prepare([item])[0]
+        if t.status != "done" and not self._claim(t) and t.status != "done":
+            raise CaiError("another process is generating this prompt with the same constitution version, model, "
+                           "settings and seed right now; try again when it is done, or change the seed")
+        try:
+            yield from self._stream(t)
+        finally:
+            self._release([t])
+
+    def _stream(self, t: _Traj) -> Iterator["Event"]:
         yield Event("start", 0, None, "", {"trajectory_id": t.id, "plan": t.plan, "stored": t.status == "done"})
         params = self.settings.params
         if t.initial is None:
