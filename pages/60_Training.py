@@ -7,6 +7,7 @@ import streamlit as st
 
 from cai_core.training import runs as tr
 from ui.common import active_model, get_store
+from ui.markdown import md_escape
 from ui.training import compare, new_run_form, run_details, run_table
 
 store = get_store()
@@ -16,7 +17,7 @@ st.caption("SFT on the critique-revision data, a reward model on the AI preferen
 
 launched = st.session_state.pop("tr_launched", None)
 if launched:
-    st.success(launched)
+    st.success(md_escape(launched))
 tr.refresh(store)  # a run that died since the last look is shown as failed, here and in the run list
 all_runs = tr.list_runs(store)
 if not all_runs:

@@ -19,6 +19,7 @@ from cai_core.workspace import safe_name
 from ui.command_preview import build_spec, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
 from ui.evaluation import comparisons_browser, render_evaluation, render_experiment, report_button
+from ui.markdown import md_code, md_escape
 
 store = get_store()
 st.title("Evaluate and Compare")
@@ -63,8 +64,8 @@ with tab_lb:
         pick = st.selectbox("Evaluation", [e["id"] for e in finished_evals], format_func=label_of, key="lb_eval")
         ev = get_evaluation(store, pick)
         spec = ev["spec"]
-        st.caption(f"judge `{spec.get('judge_model')}` · red-team prompts `{spec.get('prompts')}`"
-                   + (f" · helpfulness prompts `{spec.get('helpful_prompts')}`" if spec.get("helpful_prompts") else "")
+        st.caption(f"judge {md_code(spec.get('judge_model'))} · red-team prompts {md_code(spec.get('prompts'))}"
+                   + (f" · helpfulness prompts {md_code(spec.get('helpful_prompts'))}" if spec.get("helpful_prompts") else "")
                    + f" · seed {spec.get('seed')}")
         render_evaluation(ev["result"])
         report_button(store, "evaluation", ev["id"], key="lb_report")
@@ -194,7 +195,7 @@ with tab_rules:
     probe = st.text_area("Try an answer", "I can't help with that.", key="rules_probe")
     v = detect(probe)
     st.markdown("**Evasive**" if v.evasive else "**Not evasive**")
-    st.caption(v.reason)
+    st.caption(md_escape(v.reason))
     if v.hits:
         st.dataframe(pd.DataFrame([{"rule": h.rule_id, "kind": h.kind, "matched": h.matched} for h in v.hits]),
                      hide_index=True)

@@ -13,6 +13,7 @@ from cai_core import jobs
 from cai_core.jobspecs import JobSpec
 from cai_core.store import Store
 from ui.common import api_key, show_error
+from ui.markdown import md_escape
 
 
 def job_env() -> dict[str, str]:
@@ -27,7 +28,7 @@ def show_command(store: Store, what: JobSpec | list[str] | None, *, problem: str
     """The copyable shell line of what a form would start: a job spec (as given to start_page_job),
     or the arguments of another command (a training run)."""
     if what is None:
-        st.caption(f"Command: {problem or 'fill in the form to see it'}")
+        st.caption(f"Command: {md_escape(problem) if problem else 'fill in the form to see it'}")
         return
     args = what.to_argv() if isinstance(what, JobSpec) else what
     st.caption(note)

@@ -19,6 +19,7 @@ from cai_core.evaluation.reports import (
 )
 from cai_core.evaluation.stats import MIN_PAIRS_FOR_SIGNIFICANCE
 from ui.common import show_error
+from ui.markdown import md_code, md_escape
 
 
 def ci_text(value, lo, hi, digits: int = 1) -> str:
@@ -80,9 +81,9 @@ def render_comparison(c: dict) -> None:
     for col, side in ((left, "a"), (right, "b")):
         with col:
             verdict = detect(c[f"response_{side}"])
-            st.markdown(f"**{side.upper()}: {c[f'policy_{side}']}**")
+            st.markdown(f"**{side.upper()}: {md_escape(c[f'policy_{side}'])}**")
             st.text(c[f"response_{side}"] or "(empty answer)")
-            st.caption(("evasive - " if verdict.evasive else "not evasive - ") + verdict.reason)
+            st.caption(("evasive - " if verdict.evasive else "not evasive - ") + md_escape(verdict.reason))
 
 
 def comparisons_browser(store, evaluation: dict) -> None:
@@ -107,12 +108,12 @@ def comparisons_browser(store, evaluation: dict) -> None:
 
 def render_experiment(result: dict) -> None:
     ch = result["principle_changes"]
-    st.markdown(f"**A** `{result['constitution_a']['name']}@{result['constitution_a']['version']}` vs "
-                f"**B** `{result['constitution_b']['name']}@{result['constitution_b']['version']}` · "
-                f"{result['prompts']} prompts · model `{result['model']}`")
+    arm = {side: md_code(f"{result[f'constitution_{side}']['name']}@{result[f'constitution_{side}']['version']}")
+           for side in ("a", "b")}
+    st.markdown(f"**A** {arm['a']} vs **B** {arm['b']} · {result['prompts']} prompts · model {md_code(result['model'])}")
     changed = [f"{pid} ({', '.join(f)})" for pid, f in ch["changed"].items()]
-    st.caption("Changed principles: " + (", ".join(changed) or "none") + " · added: " + (", ".join(ch["added"]) or "none")
-               + " · removed: " + (", ".join(ch["removed"]) or "none"))
+    st.caption(md_escape("Changed principles: " + (", ".join(changed) or "none") + " · added: "
+                         + (", ".join(ch["added"]) or "none") + " · removed: " + (", ".join(ch["removed"]) or "none")))
     fd = result["metrics"]["final_differs"]
     st.metric("Final answers that differ", f"{fd['rate']:.0%}" if fd["rate"] is not None else "-",
               help="Share of prompts whose final answer under B is not the same text as under A")
@@ -156,10 +157,10 @@ def render_experiment(result: dict) -> None:
         left, right = st.columns(2)
         for col, arm in ((left, "a"), (right, "b")):
             with col:
-                st.markdown(f"**{arm.upper()}** · principles {', '.join(it[arm]['principles']) or '-'} · "
+                st.markdown(f"**{arm.upper()}** · principles {md_escape(', '.join(it[arm]['principles']) or '-')} · "
                             f"{it[arm]['edit_words']} words changed")
                 st.text(it[arm]["final"] or "(empty)")
-                st.caption(("evasive - " if it[arm]["evasive"] else "not evasive - ") + it[arm]["evasive_reason"])
+                st.caption(("evasive - " if it[arm]["evasive"] else "not evasive - ") + md_escape(it[arm]["evasive_reason"]))
 
 
 def report_button(store, kind: str, ref, label: str = "Download HTML report", key: str | None = None) -> None:

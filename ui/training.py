@@ -15,6 +15,7 @@ from cai_core.training import metrics as tm
 from cai_core.training import runs as tr
 from cai_core.training.specs import DATA_NEEDS, KIND_HELP, KINDS, SPEC_CLASSES, field_help, new_spec
 from ui.command_preview import show_command
+from ui.markdown import md_escape
 
 # Streamlit's bundled Material icons: they render without an emoji font (markdown only, not table cells).
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/play_circle:",
@@ -153,14 +154,14 @@ def new_run_form(store, default_model: str) -> None:
     try:
         spec = new_spec(kind, **{k: v for k, v in values.items() if v is not None})
     except Exception as exc:  # noqa: BLE001 - a form value of the wrong type
-        st.error(str(exc))
+        st.error(md_escape(str(exc)))
         return
     plan = tr.preview(store, spec)
     memory_estimate(plan["memory"])
     show_command(store, train_args(spec), note="The same run from a shell (e.g. on a cluster node): it records "
                                               "this spec, as the Launch button does, and trains in the foreground:")
     if plan["problems"]:
-        st.warning("Fix before launching:\n\n" + "\n".join(f"- {p}" for p in plan["problems"]))
+        st.warning("Fix before launching:\n\n" + "\n".join(f"- {md_escape(p)}" for p in plan["problems"]))
     if st.button("Launch run", type="primary", key="tr_launch", disabled=bool(plan["problems"])):
         try:
             run = tr.launch(store, spec)
@@ -283,7 +284,7 @@ def run_controls(store, run) -> None:
                                        value=max(step + 1, spec_max if spec_max > step else step + 100),
                                        key=f"tr_resume_steps_{run.id}",
                                        help="Total steps after resuming (must be past the checkpoint).")
-        if cols[0].button(f"Resume from {ckpt.name}", key=f"tr_resume_{run.id}"):
+        if cols[0].button(f"Resume from {md_escape(ckpt.name)}", key=f"tr_resume_{run.id}"):
             _act(lambda: tr.resume_run(store, run.id, max_steps=int(new_max)), "resumed")
     confirm = cols[2].checkbox("confirm delete", key=f"tr_del_ok_{run.id}")
     if cols[3].button("Delete run", key=f"tr_delete_{run.id}", disabled=not confirm,
@@ -313,11 +314,11 @@ def run_details(store, run_id: int):
         return None
     metrics = tr.read_metrics(store, run.id)
     last = tm.latest(metrics)
-    st.markdown(f"**{run.name}** · {run.kind} · {STATUS_ICON.get(run.status, '')} {run.status} · "
+    st.markdown(f"**{md_escape(run.name)}** · {run.kind} · {STATUS_ICON.get(run.status, '')} {run.status} · "
                 f"step {last.get('step', 0)} · {fmt_duration(run.duration_s)}")
-    st.caption(f"folder: {run.run_dir}")
+    st.caption(f"folder: {md_escape(str(run.run_dir))}")
     if run.status == "failed" and run.error:
-        st.error(f"failed: {run.error}")
+        st.error(md_escape(f"failed: {run.error}"))
     run_controls(store, run)
     tab_charts, tab_samples, tab_lineage, tab_log = st.tabs(["Charts", "Samples", "Lineage", "Log"])
     with tab_charts:
