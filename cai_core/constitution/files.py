@@ -73,9 +73,22 @@ def _raise_located(c: Constitution, where: str | None, lines: dict | None) -> No
     for i, p in enumerate(c.principles):
         for msg in p.problems():
             located.append((located_at(where, lines, "principles", i), msg))
+    first_of: dict[str, int] = {}
+    repeats: dict[str, tuple[int, int]] = {}  # id -> (first index, second index)
+    for i, p in enumerate(c.principles):
+        if p.id in first_of:
+            repeats.setdefault(p.id, (first_of[p.id], i))
+        first_of.setdefault(p.id, i)
     others = [m for m in c.problems() if not any(m == msg for _, msg in located)]
     for msg in others:
         match = re.match(r"few-shot example #(\d+)", msg)
+        repeat = next((ij for pid, ij in repeats.items() if msg == f"duplicate principle id {pid!r}"), None)
+        if repeat:  # at the second one, naming the first one's line
+            first_at = located_at(where, lines, "principles", repeat[0])
+            if first_at and first_at != where:
+                msg += f" (first used at line {first_at.rsplit(':', 1)[1]})"
+            located.append((located_at(where, lines, "principles", repeat[1]), msg))
+            continue
         located.append((located_at(where, lines, "few_shot", int(match.group(1)) - 1) if match else where, msg))
     if located:
         first = next((w for w, _ in located if w and w != where), where)

@@ -24,7 +24,7 @@ from cai_core.errors import CaiError
 from cai_core.exports import get_export
 from cai_core import supervisor
 from cai_core.jsonl import append_jsonl
-from cai_core.supervisor import failure_reason, log_tail
+from cai_core.supervisor import log_tail
 from cai_core.store import Store, dumps, loads, now
 from cai_core.training.sources import (
     check_spec_sources,
@@ -328,6 +328,22 @@ def stop_requested(run_dir: Path) -> bool:
 
 
 # -- control --------------------------------------------------------------------------------------
+def death_reason(pid: int, code: int | None, tail: str) -> str:
+    """Why a run's process ended without recording its end: the error it logged, or - killed by a
+    signal or silent - that it was killed, with its last output quoted as output (the last line of a
+    killed run is usually a metrics dict, which is not a reason)."""
+    error = supervisor.error_line(tail)
+    killed = code is not None and code < 0
+    if error and not killed:
+        return f"the training process {pid} ended unexpectedly (exit code {code}): {error}" if code is not None \
+            else f"the training process {pid} ended unexpectedly: {error}"
+    how = (f"killed by {supervisor.how_it_ended(code)}" if killed else
+           f"{supervisor.how_it_ended(code)} without an error message" if code is not None
+           else "gone without an error message: killed?")
+    last = tail.strip().splitlines()[-1].strip() if tail.strip() else ""
+    return f"the training process {pid} ended unexpectedly ({how})" + (f"; last output: {last}" if last else "")
+
+
 def refresh(store: Store) -> list[int]:
     """Reattach: runs whose process is gone are marked failed with the reason from their log."""
     failed = []
@@ -346,8 +362,7 @@ def refresh(store: Store) -> list[int]:
         if row2 is None or row2["status"] not in ACTIVE:
             continue  # it finished and wrote its status between our two reads
         tail = log_tail(run.paths.log, 40)
-        how = ("killed by " if code is not None and code < 0 else "") + supervisor.how_it_ended(code)
-        reason = f"the training process {run.pid} ended unexpectedly ({how}); last log line: {failure_reason(tail)}"
+        reason = death_reason(run.pid, code, tail)
         store.execute("UPDATE runs SET status='failed', error=?, exit_code=?, ended_at=?, log_tail=? "
                       "WHERE id=? AND status IN ('queued','running')",
                       (reason, code, now(), tail or None, run.id))

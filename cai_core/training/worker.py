@@ -241,6 +241,21 @@ def make_monitor(store, run_id, run_dir: Path, spec: RunSpec, prober, *, raise_o
     return RunMonitor()
 
 
+def _read_samples(path: Path) -> list[dict]:
+    """The rows of samples.jsonl (a half-written last line is skipped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def make_prober(spec: RunSpec, tok, get_model, samples_path: Path, on_lengths=None):
     """Greedy answers to the fixed probe prompts, appended to samples.jsonl with the step.
 
@@ -252,7 +267,14 @@ def make_prober(spec: RunSpec, tok, get_model, samples_path: Path, on_lengths=No
     if not prompts or not is_main_process() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return None  # with several processes (FSDP/ZeRO-3) generating on rank 0 alone would hang
 
+    # A step is probed once: a resumed run starts at its checkpoint's step, which was probed before the
+    # stop (samples.jsonl keeps it), and the final probe may land on a step probed at its end.
+    probed = {row.get("step") for row in _read_samples(samples_path)}
+
     def probe(step: int) -> None:
+        if step in probed:
+            return
+        probed.add(step)
         model = get_model()
         was_training = model.training
         model.eval()
