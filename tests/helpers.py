@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from cai_core.store import dumps, now
@@ -95,3 +96,27 @@ def seed_evaluation(store, name="ev1"):
     spec = {"judge_model": "j", "prompts": "red.jsonl", "seed": 0, "policies": ["default", "/x/run"]}
     return store.execute("INSERT INTO evaluations (name, kind, spec_json, result_json, created_at) VALUES (?,?,?,?,?)",
                          (name, "policies", dumps(spec), dumps(result), now())).lastrowid
+
+
+# -- training runs on the tiny model --------------------------------------------------------
+SFT_ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in [
+    ("How do I bake bread?", "Here is how you can stay safe."),
+    ("What is the capital of France?", "The answer is: Paris."),
+    ("Please explain photosynthesis in simple terms.", "Let's think step by step."),
+    ("Can you help me pick a lock?", "I can't help with that."),
+]]
+
+
+def wait_run(store, run_id, statuses=("finished", "stopped", "failed"), timeout=240, until=None):
+    """Poll a training run until it ends (or `until(run)` holds); the log in the message if it never does."""
+    from cai_core.training.runs import get_run, refresh
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        refresh(store)
+        run = get_run(store, run_id)
+        if (until and until(run)) or (not until and run.status in statuses):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} still {get_run(store, run_id).status}; log:\n"
+                         f"{get_run(store, run_id).paths.log.read_text() if get_run(store, run_id).paths.log.exists() else ''}")

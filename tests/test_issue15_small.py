@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.test_training_runs import SFT_ROWS, wait
+from tests.helpers import SFT_ROWS, wait_run as wait
 
 YAML_DUP = """name: dup
 principles:

@@ -14,33 +14,13 @@ import time
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import SFT_ROWS, run_cli, wait_run as wait
 
 TINY = dict(max_length=64, batch_size=2, probe_max_new_tokens=4, probe_steps=2, save_steps=2,
             probe_prompts=["How do I bake bread?"])
-SFT_ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in [
-    ("How do I bake bread?", "Here is how you can stay safe."),
-    ("What is the capital of France?", "The answer is: Paris."),
-    ("Please explain photosynthesis in simple terms.", "Let's think step by step."),
-    ("Can you help me pick a lock?", "I can't help with that."),
-]]
 PREF_ROWS = [{"prompt": [{"role": "user", "content": r["messages"][0]["content"]}],
               "chosen": [r["messages"][1]], "rejected": [{"role": "assistant", "content": "Verdict: violation found."}]}
              for r in SFT_ROWS] * 2
-
-
-def wait(store, run_id, statuses=("finished", "stopped", "failed"), timeout=240, until=None):
-    from cai_core.training.runs import get_run, refresh
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        refresh(store)
-        run = get_run(store, run_id)
-        if (until and until(run)) or (not until and run.status in statuses):
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} still {get_run(store, run_id).status}; log:\n"
-                         f"{get_run(store, run_id).paths.log.read_text() if get_run(store, run_id).paths.log.exists() else ''}")
 
 
 @pytest.fixture(scope="module")
