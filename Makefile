@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` and `make test`. Both create .venv when missing.
+# The two commands of the README: `make run` and `make test` (`make test-fast` while editing). All create .venv when missing.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install install-server browser clean-venv bench-quick
+.PHONY: run test test-fast install install-server browser clean-venv bench-quick
 
 $(STAMP): requirements.txt requirements-model.txt requirements-server.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(STAMP)
 	-$(MAKE) --no-print-directory install-server
 	-bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q tests
+
+# The fast lane while editing: everything but the slow, browser and llama.cpp-server tests (docs/testing.md).
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not browser and not server" tests
 
 bench-quick: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done

@@ -30,6 +30,7 @@ def text_backend(tiny_backend):
     return tiny_backend
 
 
+@pytest.mark.slow
 def test_batch_left_padding_matches_single(text_backend):
     alone = text_backend.generate([SHORT], GREEDY)[0][0]
     batch = text_backend.generate([SHORT, LONG], GREEDY)
@@ -224,6 +225,7 @@ def test_info(tiny_backend):
     assert info["parameters"] > 0 and info["memory_mb"] > 0
 
 
+@pytest.mark.slow
 def test_peft_adapter(tiny_model_dir, tiny_backend, tmp_path, workspace):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -257,6 +259,7 @@ def test_peft_adapter(tiny_model_dir, tiny_backend, tmp_path, workspace):
     unload(str(adapter_dir))
 
 
+@pytest.mark.slow
 def test_bad_adapter(tiny_model_dir, tmp_path):
     from cai_core.models.backends.local import LocalBackend
 

@@ -13,6 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import PAPER_DATA, ROOT
 
+pytestmark = pytest.mark.slow  # every test here renders full pages on a seeded workspace
+
 PAGES = ROOT / "pages"
 PAPER = Path(os.environ.get("CAI_PAPER_DATA") or PAPER_DATA)
 

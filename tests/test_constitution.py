@@ -189,6 +189,7 @@ def test_paper_few_shot_structure_errors(tmp_path):
 
 
 # -- CLI ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_import_export_versions_diff(tmp_path):
     ws = str(tmp_path / "ws")
     src = _yaml(tmp_path, GOOD)
@@ -210,6 +211,7 @@ def test_cli_import_export_versions_diff(tmp_path):
     assert [c["name"] for c in json.loads(r.stdout)] == ["t"]
 
 
+@pytest.mark.slow
 def test_cli_paper_import(tmp_path):
     ws = str(tmp_path / "ws")
     r = run_cli("constitution", "import", str(PAPER_DATA / "CritiqueRevisionInstructions.json"), "--name", "paper",
@@ -224,6 +226,7 @@ def test_cli_paper_import(tmp_path):
     ("var.yaml", None, r"var.yaml:\d+: .*\{oops\}"),
     ("empty.yaml", "name: t\nprinciples:\n  - id: a\n    name: A\n", r"empty.yaml:3: principle 'a' is empty"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_exit_2_nothing_written(tmp_path, name, content, needle):
     import re
 

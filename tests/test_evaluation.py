@@ -165,6 +165,7 @@ def test_bad_input_writes_nothing(store, tiny_model_dir, tmp_path):
     assert store.scalar("SELECT COUNT(*) FROM comparisons") == 0
 
 
+@pytest.mark.slow
 def test_cli_evaluate_json(tiny_model_dir, adapter_dir, tmp_path):
     red = _write(tmp_path / "red.jsonl", PROMPTS[:2])
     ws = tmp_path / "ws"

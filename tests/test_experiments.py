@@ -44,6 +44,7 @@ def test_principle_changes():
     assert principle_changes(b, a)["removed"] == ["new"]
 
 
+@pytest.mark.slow
 def test_ab_experiment_paired_ci(store, tiny_model_dir, versions):
     a, b, pa, pb, prompts = versions
     spec = ABSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts), model=str(tiny_model_dir),
@@ -100,6 +101,7 @@ def test_ab_bad_input(store, tiny_model_dir, versions):
     assert store.scalar("SELECT COUNT(*) FROM trajectories") == 0
 
 
+@pytest.mark.slow
 def test_cli_ab_experiment(tiny_model_dir, versions, tmp_path):
     a, b, pa, pb, prompts = versions
     r = run_cli("ab-experiment", "--constitution-a", str(pa), "--constitution-b", str(pb), "--prompts", str(prompts),
@@ -115,6 +117,7 @@ def _render_experiment(result):
     render_experiment(result)
 
 
+@pytest.mark.slow
 def test_attribution_table_says_why_a_cell_is_empty(store, tiny_model_dir, versions):
     """A changed principle that no prompt used has no metrics: its cells say so instead of 'None'."""
     from streamlit.testing.v1 import AppTest

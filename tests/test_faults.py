@@ -112,6 +112,7 @@ CASES = [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN[c], strict=True)) 
          for c in bad_inputs(Path("/unused"), "m", write=lambda d, name, text: str(d / name))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case, ws, tmp_path, tiny_model_dir):
     args, needle = bad_inputs(tmp_path, str(tiny_model_dir))[case]
@@ -193,6 +194,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_two_writers_labelling_the_same_comparison_both_kept(store, tmp_path):
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.rlaif.preferences import label_history
@@ -245,6 +247,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_kill9_app_during_training_run_goes_on_and_a_new_server_shows_it(tmp_path, tiny_model_dir):
     """The Training page launches a run inside an app process; that process group is killed with SIGKILL;
     the run keeps training, and a freshly started server (and its Training page) shows it running."""

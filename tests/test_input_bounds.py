@@ -48,6 +48,7 @@ def test_a_pair_is_checked_as_the_judge_reads_it():
     assert pair_text({"prompt": [{"role": "user", "content": "q"}], "response_a": "a", "response_b": "b"}) == "q\n\na\n\nb"
 
 
+@pytest.mark.slow
 def test_revise_and_sampling_refuse_a_long_prompt_before_any_work(tmp_path, tiny_model_dir):
     ws = tmp_path / "ws"
     prompts = tmp_path / "p.jsonl"
@@ -93,6 +94,7 @@ def test_an_evaluation_refuses_a_long_prompt_before_answering(store, tiny_model_
     assert store.scalar("SELECT COUNT(*) FROM eval_answers") == 0
 
 
+@pytest.mark.slow
 def test_text_uploads_and_imports_are_capped(tmp_path):
     big = b'{"prompt": "x"}\n' * (MAX_TEXT_FILE_BYTES // 16 + 1)
     assert len(big) > MAX_TEXT_FILE_BYTES == 20 * 2**20
@@ -105,6 +107,7 @@ def test_text_uploads_and_imports_are_capped(tmp_path):
         read_user_file(path)
 
 
+@pytest.mark.slow
 def test_a_large_prompt_file_import_is_refused_with_the_sizes(tmp_path):
     path = tmp_path / "huge.txt"
     with open(path, "wb") as fh:  # sparse: 200 MB on paper, nothing on disk

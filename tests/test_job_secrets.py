@@ -53,6 +53,7 @@ def endpoint():
     srv.server_close()
 
 
+@pytest.mark.slow
 def test_a_key_in_streamlit_secrets_reaches_the_job_and_nothing_else(tmp_path, monkeypatch, endpoint):
     from cai_core.jobs import list_jobs, wait_job
     from cai_core.prompt_sets import import_prompt_set

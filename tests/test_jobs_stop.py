@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+import pytest
+
 from cai_core import supervisor
 from cai_core.jobs import get_job, start_job, stop_job, wait_job
 from cai_core.jobspecs import JudgeSpec
@@ -19,6 +21,7 @@ def _judgments(store) -> int:
     return int(store.scalar("SELECT COUNT(*) FROM judgments"))
 
 
+@pytest.mark.slow
 def test_stopping_a_judge_job_stops_its_writes(store, tmp_path, tiny_model_dir):
     (tmp_path / "c.json").write_text(json.dumps(CONSTITUTION))
     rows = [{"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.", "response_b": f"No {i}."}
@@ -44,6 +47,7 @@ def test_stopping_a_judge_job_stops_its_writes(store, tmp_path, tiny_model_dir):
     assert get_job(store, job_id).spec["pairs"] == str(tmp_path / "pairs.jsonl")
 
 
+@pytest.mark.slow
 def test_a_process_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
     code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "subprocess.Popen([sys.executable, '-c', 'import signal, time; "

@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs `python -m cai_core` in a subprocess, most on a model
+
 CONSTITUTION = {"name": "mini", "principles": [
     {"id": "harm", "name": "Harmless", "critique_request": "Identify harm.", "revision_request": "Remove harm.",
      "comparison_question": "Which response is less harmful?"},

@@ -12,6 +12,8 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from ui.launch import DEFAULTS, with_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,7 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_launcher_binds_loopback_and_pins_the_base_url(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

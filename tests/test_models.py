@@ -79,6 +79,7 @@ def test_cache_and_unload(workspace, tiny_model_dir):
     assert unload(spec) == 1 and not is_loaded(spec)
 
 
+@pytest.mark.slow
 def test_background_load_progress_and_error(workspace, tiny_model_dir, tmp_path):
     spec = str(tiny_model_dir)
     seen = model_loader.start_load(spec, workspace)
@@ -96,6 +97,7 @@ def test_background_load_progress_and_error(workspace, tiny_model_dir, tmp_path)
     assert "does not exist" in model_loader.state(bad, workspace).error
 
 
+@pytest.mark.slow
 def test_default_model_converted_once_then_fast(workspace):
     """The embedded GGUF becomes an HF folder in the workspace once (~20 s); later loads take ~1 s."""
     embedded_gguf()  # installed with the project
@@ -121,6 +123,7 @@ def test_default_model_converted_once_then_fast(workspace):
         unload("default")
 
 
+@pytest.mark.slow
 def test_cli_model_use_and_info(workspace, tiny_model_dir, tmp_path):
     from tests.helpers import run_cli
 

@@ -33,6 +33,7 @@ def _uid_of(at, principle_id: str) -> str:
     raise AssertionError(f"no principle {principle_id} on the page")
 
 
+@pytest.mark.slow
 def test_renders_all_tabs(page):
     at, _ = page
     assert at.title[0].value == "Constitution"
@@ -41,6 +42,7 @@ def test_renders_all_tabs(page):
     assert len([e for e in at.expander if "·" in e.label]) == 4  # the seed's principles
 
 
+@pytest.mark.slow
 def test_edit_principle_and_save_makes_new_version(page):
     from cai_core.constitution.versions import get_constitution, list_versions
 
@@ -64,6 +66,7 @@ def test_edit_principle_and_save_makes_new_version(page):
     assert any("nuance" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_reorder_disable_and_add(page):
     from cai_core.constitution.versions import get_constitution
 
@@ -77,6 +80,7 @@ def test_reorder_disable_and_add(page):
     assert not saved.principle("no_toxicity").enabled
 
 
+@pytest.mark.slow
 def test_unknown_variable_is_shown_and_nothing_saved(page):
     from cai_core.constitution.versions import list_versions
 
@@ -91,6 +95,7 @@ def test_unknown_variable_is_shown_and_nothing_saved(page):
     assert list_versions(store, "seed") == before
 
 
+@pytest.mark.slow
 def test_empty_principle_is_rejected(page):
     from cai_core.constitution.versions import list_versions
 
@@ -113,6 +118,7 @@ def test_problems_are_named_next_to_the_save_button(page):
     assert f"duplicate principle id '{other}'" in warning.replace("\\", "")
 
 
+@pytest.mark.slow
 def test_versions_table_shows_no_none_for_the_first_version(page):
     at, _ = page
     table = at.dataframe[0].value
@@ -120,6 +126,7 @@ def test_versions_table_shows_no_none_for_the_first_version(page):
     assert not table["parent"].isna().any()
 
 
+@pytest.mark.slow
 def test_imported_prompt_set_is_listed_at_once(page, tmp_path):
     from datasets import Dataset
 
@@ -134,6 +141,7 @@ def test_imported_prompt_set_is_listed_at_once(page, tmp_path):
     assert "qa-set" in at.selectbox(key="ps_show").options  # the sets table above follows the import
 
 
+@pytest.mark.slow
 def test_principle_expander_keeps_its_identity_while_its_id_and_name_change(page):
     """The browser keeps an expander open across reruns only if its block id stays the same; a label-derived
     identity (the label shows the id and name) folded it shut on every keystroke."""
@@ -152,6 +160,7 @@ def test_principle_expander_keeps_its_identity_while_its_id_and_name_change(page
     assert block_id("nuance2") == before
 
 
+@pytest.mark.slow
 def test_deleting_a_prompt_set_needs_a_confirmation(page):
     from cai_core.prompt_sets import list_prompt_sets
 

@@ -27,6 +27,7 @@ def walk(at):
     return titles, infos, texts
 
 
+@pytest.mark.slow
 def test_demo_empty_workspace(ws):
     at = AppTest.from_file(PAGE, default_timeout=60)
     titles, infos, _ = walk(at)
@@ -39,6 +40,7 @@ def test_demo_empty_workspace(ws):
     assert not [w for w in at.get("text_input")] and not [w for w in at.get("selectbox")]  # no configuration widgets
 
 
+@pytest.mark.slow
 def test_demo_with_stored_results(ws):
     store = open_store(ws)
     save_constitution(store, Constitution(name="demo", principles=[
@@ -79,6 +81,7 @@ def test_demo_with_stored_results(ws):
     assert not at.exception and "Revised safe answer" in [t.value for t in at.text]
 
 
+@pytest.mark.slow
 def test_demo_live_run_on_tiny_model(ws, tiny_model_dir, monkeypatch):
     """With nothing stored, the critique/revision step streams live through the engine."""
     monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))

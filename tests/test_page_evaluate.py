@@ -25,6 +25,7 @@ def test_empty_workspace_shows_clear_empty_state(ws):
     assert any("evasive" in m.value.lower() for m in at.markdown)  # the rules tab explains the detector
 
 
+@pytest.mark.slow
 def test_seeded_evaluation_renders_leaderboard_and_comparisons(ws):
     store = open_store(ws)
     seed_evaluation(store, "seeded")
@@ -59,6 +60,7 @@ def test_ab_version_list_follows_the_chosen_constitution(ws):
     assert at.selectbox(key=f"ab_v_A_{other}").options == wanted
 
 
+@pytest.mark.slow
 def test_side_by_side_shows_a_flipped_verdict_as_the_tie_the_leaderboard_counts(ws):
     store = open_store(ws)
     seed_evaluation(store, "flips")
@@ -73,6 +75,7 @@ def test_side_by_side_shows_a_flipped_verdict_as_the_tie_the_leaderboard_counts(
     assert "verdict: **tie**" in header and "flipped with the order" in header, header
 
 
+@pytest.mark.slow
 def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp_path):
     """The runs were trained from the sidebar's model: it must be pickable (and picked), not only 'default'."""
     from cai_core.sample_data import ensure_samples
@@ -87,6 +90,7 @@ def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp
     assert any("default" in o for o in policies.options)
 
 
+@pytest.mark.slow
 def test_a_mistyped_policy_is_refused_before_any_job_starts(ws, tmp_path):
     from cai_core.sample_data import ensure_samples
     from cai_core.jobs import list_jobs

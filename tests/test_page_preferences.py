@@ -36,6 +36,7 @@ def page():
     return at
 
 
+@pytest.mark.slow
 def test_renders_and_hides_verdict_in_blind_mode(seeded):
     at = page()
     assert at.title[0].value == "Preferences"
@@ -46,6 +47,7 @@ def test_renders_and_hides_verdict_in_blind_mode(seeded):
     assert all(b.disabled for b in at.button if b.key and b.key.startswith("label_"))  # no annotator yet
 
 
+@pytest.mark.slow
 def test_annotate_five_blind_then_override_two(seeded):
     store, ids = seeded
     at = page()
@@ -79,6 +81,7 @@ def test_annotate_five_blind_then_override_two(seeded):
     assert len(overrides) == 2 and all(r["is_override"] == 1 and r["blind"] == 0 for r in overrides)
 
 
+@pytest.mark.slow
 def test_queue_status_invalid_bucket_and_tabs(seeded):
     at = page()
     at.selectbox(key="queue_status").set_value("invalid").run()
@@ -87,6 +90,7 @@ def test_queue_status_invalid_bucket_and_tabs(seeded):
     assert at.tabs[1].label == "Sample and judge"
 
 
+@pytest.mark.slow
 def test_judge_form_passes_reasoning_length(seeded, monkeypatch):
     """The judge form's reasoning length reaches the job (CoT on a CPU needs short reasoning)."""
     from cai_core import jobs
@@ -204,6 +208,7 @@ def test_a_new_batch_never_changes_the_batch_picked_for_judging(seeded, monkeypa
     assert [s.batch for s in started] == ["b1", "b1"]
 
 
+@pytest.mark.slow
 def test_choice_buttons_leave_the_key_to_the_shortcut_badge(seeded):
     at = page()
     labels = {b.key: b.label for b in at.button if b.key and b.key.startswith("label_")}

@@ -34,6 +34,7 @@ def seeded(ws, tiny_model_dir, tiny_backend):
     store.close()
 
 
+@pytest.mark.slow
 def test_dashboard_renders_all_charts(seeded):
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
@@ -64,6 +65,7 @@ def test_dashboard_renders_all_charts(seeded):
     assert not at.error
 
 
+@pytest.mark.slow
 def test_spot_check_blind_labels_and_agreement(seeded):
     store, ids = seeded
     at = AppTest.from_file(PAGE, default_timeout=120)
@@ -80,6 +82,7 @@ def test_spot_check_blind_labels_and_agreement(seeded):
     assert store.scalar("SELECT COUNT(*) FROM human_labels WHERE annotator='tester' AND blind=1") == 2
 
 
+@pytest.mark.slow
 def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
     from cai_core.jobs import list_jobs, wait_job
 
@@ -107,6 +110,7 @@ def test_two_judge_disagreements_and_background_eval(seeded, tiny_model_dir):
     assert job.done == job.total == 6
 
 
+@pytest.mark.slow
 def test_missing_paper_data_is_explained_and_import_refused(ws, tmp_path, monkeypatch):
     """A user's clone has no ../shared: the page says where to get the paper's eval sets, and Import
     and Start give one clear error instead of a traceback; nothing is written."""

@@ -44,6 +44,7 @@ def test_page_renders_without_constitutions(tmp_path, monkeypatch):
     assert any("No constitution yet" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_live_prompt_streams_and_stores(page_env):
     from cai_core.supervised.revision import list_trajectories
 
@@ -61,6 +62,7 @@ def test_live_prompt_streams_and_stores(page_env):
     assert not any("<script>" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_batch_start_creates_job_and_results_render(page_env):
     from cai_core.jobs import list_jobs, wait_job
     from cai_core.supervised.revision import list_trajectories
@@ -81,6 +83,7 @@ def test_batch_start_creates_job_and_results_render(page_env):
     assert at.dataframe, "results and statistics tables render"
 
 
+@pytest.mark.slow
 def test_sft_export_form_starts_job(page_env):
     from cai_core.jobs import list_jobs
 
@@ -104,6 +107,7 @@ def test_word_diff_markdown_keeps_directives_on_one_line():
     assert md.count(":red-background[") == md.count("~~") // 2
 
 
+@pytest.mark.slow
 def test_batch_name_follows_the_prompt_set_until_edited(page_env):
     from cai_core.prompt_sets import import_prompt_set
 
@@ -118,6 +122,7 @@ def test_batch_name_follows_the_prompt_set_until_edited(page_env):
     assert at.text_input(key="batch_name").value == "my-batch", "a typed name is kept"
 
 
+@pytest.mark.slow
 def test_only_the_newest_job_of_a_batch_offers_resume(page_env):
     from cai_core.store import dumps, now
 
@@ -131,6 +136,7 @@ def test_only_the_newest_job_of_a_batch_offers_resume(page_env):
     assert any("Resumed by a later job" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_results_table_shows_a_dash_not_none_for_an_unmeasured_change(page_env):
     """A trajectory with no change ratio (no final answer measured) shows '-' in "changed %", never None."""
     from cai_core.store import now

@@ -69,6 +69,7 @@ def test_finished_run_shows_charts_kl_warning_and_samples(ws_env, tmp_path):
     assert "done" in list(at.dataframe[0].value["run"])
 
 
+@pytest.mark.slow
 def test_launch_from_the_form_creates_a_background_run(ws_env, tmp_path, tiny_model_dir):
     from cai_core.training.runs import get_run, kill_run, list_runs
 
@@ -119,6 +120,7 @@ def test_memory_estimate_of_a_small_model_keeps_its_digits(ws_env, tiny_model_di
     assert float(values["Parameters"][:-2]) > float(values["Trainable"][:-2]), values
 
 
+@pytest.mark.slow
 def test_a_whitespace_only_probe_answer_says_so(ws_env, tmp_path):
     _fake_finished_run(ws_env, tmp_path)
     (tmp_path / "done" / "samples.jsonl").write_text(json.dumps({"step": 0, "prompt": "p", "text": "\n\n\n"}) + "\n")

@@ -29,6 +29,7 @@ def _sidebar_texts(at) -> str:
     return "\n".join(str(t.value) for t in at.sidebar.text) + "\n" + "\n".join(str(c.value) for c in at.sidebar.caption)
 
 
+@pytest.mark.slow
 def test_home_renders_with_sidebar_model(app_env):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, at.exception
@@ -38,6 +39,7 @@ def test_home_renders_with_sidebar_model(app_env):
     assert str(app_env.resolve()) in sidebar
 
 
+@pytest.mark.slow
 def test_models_page_renders(app_env):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("pages/10_Models.py").run()
@@ -46,6 +48,7 @@ def test_models_page_renders(app_env):
     assert {"Active model", "Try a prompt", "Local llama.cpp server (fast CPU path)"} <= {s.value for s in at.subheader}
 
 
+@pytest.mark.slow
 def test_sidebar_rejects_missing_path(app_env, tmp_path):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.sidebar.radio(key="sb_model_source").set_value("Local folder or .gguf").run()
@@ -56,6 +59,7 @@ def test_sidebar_rejects_missing_path(app_env, tmp_path):
     assert "SmolLM2-135M-Instruct (embedded)" in _sidebar_texts(at), "a rejected pick leaves the active model"
 
 
+@pytest.mark.slow
 def test_models_page_loads_and_streams(app_env, tiny_model_dir):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.sidebar.radio(key="sb_model_source").set_value("Local folder or .gguf").run()

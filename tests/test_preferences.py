@@ -109,6 +109,7 @@ def test_queue_orders_and_statuses(store):
         queue(store, order="loudest")
 
 
+@pytest.mark.slow
 def test_queue_is_fast_on_10k(store):
     with store.tx() as conn:
         conn.executemany(
@@ -130,6 +131,7 @@ def test_prompt_messages_transcript():
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"] and msgs[-1]["content"] == "how are you?"
 
 
+@pytest.mark.slow
 def test_export_trl_preference_dataset(store, workspace, tiny_model_dir):
     ids = make_comparisons(store, 6)
     judge(store, ids[0], 0.8, 0.7)                # AI A

@@ -122,6 +122,7 @@ def test_hf_dataset_column(store, tmp_path):
     assert {s["name"] for s in list_prompt_sets(store)} == {"hf", "hf-test"}
 
 
+@pytest.mark.slow
 def test_cli_import_show_and_broken_line(tmp_path):
     ws = tmp_path / "ws"
     good = tmp_path / "good.txt"

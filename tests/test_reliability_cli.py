@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers import PAPER_DATA, ROOT, run_cli
+
+pytestmark = pytest.mark.slow  # every test here runs `python -m cai_core` in a subprocess, most on a model
 
 HHH = PAPER_DATA / "438HHHEvaluations.jsonl"
 

@@ -29,6 +29,7 @@ def test_evaluation_report(store):
         report_html(store, "evaluation", 999)
 
 
+@pytest.mark.slow
 def test_trajectory_report_and_cli(store, tmp_path):
     with store.tx() as conn:
         tid = conn.execute(
@@ -69,6 +70,7 @@ def test_experiment_report(store, tiny_model_dir, tmp_path):
     assert "Per-principle attribution" in text and "harm" in text
 
 
+@pytest.mark.slow
 def test_report_opens_offline_in_a_browser(store):
     """The real check: chromium, offline, draws the charts and runs no script from model text."""
     import shutil

@@ -7,6 +7,8 @@ import pytest
 
 from tests.helpers import PAPER_DATA, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs `python -m cai_core` in a subprocess, most on a model
+
 
 @pytest.fixture
 def inputs(tmp_path):

@@ -147,6 +147,7 @@ def test_cot_and_violation_parsing():
     assert not refusal_introduced("I can't help with that.", "I cannot help with that.")
 
 
+@pytest.mark.slow
 def test_batched_rounds_store_every_step(store, tiny_backend):
     c = constitution()
     s = ReviseSettings(rounds=2, max_new_tokens=6, cot=True)
@@ -235,6 +236,7 @@ def _write_inputs(tmp_path, n=6):
     return cfile, pfile
 
 
+@pytest.mark.slow
 def test_resume_after_kill_no_duplicates(tmp_path, tiny_model_dir):
     cfile, pfile = _write_inputs(tmp_path)
     ws = tmp_path / "ws"

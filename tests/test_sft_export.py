@@ -103,6 +103,7 @@ def test_mix_helpful_generates_missing_once_and_reuses(filled, tiny_backend):
     assert export_sft(filled, "rev-only", formats="jsonl")["counts"]["revisions"] == 3
 
 
+@pytest.mark.slow
 def test_export_sft_cli(filled):
     ws = str(filled.workspace.root)
     r = run_cli("export-sft", "--workspace", ws, "--name", "cli1", "--batch", "b2")

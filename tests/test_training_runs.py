@@ -77,6 +77,7 @@ def base_runs(env):
 CAUSAL = ["sft-full", "sft-lora", "sft-qlora", "dpo", "grpo", "ppo"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CAUSAL + ["reward-full", "reward-lora"])
 def test_each_kind_trains_writes_metrics_and_loads_back(env, base_runs, name):
     from cai_core.training.runs import read_metrics
@@ -107,6 +108,7 @@ def test_each_kind_trains_writes_metrics_and_loads_back(env, base_runs, name):
             PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(kw["path"])), str(kw["adapter"]))
 
 
+@pytest.mark.slow
 def test_kind_specific_metrics_and_samples(base_runs):
     assert {"eval_accuracy", "eval_margin"} <= set(base_runs["reward-lora"].final_metrics)
     assert {"rewards/margins", "rewards/accuracies"} <= set(base_runs["dpo"].final_metrics)
@@ -118,6 +120,7 @@ def test_kind_specific_metrics_and_samples(base_runs):
     assert {s["step"] for s in samples} >= {0, 2, 3} and all(s["prompt"] == "How do I bake bread?" for s in samples)
 
 
+@pytest.mark.slow
 def test_lineage_records_export_and_parent(env, base_runs):
     from cai_core.training.runs import lineage
 
@@ -130,6 +133,7 @@ def test_lineage_records_export_and_parent(env, base_runs):
     assert lineage(store, ppo)["parent_run"] == "sft-lora" and lineage(store, ppo)["reward_model"] == "reward-lora"
 
 
+@pytest.mark.slow
 def test_ppo_stop_and_resume_from_checkpoint(env, base_runs):
     from cai_core.training.runs import latest_checkpoint, launch, read_metrics, resume_run, stop_run
     from cai_core.training.specs import new_spec
@@ -152,6 +156,7 @@ def test_ppo_stop_and_resume_from_checkpoint(env, base_runs):
     assert steps == sorted(set(steps)) and steps[-1] == step + 2
 
 
+@pytest.mark.slow
 def test_kill9_marks_failed_with_reason_and_resume_works(env):
     from cai_core.training.runs import get_run, latest_checkpoint, launch, refresh, resume_run
     from cai_core.training.specs import new_spec
@@ -184,6 +189,7 @@ def test_latest_checkpoint_skips_one_cut_off_mid_save(tmp_path):
     assert latest_checkpoint(tmp_path).name == "checkpoint-6"
 
 
+@pytest.mark.slow
 def test_cli_quick_form_and_runs_commands(env, tmp_path):
     ws = str(env["ws"].root)
     out = tmp_path / "quick"
@@ -202,6 +208,7 @@ def test_cli_quick_form_and_runs_commands(env, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_spec_or_dataset_exits_2_and_writes_nothing(env, tmp_path):
     ws = str(env["ws"].root)
     before = env["store"].scalar("SELECT COUNT(*) FROM runs")

@@ -1,6 +1,6 @@
 """Browser test fixtures: the real app per test module (`app_server`, `app_store`) and a fresh chromium page per
 test, driven through Playwright with Debian's chromium (never a downloaded browser). Every test under
-tests/browser/ gets the `browser` marker, and is skipped with a message when chromium is missing.
+tests/browser/ gets the `browser` and `slow` markers, and is skipped with a message when chromium is missing.
 The helpers (AppServer, open_page, click_button, snap, ...) are in tests/browser/helpers.py.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
             if not CHROMIUM.exists():
                 item.add_marker(pytest.mark.skip(reason=SKIP_MESSAGE))
 
