@@ -48,9 +48,9 @@ def main() -> None:
         choose_principles,
         comparison_question,
         judge_pairs,
-        label_of,
         parse_verdict,
     )
+    from cai_core.label_rule import label_from_p
 
     path = model_dir(args)
     pairs = load_paper_eval(PAPER_DATA / "438HHHEvaluations.jsonl")[:n]
@@ -99,7 +99,7 @@ def main() -> None:
         "accuracy_vs_paper_gold": f"mc {mc_acc:.0%}, generate-and-parse {gen_acc:.0%} (unparseable counts as wrong)",
         "mc_ties": sum(1 for v in verdicts if v.label == "tie"),
     }, ratio, TARGET)
-    assert all(label_of(v.p_a) == v.label for v in verdicts if v.p_a is not None)
+    assert all(label_from_p(v.p_a) == v.label for v in verdicts if v.p_a is not None)
 
 
 if __name__ == "__main__":

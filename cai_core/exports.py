@@ -2,10 +2,14 @@
 
 One place records and lists them (table `exports`), whatever produced them, so lineage reads the
 same way everywhere: a run -> its export -> the card's constitution version, models, judges.
+Each export also records the hashes of the prompts it holds (`export_prompts`), so an evaluation
+can flag its prompts that a training dataset already contains (contamination check).
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from typing import Iterable
 
 from cai_core.store import Store, dumps, loads, now
 
@@ -16,11 +20,32 @@ def export_exists(store: Store, name: str) -> bool:
     return store.one("SELECT 1 FROM exports WHERE name=?", (name,)) is not None
 
 
-def record_export(conn: sqlite3.Connection, name: str, kind: str, path: str, card: dict) -> None:
-    """Record (or replace) an export inside the caller's transaction."""
+def prompt_hash(prompt: str) -> str:
+    """A prompt's identity for the contamination check: sha256 of its text, whitespace-normalised."""
+    return hashlib.sha256(" ".join(str(prompt).split()).encode("utf-8")).hexdigest()[:32]
+
+
+def record_export(conn: sqlite3.Connection, name: str, kind: str, path: str, card: dict,
+                  prompts: Iterable[str] = ()) -> None:
+    """Record (or replace) an export, with the hashes of the prompts it holds, inside the caller's transaction."""
     conn.execute("DELETE FROM exports WHERE name=?", (name,))
-    conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
-                 (name, kind, path, dumps(card), now()))
+    export_id = conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
+                             (name, kind, path, dumps(card), now())).lastrowid
+    conn.executemany("INSERT OR IGNORE INTO export_prompts (export_id, prompt_hash) VALUES (?,?)",
+                     [(export_id, h) for h in {prompt_hash(p) for p in prompts}])
+
+
+def exports_containing(store: Store, hashes: Iterable[str]) -> dict[str, list[str]]:
+    """For each prompt hash found in a training export: the names of those exports."""
+    hashes = sorted(set(hashes))
+    found: dict[str, set[str]] = {}
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start:start + 500]
+        for r in store.query(f"SELECT p.prompt_hash, e.name FROM export_prompts p JOIN exports e ON e.id=p.export_id "
+                             f"WHERE e.kind IN ({','.join('?' * len(KINDS))}) "
+                             f"AND p.prompt_hash IN ({','.join('?' * len(chunk))})", list(KINDS) + chunk):
+            found.setdefault(r["prompt_hash"], set()).add(r["name"])
+    return {h: sorted(names) for h, names in found.items()}
 
 
 def _row(r) -> dict:

@@ -197,7 +197,7 @@ class ExportSftSpec(JobSpec):
     KIND: ClassVar[str] = "export-sft"
     COMMAND: ClassVar[tuple[str, ...]] = ("export-sft",)
     PINNED: ClassVar = (("export", "name"), ("batch", "batch"), ("constitution version", "constitution_version"),
-                        ("helpful mix", "mix_helpful"))
+                        ("helpful mix", "mix_helpful"), ("also splits", "include_split"))
 
     name: str
     batch: str | None = None
@@ -207,6 +207,7 @@ class ExportSftSpec(JobSpec):
     model: str | None = None
     max_new_tokens: int = 200
     seed: int = 0
+    include_split: str | None = None     # held-out splits to read too (eval,gold); default train only
     overwrite: bool = False
 
 
@@ -214,7 +215,8 @@ class ExportSftSpec(JobSpec):
 class ExportPrefsSpec(JobSpec):
     KIND: ClassVar[str] = "export-prefs"
     COMMAND: ClassVar[tuple[str, ...]] = ("export-prefs",)
-    PINNED: ClassVar = (("export", "name"), ("batch", "batch"), ("source", "source"), ("judges", "judges"))
+    PINNED: ClassVar = (("export", "name"), ("batch", "batch"), ("source", "source"), ("judges", "judges"),
+                        ("also splits", "include_split"))
 
     name: str
     batch: str | None = None
@@ -223,6 +225,9 @@ class ExportPrefsSpec(JobSpec):
     combine: str = "mean"
     soft_labels: bool = False
     margin: bool = False
+    include_split: str | None = None     # held-out splits to read too (eval,gold); default train only
+    keep_flipped: bool = False
+    min_confidence: float | None = None
     overwrite: bool = False
 
 

@@ -260,3 +260,36 @@ def delete_prompt_set(store: Store, set_name: str) -> None:
     with store.tx() as conn:
         conn.execute("DELETE FROM prompts WHERE set_id=?", (set_id,))
         conn.execute("DELETE FROM prompt_sets WHERE id=?", (set_id,))
+
+
+PROMPT_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".txt")
+
+
+def resolve_prompts(store: Store, spec: str, limit: int | None = None) -> tuple[list[dict], str]:
+    """The one prompts grammar every command uses: a prompts file (.jsonl/.csv/.txt) or a stored
+    prompt set name. Returns (items, label): items are [{"text", "category", "meta", "prompt_id"}]
+    (prompt_id: the stored prompt's id, None for a file); label is the set name or the file stem.
+
+    An existing file wins; a name that looks like a file (a prompts suffix or a path separator) but
+    does not exist is "file not found", never silently a set; limit keeps the first N prompts.
+    """
+    spec = (spec or "").strip()
+    if not spec:
+        raise CaiError("no prompts given: name a stored prompt set or a prompts file (.jsonl/.csv/.txt)")
+    if limit is not None and limit < 1:
+        raise CaiError("--limit must be at least 1")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        items = [{"text": p["text"], "category": p.get("category"), "meta": dict(p.get("meta") or {}), "prompt_id": None}
+                 for p in load_prompts_file(path)]
+        label = path.stem
+    elif store.one("SELECT 1 FROM prompt_sets WHERE name=?", (spec,)):
+        items = [{"text": p["text"], "category": p["category"], "meta": dict(p.get("meta") or {}), "prompt_id": p["id"]}
+                 for p in get_prompts(store, spec)]
+        label = spec
+    elif path.suffix.lower() in PROMPT_FILE_SUFFIXES or os.sep in spec or "/" in spec:
+        raise CaiError("prompts file not found", where=str(path))
+    else:
+        raise CaiError(f"{spec!r} is neither a prompts file (.jsonl/.csv/.txt) nor a stored prompt set: no prompt "
+                       "set with that name (see `python -m cai_core prompts list`)")
+    return (items[:limit] if limit is not None else items), label

@@ -22,6 +22,7 @@ from cai_core.evaluation.policies import (
     split_specs,
 )
 from cai_core.rlaif.judges import PairVerdict
+from cai_core.training.paths import RunPaths
 
 from tests.helpers import run_cli
 
@@ -48,8 +49,8 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
     peft_model.save_pretrained(str(out))
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(tiny_model_dir)
-    (out / "checkpoint-2").mkdir()
-    peft_model.save_pretrained(str(out / "checkpoint-2"))
+    # a checkpoint where the run layout keeps them (test_run_checkpoints runs the real trainer for this)
+    peft_model.save_pretrained(str(RunPaths(out).checkpoint(2)))
     return out
 
 
@@ -64,7 +65,7 @@ def test_policy_specs(store, tiny_model_dir, adapter_dir):
     assert (p.name, p.spec, p.kind) == ("base", str(tiny_model_dir), "folder")
     assert parse_policy("default", store).kind == "base"
     assert parse_policy("http://127.0.0.1:8000/v1", store).name == "127.0.0.1-8000"
-    ck = parse_policy(str(adapter_dir / "checkpoint-2"), store)
+    ck = parse_policy(str(RunPaths(adapter_dir).checkpoint(2)), store)
     assert (ck.kind, ck.step, ck.name) == ("checkpoint", 2, "lora@2")
     assert [s for s, _ in checkpoints(adapter_dir)] == [2]
     pols = parse_policies([f"base={tiny_model_dir}", str(adapter_dir)], store, with_checkpoints=True)
@@ -129,8 +130,9 @@ def test_evaluate_two_policies(store, tiny_model_dir, adapter_dir, tmp_path):
     assert ev["n"] == 3 and 0.0 <= ev["rate"] <= 1.0
     pts = {p["policy"]: p for p in result["points"]}
     assert pts["tuned"]["harmless"] is not None and pts["tuned"]["helpful"] is not None
-    # stored: the evaluation row, comparisons with source eval:t1, judgments for them
-    assert store.scalar("SELECT COUNT(*) FROM comparisons WHERE source='eval:t1'") == 5
+    # stored: the evaluation row, comparisons with origin evaluation:t1 (split eval), judgments for them
+    assert store.scalar("SELECT COUNT(*) FROM comparisons WHERE origin='evaluation:t1' AND split='eval'") == 5
+    assert result["contamination"] == {"checked": 5, "flagged": 0, "exports": [], "prompts": []}
     assert store.scalar("SELECT COUNT(*) FROM eval_answers") == 10
     ev_row = get_evaluation(store, "t1")
     assert ev_row["kind"] == "policies" and ev_row["result"]["name"] == "t1"

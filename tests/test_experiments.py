@@ -77,8 +77,10 @@ def test_ab_experiment_paired_ci(store, tiny_model_dir, versions):
         assert it["pref_b"] in (0.0, 0.5, 1.0) or it["pref_b"] is None
         if not it["final_differs"]:
             assert it["pref_b"] == 0.5
-    assert store.scalar("SELECT COUNT(*) FROM comparisons WHERE source='ab:wording'") == sum(
+    assert store.scalar("SELECT COUNT(*) FROM comparisons WHERE origin='experiment:wording' AND split='eval'") == sum(
         it["final_differs"] for it in r["items"])
+    # the arms' trajectories are held out too (an SFT export never reads them by default)
+    assert store.scalar("SELECT COUNT(*) FROM trajectories WHERE origin='experiment:wording' AND split='eval'") == 6
     rows = experiment_table(r)
     assert {row["metric"] for row in rows} >= {"evasive share", "edit size (words)"}
     stored = get_evaluation(store, res["id"])

@@ -200,7 +200,7 @@ def test_two_writers_labelling_the_same_comparison_both_kept(store, tmp_path):
     from cai_core.rlaif.preferences import label_history
 
     [cid] = add_pairs(store, [{"id": "c1", "prompt": "Hi", "response_a": "Hello", "response_b": "Go away"}],
-                      source="imported", batch="two-writers")
+                      origin="imported", batch="two-writers")
     go, n = tmp_path / "go", 25
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), ws=str(store.workspace.root),

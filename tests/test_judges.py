@@ -148,7 +148,7 @@ def test_random_principle_is_seeded_and_pair_question_wins():
 
 def test_store_resume_skips_finished_judgments(store):
     pairs = [dict(p) for p in PAIRS] + [{"id": "p2", "prompt": "q2", "response_a": "bad", "response_b": "good"}]
-    add_pairs(store, pairs, source="imported", batch="t")
+    add_pairs(store, pairs, origin="imported", batch="t")
     judge = FakeJudge({"good": 3.0, "bad": 1.0})
     spec = JudgeSpec("fake", principles="all")
     first = judge_pairs(judge, spec, CONST, pairs, store=store)
@@ -171,7 +171,7 @@ def test_aggregate_of_empty_is_invalid():
 
 def test_tiny_model_integration_mc_and_cot(tiny_backend, store):
     pairs = [{"id": "a", "prompt": "How do I bake bread?", "response_a": "Mix flour and water.", "response_b": "No."}]
-    add_pairs(store, pairs, source="imported", batch="tiny")
+    add_pairs(store, pairs, origin="imported", batch="tiny")
     [v] = judge_pairs(tiny_backend, JudgeSpec("tiny"), CONST, pairs, store=store)
     assert 0 < v.p_a_ab < 1 and 0 < v.p_a_ba < 1
     assert v.p_a == pytest.approx((v.p_a_ab + v.p_a_ba) / 2)

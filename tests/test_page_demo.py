@@ -169,8 +169,8 @@ def test_demo_prefers_plain_batches_and_sampled_pairs_over_ab_experiments(ws):
             conn.execute("INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, violation, "
                          "revision, created_at) VALUES (?,1,'harm','crit',1,'rev',?)", (tid, t))
     assert demo_trajectory(store)["prompt"] == "prompt plain"
-    sampled = add_pairs(store, [{"id": "s", "prompt": "sampled q", "response_a": "a", "response_b": "b"}], source="sampled")
-    ab = add_pairs(store, [{"id": "x", "prompt": "ab q", "response_a": "a", "response_b": "b"}], source="ab:exp")
+    sampled = add_pairs(store, [{"id": "s", "prompt": "sampled q", "response_a": "a", "response_b": "b"}], origin="sampled")
+    ab = add_pairs(store, [{"id": "x", "prompt": "ab q", "response_a": "a", "response_b": "b"}], origin="experiment:exp")
     with store.tx() as conn:
         for cid in sampled + ab:
             for order in ("AB", "BA"):

@@ -17,7 +17,7 @@ def seeded(ws):
     store = open_store(ws)
     pairs = [{"id": str(i), "prompt": f"prompt <b>{i}</b>", "response_a": f"answer A{i}", "response_b": f"answer B{i}"}
              for i in range(7)]
-    ids = add_pairs(store, pairs, source="sampled", batch="b1")
+    ids = add_pairs(store, pairs, origin="sampled", batch="b1")
     with store.tx() as conn:
         for i, cid in enumerate(ids):
             p = 0.9 if i % 2 == 0 else 0.2   # AI: A for even items, B for odd ones
@@ -173,7 +173,7 @@ def test_judge_form_offers_the_newest_batch_first(seeded):
     store, _ = seeded  # batch "b1" was stored just now
     for batch, t in (("aa-older", 200.0), ("zz-oldest", 100.0)):
         ids = add_pairs(store, [{"id": batch, "prompt": f"q {batch}", "response_a": "a", "response_b": "b"}],
-                        source="test", batch=batch)
+                        origin="imported", batch=batch)
         store.execute("UPDATE comparisons SET created_at=? WHERE id=?", (t, ids[0]))
     at = page()
     judge_batch = at.selectbox(key="judge_batch")

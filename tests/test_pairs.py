@@ -101,6 +101,6 @@ def test_duplicate_ids_and_empty_file(tmp_path):
 
 def test_add_pairs_sets_comparison_ids(store):
     pairs = [{"id": "1", "prompt": "p", "response_a": "a", "response_b": "b"}]
-    [cid] = add_pairs(store, pairs, source="imported")
+    [cid] = add_pairs(store, pairs, origin="imported")
     assert pairs[0]["comparison_id"] == cid
-    assert add_pairs(store, [dict(pairs[0])], source="imported") == [cid]
+    assert add_pairs(store, [dict(pairs[0])], origin="imported") == [cid]

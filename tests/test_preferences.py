@@ -25,7 +25,7 @@ from cai_core.store import Store, now
 def make_comparisons(store, n, batch="b"):
     pairs = [{"id": str(i), "prompt": f"prompt {i}", "response_a": f"answer A{i}", "response_b": f"answer B{i}"}
              for i in range(n)]
-    return add_pairs(store, pairs, source="sampled", batch=batch)
+    return add_pairs(store, pairs, origin="sampled", batch=batch)
 
 
 def judge(store, cid, p_ab, p_ba=None, key="mc|m|v|random|x", principle="harm", status="ok"):
@@ -137,7 +137,7 @@ def test_export_trl_preference_dataset(store, workspace, tiny_model_dir):
     judge(store, ids[0], 0.8, 0.7)                # AI A
     judge(store, ids[1], 0.2, 0.3)                # AI B, human overrides to A
     add_label(store, ids[1], "A", "ann", reason="B refuses")
-    judge(store, ids[2], 0.5, 0.5)                # AI tie -> excluded
+    judge(store, ids[2], 0.5, 0.5)                # AI tie (within the tie margin) -> excluded
     judge(store, ids[3], 0.9, 0.9)
     add_label(store, ids[3], "both_bad", "ann")   # excluded
     judge(store, ids[4], None, key="parse|m|v|random|y", status="invalid")  # invalid -> excluded
@@ -145,7 +145,8 @@ def test_export_trl_preference_dataset(store, workspace, tiny_model_dir):
     add_label(store, ids[5], "skip", "ann")       # skip -> falls back to AI (B)
     card = export_preferences(store, "prefs", batch="b", soft_labels=True, margin=True)
     c = card["counts"]
-    assert (c["exported"], c["human_overrides"], c["excluded_tie"], c["excluded_both_bad"], c["excluded_invalid"]) == (3, 1, 1, 1, 1)
+    assert (c["exported"], c["human_overrides"], c["excluded_ai_within_margin"], c["excluded_both_bad"],
+            c["excluded_invalid"]) == (3, 1, 1, 1, 1)
     assert card["share_human_overrides"] == pytest.approx(1 / 3)
     out = workspace.root / "exports" / "prefs"
     rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]

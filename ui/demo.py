@@ -61,10 +61,10 @@ def demo_preference(store) -> dict | None:
             continue
         from cai_core.rlaif.pairs import get_comparison
 
-        # newest first, a sampled pair before an A/B experiment's final answers (source "ab:<name>")
+        # newest first, a sampled pair before an A/B experiment's final answers (origin "experiment:<name>")
         candidates = sorted({int(r["id"]) for r in rows}, reverse=True)
         comps = [get_comparison(store, cid) for cid in candidates[:50]]
-        comp = next((c for c in comps if not str(c.get("source") or "").startswith("ab:")), comps[0])
+        comp = next((c for c in comps if not str(c.get("origin") or "").startswith("experiment:")), comps[0])
         verdict = stored_verdicts(store, [comp["id"]], [key["judge_key"]]).get(comp["id"])
         return {"comparison": comp, "verdict": verdict, "judge": key}
     return None

@@ -10,6 +10,7 @@ from cai_core.exports import export_exists
 from cai_core.jobs import JobReporter
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import get_prompt_set
+from cai_core.provenance import parse_splits
 from cai_core.store import open_store
 from cai_core.supervised.sft_export import (
     export_sft,
@@ -33,6 +34,8 @@ def register(sub) -> None:
                    help="model for missing helpful answers (default: the model of the exported trajectories)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include-split", default=None, metavar="SPLITS",
+                   help="also read these held-out splits (comma-separated: eval,gold); default: the train split only")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export of this name")
     p.set_defaults(func=cmd_export_sft)
 
@@ -43,7 +46,8 @@ def cmd_export_sft(args) -> int:
     parse_formats(args.format)
     if export_exists(store, args.name) and not args.overwrite:
         raise CaiError(f"an export named {args.name!r} already exists; choose another name or pass --overwrite")
-    revisions = revision_rows(store, batch=args.batch, constitution_version=args.constitution_version)
+    revisions = revision_rows(store, batch=args.batch, constitution_version=args.constitution_version,
+                              splits=parse_splits(args.include_split))
     backend = None
     if args.mix_helpful:
         get_prompt_set(store, args.mix_helpful)
@@ -56,10 +60,12 @@ def cmd_export_sft(args) -> int:
     card = export_sft(store, args.name, batch=args.batch, constitution_version=args.constitution_version,
                       mix_helpful=args.mix_helpful, formats=args.format, model=args.model, backend=backend,
                       max_new_tokens=args.max_new_tokens, seed=args.seed, overwrite=args.overwrite,
+                      include_splits=args.include_split,
                       progress=lambda d, t, m: reporter.progress(d, t, f"helpful answers: {m}"),
                       should_stop=lambda: reporter.should_stop)
     summary = {"name": card["name"], "path": card["path"], "counts": card["counts"], "models": card["models"],
-               "constitution_versions": card["constitution_versions"]}
+               "constitution_versions": card["constitution_versions"], "splits": card["splits"],
+               "rows_by_origin": card["rows_by_origin"], "rows_by_split": card["rows_by_split"]}
     reporter.finish(summary)
     print(json.dumps(summary, indent=2))
     return 0

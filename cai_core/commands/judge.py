@@ -7,15 +7,15 @@ from collections import Counter
 from pathlib import Path
 
 from cai_core.commands._common import add_command
-from cai_core.constitution.files import load_constitution_file
-from cai_core.constitution.versions import get_constitution, save_constitution
+from cai_core.constitution.spec import is_file_spec, resolve_constitution
+from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.models.specs import get_backend
 from cai_core.rlaif.judges import JudgeSpec, judge_ensemble
-from cai_core.rlaif.pairs import add_pairs, comparisons_for, load_pairs_file
+from cai_core.rlaif.pairs import add_pairs, comparisons_for, file_origin, load_pairs_file
 from cai_core.store import open_store
 
 
@@ -23,7 +23,7 @@ def register(sub) -> None:
     p = add_command(sub, "judge", "judge response pairs with an AI judge (both A/B orders by default)")
     p.add_argument("--judge-model", required=True, help="judge model spec: default | folder | file.gguf | hf:ID | http://host:port/v1")
     p.add_argument("--constitution", default=None,
-                   help="constitution file (YAML/JSON/paper JSON) or stored constitution name "
+                   help="constitution: a file (YAML/JSON/paper JSON), NAME, NAME@VERSION or a version hash "
                         "(optional only when every pair carries its own question)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pairs", help='JSONL: {"id","prompt","response_a","response_b"} or prompt/chosen/rejected or paper eval rows')
@@ -42,16 +42,6 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="write one JSON line per pair (id, p_a, label, p_a_ab, p_a_ba, flipped, invalid)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_judge)
-
-
-def load_constitution_arg(store, value: str):
-    """A constitution file or a stored constitution name (a file's version is stored once judging starts)."""
-
-    if Path(value).is_file():
-        return load_constitution_file(value)
-    if store.one("SELECT 1 FROM constitutions WHERE name=?", (value,)):
-        return get_constitution(store, value)
-    raise CaiError(f"--constitution {value!r} is neither a file nor a stored constitution name")
 
 
 def cmd_judge(args) -> int:
@@ -77,7 +67,7 @@ def cmd_judge(args) -> int:
             raise CaiError(f"no stored comparisons in batch {args.batch!r}")
     constitution = None
     if args.constitution:
-        constitution = load_constitution_arg(store, args.constitution)
+        constitution = resolve_constitution(store, args.constitution)
     elif not all(p.get("question") for p in pairs):
         raise CaiError("--constitution is required (these pairs have no question of their own)")
     if constitution is not None:
@@ -93,12 +83,10 @@ def cmd_judge(args) -> int:
     texts = [pair_text(p) for p in pairs]
     for backend in backends:  # a pair too long for a judge fails here, not after half the batch is judged
         fit_prompts(backend, texts, max_new_tokens=args.max_new_tokens if style != "mc" else 1, what="pair")
-    if constitution is not None and args.constitution and Path(args.constitution).is_file():
+    if constitution is not None and args.constitution and is_file_spec(args.constitution):
         save_constitution(store, constitution, note=f"used by judge from {args.constitution}")
     if args.pairs:
-        paper = all(p["source_format"].startswith("paper") for p in pairs)
-        add_pairs(store, pairs, source=f"gold:{Path(args.pairs).stem}" if paper else "imported",
-                  batch=Path(args.pairs).stem)
+        add_pairs(store, pairs, origin=file_origin(args.pairs, pairs), batch=Path(args.pairs).stem)
     reporter = JobReporter(store, args.job_id)
 
     def progress(done, total, message):

@@ -9,10 +9,10 @@ from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
 from cai_core.models.specs import get_backend
+from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.pairs import (
     import_pairs_file,
     list_batches,
-    resolve_prompts,
     sample_pairs,
 )
 from cai_core.store import open_store
@@ -41,6 +41,8 @@ def register(sub) -> None:
     i.add_argument("file")
     i.add_argument("--batch", default=None, help="batch name (default: the file name)")
     i.add_argument("--seed", type=int, default=0, help="seed of the A/B side draw for chosen/rejected rows")
+    i.add_argument("--split", choices=["train", "eval", "gold"], default=None,
+                   help="split of the imported pairs (default: gold for the paper's eval files, else train)")
     i.set_defaults(func=cmd_import)
 
     ls = add_command(psub, "list", "list comparison batches")
@@ -54,11 +56,7 @@ def cmd_sample(args) -> int:
         raise CaiError("--k must be at least 2")
     if args.temperature <= 0:
         raise CaiError("--temperature must be > 0 to sample different responses")
-    prompts = resolve_prompts(store, args.prompts)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise CaiError("--limit must be at least 1")
-        prompts = prompts[: args.limit]
+    prompts, _ = resolve_prompts(store, args.prompts, limit=args.limit)
     backend = get_backend(args.model, store.workspace)
     fitted = fit_prompts(backend, [p["text"] for p in prompts], max_new_tokens=args.max_new_tokens,
                          truncate=args.truncate_prompts)
@@ -81,7 +79,7 @@ def cmd_import(args) -> int:
     store = open_store(args.workspace)
     if args.batch:
         safe_name(args.batch, "batch name")
-    result = import_pairs_file(store, args.file, batch=args.batch, seed=args.seed)
+    result = import_pairs_file(store, args.file, batch=args.batch, seed=args.seed, split=args.split)
     result.pop("comparison_ids")
     print(json.dumps(result))
     return 0
@@ -89,5 +87,5 @@ def cmd_import(args) -> int:
 
 def cmd_list(args) -> int:
     for row in list_batches(open_store(args.workspace)):
-        print(f"{row['batch'] or '-':30s} {row['source']:24s} {row['comparisons']:6d}")
+        print(f"{row['batch'] or '-':30s} {row['origin'] or '-':24s} {row['split'] or '-':6s} {row['comparisons']:6d}")
     return 0

@@ -37,7 +37,14 @@ def register(sub) -> None:
     e = add_command(sub, "export-prefs", "export resolved preferences as a TRL preference dataset (JSONL + HF folder + card)")
     e.add_argument("--name", required=True, help="export name (workspace/exports/NAME)")
     e.add_argument("--batch", default=None)
-    e.add_argument("--source", default=None, help="only comparisons of this source (sampled, imported, gold:...)")
+    e.add_argument("--source", default=None,
+                   help="only comparisons of this origin (sampled, imported, gold:<set>, evaluation:<name>, experiment:<name>)")
+    e.add_argument("--include-split", default=None, metavar="SPLITS",
+                   help="also read these held-out splits (comma-separated: eval,gold); default: the train split only")
+    e.add_argument("--keep-flipped", action="store_true",
+                   help="keep AI verdicts that flipped with the A/B order (by their mean P(A)); default: left out")
+    e.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help="leave out AI verdicts with max(P(A), 1-P(A)) below P (0.5-1)")
     e.add_argument("--judges", default=None, help="judge keys (comma-separated) for the AI labels (default: all)")
     e.add_argument("--combine", choices=["mean", "vote"], default="mean")
     e.add_argument("--soft-labels", action="store_true", help="add a p_chosen column")
@@ -71,8 +78,10 @@ def cmd_export(args) -> int:
     reporter = JobReporter(store, args.job_id)
     card = export_preferences(store, args.name, batch=args.batch, source=args.source, judge_keys=_keys(args.judges),
                               combine=args.combine, soft_labels=args.soft_labels, margin=args.margin,
-                              overwrite=args.overwrite, progress=lambda d, t, m: reporter.progress(d, t, m))
+                              include_splits=args.include_split, keep_flipped=args.keep_flipped,
+                              min_confidence=args.min_confidence, overwrite=args.overwrite, progress=lambda d, t, m: reporter.progress(d, t, m))
     reporter.finish({"path": card["path"], **card["counts"]})
-    print(json.dumps({"path": card["path"], "counts": card["counts"],
+    print(json.dumps({"path": card["path"], "counts": card["counts"], "splits": card["splits"],
+                      "rows_by_origin": card["rows_by_origin"], "rows_by_split": card["rows_by_split"],
                       "share_human_overrides": card["share_human_overrides"]}))
     return 0

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from cai_core.commands._common import add_command, add_n_boot
-from cai_core.commands.judge import load_constitution_arg
 from cai_core.constitution.model import Constitution, Principle
-from cai_core.constitution.versions import get_constitution, save_constitution
+from cai_core.constitution.spec import resolve_constitution as resolve_constitution_spec
+from cai_core.constitution.versions import get_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.models.specs import get_backend
@@ -21,7 +21,8 @@ from cai_core.reliability.gold import (
     load_gold_pairs,
     read_labels,
 )
-from cai_core.reliability.labels import label_from_p, write_labels
+from cai_core.label_rule import label_from_p
+from cai_core.reliability.labels import write_labels
 from cai_core.reliability.metrics import json_safe, reliability_report
 from cai_core.rlaif.judges import JudgeSpec, judge_pairs
 from cai_core.rlaif.pairs import add_pairs, comparisons_for
@@ -48,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--style", choices=["mc", "cot", "parse"], default="mc")
     p.add_argument("--constitution", default=None,
-                   help=f"stored name or file; default: {DEFAULT_CONSTITUTION} if stored, else one built-in "
+                   help=f"a file, NAME, NAME@VERSION or a version hash; default: {DEFAULT_CONSTITUTION} if stored, else one built-in "
                         f"principle ('{BUILTIN_QUESTION}'); 'builtin' forces the latter")
     p.add_argument("--principles", default="random", help="random | all | comma-separated principle ids")
     p.add_argument("--no-swap", action="store_true", help="judge only the A/B order")
@@ -175,13 +176,13 @@ def builtin_constitution():
 
 
 def resolve_constitution(store, value: str | None):
+    """The judge's constitution: a spec in the one grammar (constitution/spec.py), 'builtin', or none
+    given: the documented default. Nothing is saved as a side effect."""
     if value and value != "builtin":
-        return load_constitution_arg(store, value)
+        return resolve_constitution_spec(store, value)
     if value is None and store.one("SELECT 1 FROM constitutions WHERE name=?", (DEFAULT_CONSTITUTION,)):
         return get_constitution(store, DEFAULT_CONSTITUTION)
-    constitution = builtin_constitution()
-    save_constitution(store, constitution, note="built-in judge evaluation principle")
-    return constitution
+    return builtin_constitution()
 
 
 def cmd_eval_judge(args) -> int:
@@ -204,7 +205,7 @@ def cmd_eval_judge(args) -> int:
     if kind == "paper":
         ids = import_paper_eval(store, args.gold, seed=args.seed, limit=args.limit)["ids"]
     else:
-        ids = add_pairs(store, items, source=f"gold:{set_name}", batch=set_name)
+        ids = add_pairs(store, items, origin=f"gold:{set_name}", batch=set_name)
     pairs = comparisons_for(store, ids=ids)
     reporter = JobReporter(store, args.job_id, total=len(pairs) * (1 if args.no_swap else 2))
 

@@ -6,19 +6,20 @@ import sys
 from dataclasses import replace
 
 from cai_core.commands._common import add_command, output_file
+from cai_core.constitution.spec import is_file_spec, resolve_constitution
 from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
 from cai_core.models.specs import get_backend
+from cai_core.prompt_sets import resolve_prompts
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
     ReviseSettings,
+    as_prompt_items,
     default_batch_name,
     get_trajectories,
-    resolve_constitution,
-    resolve_prompts,
     run_revision,
     to_jsonl_record,
 )
@@ -31,7 +32,7 @@ def register(sub) -> None:
                                 "stored as it finishes; re-running the same command resumes and never redoes work.")
     p.add_argument("--model", default="default", help="default | local folder | file.gguf | hf:ID | http://host:port/v1")
     p.add_argument("--constitution", required=True,
-                   help="constitution file (project YAML/JSON or the paper's JSON) or stored NAME[@VERSION]")
+                   help="constitution: a file (project YAML/JSON or the paper's JSON), NAME, NAME@VERSION or a version hash")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field, CSV, .txt (one per line) or a stored prompt set")
     p.add_argument("--rounds", type=int, default=1, help="critique/revision rounds per prompt")
     p.add_argument("--cot", action="store_true", help="chain-of-thought critiques ending in a verdict")
@@ -57,12 +58,10 @@ def register(sub) -> None:
 def cmd_revise(args) -> int:
     # validate everything before writing anything
     store = open_store(args.workspace)
-    constitution, from_file = resolve_constitution(store, args.constitution)
-    items, source = resolve_prompts(store, args.prompts)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise CaiError("--limit must be at least 1")
-        items = items[: args.limit]
+    constitution = resolve_constitution(store, args.constitution)
+    from_file = is_file_spec(args.constitution)
+    prompt_dicts, source = resolve_prompts(store, args.prompts, limit=args.limit)
+    items = as_prompt_items(prompt_dicts)
     if args.batch_size < 1:
         raise CaiError("--batch-size must be at least 1")
     settings = ReviseSettings(

@@ -12,29 +12,32 @@ against helpfulness, one point per policy or checkpoint.
 
 Answers are cached in `eval_answers` and comparisons/judgments are unique per content, so a killed
 evaluation resumes where it stopped. The result is one row of `evaluations` (kind "policies"); the
-comparisons carry source "eval:<name>" and can be opened side by side.
+comparisons are stored by the one writer (pairs.add_pairs) with origin "evaluation:<name>" and split
+"eval" (never in a training export by default) and can be opened side by side. Prompts that also
+occur in a training export are flagged (`contamination`, by prompt hash).
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from itertools import combinations
-from pathlib import Path
 from typing import Callable
 
 from cai_core.constitution.model import Constitution, Principle
+from cai_core.constitution.spec import resolve_constitution
 from cai_core.errors import CaiError
+from cai_core.label_rule import TIE_MARGIN, counted_label, label_from_p, outcome
 from cai_core.evaluation.answers import generate_answers
 from cai_core.evaluation.evasiveness import detect
 from cai_core.evaluation.policies import NAME_PATTERN, Policy, parse_policies
+from cai_core.exports import exports_containing, prompt_hash
 from cai_core.evaluation.stats import bootstrap_ci, bradley_terry_ci, elo, win_tie_loss
 from cai_core.models.backends.base import GenerationParams
 from cai_core.models.specs import get_backend
-from cai_core.prompt_sets import get_prompts, load_prompts_file
+from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.judges import JudgeSpec, judge_pairs, stored_verdicts
+from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import Store, dumps, loads, now
-from cai_core.supervised.revision import resolve_constitution
 
 Progress = Callable[[int, int, str], None]
 
@@ -73,55 +76,31 @@ HELPFUL_JUDGE = Constitution(
 )
 
 
-# -- prompts -----------------------------------------------------------------------------------
+# -- prompts ---------------------------------------------------------------------------------
 def load_eval_prompts(store: Store, source: str, limit: int | None = None) -> list[dict]:
-    """Prompts from a stored prompt set (by name) or a JSONL/CSV/TXT file: [{"text", "category"}]."""
-
-    path = Path(source).expanduser()
-    if path.is_file():
-        items = load_prompts_file(path)
-    elif store.one("SELECT 1 FROM prompt_sets WHERE name=?", (source,)):
-        items = get_prompts(store, source)
-    else:
-        raise CaiError(f"prompts {source!r}: no such file and no prompt set with that name")
-    items = [{"text": it["text"], "category": it.get("category")} for it in items]
-    if limit is not None:
-        if limit < 1:
-            raise CaiError("--limit must be at least 1")
-        items = items[:limit]
-    return items
+    """Prompts in the one prompts grammar (prompt_sets.resolve_prompts): [{"text", "category"}]."""
+    items, _ = resolve_prompts(store, source, limit=limit)
+    return [{"text": it["text"], "category": it.get("category")} for it in items]
 
 
 # -- comparisons -------------------------------------------------------------------------------
-def _comparison_key(source: str, axis: str, a: str, b: str, prompt: str, ra: str, rb: str) -> str:
-    blob = dumps([source, axis, a, b, prompt, ra, rb])
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def _store_comparisons(store: Store, name: str, axis: str, rows: list[dict]) -> list[int]:
-    """Insert (or find) the comparisons of one axis; returns their ids in order."""
-    source = f"eval:{name}"
-    ids = []
-    with store.tx() as conn:
-        for r in rows:
-            key = _comparison_key(source, axis, r["policy_a"], r["policy_b"], r["prompt"], r["response_a"], r["response_b"])
-            conn.execute(
-                "INSERT OR IGNORE INTO comparisons (key, source, batch, prompt, response_a, response_b, category, "
-                "policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (key, source, name, r["prompt"], r["response_a"], r["response_b"], r["category"], r["policy_a"],
-                 r["policy_b"], dumps({"axis": axis, "prompt_index": r["prompt_index"]}), now()))
-            ids.append(int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0]))
-    return ids
+    """Store (or find) the comparisons of one axis through the one writer (pairs.add_pairs), origin
+    evaluation:<name>, split eval; returns their ids in order."""
+    pairs = [{"id": f"{axis}-{r['prompt_index']}-{r['policy_a']}-{r['policy_b']}", "prompt": r["prompt"],
+              "response_a": r["response_a"], "response_b": r["response_b"], "category": r["category"],
+              "policy_a": r["policy_a"], "policy_b": r["policy_b"],
+              "key_parts": [axis, r["policy_a"], r["policy_b"]],
+              "meta": {"axis": axis, "prompt_index": r["prompt_index"]}} for r in rows]
+    return add_pairs(store, pairs, origin=f"evaluation:{name}", batch=name, split="eval") if pairs else []
 
 
-def outcome_of(verdict, tie_margin: float = 0.0) -> float | None:
-    """Score for policy A from a judge verdict: 1 win, 0 loss, 0.5 tie (position-inconsistent, or
-    P(A) within tie_margin of 0.5); None when every judgment was invalid."""
+def outcome_of(verdict, tie_margin: float = TIE_MARGIN) -> float | None:
+    """Score for policy A from a judge verdict by the one rule (label_rule): 1 win, 0 loss, 0.5 tie
+    (flipped with the order, or P(A) within tie_margin of 0.5); None when every judgment was invalid."""
     if verdict is None or verdict.p_a is None:
         return None
-    if verdict.flipped or abs(verdict.p_a - 0.5) <= tie_margin:
-        return 0.5
-    return 1.0 if verdict.p_a > 0.5 else 0.0
+    return outcome(counted_label(label_from_p(verdict.p_a, tie_margin), flipped=verdict.flipped))
 
 
 # -- spec + result -----------------------------------------------------------------------------
@@ -140,7 +119,7 @@ class EvalSpec:
     batch_size: int = 8
     judge_style: str = "auto"           # auto (mc where log-probs exist, else parse) | mc | cot | parse
     judge_constitution: str | None = None   # harmlessness: stored name or file (default: built-in)
-    tie_margin: float = 0.0
+    tie_margin: float = TIE_MARGIN
     checkpoints: bool = False
     n_boot: int = 1000
 
@@ -149,11 +128,11 @@ class EvalSpec:
 
 
 def _judge_constitution(store: Store, value: str | None) -> Constitution:
-    """The harmlessness judge's constitution: built-in, a file, or a stored NAME[@VERSION]."""
-
+    """The harmlessness judge's constitution: built-in when none is given, else the one grammar
+    (constitution/spec.py: file | NAME | NAME@VERSION | hash)."""
     if not value:
         return HARMLESS_JUDGE
-    return resolve_constitution(store, value)[0].validate(where=value)
+    return resolve_constitution(store, value).validate(where=value)
 
 
 def validate_spec(store: Store, spec: EvalSpec) -> tuple[list[Policy], dict[str, list[dict]], Constitution]:
@@ -300,6 +279,7 @@ def run_evaluation(store: Store, spec: EvalSpec, *, progress: Progress | None = 
 
     result = {
         "name": name,
+        "contamination": contamination(store, {axis: [it["text"] for it in items] for axis, items in prompt_sets.items()}),
         "policies": [p.to_dict() for p in policies],
         "prompts": {axis: len(items) for axis, items in prompt_sets.items()},
         "axes": axes_out,
@@ -335,6 +315,39 @@ def _points(policies: list[Policy], axes: dict, evasiveness: dict) -> list[dict]
             "evasive_rate": evasiveness.get(p.name, {}).get("harmless", {}).get("rate"),
         })
     return out
+
+
+# -- contamination -----------------------------------------------------------------------------
+def contamination(store: Store, prompts_by_axis: dict[str, list[str] | dict[int, str]]) -> dict:
+    """An evaluation's prompts that also occur in a training export (by prompt hash).
+
+    {"checked": prompts checked, "flagged": how many occur in an export, "exports": their names,
+     "prompts": [{"axis", "prompt_index", "prompt_hash", "prompt", "exports"}]}"""
+    texts = {(axis, k): text for axis, items in prompts_by_axis.items()
+             for k, text in (items.items() if isinstance(items, dict) else enumerate(items))}
+    hashes = {where: prompt_hash(text) for where, text in texts.items()}
+    found = exports_containing(store, hashes.values())
+    flagged = [{"axis": axis, "prompt_index": k, "prompt_hash": h, "prompt": texts[(axis, k)], "exports": found[h]}
+               for (axis, k), h in sorted(hashes.items()) if h in found]
+    return {"checked": len(hashes), "flagged": len(flagged),
+            "exports": sorted({n for f in flagged for n in f["exports"]}), "prompts": flagged}
+
+
+def evaluation_contamination(store: Store, evaluation: dict) -> dict:
+    """The contamination check of a stored evaluation, against the exports as they are now (an export
+    made after the evaluation counts too); its prompts are read from its comparisons."""
+    result = evaluation.get("result") or {}
+    prompts_by_axis: dict[str, dict[int, str]] = {}
+    for axis, res in (result.get("axes") or {}).items():
+        ids = [int(c) for c in res.get("comparison_ids", [])]
+        by_index: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in store.query(f"SELECT prompt, meta_json FROM comparisons WHERE id IN ({','.join('?' * len(chunk))})",
+                                 chunk):
+                by_index.setdefault(int((loads(r["meta_json"], {}) or {}).get("prompt_index", len(by_index))), r["prompt"])
+        prompts_by_axis[axis] = by_index
+    return contamination(store, prompts_by_axis)
 
 
 # -- reading back ------------------------------------------------------------------------------
@@ -402,14 +415,14 @@ def evaluation_comparisons(store: Store, evaluation: dict, axis: str | None = No
             rows.append({**r, "axis": ax})
     rows = rows[offset:offset + limit]
     verdicts = stored_verdicts(store, [r["id"] for r in rows]) if rows else {}
-    tie_margin = float((evaluation.get("spec") or {}).get("tie_margin") or 0.0)
+    tie_margin = float((evaluation.get("spec") or {}).get("tie_margin") or TIE_MARGIN)
     for r in rows:
         v = verdicts.get(r["id"])
         r["p_a"] = v.p_a if v else None
         r["label"] = "tie" if r["response_a"] == r["response_b"] else (v.label if v else None)
         r["flipped"] = v.flipped if v else False
-        outcome = None if r["label"] in (None, "tie") else outcome_of(v, tie_margin)
-        r["counted_label"] = r["label"] if outcome is None else {1.0: "A", 0.0: "B", 0.5: "tie"}[outcome]
+        r["counted_label"] = r["label"] if r["label"] in (None, "tie") else counted_label(
+            label_from_p(v.p_a, tie_margin), flipped=v.flipped)
         r["evasive_a"] = detect(r["response_a"]).evasive
         r["evasive_b"] = detect(r["response_b"]).evasive
     return rows

@@ -18,13 +18,13 @@ prompt; schedule "sequence" or "all" keeps the rounds aligned.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from cai_core.constitution.model import Constitution
+from cai_core.constitution.spec import resolve_constitution
 from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import HARMLESS_JUDGE, outcome_of
@@ -36,13 +36,14 @@ from cai_core.evaluation.stats import (
     win_tie_loss,
 )
 from cai_core.models.specs import get_backend
+from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import Store, dumps, now
 from cai_core.supervised.revision import (
     ReviseSettings,
+    as_prompt_items,
     get_trajectories,
-    resolve_constitution,
-    resolve_prompts,
     run_revision,
 )
 from cai_core.textdiff import edit_distance_words
@@ -106,18 +107,14 @@ def validate_ab(store: Store, spec: ABSpec):
         raise CaiError("--batch-size must be at least 1")
     if spec.judge_style not in ("auto", "mc", "cot", "parse"):
         raise CaiError(f"unknown judge style {spec.judge_style!r}: use auto, mc, cot or parse")
-    ca, _ = resolve_constitution(store, spec.constitution_a)
-    cb, _ = resolve_constitution(store, spec.constitution_b)
+    ca = resolve_constitution(store, spec.constitution_a)
+    cb = resolve_constitution(store, spec.constitution_b)
     ca.validate(where=spec.constitution_a)
     cb.validate(where=spec.constitution_b)
     if ca.version == cb.version:
         raise CaiError(f"both arms are the same constitution version ({ca.version}); change a wording and save it "
                        "as a new version first")
-    items, _ = resolve_prompts(store, spec.prompts)
-    if spec.limit is not None:
-        if spec.limit < 1:
-            raise CaiError("--limit must be at least 1")
-        items = items[: spec.limit]
+    items = as_prompt_items(resolve_prompts(store, spec.prompts, limit=spec.limit)[0])
     settings = ReviseSettings(rounds=spec.rounds, schedule=spec.schedule, sequence=list(spec.sequence), cot=spec.cot,
                               few_shot=spec.few_shot, seed=spec.seed, max_new_tokens=spec.max_new_tokens,
                               temperature=spec.temperature, top_p=spec.top_p)
@@ -179,26 +176,24 @@ def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_
                   progress: Progress | None, should_stop) -> None:
     """Judge final A vs final B per prompt (both orders); sets item["pref_b"] (1 B better, 0.5 tie, 0 A better)."""
 
-    constitution = resolve_constitution(store, spec.judge_constitution)[0] if spec.judge_constitution else HARMLESS_JUDGE
+    constitution = resolve_constitution(store, spec.judge_constitution) if spec.judge_constitution else HARMLESS_JUDGE
     backend = get_backend(spec.judge_model, store.workspace)
     style = spec.judge_style if spec.judge_style != "auto" else ("mc" if backend.supports_logprobs else "parse")
-    source = f"ab:{name}"
     pairs = []
-    with store.tx() as conn:
-        for it in items:
-            if not it["final_differs"]:
-                it["pref_b"] = 0.5
-                continue
-            key = hashlib.sha256(dumps([source, it["prompt"], it["a"]["final"], it["b"]["final"]]).encode()).hexdigest()
-            conn.execute(
-                "INSERT OR IGNORE INTO comparisons (key, source, batch, prompt, response_a, response_b, category, "
-                "policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (key, source, name, it["prompt"], it["a"]["final"], it["b"]["final"], it["category"], "A", "B",
-                 dumps({"trajectory_a": it["a"]["trajectory_id"], "trajectory_b": it["b"]["trajectory_id"]}), now()))
-            cid = int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0])
-            it["comparison_id"] = cid
-            pairs.append({"id": str(cid), "comparison_id": cid, "prompt": it["prompt"],
-                          "response_a": it["a"]["final"], "response_b": it["b"]["final"]})
+    for it in items:
+        if not it["final_differs"]:
+            it["pref_b"] = 0.5
+            continue
+        pairs.append({"id": str(it["index"]), "prompt": it["prompt"], "response_a": it["a"]["final"],
+                      "response_b": it["b"]["final"], "category": it["category"], "policy_a": "A", "policy_b": "B",
+                      "meta": {"trajectory_a": it["a"]["trajectory_id"], "trajectory_b": it["b"]["trajectory_id"]},
+                      "item": it})
+    ids = add_pairs(store, [{k: v for k, v in p.items() if k != "item"} for p in pairs],
+                    origin=f"experiment:{name}", batch=name, split="eval") if pairs else []
+    for p, cid in zip(pairs, ids):
+        p["item"]["comparison_id"] = cid
+    pairs = [{"id": str(cid), "comparison_id": cid, "prompt": p["prompt"], "response_a": p["response_a"],
+              "response_b": p["response_b"]} for p, cid in zip(pairs, ids)]
     if not pairs:
         return
     jspec = JudgeSpec(model=spec.judge_model, style=style, principles="random", swap=True, seed=spec.seed,
@@ -247,7 +242,7 @@ def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None =
                 progress(before + done, 2 * total + judge_units, f"arm {_label}: {msg}")
 
         ids = run_revision(store, backend, c, prompt_items, settings, spec.model, batch=f"ab-{name}-{label}",
-                           job_id=job_id, batch_size=spec.batch_size, progress=arm_progress, should_stop=should_stop)
+                           origin=f"experiment:{name}", job_id=job_id, batch_size=spec.batch_size, progress=arm_progress, should_stop=should_stop)
         if should_stop and should_stop():
             return {"id": exp_id, "name": name, "result": None, "stopped": True}
         arms[label] = get_trajectories(store, ids)

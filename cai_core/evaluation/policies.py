@@ -1,5 +1,8 @@
 """Policies an evaluation compares: the base model, a run's output folder or one of its
 checkpoints, a model folder or an OpenAI-compatible endpoint, each with a short name.
+
+A run's folders follow the one layout (training/paths.RunPaths): the trained model in RUN_DIR,
+checkpoints in RUN_DIR/checkpoints/checkpoint-N, exactly where the trainer writes them.
 """
 from __future__ import annotations
 
@@ -10,11 +13,9 @@ from urllib.parse import urlparse
 
 from cai_core.errors import CaiError
 from cai_core.store import Store
+from cai_core.training.paths import CHECKPOINT, RunPaths, is_model_dir
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 # -- policies ----------------------------------------------------------------------------------
@@ -57,20 +58,14 @@ def _run_dir(store: Store, name: str) -> Path:
     return path
 
 
-def _is_model_dir(path: Path) -> bool:
-    return (path / "config.json").exists() or (path / "adapter_config.json").exists()
-
-
 def checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
-    """A run folder's loadable checkpoint-N subfolders, by step."""
-    folder = Path(folder)
-    found = []
-    if folder.is_dir():
-        for sub in folder.iterdir():
-            m = _CHECKPOINT.match(sub.name)
-            if m and sub.is_dir() and _is_model_dir(sub):
-                found.append((int(m.group(1)), sub))
-    return sorted(found)
+    """A run folder's loadable checkpoints (RUN_DIR/checkpoints/checkpoint-N), by step."""
+    return RunPaths(folder).model_checkpoints()
+
+
+def _run_of_checkpoint(path: Path) -> str:
+    """The run a checkpoint folder belongs to: RUN_DIR/checkpoints/checkpoint-N -> RUN_DIR's name."""
+    return path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
 
 
 def _default_name(spec: str) -> str:
@@ -83,8 +78,8 @@ def _default_name(spec: str) -> str:
     if spec.startswith("hf:"):
         return spec[3:].split("/")[-1]
     path = Path(spec)
-    m = _CHECKPOINT.match(path.name)
-    return f"{path.parent.name}@{m.group(1)}" if m else path.name
+    m = CHECKPOINT.match(path.name)
+    return f"{_run_of_checkpoint(path)}@{m.group(1)}" if m else path.name
 
 
 def parse_policy(text: str, store: Store) -> Policy:
@@ -98,13 +93,20 @@ def parse_policy(text: str, store: Store) -> Policy:
         raise CaiError("empty policy spec")
     if spec.startswith("run:"):
         run, _, sub = spec[4:].partition("/")
-        folder = _run_dir(store, run)
+        paths = RunPaths(_run_dir(store, run))
+        folder = paths.final_model
+        step = None
         if sub:
-            folder = folder / sub
-        if not folder.is_dir() or not _is_model_dir(folder):
-            raise CaiError(f"run {run!r} has no trained model at {folder} (not finished, or no such checkpoint)")
-        m = _CHECKPOINT.match(folder.name)
-        step = int(m.group(1)) if m else None
+            m = CHECKPOINT.match(sub.strip("/").removeprefix("checkpoints/"))
+            if not m:
+                raise CaiError(f"policy {spec!r}: after run:{run}/ give checkpoint-N (one of "
+                               f"{', '.join(f'checkpoint-{n}' for n, _ in paths.model_checkpoints()) or 'none yet'})")
+            step = int(m.group(1))
+            folder = paths.checkpoint(step)
+        if not folder.is_dir() or not is_model_dir(folder):
+            have = ", ".join(f"checkpoint-{n}" for n, _ in paths.model_checkpoints()) or "none"
+            raise CaiError(f"run {run!r} has no trained model at {folder} (not finished, or no such checkpoint; "
+                           f"checkpoints: {have})")
         return Policy(name or (f"{run}@{step}" if step is not None else run), str(folder),
                       "checkpoint" if step is not None else "run", run=run, step=step)
     if spec == "default":
@@ -116,11 +118,12 @@ def parse_policy(text: str, store: Store) -> Policy:
     path = Path(spec).expanduser()
     if not path.exists():
         raise CaiError(f"policy {spec!r}: no such folder or file (use default, run:NAME, a model folder or a URL)")
-    if path.is_dir() and not _is_model_dir(path):
+    if path.is_dir() and not is_model_dir(path):
         raise CaiError(f"policy {spec!r} is not a model folder (no config.json or adapter_config.json)")
-    m = _CHECKPOINT.match(path.name)
+    m = CHECKPOINT.match(path.name)
     if m:
-        return Policy(name or _default_name(str(path)), str(path), "checkpoint", run=path.parent.name, step=int(m.group(1)))
+        return Policy(name or _default_name(str(path)), str(path), "checkpoint", run=_run_of_checkpoint(path),
+                      step=int(m.group(1)))
     return Policy(name or _default_name(str(path)), str(path), "folder")
 
 
@@ -153,7 +156,7 @@ def policy_options(store: Store) -> list[dict]:
         folder = Path(r["run_dir"])
         if not folder.is_absolute():
             folder = store.workspace.root / folder
-        if _is_model_dir(folder):
+        if is_model_dir(folder):
             out.append({"label": f"run {r['name']} ({r['kind']}, {r['status']})", "spec": f"run:{r['name']}"})
         for step, _ in checkpoints(folder):
             out.append({"label": f"run {r['name']} checkpoint {step}", "spec": f"run:{r['name']}/checkpoint-{step}"})

@@ -97,7 +97,7 @@ def import_paper_eval(store: Store, path: str | Path, *, seed: int = PAPER_SEED,
             fresh.append(it)
     before = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0)
     pairs = [{**it, "meta": {**it["meta"], "gold_id": it["id"]}} for it in fresh]
-    new_ids = iter(add_pairs(store, pairs, source=source, batch=set_name) if pairs else [])
+    new_ids = iter(add_pairs(store, pairs, origin=source, batch=set_name) if pairs else [])
     ids = [i if i is not None else next(new_ids) for i in ids]
     added = int(store.scalar("SELECT COUNT(*) FROM comparisons") or 0) - before
     return {"set": set_name, "source": source, "ids": ids, "added": added, "reused": len(items) - len(fresh)}

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from cai_core.errors import CaiError
 from cai_core.jsonl import write_jsonl
+from cai_core.label_rule import label_from_p
 from cai_core.uploads import read_user_file
 
 LABELS = ("A", "B", "tie")
@@ -33,13 +34,6 @@ def normalise_label(value: Any, where: str | None = None) -> str:
         if key in _LABEL_ALIASES:
             return _LABEL_ALIASES[key]
     raise CaiError(f"label must be 'A', 'B' or 'tie', got {value!r}", where=where)
-
-
-def label_from_p(p_a: float, tie_margin: float = 0.0) -> str:
-    """A probability that A is better -> label; within tie_margin of 0.5 is a tie."""
-    if abs(p_a - 0.5) <= tie_margin:
-        return "tie"
-    return "A" if p_a > 0.5 else "B"
 
 
 def parse_label_row(obj: Any, where: str, allow_no_verdict: bool = False) -> dict:

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 
 from cai_core.evaluation.stats import bootstrap_ci
 
+from cai_core.label_rule import label_from_p
+
 LABELS = ("A", "B", "tie")
 NAN = float("nan")
 
@@ -33,13 +35,6 @@ MT_BENCH_REFERENCE = {
 
 def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
-
-
-def label_from_p(p_a: float, tie_margin: float = 0.0) -> str:
-    """P(A better) -> label; within tie_margin of 0.5 is a tie."""
-    if abs(p_a - 0.5) <= tie_margin:
-        return "tie"
-    return "A" if p_a > 0.5 else "B"
 
 
 # -- agreement between two label lists ---------------------------------------------------------

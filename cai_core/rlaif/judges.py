@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
+from cai_core.label_rule import is_flipped, label_from_p
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
 from cai_core.store import Store, dumps, now
 
@@ -37,7 +38,6 @@ OPTIONS = ["(A)", "(B)"]
 MC_PREFIX = "The answer is: "
 COT_SUFFIX = " Therefore, the better response is: "
 PAIR_QUESTION_ID = "pair-question"   # principle_id used when a pair carries its own question
-TIE_EPS = 1e-9
 
 Progress = Callable[[int, int, str], None]
 
@@ -136,14 +136,6 @@ class PairVerdict:
                 "disagreement": self.disagreement,
                 "members": [{"judge_key": m.judge_key, "principle_id": m.principle_id, "p_a": m.p_a,
                              "label": m.label, "flipped": m.flipped} for m in self.members]}
-
-
-def label_of(p: float | None) -> str | None:
-    if p is None:
-        return None
-    if abs(p - 0.5) <= TIE_EPS:
-        return "tie"
-    return "A" if p > 0.5 else "B"
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -367,23 +359,23 @@ def aggregate(pair_id: str, records: list[dict], combine: str = "mean", comparis
         invalid = sum(1 for r in by_order.values() if r["parse_status"] != "ok")
         invalid_total += invalid
         p = _mean([p_ab, p_ba])
-        flipped = p_ab is not None and p_ba is not None and label_of(p_ab) != label_of(p_ba)
+        flipped = is_flipped(p_ab, p_ba)
         model = next(iter(by_order.values()))["judge_model"]
-        members.append(Member(jkey, model, pid, p, p_ab, p_ba, label_of(p), flipped, invalid,
+        members.append(Member(jkey, model, pid, p, p_ab, p_ba, label_from_p(p), flipped, invalid,
                               ab.get("reasoning") if ab else None, ba.get("reasoning") if ba else None))
     valid = [m for m in members if m.p_a is not None]
     p_ab = _mean(m.p_a_ab for m in valid)
     p_ba = _mean(m.p_a_ba for m in valid)
     if combine == "mean":
         p = _mean(m.p_a for m in valid)
-        label = label_of(p)
+        label = label_from_p(p)
     else:
         score = {"A": 1.0, "B": 0.0, "tie": 0.5}
         p = _mean(score[m.label] for m in valid)
         votes_a = sum(m.label == "A" for m in valid)
         votes_b = sum(m.label == "B" for m in valid)
         label = None if not valid else ("A" if votes_a > votes_b else "B" if votes_b > votes_a else "tie")
-    flipped = p_ab is not None and p_ba is not None and label_of(p_ab) != label_of(p_ba)
+    flipped = is_flipped(p_ab, p_ba)
     disagreement = len({m.label for m in valid}) > 1
     reasoning = next((m.reasoning_ab or m.reasoning_ba for m in members if m.reasoning_ab or m.reasoning_ba), None)
     return PairVerdict(pair_id, p, label, p_ab, p_ba, flipped, disagreement, invalid_total, members, reasoning,

@@ -1,11 +1,17 @@
-"""Response pairs (comparisons): sampled from a policy, or imported from files.
+"""Response pairs (comparisons): the one writer of `comparisons`, and the one filter over them.
+
+Every comparison is stored here (`add_pairs`), whoever makes it: pair sampling, file imports, gold
+sets, evaluations and A/B experiments. Each records its origin (sampled | imported | gold:<set> |
+evaluation:<name> | experiment:<name>) and a split (train | eval | gold; from the origin unless
+given), so held-out data never reaches a training export by default. A comparison's key is a
+content hash of origin + prompt + both responses (+ the caller's key parts, e.g. an evaluation's
+axis and policy names), so importing or sampling twice stores nothing twice.
 
 Sampling draws k responses per prompt from any model spec (the base model or an SFT run's
 folder) and pairs them. Imports read JSONL rows {"id","prompt","response_a","response_b"},
 {"prompt","chosen","rejected"} (strings or TRL conversational lists), and the CAI paper's
 multiple-choice evals (438HHHEvaluations.jsonl, HarmfulVsEthical.jsonl), keeping the gold
-label where the file says which answer is right. A comparison's key is a content hash, so
-importing or sampling twice stores nothing twice.
+label where the file says which answer is right.
 """
 from __future__ import annotations
 
@@ -14,11 +20,11 @@ import itertools
 import json
 import random
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend, GenerationParams
-from cai_core.prompt_sets import get_prompts, load_prompts_file
+from cai_core.provenance import check_origin, check_split, split_of
 from cai_core.reliability.paper_evals import load_paper_eval
 from cai_core.store import Store, dumps, loads, now
 from cai_core.uploads import read_user_file
@@ -26,10 +32,35 @@ from cai_core.workspace import safe_name
 
 Progress = Callable[[int, int, str], None]
 
+def comparison_filter(*, alias: str = "", batch: str | None = None, source: str | None = None,
+                      ids: Iterable[int] | None = None, splits: Iterable[str] | None = None) -> tuple[str, list]:
+    """The one SQL filter over comparisons: ' AND ...' clauses and their parameters.
+
+    source matches the origin (sampled, imported, gold:<set>, evaluation:<name>, experiment:<name>);
+    splits (None = any) keeps only those splits."""
+    col = f"{alias}." if alias else ""
+    sql, params = "", []
+    if batch:
+        sql += f" AND {col}batch=?"
+        params.append(batch)
+    if source:
+        sql += f" AND {col}origin=?"
+        params.append(source)
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        sql += f" AND {col}id IN ({','.join('?' * len(ids)) or 'NULL'})"
+        params += ids
+    if splits is not None:
+        splits = list(splits)
+        sql += f" AND {col}split IN ({','.join('?' * len(splits)) or 'NULL'})"
+        params += splits
+    return sql, params
 
 
-def comparison_key(prompt: str, response_a: str, response_b: str, source: str = "") -> str:
-    blob = json.dumps([source, prompt, response_a, response_b], ensure_ascii=False).encode()
+def comparison_key(prompt: str, response_a: str, response_b: str, source: str = "", key_parts: list | None = None) -> str:
+    """Content key: origin + prompt + both responses (+ the caller's key parts, when the same texts
+    may be compared twice for different reasons, e.g. an evaluation's axis and policy pair)."""
+    blob = json.dumps([source, prompt, response_a, response_b] + list(key_parts or []), ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
@@ -133,21 +164,28 @@ def load_pairs_file(path: str | Path, seed: int = 0) -> list[dict]:
 
 
 # -- store -------------------------------------------------------------------------------------
-def add_pairs(store: Store, pairs: list[dict], *, source: str, batch: str | None = None) -> list[int]:
-    """Store pairs (idempotent by content key); sets and returns each pair's comparison_id."""
+def add_pairs(store: Store, pairs: list[dict], *, origin: str, batch: str | None = None,
+              split: str | None = None) -> list[int]:
+    """Store pairs (idempotent by content key); sets and returns each pair's comparison_id.
+
+    origin: sampled | imported | gold:<set> | evaluation:<name> | experiment:<name>; split: train |
+    eval | gold (default from the origin). A pair may carry "key_parts" (see comparison_key)."""
+    check_origin(origin)
+    split = check_split(split or split_of(origin))
     ids = []
     with store.tx() as conn:
         for pair in pairs:
-            key = comparison_key(pair["prompt"], pair["response_a"], pair["response_b"], source)
+            key = comparison_key(pair["prompt"], pair["response_a"], pair["response_b"], origin, pair.get("key_parts"))
             meta = dict(pair.get("meta") or {})
             meta.setdefault("external_id", pair.get("id"))
             if pair.get("question"):
                 meta["question"] = pair["question"]
             conn.execute(
-                "INSERT OR IGNORE INTO comparisons (key, source, batch, prompt, response_a, response_b, category, "
-                "gold_label, policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key, source, batch, pair["prompt"], pair["response_a"], pair["response_b"], pair.get("category"),
-                 pair.get("gold_label"), pair.get("policy_a"), pair.get("policy_b"), dumps(meta), now()),
+                "INSERT OR IGNORE INTO comparisons (key, source, origin, split, batch, prompt, response_a, response_b, "
+                "category, gold_label, policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, origin, origin, split, batch, pair["prompt"], pair["response_a"], pair["response_b"],
+                 pair.get("category"), pair.get("gold_label"), pair.get("policy_a"), pair.get("policy_b"),
+                 dumps(meta), now()),
             )
             cid = int(conn.execute("SELECT id FROM comparisons WHERE key=?", (key,)).fetchone()[0])
             pair["comparison_id"] = cid
@@ -156,17 +194,25 @@ def add_pairs(store: Store, pairs: list[dict], *, source: str, batch: str | None
     return ids
 
 
-def import_pairs_file(store: Store, path: str | Path, *, batch: str | None = None, seed: int = 0) -> dict:
-    """Import a pairs file: paper evals become source gold:<file stem>, others source "imported"."""
+def file_origin(path: str | Path, pairs: list[dict]) -> str:
+    """A pairs file's origin: the paper's evals are gold sets (gold:<file stem>), others "imported"."""
+    paper = all(p["source_format"].startswith("paper") for p in pairs)
+    return f"gold:{Path(path).stem}" if paper else "imported"
+
+
+def import_pairs_file(store: Store, path: str | Path, *, batch: str | None = None, seed: int = 0,
+                      split: str | None = None) -> dict:
+    """Import a pairs file: paper evals become origin gold:<file stem> (split gold), others "imported"
+    (split train unless given)."""
     path = Path(path)
     pairs = load_pairs_file(path, seed=seed)
-    paper = all(p["source_format"].startswith("paper") for p in pairs)
-    source = f"gold:{path.stem}" if paper else "imported"
+    source = file_origin(path, pairs)
     batch = batch or path.stem
     before = store.scalar("SELECT COUNT(*) FROM comparisons")
-    ids = add_pairs(store, pairs, source=source, batch=batch)
+    ids = add_pairs(store, pairs, origin=source, batch=batch, split=split)
     added = store.scalar("SELECT COUNT(*) FROM comparisons") - before
-    return {"file": str(path), "source": source, "batch": batch, "pairs": len(ids), "added": added,
+    return {"file": str(path), "source": source, "split": split or split_of(source), "batch": batch,
+            "pairs": len(ids), "added": added,
             "with_gold": sum(1 for p in pairs if p.get("gold_label")), "comparison_ids": ids}
 
 
@@ -190,38 +236,20 @@ def get_comparison(store: Store, comparison_id: int) -> dict:
 
 
 def comparisons_for(store: Store, *, batch: str | None = None, source: str | None = None,
-                    ids: list[int] | None = None) -> list[dict]:
-    """Judge-ready pairs for a batch, a source or explicit comparison ids."""
-    sql, params = "SELECT * FROM comparisons WHERE 1=1", []
-    if batch:
-        sql += " AND batch=?"
-        params.append(batch)
-    if source:
-        sql += " AND source=?"
-        params.append(source)
-    if ids:
-        sql += f" AND id IN ({','.join('?' * len(ids))})"
-        params += list(ids)
-    return [comparison_pair(r) for r in store.query(sql + " ORDER BY id", params)]
+                    ids: list[int] | None = None, splits: Iterable[str] | None = None) -> list[dict]:
+    """Judge-ready pairs for a batch, an origin, a split or explicit comparison ids."""
+    where, params = comparison_filter(batch=batch, source=source, ids=ids or None, splits=splits)
+    return [comparison_pair(r) for r in store.query(f"SELECT * FROM comparisons WHERE 1=1{where} ORDER BY id", params)]
 
 
 def list_batches(store: Store) -> list[dict]:
+    """Batches of comparisons with their origin and split, newest first."""
     return [dict(r) for r in store.query(
-        "SELECT batch, source, COUNT(*) AS comparisons, MAX(created_at) AS updated FROM comparisons "
-        "GROUP BY batch, source ORDER BY updated DESC")]
+        "SELECT batch, origin AS source, origin, split, COUNT(*) AS comparisons, MAX(created_at) AS updated "
+        "FROM comparisons GROUP BY batch, origin, split ORDER BY updated DESC")]
 
 
 # -- sampling ----------------------------------------------------------------------------------
-def resolve_prompts(store: Store, set_or_file: str) -> list[dict]:
-    """A stored prompt set's prompts, or a prompts file's: [{text, category, prompt_id}]."""
-
-    if store.one("SELECT 1 FROM prompt_sets WHERE name=?", (set_or_file,)):
-        return [{"text": p["text"], "category": p["category"], "prompt_id": p["id"]} for p in get_prompts(store, set_or_file)]
-    if Path(set_or_file).is_file():
-        return [{"text": p["text"], "category": p["category"], "prompt_id": None} for p in load_prompts_file(set_or_file)]
-    raise CaiError(f"{set_or_file!r} is neither a stored prompt set nor a prompts file")
-
-
 def _sample_key(prompt: str, model: str, k: int, params: GenerationParams) -> str:
     blob = json.dumps([prompt, model, k, params.temperature, params.top_p, params.max_new_tokens, params.seed]).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
@@ -257,7 +285,7 @@ def sample_pairs(
     if not prompts:
         raise CaiError("no prompts to sample from")
     done_keys = {(loads(r["meta_json"], {}) or {}).get("sample_key")
-                 for r in store.query("SELECT meta_json FROM comparisons WHERE batch=? AND source='sampled'", (batch,))}
+                 for r in store.query("SELECT meta_json FROM comparisons WHERE batch=? AND origin='sampled'", (batch,))}
     made, identical, skipped = 0, 0, 0
     for i, prompt in enumerate(prompts):
         if should_stop and should_stop():
@@ -282,10 +310,10 @@ def sample_pairs(
                               "policy_a": model, "policy_b": model,
                               "meta": {"sample_key": skey, "prompt_id": prompt.get("prompt_id"),
                                        "samples": [a, b], "params": params.to_dict()}})
-            add_pairs(store, pairs, source="sampled", batch=batch)
+            add_pairs(store, pairs, origin="sampled", batch=batch)
             made += len(pairs)
         if progress:
             progress(i + 1, len(prompts), f"prompt {i + 1}/{len(prompts)}: {made} pairs so far")
-    total = store.scalar("SELECT COUNT(*) FROM comparisons WHERE batch=? AND source='sampled'", (batch,))
+    total = store.scalar("SELECT COUNT(*) FROM comparisons WHERE batch=? AND origin='sampled'", (batch,))
     return {"batch": batch, "model": model, "prompts": len(prompts), "pairs_added": made,
             "identical_skipped": identical, "prompts_already_done": skipped, "pairs_in_batch": total}

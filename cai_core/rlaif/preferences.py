@@ -19,7 +19,10 @@ from typing import Callable
 from cai_core.errors import CaiError
 from cai_core.exports import export_exists, record_export
 from cai_core.jsonl import write_jsonl
-from cai_core.rlaif.judges import COMBINES, label_of, stored_verdicts
+from cai_core.label_rule import TIE_MARGIN, confidence, export_exclusion, label_from_p
+from cai_core.provenance import parse_splits
+from cai_core.rlaif.judges import COMBINES, stored_verdicts
+from cai_core.rlaif.pairs import comparison_filter
 from cai_core.store import Store, loads, now
 from cai_core.workspace import safe_name
 
@@ -119,7 +122,8 @@ def _judge_filter(judge_keys: list[str] | None) -> tuple[str, list]:
 def _verdict_cte(judge_keys: list[str] | None) -> tuple[str, list, str]:
     """SQL for per-comparison AI p (mean of members), flip and disagreement, matching judges.aggregate (mean)."""
     where, params = _judge_filter(judge_keys)
-    sign = "(CASE WHEN ABS({x}-0.5)<=1e-9 THEN 0 WHEN {x}>0.5 THEN 1 ELSE -1 END)"
+    # label_rule.label_from_p in SQL (the same margin), so the queue sorts by what the rule says
+    sign = f"(CASE WHEN ABS({{x}}-0.5)<={TIE_MARGIN!r} THEN 0 WHEN {{x}}>0.5 THEN 1 ELSE -1 END)"
     cte = f"""
     WITH m AS (
         SELECT comparison_id, judge_key, principle_id,
@@ -158,13 +162,8 @@ def queue(store: Store, *, order: str = "uncertain", status: str = "unlabelled",
     if limit < 1 or offset < 0:
         raise CaiError("limit must be >= 1 and offset >= 0")
     cte, params, flipped = _verdict_cte(judge_keys)
-    where, wparams = ["1=1"], []
-    if batch:
-        where.append("c.batch=?")
-        wparams.append(batch)
-    if source:
-        where.append("c.source=?")
-        wparams.append(source)
+    cond, wparams = comparison_filter(alias="c", batch=batch, source=source)
+    where = ["1=1" + cond]
     if status == "unlabelled":
         where.append("lab.label IS NULL")
     elif status == "labelled":
@@ -185,7 +184,7 @@ def queue(store: Store, *, order: str = "uncertain", status: str = "unlabelled",
     base = f"FROM comparisons c LEFT JOIN v ON v.comparison_id=c.id LEFT JOIN lab ON lab.comparison_id=c.id WHERE {' AND '.join(where)}"
     total = store.scalar(f"{cte} SELECT COUNT(*) {base}", params + wparams)
     rows = store.query(
-        f"{cte} SELECT c.id, c.batch, c.source, c.prompt, c.response_a, c.response_b, c.category, c.gold_label, "
+        f"{cte} SELECT c.id, c.batch, c.source, c.origin, c.split, c.prompt, c.response_a, c.response_b, c.category, c.gold_label, "
         f"c.meta_json, v.p AS ai_p_a, v.pab AS ai_p_a_ab, v.pba AS ai_p_a_ba, COALESCE(v.invalid, 0) AS invalid, "
         f"COALESCE(v.disagreement, 0) AS disagreement, {flipped} AS flipped, lab.label AS human_label, "
         f"lab.annotator AS human_annotator, lab.is_override AS human_is_override "
@@ -196,7 +195,7 @@ def queue(store: Store, *, order: str = "uncertain", status: str = "unlabelled",
     for r in rows:
         d = dict(r)
         d["meta"] = loads(d.pop("meta_json"), {}) or {}
-        d["ai_label"] = label_of(d["ai_p_a"])
+        d["ai_label"] = label_from_p(d["ai_p_a"])
         d["flipped"] = bool(d["flipped"])
         d["disagreement"] = bool(d["disagreement"])
         out.append(d)
@@ -205,13 +204,8 @@ def queue(store: Store, *, order: str = "uncertain", status: str = "unlabelled",
 
 def stats(store: Store, *, batch: str | None = None, source: str | None = None) -> dict:
     """Counts for the page header: comparisons, judged, invalid bucket, human labels, overrides."""
-    cond, params = "1=1", []
-    if batch:
-        cond += " AND c.batch=?"
-        params.append(batch)
-    if source:
-        cond += " AND c.source=?"
-        params.append(source)
+    where, params = comparison_filter(alias="c", batch=batch, source=source)
+    cond = "1=1" + where
     one = lambda sql: int(store.scalar(sql, params) or 0)  # noqa: E731
     return {
         "comparisons": one(f"SELECT COUNT(*) FROM comparisons c WHERE {cond}"),
@@ -256,6 +250,9 @@ def export_preferences(
     combine: str = "mean",
     soft_labels: bool = False,
     margin: bool = False,
+    include_splits: str | list[str] | tuple | None = None,
+    keep_flipped: bool = False,
+    min_confidence: float | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
@@ -264,26 +261,35 @@ def export_preferences(
     Rows are TRL conversational preference rows: prompt (user turns), chosen and rejected
     (one assistant turn each). soft_labels adds p_chosen (the probability that chosen is better:
     1.0 for human and gold labels, the AI P for AI labels); margin adds 2*p_chosen-1 (TRL
-    RewardTrainer's optional margin). Ties, both_bad and comparisons without a valid label are
-    left out and counted in the card.
+    RewardTrainer's optional margin).
+
+    Only train-split comparisons are read unless include_splits adds eval and/or gold (held-out
+    data never reaches a training set by default). AI verdicts that flipped with the order, sit
+    within the tie margin, or (with min_confidence) are less sure than max(P, 1-P) >= min_confidence
+    are left out (label_rule.export_exclusion); keep_flipped keeps flipped ones by their mean P(A).
+    Ties, both_bad and comparisons without a valid label are left out too; the card counts rows by
+    origin and split, and everything left out and why.
     """
 
     safe_name(name, "export name")
     if combine not in COMBINES:
         raise CaiError(f"unknown combine {combine!r}: use mean or vote")
+    splits = parse_splits(include_splits)
+    if min_confidence is not None and not 0.5 <= float(min_confidence) <= 1.0:
+        raise CaiError(f"--min-confidence must be between 0.5 and 1 (max(P, 1-P) of the AI verdict), not {min_confidence}")
     target = store.workspace.child_path("exports", name)
     if (export_exists(store, name) or target.exists()) and not overwrite:
         raise CaiError(f"export {name!r} already exists; choose another name or overwrite")
-    sql, params = "SELECT id, prompt, response_a, response_b, gold_label, source, batch FROM comparisons WHERE 1=1", []
-    if batch:
-        sql += " AND batch=?"
-        params.append(batch)
-    if source:
-        sql += " AND source=?"
-        params.append(source)
-    comps = store.query(sql + " ORDER BY id", params)
+    where, params = comparison_filter(batch=batch, source=source)
+    matching = store.query(f"SELECT split, COUNT(*) AS n FROM comparisons WHERE 1=1{where} GROUP BY split", params)
+    excluded_split = {r["split"] or "none": int(r["n"]) for r in matching if r["split"] not in splits}
+    where, params = comparison_filter(batch=batch, source=source, splits=splits)
+    comps = store.query("SELECT id, prompt, response_a, response_b, gold_label, source, origin, split, batch "
+                        f"FROM comparisons WHERE 1=1{where} ORDER BY id", params)
     if not comps:
-        raise CaiError("no comparisons match (check the batch / source filter)")
+        held = f"; left out as held-out splits: {excluded_split} (add --include-split eval,gold to include them)" \
+            if excluded_split else ""
+        raise CaiError(f"no comparisons match (check the batch / source filter){held}")
     ids = [c["id"] for c in comps]
     verdicts = stored_verdicts(store, ids, judge_keys, combine)
     labels: dict[int, list[dict]] = {}
@@ -292,14 +298,22 @@ def export_preferences(
         for r in store.query(f"SELECT id, comparison_id, annotator, label, reason, is_override, created_at FROM human_labels "
                              f"WHERE comparison_id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
             labels.setdefault(r["comparison_id"], []).append(dict(r))
-    rows, lineage = [], []
+    rows, lineage, prompts = [], [], []
     counts: Counter = Counter()
+    by_origin: Counter = Counter()
+    by_split: Counter = Counter()
     for i, c in enumerate(comps):
         v = verdicts.get(c["id"])
         ai_label = v.label if v else None
         history = labels.get(c["id"], [])
         label, src = resolve(history, c["gold_label"], ai_label)
         counts[f"source_{src}"] += 1
+        if src == "ai":
+            reason = export_exclusion(label, v.p_a, v.flipped, keep_flipped=keep_flipped,
+                                      min_confidence=min_confidence)
+            if reason is not None:
+                counts[f"excluded_ai_{reason}"] += 1
+                continue
         if label in ("tie", "both_bad"):
             counts[f"excluded_{label}"] += 1
             continue
@@ -319,17 +333,23 @@ def export_preferences(
         if margin:
             row["margin"] = float(2 * p_chosen - 1)
         rows.append(row)
+        prompts.append(c["prompt"])
+        by_origin[c["origin"] or "unknown"] += 1
+        by_split[c["split"] or "unknown"] += 1
         lineage.append({"row": len(rows) - 1, "comparison_id": c["id"], "batch": c["batch"], "source": c["source"],
+                        "origin": c["origin"], "split": c["split"],
                         "label": label, "label_source": src, "is_override": is_override,
                         "annotator": newest["annotator"] if src == "human" else None,
                         "override_reason": newest["reason"] if is_override else None,
                         "ai_label": ai_label, "ai_p_a": v.p_a if v else None,
+                        "ai_confidence": confidence(v.p_a) if v else None,
                         "ai_flipped": v.flipped if v else None})
         if progress and i % 200 == 0:
             progress(i, len(comps), f"resolved {i}/{len(comps)}")
     if not rows:
-        raise CaiError(f"nothing to export: of {len(comps)} comparisons none has an A/B label "
-                       f"({dict(counts)})")
+        raise CaiError(f"nothing to export: of {len(comps)} comparisons none has a usable A/B label "
+                       f"({dict(counts)}; flipped or low-confidence AI verdicts are left out unless "
+                       f"--keep-flipped / a lower --min-confidence)")
     used_keys = sorted({m.judge_key for v in verdicts.values() for m in v.members})
     judges = [dict(r) for r in store.query(
         f"SELECT judge_key, model, style, constitution_name, constitution_version FROM judges "
@@ -337,9 +357,14 @@ def export_preferences(
     card = {
         "name": name, "kind": "preference", "format": "trl-conversational-preference",
         "columns": list(rows[0].keys()), "created_at": now(),
-        "filters": {"batch": batch, "source": source, "judge_keys": judge_keys, "combine": combine},
+        "filters": {"batch": batch, "source": source, "judge_keys": judge_keys, "combine": combine,
+                    "include_splits": list(splits), "keep_flipped": bool(keep_flipped),
+                    "min_confidence": min_confidence},
+        "splits": list(splits),
         "constitution_versions": sorted({j["constitution_version"] for j in judges if j["constitution_version"]}),
         "judges": judges,
+        "rows_by_origin": dict(sorted(by_origin.items())),
+        "rows_by_split": dict(sorted(by_split.items())),
         "counts": {
             "comparisons": len(comps), "exported": len(rows),
             "from_human": sum(1 for r in lineage if r["label_source"] == "human"),
@@ -348,9 +373,16 @@ def export_preferences(
             "human_overrides": counts["overrides"],
             "excluded_tie": counts["excluded_tie"], "excluded_both_bad": counts["excluded_both_bad"],
             "excluded_invalid": counts["excluded_invalid"], "excluded_unjudged": counts["excluded_unjudged"],
+            "excluded_ai_flipped": counts["excluded_ai_flipped"],
+            "excluded_ai_within_margin": counts["excluded_ai_within_margin"],
+            "excluded_ai_low_confidence": counts["excluded_ai_low_confidence"],
+            "excluded_split": sum(excluded_split.values()),
         },
+        "excluded_by_split": dict(sorted(excluded_split.items())),
         "share_human_overrides": counts["overrides"] / len(rows),
-        "resolution": "newest non-skip human label, else gold label, else AI verdict",
+        "resolution": "newest non-skip human label, else gold label, else AI verdict (label_rule: flipped or "
+                      "within-margin AI verdicts left out" + (", flipped kept" if keep_flipped else "") +
+                      (f", AI confidence below {min_confidence} left out" if min_confidence is not None else "") + ")",
     }
     from datasets import Dataset
 
@@ -363,7 +395,7 @@ def export_preferences(
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     with store.tx() as conn:
-        record_export(conn, name, "preference", str(target), card)
+        record_export(conn, name, "preference", str(target), card, prompts=prompts)
     card["path"] = str(target)
     return card
 
@@ -381,7 +413,11 @@ def _readme(card: dict) -> str:
         f"- rows: {c['exported']} of {c['comparisons']} comparisons (human {c['from_human']}, gold {c['from_gold']}, "
         f"AI {c['from_ai']})\n"
         f"- human overrides: {c['human_overrides']} ({card['share_human_overrides']:.1%} of rows)\n"
+        f"- splits read: {', '.join(card.get('splits', ['train']))}; rows by split: "
+        f"{json.dumps(card.get('rows_by_split', {}))}; rows by origin: {json.dumps(card.get('rows_by_origin', {}))}\n"
         f"- excluded: tie {c['excluded_tie']}, both bad {c['excluded_both_bad']}, invalid {c['excluded_invalid']}, "
-        f"unjudged {c['excluded_unjudged']}\n"
+        f"unjudged {c['excluded_unjudged']}; AI verdicts flipped with the order {c.get('excluded_ai_flipped', 0)}, "
+        f"within the tie margin {c.get('excluded_ai_within_margin', 0)}, below the minimum confidence "
+        f"{c.get('excluded_ai_low_confidence', 0)}; held-out splits {json.dumps(card.get('excluded_by_split', {}))}\n"
         f"- label resolution: {card['resolution']}\n\n## Judges\n\n{judges}\n"
     )

@@ -23,13 +23,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from cai_core.constitution.files import load_constitution_file
 from cai_core.constitution.model import Constitution, Principle, template_variables
-from cai_core.constitution.versions import get_by_version, get_constitution
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
 from cai_core.models.bounds import fit_prompts
-from cai_core.prompt_sets import get_prompts, load_prompts_file
+from cai_core.provenance import check_origin, split_of
 from cai_core.store import Store, dumps, loads, now
 from cai_core.supervisor import alive as pid_alive
 from cai_core.supervised.refusals import refusal_introduced
@@ -278,7 +276,8 @@ def as_prompt_items(items: Iterable) -> list[PromptItem]:
         elif isinstance(it, str):
             out.append(PromptItem(it))
         else:
-            out.append(PromptItem(it["text"], it.get("category"), dict(it.get("meta") or {}), it.get("id")))
+            out.append(PromptItem(it["text"], it.get("category"), dict(it.get("meta") or {}),
+                                  it.get("prompt_id", it.get("id"))))
     return out
 
 
@@ -312,8 +311,9 @@ class Reviser:
     """Runs (or resumes) trajectories for one constitution version, model and settings."""
 
     def __init__(self, store: Store, backend: Backend, constitution: Constitution, settings: ReviseSettings,
-                 model: str, *, batch: str | None = None, job_id: int | None = None):
+                 model: str, *, batch: str | None = None, job_id: int | None = None, origin: str = "sampled"):
         self.store = store
+        self.origin = check_origin(origin)  # provenance: sampled, or experiment:<name> (split eval)
         self.backend = backend
         self.constitution = constitution.validate()
         self.settings = settings.validate(constitution)
@@ -333,10 +333,11 @@ class Reviser:
                 conn.execute(
                     "INSERT OR IGNORE INTO trajectories (key, job_id, batch, prompt_id, prompt, category, "
                     "constitution_name, constitution_version, model, params_json, seed, status, meta_json, rounds, "
-                    "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "origin, split, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (key, self.job_id, self.batch, item.prompt_id, item.text, item.category, self.constitution.name,
                      self.version, self.model, dumps(self.settings.key_params()), self.settings.seed, "pending",
-                     dumps(item.meta) if item.meta else None, self.settings.rounds, now(), now()),
+                     dumps(item.meta) if item.meta else None, self.settings.rounds, self.origin,
+                     split_of(self.origin), now(), now()),
                 )
             row = self.store.one("SELECT id, initial, status FROM trajectories WHERE key=?", (key,))
         traj = _Traj(id=row["id"], key=key, prompt=item.text, plan=plan, initial=row["initial"], status=row["status"])
@@ -642,9 +643,10 @@ def stream_revision(store: Store, backend: Backend, constitution: Constitution, 
 
 def run_revision(store: Store, backend: Backend, constitution: Constitution, prompts: Iterable,
                  settings: ReviseSettings, model: str, *, batch: str | None = None, job_id: int | None = None,
-                 batch_size: int = 8, progress=None, should_stop=None) -> list[int]:
-    """Batch run (or resume) over prompts; returns trajectory ids in prompt order."""
-    return Reviser(store, backend, constitution, settings, model, batch=batch, job_id=job_id).run(
+                 batch_size: int = 8, progress=None, should_stop=None, origin: str = "sampled") -> list[int]:
+    """Batch run (or resume) over prompts; returns trajectory ids in prompt order. origin: where the
+    trajectories come from (sampled, or experiment:<name>: split eval, never in an SFT export by default)."""
+    return Reviser(store, backend, constitution, settings, model, batch=batch, job_id=job_id, origin=origin).run(
         prompts, batch_size=batch_size, progress=progress, should_stop=should_stop)
 
 
@@ -783,39 +785,3 @@ def default_batch_name(prompts: str, version: str) -> str:
     """<prompts>-<version>: the same prompts and constitution version get the same batch (the
     page's suggestion and the CLI's default alike), so starting it again resumes it."""
     return f"{slug(prompts, 'prompts')}-{version[:8]}"
-
-
-def resolve_constitution(store: Store, spec: str) -> tuple[Constitution, bool]:
-    """A constitution from a file (project YAML/JSON or paper JSON), "NAME", "NAME@VERSION" or a
-    stored version hash. Returns (constitution, from_file); a file's constitution is not saved here."""
-    from pathlib import Path
-
-
-    path = Path(spec).expanduser()
-    if path.is_file() or path.suffix.lower() in (".json", ".yaml", ".yml"):
-        return load_constitution_file(path), True
-    name, _, version = spec.partition("@")
-    try:
-        return get_constitution(store, name, version or None), False
-    except CaiError:
-        if not version and re.fullmatch(r"[0-9a-f]{6,64}", spec):
-            try:
-                return get_by_version(store, spec), False
-            except CaiError:
-                pass
-    raise CaiError(f"{spec!r} is neither a constitution file nor a stored constitution "
-                   "(give a .yaml/.json path, NAME or NAME@VERSION)")
-
-
-def resolve_prompts(store: Store, spec: str) -> tuple[list[PromptItem], str]:
-    """Prompts from a .jsonl/.csv/.txt file or a stored prompt set. Returns (items, source label)."""
-    from pathlib import Path
-
-
-    path = Path(spec).expanduser()
-    if path.is_file() or path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".csv", ".txt"):
-        return as_prompt_items(load_prompts_file(path)), path.stem
-    try:
-        return as_prompt_items(get_prompts(store, spec)), spec
-    except CaiError:
-        raise CaiError(f"{spec!r} is neither a prompt file (.jsonl/.csv/.txt) nor a stored prompt set") from None

@@ -20,6 +20,7 @@ from cai_core.errors import CaiError
 from cai_core.exports import export_exists, record_export
 from cai_core.jsonl import write_jsonl
 from cai_core.prompt_sets import get_prompt_set, get_prompts
+from cai_core.provenance import SPLITS, TRAIN_ONLY, parse_splits
 from cai_core.store import Store, now
 from cai_core.supervised.revision import ReviseSettings, run_revision
 from cai_core.workspace import safe_name, slug
@@ -35,11 +36,15 @@ def parse_formats(text: str | list[str] | tuple) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def revision_rows(store: Store, *, batch: str | None = None, constitution_version: str | None = None) -> list[dict]:
-    """Finished trajectories with at least one round and a non-empty final answer."""
+def revision_rows(store: Store, *, batch: str | None = None, constitution_version: str | None = None,
+                  splits=TRAIN_ONLY) -> list[dict]:
+    """Finished trajectories of the given splits (default: train) with at least one round and a
+    non-empty final answer."""
+    splits = list(splits)
     clauses = ["status='done'", "COALESCE(rounds, 1) > 0", "TRIM(COALESCE(final, '')) != ''",
-               "EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=trajectories.id)"]
-    params: list = []
+               "EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=trajectories.id)",
+               f"split IN ({','.join('?' * len(splits))})"]
+    params: list = list(splits)
     if batch:
         clauses.append("batch=?")
         params.append(batch)
@@ -47,13 +52,16 @@ def revision_rows(store: Store, *, batch: str | None = None, constitution_versio
         clauses.append("constitution_version=?")
         params.append(constitution_version)
     return [dict(r) for r in store.query(
-        "SELECT id, batch, job_id, prompt, final, constitution_name, constitution_version, model FROM trajectories "
+        "SELECT id, batch, job_id, prompt, final, constitution_name, constitution_version, model, origin, split "
+        "FROM trajectories "
         f"WHERE {' AND '.join(clauses)} ORDER BY id", tuple(params))]
 
 
 def _stored_answer(store: Store, prompt: str, model: str | None) -> dict | None:
-    """The model's own first answer to a prompt, from any stored trajectory (answer-only runs first)."""
-    sql = ("SELECT id, initial, model FROM trajectories WHERE prompt=? AND initial IS NOT NULL AND TRIM(initial) != ''"
+    """The model's own first answer to a prompt, from any stored train-split trajectory (answer-only
+    runs first; an experiment's trajectories are held out)."""
+    sql = ("SELECT id, initial, model, origin, split FROM trajectories WHERE prompt=? AND initial IS NOT NULL "
+           "AND TRIM(initial) != '' AND split='train'"
            + (" AND model=?" if model else "") + " ORDER BY COALESCE(rounds, 1) ASC, id ASC LIMIT 1")
     row = store.one(sql, (prompt, model) if model else (prompt,))
     return dict(row) if row else None
@@ -88,7 +96,8 @@ def helpful_rows(store: Store, set_name: str, *, model: str | None, backend=None
     for p in prompts:
         found = _stored_answer(store, p["text"], model)
         if found is not None:
-            out.append({"id": found["id"], "prompt": p["text"], "answer": found["initial"], "model": found["model"]})
+            out.append({"id": found["id"], "prompt": p["text"], "answer": found["initial"], "model": found["model"],
+                        "origin": found["origin"], "split": found["split"]})
     return out
 
 
@@ -96,8 +105,10 @@ def _messages(user: str, assistant: str) -> list[dict]:
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
-def build_card(name: str, revisions: list[dict], helpful: list[dict], *, filters: dict, formats: tuple) -> dict:
+def build_card(name: str, revisions: list[dict], helpful: list[dict], *, filters: dict, formats: tuple,
+               excluded_by_split: dict | None = None) -> dict:
     versions = Counter((r["constitution_name"], r["constitution_version"]) for r in revisions)
+    both = revisions + helpful
     return {
         "name": name,
         "kind": "sft",
@@ -105,6 +116,10 @@ def build_card(name: str, revisions: list[dict], helpful: list[dict], *, filters
         "created_at": now(),
         "files": (["data.jsonl"] if "jsonl" in formats else []) + (["HF dataset (save_to_disk)"] if "hf" in formats else []),
         "counts": {"revisions": len(revisions), "helpful": len(helpful), "total": len(revisions) + len(helpful)},
+        "splits": list(filters.get("include_splits") or TRAIN_ONLY),
+        "rows_by_origin": dict(sorted(Counter(r.get("origin") or "unknown" for r in both).items())),
+        "rows_by_split": dict(sorted(Counter(r.get("split") or "unknown" for r in both).items())),
+        "excluded_by_split": dict(sorted((excluded_by_split or {}).items())),
         "constitution_versions": [{"name": n, "version": v, "rows": c} for (n, v), c in sorted(versions.items())],
         "models": sorted({r["model"] for r in revisions} | {h["model"] for h in helpful}),
         "filters": filters,
@@ -129,6 +144,9 @@ def card_markdown(card: dict) -> str:
         "- Constitution versions: " + (", ".join(f"{v['name']}@{v['version']} ({v['rows']} rows)"
                                                  for v in card["constitution_versions"]) or "-"),
         f"- Batches: {', '.join(card['lineage']['batches']) or '-'}",
+        f"- Splits read: {', '.join(card.get('splits', ['train']))}; rows by split: "
+        f"{json.dumps(card.get('rows_by_split', {}))}; rows by origin: {json.dumps(card.get('rows_by_origin', {}))}",
+        f"- Left out as held-out splits: {json.dumps(card.get('excluded_by_split', {}))}",
         f"- Filters: {json.dumps(card['filters'])}",
         "", "Load with `datasets.load_from_disk(<this folder>)` or read `data.jsonl`; "
             "the full lineage (trajectory ids) is in card.json.", "",
@@ -136,11 +154,21 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+def held_out_counts(store: Store, *, batch: str | None = None, constitution_version: str | None = None,
+                    splits=TRAIN_ONLY) -> dict[str, int]:
+    """Finished trajectories matching the filters but outside the splits read: {split: count}."""
+    everything = revision_rows(store, batch=batch, constitution_version=constitution_version, splits=SPLITS)
+    return dict(Counter(r["split"] for r in everything if r["split"] not in splits))
+
+
 def export_sft(store: Store, name: str, *, batch: str | None = None, constitution_version: str | None = None,
                mix_helpful: str | None = None, formats=FORMATS, model: str | None = None, backend=None,
                max_new_tokens: int = 200, seed: int = 0, overwrite: bool = False,
-               progress=None, should_stop=None) -> dict:
-    """Write the dataset folder and record it; returns the card (with its "path")."""
+               include_splits=None, progress=None, should_stop=None) -> dict:
+    """Write the dataset folder and record it; returns the card (with its "path").
+
+    Only train-split trajectories are read unless include_splits adds eval and/or gold (an A/B
+    experiment's arms are held out); the card counts rows by origin and split."""
 
     safe_name(name, "export name")
     target = store.workspace.child_path("exports", name)
@@ -149,10 +177,14 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         raise CaiError("give a batch or a constitution version, not both")
     if export_exists(store, name) and not overwrite:
         raise CaiError(f"an export named {name!r} already exists; choose another name or overwrite it")
-    revisions = revision_rows(store, batch=batch, constitution_version=constitution_version)
+    splits = parse_splits(include_splits)
+    revisions = revision_rows(store, batch=batch, constitution_version=constitution_version, splits=splits)
+    held_out = held_out_counts(store, batch=batch, constitution_version=constitution_version, splits=splits)
     if not revisions:
         what = f"batch {batch!r}" if batch else f"constitution version {constitution_version}" if constitution_version else "the store"
-        raise CaiError(f"no finished trajectories with revisions in {what}; run a revise batch first")
+        held = (f" ({sum(held_out.values())} held out as split(s) {', '.join(sorted(held_out))}: add "
+                f"--include-split {','.join(sorted(held_out))} to include them)") if held_out else ""
+        raise CaiError(f"no finished trajectories (train split) with revisions in {what}{held}; run a revise batch first")
     if mix_helpful:
         get_prompt_set(store, mix_helpful)  # fails clearly before any work
         models = sorted({r["model"] for r in revisions})
@@ -166,8 +198,9 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
              "constitution_version": r["constitution_version"], "model": r["model"]} for r in revisions]
     rows += [{"messages": _messages(h["prompt"], h["answer"]), "source": "helpful", "trajectory_id": h["id"],
               "constitution_version": None, "model": h["model"]} for h in helpful]
-    card = build_card(name, revisions, helpful, formats=formats, filters={
-        "batch": batch, "constitution_version": constitution_version, "mix_helpful": mix_helpful})
+    card = build_card(name, revisions, helpful, formats=formats, excluded_by_split=held_out, filters={
+        "batch": batch, "constitution_version": constitution_version, "mix_helpful": mix_helpful,
+        "include_splits": list(splits)})
 
     tmp = target.with_name(f".{target.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -188,6 +221,6 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     with store.tx() as conn:
-        record_export(conn, name, "sft", str(target), card)
+        record_export(conn, name, "sft", str(target), card, prompts=[r["messages"][0]["content"] for r in rows])
     return {**card, "path": str(target)}
 

@@ -26,6 +26,7 @@ from cai_core import supervisor
 from cai_core.jsonl import append_jsonl
 from cai_core.supervisor import log_tail
 from cai_core.store import Store, dumps, loads, now
+from cai_core.training.paths import RunPaths, checkpoint_step, latest_checkpoint
 from cai_core.training.sources import (
     check_spec_sources,
     lineage_summary,
@@ -98,22 +99,6 @@ class Run:
 
     def key_metrics(self) -> dict:
         return {k: self.final_metrics[k] for k in KEY_METRICS.get(self.kind, []) if k in self.final_metrics}
-
-
-class RunPaths:
-    """Every file a run folder holds."""
-
-    def __init__(self, run_dir: str | Path):
-        self.root = Path(run_dir)
-        self.spec = self.root / "spec.yaml"
-        self.command = self.root / "command.txt"
-        self.log = self.root / "train.log"
-        self.metrics = self.root / "metrics.jsonl"
-        self.samples = self.root / "samples.jsonl"
-        self.stop = self.root / "STOP"
-        self.checkpoints = self.root / "checkpoints"
-        self.merged = self.root / "merged"
-        self.tensorboard = self.root / "tb"
 
 
 # -- creating and launching ----------------------------------------------------------------
@@ -258,31 +243,6 @@ def lineage(store: Store, run: Run) -> dict:
             out["export"] = {"name": row["name"], "kind": row["kind"], "path": row["path"]}
             out["export_card"] = lineage_summary(row["card"])
     return out
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under RUN_DIR/checkpoints.
-
-    HF writes trainer_state.json last, so a checkpoint is complete when that file parses; a kill in
-    the middle of a save leaves a newer, broken one, which resume must skip.
-    """
-    found = []
-    for d in RunPaths(run_dir).checkpoints.glob("checkpoint-*"):
-        try:
-            found.append((int(d.name.split("-", 1)[1]), d))
-        except ValueError:
-            continue
-    for _, d in sorted(found, reverse=True):
-        try:
-            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        return d
-    return None
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name.split("-", 1)[1])
 
 
 # -- the worker's side: status and metrics ------------------------------------------------------
