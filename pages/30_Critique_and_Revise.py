@@ -304,6 +304,9 @@ with sft_tab:
                            key="sft_mix", help="The paper mixes helpful data so SL-CAI stays helpful; missing "
                                                "answers are generated with the trajectories' model.")
         formats = st.multiselect("Formats", ["jsonl", "hf"], default=["jsonl", "hf"], key="sft_formats")
+        sft_splits = st.multiselect("Also include held-out splits", ["eval", "gold"], key="sft_splits",
+                                    help="Only the train split is exported by default: an A/B experiment's "
+                                         "trajectories are held out (--include-split).")
         overwrite = st.checkbox("Overwrite an export of the same name", key="sft_overwrite")
         preview_button("sft_preview")
         submitted = st.form_submit_button("Export", type="primary")
@@ -322,7 +325,8 @@ with sft_tab:
                 raise CaiError("no constitution version with trajectories yet")
             version_pick = e_version
         return ExportSftSpec(name=name, format=",".join(formats), batch=batch_pick, constitution_version=version_pick,
-                             mix_helpful=None if mix == "(none)" else mix, overwrite=overwrite)
+                             mix_helpful=None if mix == "(none)" else mix, overwrite=overwrite,
+                             include_split=",".join(sft_splits) or None)
 
     sft_spec, sft_problem = build_spec(_sft_spec)
     show_command(store, sft_spec, problem=sft_problem)

@@ -269,6 +269,10 @@ with tab_export:
     st.caption("Resolved label = newest human label (not skip), else the gold label, else the AI verdict. "
                "Ties, 'both bad' and invalid items are left out and counted in the card. Output: "
                "workspace/exports/NAME/ with data.jsonl, an HF dataset folder (hf/), lineage.jsonl and a card.")
+    st.info("Only the **train** split is exported: gold sets (imported for judge reliability) and the comparisons "
+            "of evaluations and A/B experiments are held out unless you include their split below. AI verdicts "
+            "that flip with the A/B order or sit on the tie margin are left out unless you keep them; the card "
+            "counts rows by origin and split, and everything left out and why.")
     with st.form("export_form"):
         c1, c2, c3 = st.columns(3)
         e_name = c1.text_input("Export name", value="prefs-1")
@@ -280,13 +284,22 @@ with tab_export:
         soft = c4.toggle("Soft-label column (p_chosen)")
         margin = c5.toggle("Margin column (RewardTrainer)")
         overwrite = c6.toggle("Overwrite an existing export")
+        c7, c8, c9 = st.columns(3)
+        e_splits = c7.multiselect("Also include held-out splits", ["eval", "gold"], key="export_splits",
+                                  help="Default: the train split only (--include-split).")
+        keep_flipped = c8.toggle("Keep AI verdicts that flip with the order", key="export_keep_flipped",
+                                 help="Kept by their mean P(A) (--keep-flipped).")
+        min_conf = c9.number_input("Minimum AI confidence max(P, 1-P)", 0.5, 1.0, 0.5, 0.05, key="export_min_conf",
+                                   help="0.5 = no minimum (--min-confidence).")
         preview_button("export_preview")
         export_go = st.form_submit_button("Export")
 
     def _export_spec() -> ExportPrefsSpec:
         safe_name(e_name, "export name")
         return ExportPrefsSpec(name=e_name, combine=e_combine, batch=None if e_batch == ALL else e_batch,
-                               judges=",".join(e_judges) or None, soft_labels=soft, margin=margin, overwrite=overwrite)
+                               judges=",".join(e_judges) or None, soft_labels=soft, margin=margin, overwrite=overwrite,
+                               include_split=",".join(e_splits) or None, keep_flipped=keep_flipped,
+                               min_confidence=float(min_conf) if min_conf > 0.5 else None)
 
     export_spec, export_problem = build_spec(_export_spec)
     show_command(store, export_spec, problem=export_problem)

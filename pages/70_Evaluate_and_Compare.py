@@ -9,7 +9,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import list_constitutions, list_versions
 from cai_core.errors import CaiError
-from cai_core.evaluation.evaluate import get_evaluation, list_evaluations
+from cai_core.evaluation.evaluate import evaluation_contamination, get_evaluation, list_evaluations
 from cai_core.evaluation.policies import parse_policies, policy_options
 from cai_core.evaluation.evasiveness import detect, rules
 from cai_core.jobs import TERMINAL, list_jobs, stop_job
@@ -18,7 +18,13 @@ from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
 from ui.command_preview import build_spec, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
-from ui.evaluation import comparisons_browser, render_evaluation, render_experiment, report_button
+from ui.evaluation import (
+    comparisons_browser,
+    render_contamination,
+    render_evaluation,
+    render_experiment,
+    report_button,
+)
 from ui.markdown import md_code, md_escape
 
 store = get_store()
@@ -67,6 +73,7 @@ with tab_lb:
         st.caption(f"judge {md_code(spec.get('judge_model'))} · red-team prompts {md_code(spec.get('prompts'))}"
                    + (f" · helpfulness prompts {md_code(spec.get('helpful_prompts'))}" if spec.get("helpful_prompts") else "")
                    + f" · seed {spec.get('seed')}")
+        render_contamination(evaluation_contamination(store, ev))
         render_evaluation(ev["result"])
         report_button(store, "evaluation", ev["id"], key="lb_report")
 

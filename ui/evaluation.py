@@ -45,6 +45,19 @@ def leaderboard_frame(result: dict, axis: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def render_contamination(check: dict) -> None:
+    """The leaderboard's contamination flag: evaluation prompts that a training export already holds."""
+    if not check.get("flagged"):
+        st.caption(f"Contamination check: none of the {check.get('checked', 0)} evaluation prompts occurs in a "
+                   "training export.")
+        return
+    st.warning(f"Contamination: {check['flagged']} of {check['checked']} evaluation prompts also occur in training "
+               f"export(s) {', '.join(md_escape(n) for n in check['exports'])}; scores on them may be inflated.")
+    st.dataframe(pd.DataFrame([{"axis": p["axis"], "prompt #": p["prompt_index"], "prompt": p["prompt"],
+                                "in exports": ", ".join(p["exports"])} for p in check["prompts"]]),
+                 hide_index=True, width="stretch")
+
+
 def render_evaluation(result: dict) -> None:
     """Leaderboards with CIs per axis, the harmless-vs-helpful scatter, per-category and evasiveness bars."""
     st.plotly_chart(tradeoff_figure(result), width="stretch", key="ev_tradeoff")

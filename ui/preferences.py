@@ -125,6 +125,10 @@ def jobs_panel(store) -> list:
     return jobs[:8]
 
 
+def _counts_text(counts: dict | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (counts or {}).items()) or "-"
+
+
 def show_export(exp: dict) -> None:
     """One preference export: where it is, what went in, what was left out (from its card)."""
     card = exp["card"]
@@ -136,4 +140,10 @@ def show_export(exp: dict) -> None:
                 f"human overrides {counts.get('human_overrides')} ({card.get('share_human_overrides', 0):.1%}); "
                 f"excluded tie {counts.get('excluded_tie')}, both bad {counts.get('excluded_both_bad')}, "
                 f"invalid {counts.get('excluded_invalid')}, unjudged {counts.get('excluded_unjudged')}\n"
+                f"AI verdicts left out: flipped with the order {counts.get('excluded_ai_flipped', 0)}, within the "
+                f"tie margin {counts.get('excluded_ai_within_margin', 0)}, below the minimum confidence "
+                f"{counts.get('excluded_ai_low_confidence', 0)}\n"
+                f"splits read: {', '.join(card.get('splits') or ['(before splits)'])}; rows by split "
+                f"{_counts_text(card.get('rows_by_split'))}; rows by origin {_counts_text(card.get('rows_by_origin'))}; "
+                f"held out {_counts_text(card.get('excluded_by_split'))}\n"
                 f"constitution versions: {', '.join(card.get('constitution_versions') or []) or '-'}")

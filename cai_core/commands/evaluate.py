@@ -97,6 +97,11 @@ def cmd_evaluate(args) -> int:
         return 0
     if out is not None:
         out.write_text(json.dumps(res["result"], indent=2, ensure_ascii=False), encoding="utf-8")
+    check = res["result"].get("contamination") or {}
+    if check.get("flagged"):
+        print(f"warning: {check['flagged']} of {check['checked']} evaluation prompts also occur in training "
+              f"export(s) {', '.join(check['exports'])} (contamination; see \"contamination\" in the result)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"id": res["id"], **res["result"]}, ensure_ascii=False))
     else:
