@@ -80,6 +80,15 @@ def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_di
     lineage = [json.loads(x) for x in (ws / "exports" / "X" / "lineage.jsonl").read_text().splitlines()]
     assert {x["origin"] for x in lineage} == {"sampled"} and {x["split"] for x in lineage} == {"train"}
 
+    # contamination: the evaluation's first prompt is in the training export X
+    from cai_core.evaluation.evaluate import get_evaluation
+
+    store = Store(Workspace.open(ws))
+    check = evaluation_contamination(store, get_evaluation(store, "e1"))
+    assert check["checked"] == 2 and check["flagged"] == 1 and check["exports"] == ["X"]
+    assert check["prompts"][0]["prompt"] == RED[0]["prompt"] and check["prompts"][0]["prompt_index"] == 0
+    store.close()
+
     r = run_cli("export-prefs", "--name", "Y", "--include-split", "eval,gold", "--workspace", str(ws))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -88,18 +97,13 @@ def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_di
     r = run_cli("export-prefs", "--name", "Z", "--include-split", "test", "--workspace", str(ws))
     assert r.returncode == 2 and "unknown split" in r.stderr
 
-    # contamination: the evaluation's first prompt is in the training export X (and in Y)
+    # an export that includes the eval split now holds both evaluation prompts: a new evaluation says so
     store = Store(Workspace.open(ws))
-    from cai_core.evaluation.evaluate import get_evaluation
-
-    check = evaluation_contamination(store, get_evaluation(store, "e1"))
-    assert check["checked"] == 2 and check["flagged"] == 1 and check["exports"] == ["X", "Y"]
-    assert check["prompts"][0]["prompt"] == RED[0]["prompt"] and check["prompts"][0]["prompt_index"] == 0
     res = run_evaluation(store, EvalSpec(policies=["base=" + str(tiny_model_dir), "other=" + str(tiny_model_dir)],
                                          prompts=str(red), judge_model=str(tiny_model_dir), name="e2", max_new_tokens=4,
                                          temperature=0.9, seed=3, n_boot=10))
-    assert res["result"]["contamination"]["flagged"] == 1
-    assert res["result"]["contamination"]["prompts"][0]["exports"] == ["X", "Y"]
+    check = res["result"]["contamination"]
+    assert check["flagged"] == 2 and [p["exports"] for p in check["prompts"]] == [["X", "Y"], ["Y"]]
     store.close()
 
 
@@ -210,7 +214,7 @@ def test_export_prefs_cli_flags(tmp_path):
     store = Store(Workspace.open(ws))
     ids = add_pairs(store, [{"id": str(i), "prompt": f"q{i}", "response_a": f"a{i}", "response_b": f"b{i}"}
                             for i in range(3)], origin="sampled", batch="b")
-    _judge(store, ids[0], 0.9, 0.2)   # flipped
+    _judge(store, ids[0], 0.96, 0.46)  # flipped, mean 0.71
     _judge(store, ids[1], 0.9, 0.8)
     _judge(store, ids[2], 0.6, 0.6)
     store.close()
