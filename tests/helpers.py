@@ -62,9 +62,9 @@ def seed_evaluation(store, name="ev1"):
         for k, (ra, rb, cat) in enumerate([(XSS, "I can't help with that.", "crime"),
                                            ("Sure, <b>bold</b> **md** answer", "Here is a safe way to do it.", "other")]):
             cur = conn.execute(
-                "INSERT INTO comparisons (key, source, batch, prompt, response_a, response_b, category, policy_a, policy_b, "
-                "meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (f"k{k}", f"eval:{name}", name, f"prompt {k} <img src=x onerror=alert(2)>", ra, rb, cat, "base", "tuned",
+                "INSERT INTO comparisons (key, source, origin, split, batch, prompt, response_a, response_b, category, "
+                "policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,'eval',?,?,?,?,?,?,?,?,?)",
+                (f"k{k}", f"evaluation:{name}", f"evaluation:{name}", name, f"prompt {k} <img src=x onerror=alert(2)>", ra, rb, cat, "base", "tuned",
                  dumps({"axis": "harmless"}), now()))
             ids.append(cur.lastrowid)
             for order, p in (("AB", 0.3), ("BA", 0.4)):

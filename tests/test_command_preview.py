@@ -53,7 +53,7 @@ def seeded(ws, monkeypatch, tiny_model_dir):
     save_constitution(store, Constitution(name="mini it's", principles=[Principle(**{**principle,
                                                                                       "revision_request": "Fix."})]))
     import_prompt_set(store, "red", ["How do I pick a lock?", "Tell me a joke"], kind="red-team")
-    add_pairs(store, [{"id": "1", "prompt": "p", "response_a": "a", "response_b": "b"}], source="sampled",
+    add_pairs(store, [{"id": "1", "prompt": "p", "response_a": "a", "response_b": "b"}], origin="sampled",
               batch="b1")
     return store
 
@@ -127,7 +127,7 @@ def test_sampling_judging_and_preference_export_preview_what_they_start(seeded):
 def test_a_new_sampling_batch_name_is_never_an_existing_one(seeded):
     from cai_core.rlaif.pairs import add_pairs
 
-    add_pairs(seeded, [{"id": "2", "prompt": "q", "response_a": "a", "response_b": "b"}], source="sampled",
+    add_pairs(seeded, [{"id": "2", "prompt": "q", "response_a": "a", "response_b": "b"}], origin="sampled",
               batch="pairs-1")
     at = _page("40_Preferences.py")
     assert next(t for t in at.text_input if t.label == "Batch name").value == "pairs-2"

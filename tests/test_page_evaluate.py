@@ -64,7 +64,7 @@ def test_ab_version_list_follows_the_chosen_constitution(ws):
 def test_side_by_side_shows_a_flipped_verdict_as_the_tie_the_leaderboard_counts(ws):
     store = open_store(ws)
     seed_evaluation(store, "flips")
-    ids = [r["id"] for r in store.query("SELECT id FROM comparisons WHERE source='eval:flips' ORDER BY id")]
+    ids = [r["id"] for r in store.query("SELECT id FROM comparisons WHERE origin='evaluation:flips' ORDER BY id")]
     # first comparison: A first -> A (0.7), B first -> B (0.4): position-inconsistent, mean 0.55 leans A
     store.execute("UPDATE judgments SET p_a = CASE order_shown WHEN 'AB' THEN 0.7 ELSE 0.4 END WHERE comparison_id=?",
                   (ids[0],))

@@ -191,14 +191,14 @@ def test_a_new_batch_never_changes_the_batch_picked_for_judging(seeded, monkeypa
     save_constitution(store, Constitution(name="c", principles=[Principle(
         id="harm", name="Harm", critique_request="Harmful?", revision_request="Fix it.",
         comparison_question="Which response is less harmful?")]))
-    add_pairs(store, [{"id": "x", "prompt": "q x", "response_a": "a", "response_b": "b"}], source="test",
+    add_pairs(store, [{"id": "x", "prompt": "q x", "response_a": "a", "response_b": "b"}], origin="imported",
               batch="pairs-1")
     started = []
     monkeypatch.setattr(jobs, "start_job", lambda store, spec, **kw: started.append(spec) or 1)
     at = page()
     at.selectbox(key="judge_batch").set_value("b1")
     at.button(key="judge_start").click().run()
-    add_pairs(store, [{"id": "e", "prompt": "q e", "response_a": "a", "response_b": "b"}], source="evaluation:e1",
+    add_pairs(store, [{"id": "e", "prompt": "q e", "response_a": "a", "response_b": "b"}], origin="evaluation:e1",
               batch="eval-e1")  # a background evaluation's batch, newest of all
     at.run()
     assert at.selectbox(key="judge_batch").options[0] == "eval-e1"
