@@ -38,6 +38,7 @@ def _judge(store, cid, p_ab, p_ba, key="mc|m|v|random|x"):
 
 
 # -- item 1: held-out data leaks into training data ---------------------------------------------
+@pytest.mark.slow
 def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_dir):
     """As found: `export-prefs --name X` (no --batch) exported human labels, the imported HHH gold set
     and an evaluation's AI-judged comparisons. Now only the train split, and the card says so."""
@@ -107,6 +108,7 @@ def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_di
     store.close()
 
 
+@pytest.mark.slow
 def test_sft_export_leaves_out_experiment_trajectories(store, tiny_backend):
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.supervised.revision import ReviseSettings, run_revision
@@ -163,6 +165,7 @@ def test_migration_backfills_provenance_from_what_rows_carry(tmp_path):
 
 
 # -- item 5: a flipped verdict means three things -------------------------------------------------
+@pytest.mark.slow
 def test_a_flipped_verdict_means_one_thing(store):
     """As found: 9 of 11 exported AI rows had flipped with the order (p_chosen 0.50003). Now one rule
     (label_rule): evaluation counts a flip as a tie, the export leaves it out unless --keep-flipped,
@@ -206,6 +209,7 @@ def test_a_flipped_verdict_means_one_thing(store):
         export_preferences(store, "bad", min_confidence=0.3)
 
 
+@pytest.mark.slow
 def test_export_prefs_cli_flags(tmp_path):
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.workspace import Workspace
@@ -228,6 +232,7 @@ def test_export_prefs_cli_flags(tmp_path):
 
 
 # -- item 6: evaluation cannot see real checkpoints ----------------------------------------------
+@pytest.mark.slow
 def test_evaluation_finds_the_checkpoints_the_real_trainer_writes(tmp_path, tiny_model_dir):
     from cai_core.evaluation.policies import checkpoints, parse_policies, parse_policy, policy_options
     from cai_core.training.runs import get_run, launch, refresh
@@ -266,6 +271,7 @@ def test_evaluation_finds_the_checkpoints_the_real_trainer_writes(tmp_path, tiny
 
 
 # -- item 7: one grammar per noun, one writer of comparisons ---------------------------------------
+@pytest.mark.slow
 def test_one_constitution_grammar_for_every_command(tmp_path, tiny_model_dir):
     """As found: `judge --constitution NAME@VERSION` failed while revise accepted it. Now every form
     resolves the same way, in the judge CLI too, and resolving saves nothing."""
