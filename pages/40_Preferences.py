@@ -2,6 +2,8 @@
 orders), annotate and override by keyboard, and export the resolved preferences for TRL."""
 from __future__ import annotations
 
+import secrets
+
 import streamlit as st
 
 from cai_core.constitution.versions import list_constitutions
@@ -14,6 +16,7 @@ from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
     ORDERS,
     STATUSES,
+    DuplicateLabel,
     add_label,
     ai_verdict,
     label_history,
@@ -85,6 +88,9 @@ with tab_annotate:
         st.success(f"Comparison {last['comparison_id']}: you said {last['label']}; {ai}{note}.")
     if st.session_state.get("annotate_error"):
         st.error(md_escape(st.session_state.pop("annotate_error")))
+    if st.session_state.get("annotate_repeat"):
+        st.caption(f"A repeated key press for comparison {st.session_state.pop('annotate_repeat')} was ignored "
+                   "(one answer per item shown).")
 
     if not page["rows"]:
         st.info("The queue is empty for this filter." if s["comparisons"] else
@@ -97,16 +103,28 @@ with tab_annotate:
         st.text(f"Item {offset + 1} of {page['total']} - comparison {cid} - batch {row['batch'] or '-'} - "
                 f"source {row['source']}")
 
-        def annotate(label: str) -> None:
+        # One client id per shown item: it is part of the choice buttons' keys and of the label, so a
+        # burst of key presses (or a press that reaches the server while it reruns) stores one label for
+        # the item the annotator saw, never a second one and never one for the item loading next.
+        shown = st.session_state.get("annotate_shown")
+        if not shown or shown[0] != cid:
+            shown = st.session_state["annotate_shown"] = (cid, secrets.token_hex(8))
+        nonce = shown[1]
+
+        def annotate(label: str, comparison_id: int, client_id: str, at_offset: int) -> None:
             try:
                 name = st.session_state.get("annotator", "")
-                result = add_label(store, cid, label, name, reason=st.session_state.get("reason"),
-                                   blind=bool(st.session_state.get("blind")), judge_keys=judge_keys or None)
+                result = add_label(store, comparison_id, label, name, reason=st.session_state.get("reason"),
+                                   blind=bool(st.session_state.get("blind")), judge_keys=judge_keys or None,
+                                   client_id=client_id)
                 set_setting(store, "annotator", result["annotator"])
                 st.session_state["last_answer"] = result
                 st.session_state["reason"] = ""
+                st.session_state["annotate_shown"] = None  # a deliberate new answer to this item gets a new id
                 if status != "unlabelled":  # the labelled item stays in these views: step forward
-                    st.session_state["queue_offset"] = offset + 1
+                    st.session_state["queue_offset"] = at_offset + 1
+            except DuplicateLabel:
+                st.session_state["annotate_repeat"] = comparison_id
             except CaiError as exc:
                 st.session_state["annotate_error"] = str(exc)
 
@@ -115,8 +133,8 @@ with tab_annotate:
         st.text_input("Reason (optional; kept with the label, shown for overrides)", key="reason")
         cols = st.columns(len(CHOICES) + 2)
         for col, (label, text, key) in zip(cols, CHOICES):
-            col.button(text, key=f"label_{label}", shortcut=key, on_click=annotate, args=(label,),
-                       disabled=not annotator.strip(), width="stretch")
+            col.button(text, key=f"label_{label}_{nonce}", shortcut=key, on_click=annotate,
+                       args=(label, cid, nonce, offset), disabled=not annotator.strip(), width="stretch")
         # Streamlit shows each shortcut as a badge next to the label, so labels do not repeat the key
         # (a "[Left]" in the label too was cut off)
         if cols[-2].button("Previous", key="queue_prev", shortcut="Left", disabled=offset == 0,

@@ -179,3 +179,30 @@ def test_export_trl_preference_dataset(store, workspace, tiny_model_dir):
         export_preferences(store, "../escape")
     with pytest.raises(CaiError, match="no comparisons"):
         export_preferences(store, "none", batch="missing")
+
+
+def test_a_client_id_stores_one_label_however_often_it_arrives(store, tmp_path):
+    """Issue 12 item 9: one key press stores at most one label (the store refuses a client id twice)."""
+    from cai_core.rlaif.preferences import DuplicateLabel
+    from tests.helpers import run_cli
+
+    cid = add_pairs(store, [{"id": "x", "prompt": "q", "response_a": "a", "response_b": "b"}], source="t", batch="b")[0]
+    first = add_label(store, cid, "A", "ann", client_id="item-7-n1")
+    assert first["client_id"] == "item-7-n1"
+    with pytest.raises(DuplicateLabel, match="not stored twice"):
+        add_label(store, cid, "B", "ann", client_id="item-7-n1")
+    add_label(store, cid, "B", "other", client_id="item-7-n1")  # another annotator's answer is their own
+    add_label(store, cid, "B", "ann", client_id="item-7-n2")  # a deliberate new answer to the item
+    add_label(store, cid, "tie", "ann")  # no client id: append-only as before
+    add_label(store, cid, "tie", "ann")
+    rows = store.query("SELECT annotator, label, client_id FROM human_labels ORDER BY id")
+    assert [(r["annotator"], r["label"], r["client_id"]) for r in rows] == [
+        ("ann", "A", "item-7-n1"), ("other", "B", "item-7-n1"), ("ann", "B", "item-7-n2"), ("ann", "tie", None),
+        ("ann", "tie", None)]
+
+    ws = str(store.workspace.root)
+    ok = run_cli("label", str(cid), "A", "--annotator", "cli", "--client-id", "retry-1", "--workspace", ws)
+    assert ok.returncode == 0, ok.stderr
+    again = run_cli("label", str(cid), "A", "--annotator", "cli", "--client-id", "retry-1", "--workspace", ws)
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and "not stored twice" in again.stderr
+    assert store.scalar("SELECT COUNT(*) FROM human_labels WHERE annotator='cli'") == 1

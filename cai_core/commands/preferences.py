@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--reason", default=None)
     p.add_argument("--blind", action="store_true", help="record that the AI verdict was hidden while labelling")
     p.add_argument("--judges", default=None, help="judge keys (comma-separated) the override is measured against (default: all)")
+    p.add_argument("--client-id", default=None,
+                   help="your id for this one answer: the same comparison, annotator and client id is stored once "
+                        "(a retried command adds nothing)")
     p.set_defaults(func=cmd_label)
 
     q = add_command(sub, "queue", "list the annotation queue")
@@ -55,7 +58,7 @@ def register(sub) -> None:
 
 def cmd_label(args) -> int:
     result = add_label(open_store(args.workspace), args.id, args.label, args.annotator, reason=args.reason,
-                       blind=args.blind, judge_keys=_keys(args.judges))
+                       blind=args.blind, judge_keys=_keys(args.judges), client_id=args.client_id)
     print(json.dumps(result))
     return 0
 

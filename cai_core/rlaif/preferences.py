@@ -1,7 +1,9 @@
 """Human annotation, overrides, the annotation queue, and the preference-dataset export.
 
 Human labels are append-only: two people annotating at once both land, nothing is updated in
-place. A human label that differs from the AI verdict is flagged as an override (with who,
+place. A label may carry its client's id (comparison, annotator, client id: the Annotate page makes
+one per shown item); the store refuses the same id twice (DuplicateLabel), so one key press
+stores at most one label however often it reaches the server. A human label that differs from the AI verdict is flagged as an override (with who,
 when and why). The resolved label of a comparison is its newest human label that is not a
 skip, else its gold label (paper evals), else the AI verdict. Exports turn resolved labels
 into a TRL conversational preference dataset (prompt/chosen/rejected) with a card.
@@ -12,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -38,6 +41,10 @@ def ai_verdict(store: Store, comparison_id: int, judge_keys: list[str] | None = 
     return stored_verdicts(store, [comparison_id], judge_keys, combine).get(comparison_id)
 
 
+class DuplicateLabel(CaiError):
+    """This client id already stored a label for this comparison and annotator (a repeated press)."""
+
+
 def _check_annotator(annotator: str) -> str:
     annotator = (annotator or "").strip()
     if not annotator:
@@ -48,8 +55,12 @@ def _check_annotator(annotator: str) -> str:
 
 
 def add_label(store: Store, comparison_id: int, label: str, annotator: str, *, reason: str | None = None,
-              blind: bool = False, judge_keys: list[str] | None = None, combine: str = "mean") -> dict:
-    """Append one human label. It is an override when the AI verdict exists and says otherwise."""
+              blind: bool = False, judge_keys: list[str] | None = None, combine: str = "mean",
+              client_id: str | None = None) -> dict:
+    """Append one human label. It is an override when the AI verdict exists and says otherwise.
+
+    client_id: the client's id for this one answer; a second label with the same comparison,
+    annotator and client_id is refused with DuplicateLabel (nothing is stored)."""
     if label not in LABELS:
         raise CaiError(f"label must be one of {', '.join(LABELS)}, not {label!r}")
     annotator = _check_annotator(annotator)
@@ -59,13 +70,22 @@ def add_label(store: Store, comparison_id: int, label: str, annotator: str, *, r
     ai_label = verdict.label if verdict else None
     is_override = label != "skip" and ai_label is not None and label != ai_label
     reason = (reason or "").strip() or None
-    with store.tx() as conn:
-        cur = conn.execute(
-            "INSERT INTO human_labels (comparison_id, annotator, label, reason, is_override, blind, created_at) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (comparison_id, annotator, label, reason, int(is_override), int(bool(blind)), now()),
-        )
-    return {"id": int(cur.lastrowid), "comparison_id": comparison_id, "label": label, "annotator": annotator,
+    client_id = (client_id or "").strip() or None
+    if client_id is not None and len(client_id) > 128:
+        raise CaiError("client id is longer than 128 characters")
+    try:
+        with store.tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO human_labels (comparison_id, annotator, label, reason, is_override, blind, client_id, "
+                "created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (comparison_id, annotator, label, reason, int(is_override), int(bool(blind)), client_id, now()),
+            )
+    except sqlite3.IntegrityError as exc:
+        if client_id is None or "client_id" not in str(exc):
+            raise
+        raise DuplicateLabel(f"comparison {comparison_id} already has the label of client id {client_id!r} "
+                             f"from {annotator}; a repeated answer is not stored twice") from exc
+    return {"client_id": client_id, "id": int(cur.lastrowid), "comparison_id": comparison_id, "label": label, "annotator": annotator,
             "reason": reason, "is_override": is_override, "ai_label": ai_label,
             "ai_p_a": verdict.p_a if verdict else None, "blind": bool(blind)}
 
