@@ -72,6 +72,7 @@ def test_a_crashed_run_names_its_error_not_its_last_line():
     assert death_reason(7, -9, "") == "the training process 7 ended unexpectedly (killed by signal 9)"
 
 
+@pytest.mark.slow
 def test_resuming_from_a_checkpoint_probes_each_step_once(store, tmp_path, tiny_model_dir):
     """The real trainer: 2 steps (checkpoint-2, probed at 0 and 2), then resumed to 4. Step 2 used to be
     recorded twice on the first run (step end + final probe) and again when the resumed run began."""

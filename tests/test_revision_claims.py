@@ -8,16 +8,18 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.supervised.revision import ReviseSettings, Reviser, claim_is_live, new_writer_id
-
-from helpers import ROOT
+from tests.helpers import ROOT
 
 CONSTITUTION = {"name": "mini", "principles": [
     {"id": "harm", "name": "Harmless", "critique_request": "Identify harm.", "revision_request": "Remove harm.",
      "comparison_question": "Which response is less harmful?"}]}
 
 
+@pytest.mark.slow
 def test_two_concurrent_revise_processes_never_mix_a_trajectory(tmp_path, tiny_model_dir):
     (tmp_path / "c.json").write_text(json.dumps(CONSTITUTION))
     n = 24

@@ -28,20 +28,26 @@ def _is_test_or_conftest(module: str) -> bool:
     return last == "conftest" or last.startswith("test_")
 
 
+def _is_bare_helpers(module: str) -> bool:
+    """`helpers` / `browser.helpers` without the `tests.` prefix load a second copy of the module."""
+    return module in ("helpers", "browser.helpers", ".helpers")
+
+
 def test_no_test_module_imports_another_test_module_or_a_conftest():
     offenders = []
     for path in sorted(TESTS.rglob("*.py")):
         for lineno, module in _imported_modules(ast.parse(path.read_text())):
-            if _is_test_or_conftest(module):
+            if _is_test_or_conftest(module) or _is_bare_helpers(module):
                 offenders.append(f"{path.relative_to(TESTS)}:{lineno} imports {module}")
-    assert not offenders, "import shared code from tests.helpers / tests.browser.helpers instead:\n" + "\n".join(offenders)
+    assert not offenders, "import shared code as tests.helpers / tests.browser.helpers instead:\n" + "\n".join(offenders)
 
 
 def test_the_checker_sees_each_kind_of_test_import():
     source = ("from conftest import run_cli\nfrom tests.conftest import ROOT\nfrom .conftest import snap\n"
-              "from test_reports import XSS\nimport tests.test_stats\nfrom . import test_x\nfrom tests.helpers import ROOT\n")
-    found = [m for _, m in _imported_modules(ast.parse(source)) if _is_test_or_conftest(m)]
-    assert found == ["conftest", "tests.conftest", ".conftest", "test_reports", "tests.test_stats", ".test_x"]
+              "from test_reports import XSS\nimport tests.test_stats\nfrom . import test_x\nfrom tests.helpers import ROOT\n"
+              "from helpers import ROOT\nfrom tests.browser.helpers import snap\n")
+    found = [m for _, m in _imported_modules(ast.parse(source)) if _is_test_or_conftest(m) or _is_bare_helpers(m)]
+    assert found == ["conftest", "tests.conftest", ".conftest", "test_reports", "tests.test_stats", ".test_x", "helpers"]
 
 
 def test_shared_fixtures_are_not_copied_into_test_modules():
