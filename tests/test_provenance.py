@@ -352,5 +352,7 @@ def test_comparisons_have_one_writer_and_resolvers_one_home():
             prompt_resolvers.append(rel)
     assert writers == ["cai_core/rlaif/pairs.py"]
     assert prompt_resolvers == ["cai_core/prompt_sets.py"]
-    # commands/reliability.py wraps the grammar with its documented 'builtin' default (no second grammar)
-    assert sorted(constitution_resolvers) == ["cai_core/commands/reliability.py", "cai_core/constitution/spec.py"]
+    assert "cai_core/constitution/spec.py" in constitution_resolvers
+    # a wrapper (eval-judge's documented 'builtin' default) delegates to the grammar, never a second one
+    for rel in set(constitution_resolvers) - {"cai_core/constitution/spec.py"}:
+        assert "from cai_core.constitution.spec import" in (ROOT / rel).read_text(encoding="utf-8"), rel
