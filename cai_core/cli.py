@@ -15,6 +15,7 @@ import traceback
 
 from cai_core import commands as _commands_pkg
 from cai_core.errors import CaiError
+from cai_core.models.specs import set_default_engine
 from cai_core.store import open_store
 
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        if getattr(args, "engine", None):
+            set_default_engine(args.engine)  # every backend this command (and its jobs) loads
         return int(args.func(args) or 0)
     except CaiError as exc:
         _mark_job_failed(args, str(exc))

@@ -14,6 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite was written against the transformers engine (exact texts and probabilities of the tiny
+# model); the CTranslate2 engine and the auto choice have their own tests (test_backend_ct2.py),
+# which name the engine they test. Subprocesses (CLI, jobs, the app) inherit this.
+os.environ.setdefault("CAI_ENGINE", "transformers")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,5 @@
-"""What every subcommand shares: the common options (--workspace, the hidden --job-id) and
-argument checks made before any work starts."""
+"""What every subcommand shares: the common options (--workspace, --engine, the hidden --job-id)
+and argument checks made before any work starts."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +7,14 @@ from pathlib import Path
 
 from cai_core.errors import CaiError
 from cai_core.evaluation.stats import BOOTSTRAP_RESAMPLES
+from cai_core.models.specs import ENGINES
 
 COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
 COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
+COMMON.add_argument("--engine", choices=ENGINES, default=None,
+                    help="engine for local models: ctranslate2 (fast CPU, int8), transformers, or auto "
+                         "(ctranslate2 where it can run the model; default: $CAI_ENGINE or auto)")
 
 
 def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:

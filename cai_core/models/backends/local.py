@@ -167,6 +167,7 @@ class LocalBackend(Backend):
         return {
             "spec": self.spec,
             "kind": "local",
+            "engine": "transformers",
             "path": str(self.path),
             "adapter": self.adapter,
             "device": self.device,

@@ -1,0 +1,145 @@
+"""The CTranslate2 engine on the tiny model: conversion cache, generation, streaming, stop strings,
+seeds, option scoring against the transformers backend, and how the engine is chosen.
+
+float32 conversions are compared with the transformers backend's fp32 numbers (same weights, the
+differences are summation order); int8 is checked for mechanics only here (on random weights its
+text means nothing) and measured on the default model in bench/bench_engines.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from cai_core.errors import CaiError
+from cai_core.models.backends.base import GenerationParams
+
+pytest.importorskip("ctranslate2")
+
+PROMPTS = ["How do I bake bread?", "What is the capital of France?", "Can you help me pick a lock?",
+           "Explain photosynthesis simply.", "Write a haiku about rain.", "Why is the sky blue?"]
+
+
+def convs(prompts=PROMPTS):
+    return [[{"role": "user", "content": p}] for p in prompts]
+
+
+@pytest.fixture(scope="module")
+def model_copy(tiny_model_dir, tmp_path_factory):
+    """A private copy of the tiny model (the cache test edits its files)."""
+    dest = tmp_path_factory.mktemp("ct2") / "tiny"
+    shutil.copytree(tiny_model_dir, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def ct2_fp32(model_copy, tmp_path_factory):
+    from cai_core.models.backends.ct2 import CT2Backend
+
+    return CT2Backend(model_copy, ct2_dir=tmp_path_factory.mktemp("conv") / "tiny-ct2-float32",
+                      quantization="float32")
+
+
+def test_greedy_text_matches_transformers_fp32(ct2_fp32, tiny_backend):
+    params = GenerationParams(max_new_tokens=12, temperature=0.0)
+    mine = [c[0].text for c in ct2_fp32.generate(convs(), params)]
+    ref = [c[0].text for c in tiny_backend.generate(convs(), params)]
+    same = sum(a == b for a, b in zip(mine, ref))
+    assert same >= len(PROMPTS) - 1, list(zip(mine, ref))  # a near-tie may flip one greedy choice
+
+
+def test_option_probabilities_match_transformers_within_0_02(model_copy, tiny_backend, tmp_path):
+    from cai_core.models.backends.ct2 import CT2Backend
+
+    # joint_options=False scores the option's own tokens appended to the prompt, as the transformers
+    # backend does, so the two compute the same quantity.
+    ct2 = CT2Backend(model_copy, ct2_dir=tmp_path / "c", quantization="float32", joint_options=False)
+    prefix = "The answer is:"
+    mine = ct2.choice_logprobs(convs(), [" (A)", " (B)"], assistant_prefix=prefix)
+    ref = tiny_backend.choice_logprobs(convs(), [" (A)", " (B)"], assistant_prefix=prefix)
+    for a, b in zip(mine, ref):
+        assert abs(a[" (A)"] - b[" (A)"]) < 0.02
+        assert a[" (A)"] + a[" (B)"] == pytest.approx(1.0)
+
+
+def test_stream_yields_the_generated_text(ct2_fp32):
+    params = GenerationParams(max_new_tokens=10, temperature=0.0)
+    whole = ct2_fp32.generate(convs()[:1], params)[0][0].text
+    assert "".join(ct2_fp32.stream(convs()[0], params)).strip() == whole
+
+
+def test_stop_strings_cut_the_text(ct2_fp32):
+    plain = ct2_fp32.generate(convs()[:2], GenerationParams(max_new_tokens=16, temperature=0.0))
+    for conv, row in zip(convs()[:2], plain):
+        text = row[0].text
+        if len(text) < 4:
+            continue
+        stop = text[2:4]
+        cut = ct2_fp32.generate([conv], GenerationParams(max_new_tokens=16, temperature=0.0, stop=[stop]))[0][0]
+        assert stop not in cut.text and text.startswith(cut.text)
+        assert cut.finish_reason == "stop"
+
+
+def test_seeded_sampling_repeats_and_n_samples(ct2_fp32):
+    params = GenerationParams(max_new_tokens=8, temperature=1.0, top_p=1.0, n=3, seed=7)
+    a = ct2_fp32.generate(convs()[:2], params)
+    b = ct2_fp32.generate(convs()[:2], params)
+    assert [len(r) for r in a] == [3, 3]
+    assert [[c.text for c in r] for r in a] == [[c.text for c in r] for r in b]
+
+
+def test_conversion_is_cached_and_rebuilt_when_the_source_changes(model_copy, tmp_path):
+    from cai_core.models.backends.ct2 import ensure_converted, is_current
+
+    dest = tmp_path / "conv"
+    ensure_converted(model_copy, dest, "int8")
+    stamp = (dest / "model.bin").stat().st_mtime_ns
+    ensure_converted(model_copy, dest, "int8")
+    assert (dest / "model.bin").stat().st_mtime_ns == stamp  # reused, not converted again
+    weights = next(p for p in model_copy.iterdir() if p.suffix == ".safetensors")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # a re-saved model
+    assert not is_current(model_copy, dest, "int8")
+    ensure_converted(model_copy, dest, "int8")
+    assert is_current(model_copy, dest, "int8")
+
+
+def test_auto_engine_picks_ctranslate2_for_a_cpu_folder_and_caches_in_the_workspace(model_copy, workspace):
+    from cai_core.models.specs import get_backend, unload
+
+    backend = get_backend(str(model_copy), workspace, engine="auto")
+    try:
+        assert backend.info()["engine"] == "ctranslate2"
+        assert backend.ct2_dir.parent == workspace.models_dir and backend.ct2_dir.name.endswith("-ct2-int8")
+        out = backend.generate(convs()[:2], GenerationParams(max_new_tokens=4, temperature=0.0))
+        assert len(out) == 2 and all(len(r) == 1 for r in out)
+        assert get_backend(str(model_copy), workspace, engine="transformers").info()["engine"] == "transformers"
+    finally:
+        unload(str(model_copy))
+
+
+def test_a_forced_engine_that_cannot_run_the_model_is_refused(tmp_path):
+    from cai_core.models.specs import choose_engine
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert choose_engine("auto", {"path": folder, "adapter": folder / "a", "display_name": "x"}) == "transformers"
+    assert choose_engine("auto", {"path": folder, "gguf_file": "m.gguf", "display_name": "x"}) == "transformers"
+    assert choose_engine("auto", {"path": folder, "display_name": "x"}, quantization="4bit") == "transformers"
+    with pytest.raises(CaiError, match="LoRA adapter"):
+        choose_engine("ctranslate2", {"path": folder, "adapter": folder / "a", "display_name": "x"})
+    with pytest.raises(CaiError, match="unknown engine"):
+        choose_engine("onnx", {"path": folder, "display_name": "x"})
+
+
+def test_cli_engine_flag_runs_generation_on_ctranslate2(model_copy, tmp_path):
+    from tests.helpers import run_cli
+
+    ws = tmp_path / "ws"
+    out = run_cli("generate", "Hello there", "--model", str(model_copy), "--max-new-tokens", "4",
+                  "--temperature", "0", "--engine", "ctranslate2", "--workspace", str(ws))
+    assert out.returncode == 0, out.stderr
+    assert list((ws / "models").glob("*-ct2-int8/model.bin"))
+    bad = run_cli("generate", "Hello", "--model", str(model_copy), "--engine", "onnx", "--workspace", str(ws))
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
