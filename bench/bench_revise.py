@@ -13,26 +13,9 @@ ratio = engine prompts/s / loop prompts/s. Target >= 4 (32 prompts, default mode
 """
 from __future__ import annotations
 
-from benchlib import Timer, finish, model_dir, parser, red_team_prompts, setup, temp_store
+from benchlib import CountingBackend, Timer, finish, model_dir, parser, red_team_prompts, seed_loop, setup, temp_store
 
 TARGET = 4.0
-
-
-class CountingBackend:
-    """Wraps a backend to count generated tokens (re-tokenized text) for the throughput figure."""
-
-    def __init__(self, inner, tokenizer):
-        self.inner, self.tokenizer, self.tokens = inner, tokenizer, 0
-
-    def generate(self, conversations, params):
-        outs = self.inner.generate(conversations, params)
-        for row in outs:
-            for c in row:
-                self.tokens += len(self.tokenizer(c.text, add_special_tokens=False)["input_ids"])
-        return outs
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def main() -> None:
@@ -49,17 +32,12 @@ def main() -> None:
     max_new = args.max_new_tokens or (16 if args.quick else 64)
 
     import torch
-    from transformers import pipeline
 
     from cai_core.models.backends.local import LocalBackend
     from cai_core.constitution.files import load_constitution_file
     from cai_core.supervised.revision import (
         ReviseSettings,
-        critique_conversation,
-        plan_principles,
-        revision_conversation,
         run_revision,
-        trajectory_key,
     )
     from benchlib import ROOT
 
@@ -71,29 +49,10 @@ def main() -> None:
 
     backend = LocalBackend(path, device="cpu", dtype="float32")
     counting = CountingBackend(backend, backend.tokenizer)
-    generator = pipeline("text-generation", model=backend.model, tokenizer=backend.tokenizer, device="cpu")
-    gen_kw = dict(max_new_tokens=max_new, do_sample=False, return_full_text=False,
-                  pad_token_id=backend.tokenizer.pad_token_id)
-
-    def seed_call(conv) -> str:
-        out = generator(conv, **gen_kw)[0]["generated_text"]
-        return out if isinstance(out, str) else out[-1]["content"]
-
-    # warm both paths (first calls pay one-off costs)
-    seed_call([{"role": "user", "content": "hi"}])
-    backend.generate([[{"role": "user", "content": "hi"}]], settings.params(0))
+    backend.generate([[{"role": "user", "content": "hi"}]], settings.params(0))  # warm-up
 
     # -- seed-style loop: one pipeline call per prompt and stage -------------------------------------
-    loop_tokens = 0
-    with Timer() as t_loop:
-        for prompt in prompts:
-            key = trajectory_key(prompt, constitution.version, model_name, settings)
-            principle = constitution.principle(plan_principles(constitution, settings, key)[0])
-            answer = seed_call([{"role": "user", "content": prompt}])
-            critique = seed_call(critique_conversation(constitution, principle, prompt, answer, settings))
-            revision = seed_call(revision_conversation(constitution, principle, prompt, answer, critique, settings))
-            for text in (answer, critique, revision):
-                loop_tokens += len(backend.tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
+    loop_seconds, loop_tokens = seed_loop(backend, prompts, constitution, settings, max_new)
 
     # -- the engine: batched, stored -------------------------------------------------------------
     store = temp_store()
@@ -103,14 +62,14 @@ def main() -> None:
     done = store.scalar("SELECT COUNT(*) FROM trajectories WHERE status='done'")
     assert done == len(set(ids)), f"engine finished {done} of {len(ids)} trajectories"
 
-    loop_pps, engine_pps = n / t_loop.seconds, n / t_engine.seconds
+    loop_pps, engine_pps = n / loop_seconds, n / t_engine.seconds
     finish(args, {
         "model": path.name, "prompts": n, "max_new_tokens_per_stage": max_new, "engine_batch_size": args.batch_size,
         "few_shot": args.few_shot,
         "torch_threads": torch.get_num_threads(),
-        "seed_loop": f"{t_loop.seconds:.1f}s, {loop_pps:.3f} prompts/s, {loop_tokens / t_loop.seconds:.1f} tokens/s ({loop_tokens} tokens)",
+        "seed_loop": f"{loop_seconds:.1f}s, {loop_pps:.3f} prompts/s, {loop_tokens / loop_seconds:.1f} tokens/s ({loop_tokens} tokens)",
         "engine": f"{t_engine.seconds:.1f}s, {engine_pps:.3f} prompts/s, {counting.tokens / t_engine.seconds:.1f} tokens/s ({counting.tokens} tokens)",
-        "tokens_per_s_ratio": round((counting.tokens / t_engine.seconds) / max(1e-9, loop_tokens / t_loop.seconds), 2),
+        "tokens_per_s_ratio": round((counting.tokens / t_engine.seconds) / max(1e-9, loop_tokens / loop_seconds), 2),
     }, engine_pps / loop_pps, TARGET)
 
 

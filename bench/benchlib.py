@@ -105,3 +105,55 @@ def finish(args, figures: dict, ratio: float, target: float, higher_is_better: b
         Path(args.json).write_text(json.dumps(figures, indent=2))
     print(f"target {'met' if met else 'MISSED'} ({'>=' if higher_is_better else '<='} {target})")
     print(f"ratio={ratio:.3f} target={target}")
+
+
+class CountingBackend:
+    """Wraps a backend to count generated tokens (re-tokenized text) for the throughput figures."""
+
+    def __init__(self, inner, tokenizer):
+        self.inner, self.tokenizer, self.tokens = inner, tokenizer, 0
+
+    def generate(self, conversations, params):
+        outs = self.inner.generate(conversations, params)
+        for row in outs:
+            for c in row:
+                self.tokens += len(self.tokenizer(c.text, add_special_tokens=False)["input_ids"])
+        return outs
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def seed_loop(backend, prompts, constitution, settings, max_new: int) -> tuple[float, int]:
+    """The seed notes' way (../shared/000_17725e7b1a547050.txt): a transformers text-generation
+    pipeline called once per prompt and stage (answer, critique, revision), nothing stored.
+    Returns (seconds, tokens generated, re-tokenized)."""
+    from transformers import pipeline
+
+    from cai_core.supervised.revision import (
+        critique_conversation,
+        plan_principles,
+        revision_conversation,
+        trajectory_key,
+    )
+
+    generator = pipeline("text-generation", model=backend.model, tokenizer=backend.tokenizer, device="cpu")
+    gen_kw = dict(max_new_tokens=max_new, do_sample=False, return_full_text=False,
+                  pad_token_id=backend.tokenizer.pad_token_id)
+
+    def call(conv) -> str:
+        out = generator(conv, **gen_kw)[0]["generated_text"]
+        return out if isinstance(out, str) else out[-1]["content"]
+
+    call([{"role": "user", "content": "hi"}])  # warm-up: the first call pays one-off costs
+    tokens = 0
+    with Timer() as t:
+        for prompt in prompts:
+            key = trajectory_key(prompt, constitution.version, str(backend.path), settings)
+            principle = constitution.principle(plan_principles(constitution, settings, key)[0])
+            answer = call([{"role": "user", "content": prompt}])
+            critique = call(critique_conversation(constitution, principle, prompt, answer, settings))
+            revision = call(revision_conversation(constitution, principle, prompt, answer, critique, settings))
+            for text in (answer, critique, revision):
+                tokens += len(backend.tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
+    return t.seconds, tokens

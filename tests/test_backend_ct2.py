@@ -143,3 +143,22 @@ def test_cli_engine_flag_runs_generation_on_ctranslate2(model_copy, tmp_path):
     assert list((ws / "models").glob("*-ct2-int8/model.bin"))
     bad = run_cli("generate", "Hello", "--model", str(model_copy), "--engine", "onnx", "--workspace", str(ws))
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bench_engines_quick_prints_its_figures_and_a_ratio_line(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_engines.py"), "--quick", "--no-seed-loop",
+                          "--json", str(tmp_path / "figures.json")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"ratio=\d+\.\d+ target=2\.5", last), last
+    for figure in ("ctranslate2_engine:", "transformers_engine:", "stream_batch1_tokens_per_s:",
+                   "live_2_rounds_one_prompt_s:", "int8_answers_first_16_tokens_equal_fp32:"):
+        assert figure in out.stdout
