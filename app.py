@@ -22,6 +22,7 @@ ICONS = {
     "Training": ":material/model_training:",
     "Evaluate and Compare": ":material/leaderboard:",
     "Demo": ":material/slideshow:",
+    "Notebook": ":material/account_tree:",
 }
 
 

@@ -174,6 +174,8 @@ with batch_tab:
         st.session_state["batch_name_default"] = default_name
         batch_name = c3.text_input("Batch name", key="batch_name",
                                    help="Starting the same batch again resumes it; nothing is generated twice.")
+        batch_truncate = st.checkbox("Cut prompts too long for the model to fit", key="batch_truncate",
+                                     help="A prompt longer than the model's context (with the answer's max new tokens) is refused before any work; this keeps its beginning instead (--truncate-prompts).")
         st.caption(f"Model: {md_code(model)} (the sidebar's active model)")
 
         def _batch_spec() -> ReviseSpec:
@@ -184,7 +186,7 @@ with batch_tab:
                 rounds=b_settings.rounds, schedule=b_settings.schedule, sequence=",".join(b_settings.sequence),
                 seed=b_settings.seed, max_new_tokens=b_settings.max_new_tokens, temperature=b_settings.temperature,
                 batch_size=int(batch_size), limit=int(limit), batch=batch_name, cot=b_settings.cot,
-                early_stop=b_settings.early_stop, no_few_shot=not b_settings.few_shot)
+                early_stop=b_settings.early_stop, no_few_shot=not b_settings.few_shot, truncate_prompts=batch_truncate)
 
         batch_spec, batch_problem = build_spec(_batch_spec)
         show_command(store, batch_spec, problem=batch_problem)

@@ -195,6 +195,8 @@ with tab_make:
         limit = c7.number_input("Prompts (max)", 1, 100000, 10)
         batch_name = st.text_input("Batch name", value=fresh_name("pairs", batch_names),
                                    help="A new name starts a new batch; an existing one adds to (resumes) it.")
+        sample_truncate = st.checkbox("Cut prompts too long for the model to fit", key="sample_truncate",
+                                      help="A prompt longer than the model's context (with the answer's max new tokens) is refused before any work; this keeps its beginning instead (--truncate-prompts).")
         preview_button("sample_preview")
         sample_go = st.form_submit_button("Start sampling")
 
@@ -204,7 +206,8 @@ with tab_make:
         if not source:
             raise CaiError("choose a prompt set or give a prompts file")
         return PairsSampleSpec(model=policy, prompts=source, k=int(k), batch=batch_name, temperature=float(temperature),
-                               max_new_tokens=int(max_new), seed=int(seed), limit=int(limit))
+                               max_new_tokens=int(max_new), seed=int(seed), limit=int(limit),
+                               truncate_prompts=sample_truncate)
 
     sample_spec, sample_problem = build_spec(_sample_spec)
     show_command(store, sample_spec, problem=sample_problem)

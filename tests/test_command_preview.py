@@ -94,9 +94,11 @@ def test_revise_batch_and_sft_export_preview_what_they_start(seeded):
     at.number_input(key="batch_limit").set_value(1).run()
     before = _previews(at, "revise")
     assert len(before) == 1 and "--limit 1" in before[0] and "'mini it'\"'\"'s@" in before[0]  # shell-quoted
+    assert "--truncate-prompts" not in before[0]
+    at.checkbox(key="batch_truncate").check().run()  # the user's choice to cut over-long prompts reaches the job
     at.button(key="batch_start").click().run()
     argv = _started_matches(seeded, at, "revise", "revise")
-    assert argv[argv.index("--workspace") + 1] == str(seeded.workspace.root)
+    assert argv[argv.index("--workspace") + 1] == str(seeded.workspace.root) and "--truncate-prompts" in argv
 
     at.text_input(key="sft_name").set_value("sl-1")
     at.button(key="sft_preview").click().run()  # a form's widgets reach the script on submit
