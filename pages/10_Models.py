@@ -8,6 +8,7 @@ from cai_core.models.backends.base import GenerationParams
 from cai_core.models.bounds import fit_prompts
 from cai_core.errors import CaiError
 from cai_core.models.specs import DEFAULT_SPEC, check_spec, get_backend, is_loaded, loaded_backends
+from ui.command_preview import show_command
 from ui.common import active_model, api_key, get_store, set_active_model, show_error
 from ui.models import display_name, info_caption, load_status, start_load, stream_answer
 from ui.markdown import md_escape
@@ -128,6 +129,9 @@ else:
         c1, c2 = st.columns(2)
         gguf = c1.text_input("GGUF file (empty = embedded default)", key="server_gguf")
         threads = c2.number_input("CPU threads (0 = all)", 0, 256, 0, key="server_threads")
+        show_command(store, ["server-start", *(["--model", gguf.strip()] if gguf.strip() else []),
+                             *(["--threads", str(int(threads))] if threads else []), "--wait", "60", "--use"],
+                     note="The same from a shell (it starts the server and makes it the active model):")
         if st.button("Start server and use it", key="server_start", type="primary"):
             try:
                 with st.spinner("starting the llama.cpp server..."):

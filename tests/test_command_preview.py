@@ -186,3 +186,17 @@ def test_training_preview_builds_the_spec_the_launch_records(seeded, tmp_path, t
     recorded = dict(run.spec)
     assert {k: v for k, v in previewed.items() if k != "out"} == {k: v for k, v in recorded.items() if k != "out"}
     assert _Spawned.calls[-1]["argv"] == shlex.split(run.command)
+
+
+def test_the_llama_server_form_previews_its_command(seeded):
+    from cai_core.cli import build_parser
+    from cai_core.models import llama_server
+
+    if not llama_server.is_installed():
+        pytest.skip("llama-cpp-python is not installed here")
+    at = _page("10_Models.py")
+    at.number_input(key="server_threads").set_value(2).run()
+    shown = _previews(at, "server-start")
+    assert len(shown) == 1, [c.value for c in at.code]
+    args = build_parser().parse_args(shlex.split(shown[0])[3:])  # a command the CLI accepts as it is
+    assert args.threads == 2 and args.use and args.model is None

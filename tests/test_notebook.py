@@ -49,6 +49,7 @@ def built(tmp_path_factory, tiny_model_dir):
     return store
 
 
+@pytest.mark.slow  # the module's workspace is built by the real CLI (trains, evaluates)
 def test_the_graph_follows_what_the_commands_recorded(built):
     from cai_core.lineage import notebook_rows, workspace_lineage
 
@@ -70,6 +71,7 @@ def test_the_graph_follows_what_the_commands_recorded(built):
     assert rows["sft1 (sft, finished)"]["fed"] == "evaluated ev1 (policies)"
 
 
+@pytest.mark.slow  # the module's workspace is built by the real CLI (trains, evaluates)
 def test_the_html_notebook_is_self_contained_and_escapes_names(built, tmp_path):
     out = tmp_path / "nb.html"
     res = _ok("notebook", "--out", str(out), "--workspace", str(built.workspace.root))
@@ -83,6 +85,7 @@ def test_the_html_notebook_is_self_contained_and_escapes_names(built, tmp_path):
                                                  "run", "evaluation"}
 
 
+@pytest.mark.slow  # the module's workspace is built by the real CLI (trains, evaluates)
 def test_the_page_shows_counts_graph_tables_and_builds_the_html(built, monkeypatch):
     monkeypatch.setenv("CAI_WORKSPACE", str(built.workspace.root))
     at = AppTest.from_file(str(ROOT / "pages" / "90_Notebook.py"), default_timeout=60)
