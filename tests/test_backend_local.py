@@ -76,19 +76,44 @@ def test_stream_matches_generate(text_backend):
 
 
 def _manual_option_probs(backend, conv, options, prefix=""):
+    """The reference: each prompt+option text tokenised as one text and scored as a whole sequence
+    with one plain forward pass. The tokens it shares with the other options cancel in the
+    normalisation, so this equals scoring from the natural boundary without computing one."""
     import torch
 
     tok = backend.tokenizer
-    p_ids = tok(backend._prompt_text(conv) + prefix, add_special_tokens=False)["input_ids"]
     scores = {}
     for o in options:
-        o_ids = tok(o, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([p_ids + o_ids])
+        ids = tok(backend._prompt_text(conv) + prefix + o, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            logp = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), -1)
-        scores[o] = sum(float(logp[len(p_ids) + k - 1, o_ids[k]]) for k in range(len(o_ids)))
-    z = sum(math.exp(v) for v in scores.values())
-    return {o: math.exp(v) / z for o, v in scores.items()}
+            logp = torch.log_softmax(backend.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        scores[o] = sum(float(logp[t - 1, ids[t]]) for t in range(1, len(ids)))
+    top = max(scores.values())
+    z = sum(math.exp(v - top) for v in scores.values())
+    return {o: math.exp(v - top) / z for o, v in scores.items()}
+
+
+def test_options_are_scored_at_the_natural_token_boundary(tiny_backend):
+    """The paper writes "The answer is: (A)": ':' 'Ġ(' 'A' ')', not ':' 'Ġ' '(' 'A' ')' (issue 13 item 2)."""
+    from cai_core.models.backends.base import natural_boundary, natural_option_tokens
+
+    tok = tiny_backend.tokenizer
+
+    def tokens(text):
+        return tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+
+    context, conts = natural_option_tokens(tokens, "The answer is: ", ["(A)", "(B)"])
+    assert context == ["The", "Ġansw", "er", "Ġis", ":"]
+    assert conts == [["Ġ(", "A", ")"], ["Ġ(", "B", ")"]]
+    # no merge across the boundary: the options' own tokens follow the whole prompt
+    context, conts = natural_option_tokens(tokens, "The answer is:", [" (A)", " (B)"])
+    assert context == tokens("The answer is:") and conts == [["Ġ(", "A", ")"], ["Ġ(", "B", ")"]]
+    with pytest.raises(CaiError, match="adds no tokens"):
+        natural_boundary(["a", "b"], [["a", "b"], ["a", "b", "c"]])
+    # the same quantity whichever side of the space the prompt ends on
+    with_space = tiny_backend.choice_logprobs([SHORT], ["(A)", "(B)"], assistant_prefix="The answer is: ")[0]
+    without = tiny_backend.choice_logprobs([SHORT], [" (A)", " (B)"], assistant_prefix="The answer is:")[0]
+    assert with_space["(A)"] == pytest.approx(without[" (A)"], abs=1e-5)
 
 
 def test_choice_logprobs_sum_to_one_and_match_manual(tiny_backend):

@@ -101,6 +101,44 @@ def assistant_prefixes(conversations: list[Conversation], assistant_prefix: str 
     return prefixes
 
 
+def common_prefix_length(a, b) -> int:
+    """How many leading items (token ids or token strings) two sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def natural_boundary(prompt: list, fulls: list[list]) -> int:
+    """Where option scoring starts, given the bare prompt's tokens and each prompt+option text's tokens.
+
+    The one rule every engine uses (local, CTranslate2, llama.cpp and vLLM servers), so they all
+    compute the same quantity. Prompt+option is tokenised as ONE text, as the model would see it
+    written: "The answer is: " + "(A)" reads ':' 'Ġ(' 'A' ')', not ':' 'Ġ' '(' 'A' ')'. When the
+    prompt's last tokens merge with an option's first, every option of that conversation is scored
+    from the same boundary - the longest token prefix shared by the bare prompt and all
+    prompt+option sequences - so each score is log P(rest of prompt text + option | shared
+    prefix); the shared rest cancels in the normalisation over options. At least one token stays
+    context (the first token has no log-prob)."""
+    if not prompt:
+        raise CaiError("a conversation tokenizes to nothing")
+    boundary = max(1, min([len(prompt)] + [common_prefix_length(prompt, f) for f in fulls]))
+    if any(len(f) <= boundary for f in fulls):
+        raise CaiError("an option adds no tokens after the prompt")
+    return boundary
+
+
+def natural_option_tokens(tokenize, text: str, options: list[str]) -> tuple[list, list[list]]:
+    """(context tokens, one continuation per option) at the natural boundary (see natural_boundary).
+    tokenize: text -> token list, without special tokens beyond what the text itself holds."""
+    prompt = list(tokenize(text))
+    fulls = [list(tokenize(text + o)) for o in options]
+    boundary = natural_boundary(prompt, fulls)
+    return prompt[:boundary], [f[boundary:] for f in fulls]
+
+
 def normalise(logprobs: dict[str, float]) -> dict[str, float]:
     """Turn option log-probs into probabilities that sum to 1 (softmax over the options)."""
     top = max(logprobs.values())

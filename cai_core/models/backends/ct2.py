@@ -48,6 +48,7 @@ from cai_core.models.backends.base import (
     GenerationParams,
     apply_stop,
     assistant_prefixes,
+    natural_option_tokens,
     normalise,
 )
 
@@ -335,14 +336,10 @@ class CT2Backend(Backend):
                         assistant_prefix: str | list[str] = "", batch_size: int = 16) -> list[dict[str, float]]:
         """Summed option-token log-probs per conversation, normalised over the options.
 
-        joint_options=True (default): prompt+option is tokenised as one text, as the model would
-        have seen it written. When the prompt's last token merges with the option's first (a
-        prefix ending in a space, "The answer is: ", before "(A)" gives " (" + "A" + ")"), every
-        option of that conversation is scored from the same boundary - the longest token prefix
-        shared by the bare prompt and all prompt+option texts - so each option's score is
-        log P(rest of prompt text + option | shared prefix) and the shared part cancels in the
-        normalisation. joint_options=False reproduces the local backend exactly: the option is
-        tokenised on its own and appended to the prompt's ids.
+        joint_options=True (default): the natural token boundary of base.natural_boundary, the
+        rule every engine shares (prompt+option tokenised as one text). joint_options=False
+        tokenises the option on its own and appends it to the prompt's ids (the old, unnatural
+        boundary: ':' 'Ġ' '(' 'A'), kept for comparisons.
 
         score_batch recomputes the whole prompt once per option (no KV-cache sharing)."""
         if not options:
@@ -354,18 +351,14 @@ class CT2Backend(Backend):
         starts: list[int] = []  # index in each sequence of the first scored token
         for conv, prefix in zip(conversations, assistant_prefixes(conversations, assistant_prefix)):
             text = self._prompt_text(conv) + prefix
-            prompt = self._ids(text)
-            if not prompt:
-                raise CaiError("a conversation tokenizes to nothing")
             if self.joint_options:
-                fulls = [self._ids(text + o) for o in options]
-                boundary = min([len(prompt)] + [_common_prefix(prompt, f) for f in fulls])
-                boundary = max(1, boundary)  # the first token has no score; it must be context
-                if any(len(f) <= boundary for f in fulls):
-                    raise CaiError(f"an option adds no tokens after the prompt: {options}")
+                context, continuations = natural_option_tokens(self._ids, text, options)
             else:
-                fulls = [prompt + ids for ids in opt_ids]
-                boundary = len(prompt)
+                context, continuations = self._ids(text), opt_ids
+                if not context:
+                    raise CaiError("a conversation tokenizes to nothing")
+            fulls = [context + c for c in continuations]
+            boundary = len(context)
             seqs.extend(fulls)
             starts.extend([boundary] * len(options))
         with self._lock:
@@ -419,11 +412,3 @@ def _parameter_count(config: dict) -> int | None:
     embed = vocab * h * (1 if config.get("tie_word_embeddings", True) else 2)
     return int(layers * per_layer + embed + h)
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -18,6 +18,7 @@ from cai_core.models.backends.base import (
     GenerationParams,
     apply_stop,
     assistant_prefixes,
+    natural_option_tokens,
     normalise,
 )
 
@@ -304,7 +305,8 @@ class LocalBackend(Backend):
     # -- option probabilities --------------------------------------------------------------
     def choice_logprobs(self, conversations: list[Conversation], options: list[str],
                         assistant_prefix: str | list[str] = "", batch_size: int = 16) -> list[dict[str, float]]:
-        """Summed option-token log-probs per conversation, normalised over the options.
+        """Summed option-token log-probs per conversation, normalised over the options, at the
+        natural token boundary every engine shares (base.natural_boundary).
 
         Prefill is the cost on CPU, so nothing is prefilled twice: neighbouring conversations that
         share a long token prefix (a judge's two A/B orders of one pair share the whole conversation
@@ -313,21 +315,23 @@ class LocalBackend(Backend):
         torch = self._torch
         if not options:
             raise CaiError("choice_logprobs needs at least one option")
-        opt_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
-        if any(not ids for ids in opt_ids):
+        if any(not self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options):
             raise CaiError("an option tokenizes to nothing")
-        k, width_o = len(options), max(len(ids) for ids in opt_ids)
+        k = len(options)
         pad = self.tokenizer.pad_token_id
         dev = self._input_device()
-        cont = torch.full((k, width_o), pad, dtype=torch.long)
-        cont_mask = torch.zeros((k, width_o), dtype=torch.long)
-        for j, ids in enumerate(opt_ids):  # right padding after the option: earlier tokens never see it
-            cont[j, : len(ids)] = torch.tensor(ids)
-            cont_mask[j, : len(ids)] = 1
-        prompts = [self.tokenizer(self._prompt_text(c) + prefix, add_special_tokens=False)["input_ids"]
-                   for c, prefix in zip(conversations, assistant_prefixes(conversations, assistant_prefix))]
-        if any(not ids for ids in prompts):
-            raise CaiError("a conversation tokenizes to nothing")
+
+        def tokenize(text: str) -> list[int]:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        # the natural boundary (base.natural_boundary): prompts are the context tokens, and each
+        # conversation has its own option continuations (" (A)" after "is: " may absorb the space)
+        prompts, continuations = [], []
+        for c, prefix in zip(conversations, assistant_prefixes(conversations, assistant_prefix)):
+            context, conts = natural_option_tokens(tokenize, self._prompt_text(c) + prefix, options)
+            prompts.append(context)
+            continuations.append(conts)
+        width_o = max(len(ids) for conts in continuations for ids in conts)
         out: list[tuple[int, dict[str, float]]] = []  # (input index, distribution): batches go by length
         with self._lock, torch.inference_mode():
             for chunk in _chunks(prefix_groups(prompts), prompts, batch_size):
@@ -350,17 +354,24 @@ class LocalBackend(Backend):
                 first = self.model(input_ids=suffix_ids.to(dev), attention_mask=mask.to(dev),
                                    position_ids=suffix_pos.to(dev), cache=cache, use_cache=True, logits_to_keep=1)
                 first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # predicts each option's 1st token
-                # 3. the options' remaining tokens on k copies of each member's cache
+                # 3. the options' remaining tokens on k copies of each member's cache (right padding
+                #    after each continuation: earlier tokens never see it)
+                cont = torch.full((b * k, width_o), pad, dtype=torch.long)
+                cont_mask = torch.zeros((b * k, width_o), dtype=torch.long)
+                for r, row in enumerate(rows):
+                    for j, ids in enumerate(continuations[row]):
+                        cont[r * k + j, : len(ids)] = torch.tensor(ids)
+                        cont_mask[r * k + j, : len(ids)] = 1
                 cache = first.cache
                 cache.batch_repeat_interleave(k)
-                full_mask = torch.cat([mask.repeat_interleave(k, 0), cont_mask.repeat(b, 1)], dim=1)
+                full_mask = torch.cat([mask.repeat_interleave(k, 0), cont_mask], dim=1)
                 cont_pos = suffix_pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width_o)
-                rest = self.model(input_ids=cont.repeat(b, 1).to(dev), attention_mask=full_mask.to(dev),
+                rest = self.model(input_ids=cont.to(dev), attention_mask=full_mask.to(dev),
                                   position_ids=cont_pos.to(dev), cache=cache, use_cache=False)
                 rest_logp = torch.log_softmax(rest.logits.float(), dim=-1)
                 for r in range(b):
                     scores = {}
-                    for j, (option, ids) in enumerate(zip(options, opt_ids)):
+                    for j, (option, ids) in enumerate(zip(options, continuations[rows[r]])):
                         total = float(first_logp[r, ids[0]])
                         for t in range(1, len(ids)):
                             total += float(rest_logp[r * k + j, t - 1, ids[t]])
