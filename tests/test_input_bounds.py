@@ -122,3 +122,38 @@ def test_weights_keep_their_own_limit():
     header = json.dumps({"__metadata__": {}}).encode()
     weights = struct.pack("<Q", len(header)) + header + b"\0" * (MAX_TEXT_FILE_BYTES + 1)
     assert check_upload("w.safetensors", weights) == "safetensors"
+
+
+@pytest.mark.slow
+def test_an_ab_experiment_refuses_a_long_prompt_before_either_arm(store, tiny_model_dir):
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.constitution.versions import save_constitution
+    from cai_core.evaluation.experiments import ABSpec, run_ab_experiment
+    from cai_core.prompt_sets import import_prompt_set
+
+    versions = []
+    for text in ("Fix it.", "Rewrite it."):
+        c = Constitution(name="c", principles=[Principle(id="h", name="H", critique_request="Harmful?",
+                                                         revision_request=text)])
+        save_constitution(store, c)
+        versions.append(f"c@{c.version}")
+    import_prompt_set(store, "long", ["hi", LONG])
+    with pytest.raises(CaiError, match="prompt 2 .*does not fit"):
+        run_ab_experiment(store, ABSpec(constitution_a=versions[0], constitution_b=versions[1], prompts="long",
+                                        model=str(tiny_model_dir), max_new_tokens=8))
+    assert store.scalar("SELECT COUNT(*) FROM evaluations") == 0
+    assert store.scalar("SELECT COUNT(*) FROM trajectories") == 0
+
+
+@pytest.mark.slow
+def test_eval_judge_refuses_a_pair_too_long_for_the_judge(tmp_path, tiny_model_dir):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "1", "prompt": "q", "response_a": "a", "response_b": LONG, "gold_label": "A"})
+                    + "\n")
+    ws = tmp_path / "ws"
+    res = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(gold), "--constitution", "builtin",
+                  "--workspace", str(ws))
+    assert res.returncode == 2 and "pair 1" in res.stderr and "2,048-token context" in res.stderr, res.stderr
+    from cai_core.store import open_store
+
+    assert open_store(ws).scalar("SELECT COUNT(*) FROM comparisons") == 0

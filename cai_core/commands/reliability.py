@@ -12,6 +12,7 @@ from cai_core.constitution.spec import resolve_constitution as resolve_constitut
 from cai_core.constitution.versions import get_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
+from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.models.specs import get_backend
 from cai_core.reliability.gold import (
     comparison_meta,
@@ -200,6 +201,8 @@ def cmd_eval_judge(args) -> int:
         for pid in spec.principles:
             constitution.principle(pid)
     backend = get_backend(args.judge_model, store.workspace, device=args.device, dtype=args.dtype)
+    fit_prompts(backend, [pair_text(p) for p in items], max_new_tokens=args.max_new_tokens if args.style != "mc" else 1,
+                what="pair")  # a pair too long for the judge is refused before anything is stored
     # validated: now write
     set_name = Path(args.gold).stem
     if kind == "paper":

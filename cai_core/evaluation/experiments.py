@@ -35,6 +35,7 @@ from cai_core.evaluation.stats import (
     paired_bootstrap_diff,
     win_tie_loss,
 )
+from cai_core.models.bounds import fit_prompts
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.judges import JudgeSpec, judge_pairs
@@ -216,6 +217,8 @@ def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None =
     ca, cb, prompt_items, settings = validate_ab(store, spec)
     name = spec.name or time.strftime("ab-%Y%m%d-%H%M%S")
     backend = get_backend(spec.model, store.workspace)
+    fit_prompts(backend, [getattr(it, "text", it) for it in prompt_items],
+                max_new_tokens=settings.max_new_tokens)  # a prompt too long is refused before either arm runs
     for c, src in ((ca, spec.constitution_a), (cb, spec.constitution_b)):
         save_constitution(store, c, note=f"used by A/B experiment {name} ({src})")
     existing = store.one("SELECT id FROM evaluations WHERE name=? AND kind=?", (name, KIND))
