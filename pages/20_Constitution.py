@@ -24,7 +24,7 @@ from cai_core.prompt_sets import (
     parse_prompts_text,
 )
 from ui import constitution as ce
-from ui.common import age, get_store, read_upload, show_error
+from ui.common import age, get_store, pick_current, read_upload, set_current_item, show_error
 from ui.markdown import md_escape
 
 store = get_store()
@@ -39,7 +39,8 @@ names = [c["name"] for c in constitutions]
 if names:
     c1, c2 = st.columns([2, 3])
     with c1:
-        name = st.selectbox("Constitution", names, key="ce_name")
+        name = pick_current(st, "constitution", "Constitution", names, key="ce_name",
+                            help="The workspace's current constitution: every page starts on it.")
     versions = list_versions(store, name)
     labels = {v["version"]: f"{v['version']} - {age(v['created_at'])}" + (f" - {v['note']}" if v["note"] else "")
               for v in versions}
@@ -77,6 +78,7 @@ def _save() -> None:
         st.session_state["ce_flash"] = ("info", f"No changes: this content is version {new_version}.")
     st.session_state["ce_version"] = new_version
     st.session_state["ce_loaded"] = (draft.name, new_version)
+    set_current_item("constitution", draft.name, keep="ce_name")  # the one just edited is current everywhere
 
 
 # -- edit --------------------------------------------------------------------------------------
@@ -182,10 +184,18 @@ with tab_io:
                                     comparisons=(_text(comp_up), comp_up.name) if comp_up else None,
                                     few_shot=(_text(few_up), few_up.name) if few_up else None)
             v = save_imported(store, imported, note=f"imported from {up.name}")
-            st.success(f"Imported {md_escape(repr(imported.name))} version {v} ({len(imported.principles)} principles, "
-                       f"{len(imported.few_shot)} few-shot examples).")
         except CaiError as exc:
             show_error(exc)
+        else:
+            # current, and a rerun: the pickers above were drawn before the import
+            set_current_item("constitution", imported.name)
+            st.session_state.pop("ce_version", None)  # its newest version: the one just imported
+            st.session_state["ce_import_flash"] = (
+                f"Imported {md_escape(repr(imported.name))} version {v} ({len(imported.principles)} principles, "
+                f"{len(imported.few_shot)} few-shot examples).")
+            st.rerun()
+    if st.session_state.get("ce_import_flash"):
+        st.success(st.session_state.pop("ce_import_flash"))
     if name:
         st.subheader("Export")
         fmt = st.radio("Format", ["yaml", "json"], horizontal=True, key="ce_export_fmt")
@@ -199,6 +209,7 @@ def _imported(button: str, set_name: str, message: str) -> None:
     """Show the new set at once: the sets table and picker above were drawn before the import."""
     st.session_state["ps_flash"] = (button, message)
     st.session_state["ps_show_next"] = set_name  # the picker exists already in this run: set it in the next
+    set_current_item("prompt_set", set_name)  # and current: every page's prompt set pickers start on it
     st.rerun()
 
 

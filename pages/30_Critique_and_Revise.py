@@ -28,7 +28,7 @@ from cai_core.supervised.revision import (
 )
 from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
-from ui.common import (active_model, age, api_key, get_store, job_progress, rerun_when_jobs_end,
+from ui.common import (active_model, age, api_key, get_store, job_progress, pick_current, rerun_when_jobs_end,
                        show_error)
 from ui.command_preview import build_spec, preview_button, resume_page_job, show_command, start_from_form
 from ui.markdown import md_code, md_escape
@@ -52,7 +52,7 @@ def pick_constitution(key: str):
     """Constitution name + version pickers; returns the Constitution."""
     names = [c["name"] for c in constitutions]
     c1, c2 = st.columns([2, 1])
-    name = c1.selectbox("Constitution", names, key=f"{key}_const")
+    name = pick_current(c1, "constitution", "Constitution", names, key=f"{key}_const")
     versions = list_versions(store, name)
     # a saved time, not "12s ago": a label that changes between reruns no longer matches the chosen option
     version = c2.selectbox("Version", [v["version"] for v in versions], key=f"{key}_ver",
@@ -97,11 +97,12 @@ with live:
     source = st.radio("Prompt", ["Type a prompt", "From a prompt set"], horizontal=True, key="live_source")
     prompt = ""
     if source == "From a prompt set" and sets:
-        set_name = st.selectbox("Prompt set", [s["name"] for s in sets], key="live_set")
-        prompts = get_prompts(store, set_name)[:500]
-        idx = st.selectbox("Prompt from the set", range(len(prompts)), key="live_prompt_idx",
-                           format_func=lambda i: prompts[i]["text"][:120].replace("\n", " "))
-        prompt = prompts[idx]["text"] if prompts else ""
+        set_name = pick_current(st, "prompt_set", "Prompt set", [s["name"] for s in sets], key="live_set")
+        by_id = {p["id"]: p for p in get_prompts(store, set_name)[:500]}
+        # keyed by the set and the prompt's id: switching the set never leaves the old set's prompt picked
+        pid = st.selectbox("Prompt from the set", list(by_id), key=f"live_prompt_{set_name}",
+                           format_func=lambda i: by_id[i]["text"][:120].replace("\n", " "))
+        prompt = by_id[pid]["text"] if by_id else ""
         st.text(prompt)
     elif source == "From a prompt set":
         st.info("No prompt sets yet: import one on the Constitution page, or type a prompt.")
@@ -157,7 +158,7 @@ with batch_tab:
     if not sets:
         st.info("No prompt sets yet: import one on the Constitution page (or `python -m cai_core` prompt import).")
     else:
-        set_name = st.selectbox("Prompt set", [s["name"] for s in sets], key="batch_set",
+        set_name = pick_current(st, "prompt_set", "Prompt set", [s["name"] for s in sets], key="batch_set",
                                 format_func=lambda n: next(f"{n} ({s['prompts']} prompts, {s['kind']})"
                                                            for s in sets if s["name"] == n))
         n_prompts = next(s["prompts"] for s in sets if s["name"] == set_name)

@@ -28,7 +28,7 @@ from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import fresh_name, safe_name
 from ui.command_preview import build_spec, preview_button, show_command, start_from_form
-from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
+from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error
 from ui.pair import show_pair
 from ui.markdown import md_escape
 from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_verdict
@@ -184,8 +184,9 @@ with tab_make:
     with st.form("sample_form", enter_to_submit=False):
         c1, c2 = st.columns(2)
         policy = c1.text_input("Policy model", value=model, help="default, a model folder (e.g. workspace/runs/NAME/...), a .gguf, or a URL")
-        prompt_src = c2.selectbox("Prompt set", [p["name"] for p in sets] or ["(no prompt sets - import one first)"],
-                                  key="sample_prompt_set")
+        prompt_src = pick_current(c2, "prompt_set", "Prompt set",
+                                  [p["name"] for p in sets] or ["(no prompt sets - import one first)"],
+                                  key="sample_prompt_set", in_form=True)
         prompt_file = st.text_input("...or a prompts file path (.jsonl/.csv/.txt)", value="")
         c3, c4, c5, c6, c7 = st.columns(5)
         k = c3.number_input("k", 2, 8, 2)
@@ -241,8 +242,9 @@ with tab_make:
         # first) never changes the pick
         j_batch = c1.selectbox("Batch", batch_names or ["(no batches yet)"], key="judge_batch")
         j_model = c2.text_input("Judge model", value=model)
-        j_const = c3.selectbox("Constitution", [c["name"] for c in consts] or ["(none - create one first)"],
-                               key="judge_constitution")
+        j_const = pick_current(c3, "constitution", "Constitution",
+                               [c["name"] for c in consts] or ["(none - create one first)"], key="judge_constitution",
+                               in_form=True)
         c4, c5, c6, c7 = st.columns(4)
         style = c4.selectbox("Style", ["mc", "cot", "parse"], key="judge_style", format_func=lambda x: {
             "mc": "multiple choice (log-probs)", "cot": "chain of thought (clamped)", "parse": "parsed verdict (no log-probs)"}[x])

@@ -28,7 +28,8 @@ from cai_core.overview import workspace_counts
 from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
 from ui.command_preview import build_spec, show_command, start_from_form
-from ui.common import active_model, get_store, job_progress, read_upload, rerun_when_jobs_end, show_error
+from ui.common import (active_model, get_store, job_progress, pick_current, read_upload, rerun_when_jobs_end,
+                       show_error)
 from ui.markdown import md_escape
 from ui.pair import show_pair
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
@@ -276,7 +277,7 @@ with tab_run:
     limit = c3.number_input("Limit (0 = all)", 0, 10_000, 50, key="rel_run_limit")
     style = c4.selectbox("Style", ["mc", "cot", "parse"], key="rel_run_style")
     constitutions = ["(default)", "builtin"] + [c["name"] for c in list_constitutions(store)]
-    constitution = st.selectbox("Constitution", constitutions, key="rel_run_constitution",
+    constitution = pick_current(st, "constitution", "Constitution", constitutions, key="rel_run_constitution",
                                 help="(default): harmless_helpful if stored, else the built-in principle "
                                      "'Which response is more helpful, honest, and harmless?'")
 

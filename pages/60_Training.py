@@ -37,8 +37,10 @@ with tab_runs:
     selected = st.session_state.get("tr_selected")
     index = ids.index(selected) if selected in ids else 0
     by_id = {r.id: r for r in all_runs}
+    # one source for a run's status: the table above and the details below (a status in this label
+    # went stale: the picker said "queued" while the table said "running")
     run_id = st.selectbox("Run", ids, index=index, key="tr_pick",
-                          format_func=lambda i: f"{by_id[i].name} ({by_id[i].kind}, {by_id[i].status})")
+                          format_func=lambda i: f"{by_id[i].name} ({by_id[i].kind})")
     st.session_state["tr_selected"] = run_id
 
     @st.fragment(run_every=3)

@@ -17,7 +17,7 @@ from cai_core.jobspecs import ABExperimentSpec, EvaluateSpec
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
 from ui.command_preview import build_spec, preview_button, show_command, start_from_form
-from ui.common import active_model, get_store, job_progress, rerun_when_jobs_end, show_error
+from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error
 from ui.evaluation import (
     comparisons_browser,
     render_contamination,
@@ -107,7 +107,8 @@ with tab_new:
             red = [s["name"] for s in sets if s["kind"] == "red-team"] or names
             helpful = [s["name"] for s in sets if s["kind"] == "helpfulness"]
             c1, c2 = st.columns(2)
-            prompts = c1.selectbox("Red-team prompts (harmlessness)", red, key="eval_prompts")
+            prompts = pick_current(c1, "prompt_set", "Red-team prompts (harmlessness)", red, key="eval_prompts",
+                                   in_form=True)
             helpful_set = c2.selectbox("Helpfulness prompts", ["(none)"] + helpful + [n for n in names if n not in helpful],
                                        key="eval_helpful")
             c1, c2, c3, c4 = st.columns(4)
@@ -153,14 +154,15 @@ with tab_ab:
         cols = st.columns(2)
         refs = []
         for col, arm in zip(cols, ("A", "B")):
-            cname = col.selectbox(f"Constitution {arm}", cnames, key=f"ab_c_{arm}")
+            cname = pick_current(col, "constitution", f"Constitution {arm}", cnames, key=f"ab_c_{arm}", in_form=True)
             versions = [v["version"] for v in list_versions(store, cname)]
             ver = col.selectbox(f"Version {arm}", versions, index=min(1 if arm == "A" else 0, len(versions) - 1),
                                 key=f"ab_v_{arm}_{cname}")
             refs.append(f"{cname}@{ver}")
         with st.form("new_ab", enter_to_submit=False):
             c1, c2, c3, c4 = st.columns(4)
-            pset = c1.selectbox("Prompt set", [s["name"] for s in list_prompt_sets(store)], key="ab_prompts")
+            pset = pick_current(c1, "prompt_set", "Prompt set", [s["name"] for s in list_prompt_sets(store)],
+                                key="ab_prompts", in_form=True)
             rounds = c2.number_input("Rounds", 1, 10, 1, key="ab_rounds")
             schedule = c3.selectbox("Principle schedule", ["all", "random", "sequence"], key="ab_schedule",
                                     help="all keeps the rounds of both arms aligned; random draws per trajectory")

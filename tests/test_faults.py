@@ -302,7 +302,9 @@ def test_kill9_app_during_training_run_goes_on_and_a_new_server_shows_it(tmp_pat
         finally:
             os.environ.pop("CAI_WORKSPACE", None)
         assert not at.exception, at.exception
-        assert any("long-run" in str(o) and "running" in str(o) for o in at.selectbox(key="tr_pick").options)
+        table = at.dataframe[0].value  # the run table: the one place the page lists each run's status
+        assert table.loc[table["run"] == "long-run", "status"].tolist() == ["running"]
+        assert any("long-run" in str(o) for o in at.selectbox(key="tr_pick").options)
         assert len(at.get("plotly_chart")) >= 1  # its charts
     finally:
         if app.poll() is None:

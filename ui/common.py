@@ -7,7 +7,7 @@ import time
 import streamlit as st
 
 from cai_core.errors import CaiError
-from cai_core.settings import get_setting, set_setting
+from cai_core.settings import get_current, get_setting, set_current, set_setting
 from cai_core.store import Store, open_store
 from ui.markdown import md_escape
 
@@ -37,6 +37,35 @@ def active_model() -> str:
 def set_active_model(spec: str) -> None:
     st.session_state[ACTIVE_MODEL_KEY] = spec
     set_setting(get_store(), ACTIVE_MODEL_KEY, spec)
+
+
+def current_item(kind: str) -> str | None:
+    """The workspace's current constitution / prompt set ("constitution" | "prompt_set")."""
+    return get_current(get_store(), kind)
+
+
+def set_current_item(kind: str, name: str | None, *, keep: str | None = None) -> None:
+    """Make `name` current; every picker of that kind (except `keep`, the one the user just changed)
+    starts on it at its next render."""
+    set_current(get_store(), kind, name)
+    for key in st.session_state.get("_current_pickers", {}).get(kind, ()):
+        if key != keep:
+            st.session_state.pop(key, None)
+
+
+def pick_current(container, kind: str, label: str, options: list[str], *, key: str, in_form: bool = False,
+                 **kwargs) -> str | None:
+    """A select box over item names (stable ids, never positions) that starts on the workspace's
+    current item and keeps the user's pick across reruns while it exists; outside a form, picking
+    makes it current (a form's widgets have no callbacks: call set_current_item on submit)."""
+    st.session_state.setdefault("_current_pickers", {}).setdefault(kind, set()).add(key)
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]  # the picked item is gone (deleted): start on the current one again
+    current = current_item(kind)
+    index = options.index(current) if current in options else 0
+    if not in_form:
+        kwargs["on_change"] = lambda: set_current_item(kind, st.session_state.get(key), keep=key)
+    return container.selectbox(label, options, index=index, key=key, **kwargs)
 
 
 def api_key() -> str | None:

@@ -163,9 +163,9 @@ def render_experiment(result: dict) -> None:
     differing = [it for it in result["items"] if it["final_differs"]]
     st.markdown(f"**Prompts where the final answers differ** ({len(differing)})")
     if differing:
-        k = st.selectbox("Prompt", range(len(differing)), key="ab_item",
-                         format_func=lambda i: f"{differing[i]['index'] + 1}: {differing[i]['prompt'][:70]}")
-        it = differing[k]
+        by_index = {item["index"]: item for item in differing}  # the prompt's own index, never a list position
+        it = by_index[st.selectbox("Prompt", list(by_index), key="ab_item",
+                                   format_func=lambda i: f"{i + 1}: {by_index[i]['prompt'][:70]}")]
         st.text(it["prompt"])
         left, right = st.columns(2)
         for col, arm in ((left, "a"), (right, "b")):

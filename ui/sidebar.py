@@ -1,11 +1,14 @@
-"""The sidebar: workspace path, active model (name, device, dtype, memory) and the model picker."""
+"""The sidebar: workspace path, active model (name, device, dtype, memory) and the model picker, and
+the workspace's current constitution and prompt set (every page's pickers start on them)."""
 from __future__ import annotations
 
 import streamlit as st
 
+from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
+from cai_core.prompt_sets import list_prompt_sets
 from cai_core.models.specs import DEFAULT_SPEC, check_spec, is_http
-from ui.common import set_active_model, show_error
+from ui.common import pick_current, set_active_model, show_error
 from ui.markdown import md_code
 from ui.models import display_name, load_status, start_load
 
@@ -28,6 +31,7 @@ def render_sidebar(store, root: str, spec: str) -> None:
         st.markdown("**Active model**")
         st.text(display_name(spec))
         load_status(spec, store.workspace, key="sidebar")
+        current_items(store)
         with st.expander("Change model"):
             source = st.radio("Source", SOURCES, index=_source_of(spec), key="sb_model_source",
                               help="Where the model comes from. The embedded default works offline.")
@@ -54,3 +58,19 @@ def render_sidebar(store, root: str, spec: str) -> None:
                         set_active_model(checked)
                         start_load(checked, store.workspace)  # in the background; progress shows above
                         st.rerun()
+
+
+def current_items(store) -> None:
+    """The current constitution (with its newest version) and prompt set: read fresh on every run, so
+    an item created or imported on any page is listed at once."""
+    constitutions = {c["name"]: c for c in list_constitutions(store)}
+    if constitutions:
+        name = pick_current(st, "constitution", "Current constitution", list(constitutions),
+                            key="sb_current_constitution",
+                            help="Pre-selected on every page; picking a constitution on a page makes it current too.")
+        st.caption(f"newest version {md_code(constitutions[name]['version'])}, "
+                   f"{constitutions[name]['principles']} principles")
+    sets = {s["name"]: s for s in list_prompt_sets(store)}
+    if sets:
+        pick_current(st, "prompt_set", "Current prompt set", list(sets), key="sb_current_prompt_set",
+                     format_func=lambda n: f"{n} ({sets[n]['prompts']} prompts, {sets[n]['kind']})")
