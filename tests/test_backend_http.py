@@ -176,7 +176,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self._reply(200, {"data": [{"id": "fake"}]})
+        if self.server.mode == "badjson":
+            data = b"<html>not json</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        owner = {"vllm": "vllm", "llamapy": "me"}.get(self.server.mode, "someone")
+        model = "/models/x.gguf" if self.server.mode == "llamapy" else "fake"
+        self._reply(200, {"data": [{"id": model, "owned_by": owner}]})
 
     def do_POST(self):
         _Handler.requests.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"))
@@ -185,6 +194,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif self.server.mode == "slow":
             time.sleep(3)
             self._reply(200, {})
+        elif self.server.mode == "hang":
+            time.sleep(8)
+            self._reply(200, {})
+        elif self.server.mode == "toplogprobs":  # chat logprobs only, no template: first-token top-k
+            if self.path.endswith("/chat/completions"):
+                top = [{"token": "A", "logprob": -0.5}, {"token": "B", "logprob": -1.2}]
+                self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "A"},
+                                               "logprobs": {"content": [{"token": "A", "top_logprobs": top}]}}]})
+            else:
+                self._reply(404, {"error": "not found"})
         elif self.path.endswith("/apply-template"):
             self._reply(404, {"error": "not found"})
         else:  # a chat server without log-probs
@@ -259,3 +278,96 @@ def test_server_cli_bad_input_writes_nothing(workspace, tmp_path, monkeypatch):
     assert llama_server.read_state(workspace) is None
     r = run_cli("server-status", "--workspace", str(workspace.root))
     assert r.returncode == 0 and '"running": false' in r.stdout
+
+
+# -- endpoint faults (issue 15 item 8) ------------------------------------------------------------
+
+def test_models_answering_invalid_json_is_an_error_not_ready(fake_server, workspace):
+    from cai_core.models.specs import check_spec
+
+    url = fake_server("badjson")
+    with pytest.raises(CaiError, match=r"/models answered with invalid JSON.*not json"):
+        HttpBackend(url)
+    with pytest.raises(CaiError, match="invalid JSON"):
+        check_spec(url, workspace)
+
+
+def test_hung_completions_fail_fast_with_the_cause(fake_server, monkeypatch):
+    """/models answers but completions hang: the first request gives up after the short
+    first-request timeout, not the long per-request one, and says why."""
+    from cai_core.models.backends import http
+
+    monkeypatch.setattr(http, "FIRST_REQUEST_TIMEOUT", 0.5)
+    b = HttpBackend(fake_server("hang"))  # the normal timeout stays 120 s
+    start = time.monotonic()
+    with pytest.raises(CaiError, match=r"no answer within 0\.5 s to the first completion request.*lists models"):
+        b.probe()
+    with pytest.raises(CaiError, match="first completion request"):
+        list(b.stream(STORY, GenerationParams(max_new_tokens=4)))
+    assert time.monotonic() - start < 5
+
+
+def test_get_backend_probes_before_anything_is_stored(fake_server, workspace, monkeypatch):
+    """Loading an endpoint runs one completion; a hung server fails there, so a job that loads its
+    model before writing (every job does) stores no row for it."""
+    from cai_core.models.backends import http
+    from cai_core.models.specs import get_backend, loaded_backends
+
+    monkeypatch.setattr(http, "FIRST_REQUEST_TIMEOUT", 0.5)
+    url = fake_server("hang")
+    with pytest.raises(CaiError, match="first completion request"):
+        get_backend(url, workspace)
+    assert url not in [b["spec"] for b in loaded_backends()]
+    ok = fake_server("nologprobs")
+    assert get_backend(ok, workspace).info()["spec"] == ok
+
+
+def test_concurrency_is_set_by_the_endpoint_and_the_spec_overrides(fake_server):
+    assert HttpBackend(fake_server("vllm")).concurrency == 32
+    assert HttpBackend(fake_server("llamapy")).concurrency == 1
+    assert HttpBackend(fake_server("nologprobs")).concurrency == 4  # unknown kind: a small default
+    url = fake_server("vllm")
+    b = HttpBackend(url + "#concurrency=3")
+    assert b.concurrency == 3 and b.info()["server_kind"] == "vllm" and b.info()["concurrency"] == 3
+    assert parse_spec(url + "#concurrency=8&model=m")[1] == {"concurrency": 8, "model": "m"}
+    for bad in ("0", "x", "-2"):
+        with pytest.raises(CaiError, match="concurrency must be a whole number"):
+            parse_spec(url + "#concurrency=" + bad)
+
+
+def test_concurrency_bounds_requests_in_flight(fake_server):
+    """At most `concurrency` requests reach the server at once."""
+    url = fake_server("slowish")
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    real = HttpBackend._one
+
+    def counting(self, *a):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            time.sleep(0.05)
+            return real(self, *a)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    b = HttpBackend(url + "#concurrency=2")
+    b._one = counting.__get__(b)
+    b.generate([STORY] * 8, GenerationParams(max_new_tokens=2))
+    assert peak[0] == 2
+
+
+def test_approximate_scoring_is_reported_and_in_the_judge_key(fake_server):
+    from cai_core.models.backends.http import APPROXIMATE_SCORING
+    from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+
+    b = HttpBackend(fake_server("toplogprobs"))
+    assert b.option_scoring() == APPROXIMATE_SCORING == "approximate: first-token top-k"
+    probs = b.choice_logprobs([QUESTION], ["(A)", "(B)"])[0]
+    assert probs["(A)"] > probs["(B)"]
+    spec = JudgeSpec(model="fake", principles="all")
+    exact_key = spec.judge_key
+    judge_pairs(b, spec, None, [{"id": "p1", "prompt": "Hi", "response_a": "Hello", "response_b": "Go away",
+                                 "question": "Which is kinder?"}])
+    assert spec.scoring == APPROXIMATE_SCORING and spec.judge_key == exact_key + "|approx"

@@ -241,6 +241,9 @@ def get_backend(
                 progress(0.1, f"connecting to {spec}")
             backend: Backend = HttpBackend(spec, api_key=api_key)
             if progress:
+                progress(0.5, "first completion (health probe)")
+            backend.probe()  # a hung or broken endpoint fails here, before any row is written
+            if progress:
                 progress(1.0, "endpoint ready")
         else:
             kwargs = resolve_local(spec, workspace, progress)

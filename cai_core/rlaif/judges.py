@@ -55,6 +55,7 @@ class JudgeSpec:
     constitution_name: str = ""
     constitution_version: str = ""
     batch_size: int = 8
+    scoring: str = "exact"                     # the backend's option_scoring(); set by judge_pairs
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -86,8 +87,11 @@ class JudgeSpec:
         """Readable and unique: style|model|constitution version|principles|settings hash."""
         blob = json.dumps(self.settings(), sort_keys=True).encode()
         principles = self.principles if isinstance(self.principles, str) else f"{len(self.principles)}ids"
-        return "|".join([self.style, self.model, self.constitution_version or "-", principles,
-                         hashlib.sha256(blob).hexdigest()[:8]])
+        parts = [self.style, self.model, self.constitution_version or "-", principles,
+                 hashlib.sha256(blob).hexdigest()[:8]]
+        if self.style in ("mc", "cot") and self.scoring != "exact":
+            parts.append("approx")  # never silently: "approximate: first-token top-k" (backend.option_scoring)
+        return "|".join(parts)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -409,6 +413,8 @@ def judge_ensemble(
     for backend, spec in members:
         if spec.style in ("mc", "cot") and not backend.supports_logprobs:
             raise CaiError(f"judge {spec.model} gives no log-probs: use the parse style (--style parse)")
+        if spec.style in ("mc", "cot"):
+            spec.scoring = backend.option_scoring()
         if constitution is not None:
             spec.constitution_name = spec.constitution_name or constitution.name
             spec.constitution_version = spec.constitution_version or constitution.version

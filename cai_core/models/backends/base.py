@@ -67,6 +67,12 @@ class Backend(ABC):
     def supports_logprobs(self) -> bool:
         return True
 
+    def option_scoring(self) -> str:
+        """How choice_logprobs scores: "exact" (summed option-token log-probs at the natural
+        boundary), or a short description of an approximation (e.g. an HTTP server whose prompt
+        text is unknown: "approximate: first-token top-k"), which judges put in their key."""
+        return "exact"
+
     def info(self) -> dict:
         return {"spec": self.spec}
 

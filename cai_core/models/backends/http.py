@@ -3,16 +3,25 @@
 Only the standard library (urllib), so it works wherever the app does. The spec is the base URL,
 optionally with settings after '#': "http://127.0.0.1:8080/v1#model=NAME&template=PATH".
 
-- generate: one /chat/completions request per sample, run concurrently by a small thread pool
-  (servers batch concurrent requests themselves; n>1 is not supported by every server).
+- generate: one /chat/completions request per sample, run concurrently by a thread pool whose
+  size the endpoint sets (see CONCURRENCY): servers with continuous batching (vLLM, TGI) get many
+  requests in flight, llama-cpp-python's server (one request at a time) gets one; "#concurrency=N"
+  overrides. n>1 is not supported by every server, so samples are separate requests.
 - stream: /chat/completions with stream=true (server-sent events).
 - choice_logprobs: the probability of each option as a continuation of the assistant turn. Where
   the chat-templated prompt text is known (the server applies the template: llama.cpp's
-  /apply-template; the server's model id is a local .gguf; or template=PATH names a .gguf or HF
-  folder), each option is scored exactly from /completions with echo+logprobs (sum of the
-  option tokens' log-probs). Otherwise the first answer token's top_logprobs from
-  /chat/completions are matched against the options ("(A)" -> "A"). A server that returns no
-  log-probs gets a clear CaiError and `supports_logprobs` becomes False.
+  /apply-template, vLLM's /tokenize with messages + /detokenize; the server's model id is a local
+  .gguf; or template=PATH names a .gguf or HF folder), each option is scored EXACTLY, at the
+  natural token boundary every engine shares (base.natural_boundary): /completions with echo and
+  logprobs returns the server's own tokens and log-probs of the bare prompt and of each
+  prompt+option text; the option's score is the sum from the shared boundary on. Otherwise the
+  first answer token's top_logprobs from /chat/completions are matched against the options
+  ("(A)" -> "A"), which is approximate: `option_scoring()` then says so and judges put it in
+  their key. A server that returns no log-probs gets a clear CaiError and `supports_logprobs`
+  becomes False.
+- faults: /models answering with something that is not JSON is an error at load time, not
+  "ready"; the first completion request uses a short timeout (FIRST_REQUEST_TIMEOUT), so a
+  server that lists models but hangs on completions fails fast with the cause.
 
 The API key comes from the argument or CAI_API_KEY / OPENAI_API_KEY and is never stored.
 """
@@ -39,20 +48,38 @@ from cai_core.models.backends.base import (
     GenerationParams,
     apply_stop,
     assistant_prefixes,
+    natural_boundary,
     normalise,
 )
 
 DEFAULT_TIMEOUT = 120.0
+FIRST_REQUEST_TIMEOUT = 30.0   # the first completion: a hung server fails fast (a warm one answers in seconds)
 TOP_LOGPROBS = 20
+APPROXIMATE_SCORING = "approximate: first-token top-k"
+
+# Requests in flight per endpoint kind (from /v1/models owned_by). Continuous-batching servers
+# (vLLM, TGI) serve many at once, so a deep queue is throughput; llama-cpp-python's server handles
+# one request at a time, and extra ones only wait on its lock (and time out).
+CONCURRENCY = {"vllm": 32, "tgi": 32, "llama-cpp-python": 1}
+DEFAULT_CONCURRENCY = 4
+SETTINGS = ("model", "template", "concurrency")
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """Split "http://host:port/v1#model=NAME&template=PATH" into (base_url, settings)."""
+    """Split "http://host:port/v1#model=NAME&template=PATH&concurrency=N" into (base_url, settings)."""
     base, _, fragment = spec.strip().partition("#")
     settings = dict(urllib.parse.parse_qsl(fragment)) if fragment else {}
-    unknown = set(settings) - {"model", "template"}
+    unknown = set(settings) - set(SETTINGS)
     if unknown:
-        raise CaiError(f"{spec}: unknown setting(s) {', '.join(sorted(unknown))} after '#' (use model=, template=)")
+        raise CaiError(f"{spec}: unknown setting(s) {', '.join(sorted(unknown))} after '#' "
+                       "(use model=, template=, concurrency=)")
+    if "concurrency" in settings:
+        try:
+            settings["concurrency"] = int(settings["concurrency"])
+        except ValueError:
+            settings["concurrency"] = 0
+        if not 1 <= settings["concurrency"] <= 1024:
+            raise CaiError(f"{spec}: concurrency must be a whole number from 1 to 1024")
     parsed = urllib.parse.urlparse(base)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise CaiError(f"{spec} is not an http(s) URL such as http://127.0.0.1:8080/v1")
@@ -162,18 +189,23 @@ def _norm(text: str) -> str:
 
 class HttpBackend(Backend):
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, template: str | None = None, concurrency: int = 4,
+                 timeout: float = DEFAULT_TIMEOUT, template: str | None = None, concurrency: int | None = None,
                  check: bool = True):
+        """concurrency: requests in flight; None lets "#concurrency=N" or the endpoint's kind decide."""
         self.spec = base_url.strip()
         self.base_url, settings = parse_spec(self.spec)
         self.model = model or settings.get("model")
         self.timeout = float(timeout)
-        self.concurrency = max(1, int(concurrency))
+        self._concurrency = concurrency or settings.get("concurrency")
+        self.server_kind = ""               # vllm | tgi | llama-cpp-python | llama.cpp | "" (unknown)
+        self._first_done = False            # a completion has succeeded: the normal timeout from now on
         self._api_key = api_key or env_api_key()
         self._template_source = template or settings.get("template")
         self._template: ChatTemplate | None = None
         self._template_resolved = False
         self._server_template = True        # llama.cpp's /apply-template, until it answers 404
+        self._server_tokenize = True        # vLLM's /tokenize + /detokenize, until they answer 404
+        self._approximate = False           # an option was scored from first-token top-k
         self._supports_logprobs: bool | None = None
         self._lock = threading.Lock()
         self.server_models: list[str] = []
@@ -217,37 +249,85 @@ class HttpBackend(Backend):
 
     def _post(self, path: str, payload: dict, url: str | None = None) -> dict:
         url = url or self._url(path)
+        first = not self._first_done and path in ("/chat/completions", "/completions")
+        timeout = min(self.timeout, FIRST_REQUEST_TIMEOUT) if first else self.timeout
         try:
-            with self._request(url, payload) as resp:
+            with self._request(url, payload, timeout=timeout) as resp:
                 raw = resp.read()
         except (socket.timeout, TimeoutError):
-            raise CaiError(f"cannot reach {url}: no answer within {self.timeout:.0f} s") from None
+            raw = None
+        except CaiError as exc:
+            if first and "no answer within" in str(exc):
+                raw = None
+            else:
+                raise
+        if raw is None:
+            if first:
+                raise CaiError(f"cannot reach {url}: no answer within {timeout:g} s to the first completion "
+                               "request: the server accepts connections and lists models but is not generating "
+                               "(still loading, stuck, or overloaded)") from None
+            raise CaiError(f"cannot reach {url}: no answer within {timeout:.0f} s") from None
         try:
-            return json.loads(raw)
+            data = json.loads(raw)
         except ValueError:
             raise CaiError(f"{url} did not answer with JSON: {raw[:200]!r}") from None
+        if first:
+            self._first_done = True
+        return data
 
     def _discover(self) -> None:
-        """Check the endpoint answers (clear error at load time) and learn the served model's name."""
+        """Check the endpoint answers (clear error at load time) and learn the served model's name
+        and the server's kind (from owned_by, which sets the concurrency)."""
         url = self._url("/models")
         try:
             with self._request(url, timeout=min(self.timeout, 15.0)) as resp:
-                data = json.loads(resp.read() or b"{}")
+                raw = resp.read()
         except HttpStatusError as exc:
             if exc.code in (401, 403):
                 raise
             return  # some servers have no /models; generation will still tell
+        except (socket.timeout, TimeoutError):
+            raise CaiError(f"cannot reach {url}: no answer within {min(self.timeout, 15.0):.0f} s") from None
+        try:
+            data = json.loads(raw or b"{}")
         except ValueError:
-            return
-        self.server_models = [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+            raise CaiError(f"{url} answered with invalid JSON, so this is not a working OpenAI-compatible "
+                           f"endpoint (is the URL right, ending in /v1?): {raw[:200]!r}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("data", []), list):
+            raise CaiError(f"{url} answered JSON without a model list ('data'): {str(data)[:200]}")
+        models = [m for m in data.get("data", []) if isinstance(m, dict)]
+        self.server_models = [m.get("id") for m in models if m.get("id")]
         if not self.model and self.server_models:
             self.model = self.server_models[0]
+        owners = {str(m.get("owned_by") or "").lower() for m in models}
+        if "vllm" in owners:
+            self.server_kind = "vllm"
+        elif owners & {"tgi", "text-generation-inference"}:
+            self.server_kind = "tgi"
+        elif "llamacpp" in owners:
+            self.server_kind = "llama.cpp"
+        elif "me" in owners and any(m.endswith(".gguf") for m in self.server_models):
+            self.server_kind = "llama-cpp-python"   # it names the model by its .gguf path, owned by "me"
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight: the explicit setting, else the endpoint kind's (CONCURRENCY)."""
+        if self._concurrency:
+            return max(1, int(self._concurrency))
+        return CONCURRENCY.get(self.server_kind, DEFAULT_CONCURRENCY)
 
     def _body(self, extra: dict) -> dict:
         body = dict(extra)
         if self.model:
             body["model"] = self.model
         return body
+
+    def probe(self) -> None:
+        """One one-token completion under the short first-request timeout: loading an endpoint ends
+        here with the cause (not found, no JSON, hung), before any caller writes a row for it."""
+        if self._first_done:
+            return
+        self._one([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=1, temperature=0.0), None)
 
     # -- generation ----------------------------------------------------------------------------
     def _sampling(self, params: GenerationParams, seed: int | None) -> dict:
@@ -291,7 +371,16 @@ class HttpBackend(Backend):
         url = self._url("/chat/completions")
         body = self._body({"messages": conversation, "stream": True, **self._sampling(params, params.seed)})
         produced = ""
-        resp = self._request(url, body, stream=True)
+        first = not self._first_done
+        try:
+            resp = self._request(url, body, stream=True,
+                                 timeout=min(self.timeout, FIRST_REQUEST_TIMEOUT) if first else None)
+        except CaiError as exc:
+            if first and "no answer within" in str(exc):
+                raise CaiError(f"{exc} to the first completion request: the server lists models but is not "
+                               "generating (still loading, stuck, or overloaded)") from None
+            raise
+        self._first_done = True
         try:
             for raw in _lines(resp, url, self.timeout):
                 line = raw.decode("utf-8", "replace").strip()
@@ -348,7 +437,7 @@ class HttpBackend(Backend):
         self._resolve_template()
         if self._template is not None:
             return self._template.render(conversation)
-        if self._server_template:
+        if self._server_template and self.server_kind != "vllm":
             try:
                 data = self._post("", {"messages": conversation}, url=self._root_url("/apply-template"))
                 if isinstance(data.get("prompt"), str):
@@ -356,31 +445,70 @@ class HttpBackend(Backend):
             except HttpStatusError:
                 pass
             self._server_template = False
+        if self._server_tokenize:
+            # vLLM: the template applied by the server (/tokenize with messages), as text (/detokenize)
+            try:
+                ids = self._post("", self._body({"messages": conversation, "add_generation_prompt": True}),
+                                 url=self._root_url("/tokenize")).get("tokens")
+                if isinstance(ids, list) and ids:
+                    text = self._post("", self._body({"tokens": ids}), url=self._root_url("/detokenize")).get("prompt")
+                    if isinstance(text, str):
+                        return text
+            except HttpStatusError:
+                pass
+            self._server_tokenize = False
         return None
 
-    def _score_exact(self, prompt: str, option: str) -> float:
-        """log P(option | prompt) from /completions echo: the prompt's own token log-probs."""
-        data = self._post("/completions", self._body({
-            "prompt": prompt + option, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1,
-        }))
-        choice = (data.get("choices") or [{}])[0]
-        lp = choice.get("logprobs")
-        if not lp or not lp.get("tokens"):
-            raise self._no_logprobs("/completions returned no logprobs with echo")
-        tokens, values = lp["tokens"], lp["token_logprobs"]
-        generated = int((data.get("usage") or {}).get("completion_tokens") or 1)
-        tokens, values = tokens[: len(tokens) - generated], values[: len(values) - generated]
-        total, covered = 0.0, ""
-        for tok, val in zip(reversed(tokens), reversed(values)):
-            if val is None:
-                break
-            total += float(val)
-            covered = tok + covered
-            if len(covered) >= len(option) and covered.endswith(option):
-                return total
-            if len(covered) >= len(option) + 16:
-                break
-        raise CaiError(f"{self.base_url}: could not find the option {option!r} among the echoed prompt tokens")
+    def option_scoring(self) -> str:
+        """'exact' where the templated prompt is known (or nothing approximate has been used yet);
+        otherwise APPROXIMATE_SCORING. Asks the server once (a one-message template probe)."""
+        if self._approximate:
+            return APPROXIMATE_SCORING
+        try:
+            known = self.prompt_text([{"role": "user", "content": "Hi"}]) is not None
+        except CaiError:
+            known = False
+        return "exact" if known else APPROXIMATE_SCORING
+
+    def _echo(self, texts: list[str]) -> list[tuple[list, list]]:
+        """(tokens, log-probs) of each text as the server tokenises and scores it (/completions with
+        echo); the first token's log-prob is None. vLLM takes all texts in one request and names
+        tokens by id; other servers get one request per text and name tokens by their text."""
+        vllm = self.server_kind == "vllm"
+        body = {"max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+        if vllm:  # the templated text already holds its special tokens; never add a second BOS
+            body.update(add_special_tokens=False, return_tokens_as_token_ids=True)
+        batches = [texts] if vllm else [[t] for t in texts]
+        out: list[tuple[list, list]] = []
+        for batch in batches:
+            data = self._post("/completions", self._body({**body, "prompt": batch if vllm else batch[0]}))
+            choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+            if len(choices) != len(batch):
+                raise CaiError(f"{self._url('/completions')} answered {len(choices)} choices for {len(batch)} prompts")
+            usage = data.get("usage") or {}
+            for choice in choices:
+                lp = choice.get("logprobs")
+                if not lp or not lp.get("tokens") or not lp.get("token_logprobs"):
+                    raise self._no_logprobs("/completions returned no logprobs with echo")
+                tokens, values = list(lp["tokens"]), list(lp["token_logprobs"])
+                if len(batch) == 1 and usage.get("prompt_tokens"):
+                    n = int(usage["prompt_tokens"])
+                else:  # one generated token follows each echoed prompt
+                    n = len(tokens) - 1
+                out.append((tokens[:n], values[:n]))
+        return out
+
+    def _score_exact(self, text: str, options: list[str]) -> dict[str, float]:
+        """log P(option | text) per option at the natural token boundary (base.natural_boundary)."""
+        (bare, _), *fulls = self._echo([text] + [text + o for o in options])
+        boundary = natural_boundary(bare, [tokens for tokens, _ in fulls])
+        scores = {}
+        for option, (tokens, values) in zip(options, fulls):
+            part = values[boundary:]
+            if any(v is None for v in part):
+                raise CaiError(f"{self.base_url}: the server gave no log-prob for a token of option {option!r}")
+            scores[option] = float(sum(part))
+        return scores
 
     def _score_first_token(self, conversation: Conversation, options: list[str]) -> dict[str, float]:
         """Match the first answer token's top log-probs against the options' distinctive part."""
@@ -422,8 +550,8 @@ class HttpBackend(Backend):
 
         def score(i):
             if exact:
-                base = prompts[i] + prefixes[i]
-                return normalise({o: self._score_exact(base, o) for o in options})
+                return normalise(self._score_exact(prompts[i] + prefixes[i], options))
+            self._approximate = True
             return self._score_first_token(conversations[i], options)
 
         try:
@@ -442,6 +570,7 @@ class HttpBackend(Backend):
             "device": "server", "dtype": None, "memory_mb": None,
             "api_key": "set" if self._api_key else "none",
             "logprobs": {None: "unknown", True: "yes", False: "no"}[self._supports_logprobs],
+            "server_kind": self.server_kind or "unknown", "concurrency": self.concurrency,
         }
 
 
