@@ -42,6 +42,7 @@ class RunPaths:
         self.checkpoints = self.root / "checkpoints"
         self.merged = self.root / "merged"
         self.tensorboard = self.root / "tb"
+        self.accelerate = self.root / "accelerate.yaml"  # the launch config, copied so resume uses the same
 
     @property
     def final_model(self) -> Path:

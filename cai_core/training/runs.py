@@ -20,10 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cai_core.errors import CaiError
 from cai_core.exports import get_export
 from cai_core import supervisor
 from cai_core.jsonl import append_jsonl
+from cai_core.models.llama_server import free_port
 from cai_core.supervisor import log_tail
 from cai_core.store import Store, dumps, loads, now
 from cai_core.training.paths import RunPaths, checkpoint_step, latest_checkpoint
@@ -118,8 +121,7 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
     """
     spec.validate()
     ref = check_spec_sources(store, spec)
-    if accelerate_config and not Path(accelerate_config).is_file():
-        raise CaiError(f"accelerate config {accelerate_config} does not exist")
+    launch_config = read_accelerate_config(accelerate_config) if accelerate_config else None
     name_taken = _name_taken(store, spec)
     if name_taken:
         raise CaiError(name_taken)
@@ -139,6 +141,8 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
 
     run_dir.mkdir(parents=True, exist_ok=True)
     RunPaths(run_dir).spec.write_text(dump_spec(spec), encoding="utf-8")
+    if launch_config is not None:
+        RunPaths(run_dir).accelerate.write_text(launch_config, encoding="utf-8")
     with store.tx() as conn:
         cur = conn.execute(
             "INSERT INTO runs (name, kind, spec_json, status, run_dir, parent_run_id, export_id, created_at) "
@@ -146,7 +150,7 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
             (name, spec.kind, dumps(spec.to_dict()), status, str(run_dir), parent_id, ref.export_id, now()),
         )
         run_id = int(cur.lastrowid)
-    argv = command or train_command(store, run_dir, run_id, accelerate_config=accelerate_config)
+    argv = command or train_command(store, run_dir, run_id)
     RunPaths(run_dir).command.write_text(shlex.join(argv) + "\n", encoding="utf-8")
     store.execute("UPDATE runs SET command=? WHERE id=?", (shlex.join(argv), run_id))
     return get_run(store, run_id)
@@ -160,14 +164,40 @@ def _name_from_dir(store: Store, run_dir: Path) -> str:
     return name
 
 
-def train_command(store: Store, run_dir: Path, run_id: int, *, accelerate_config: str | None = None,
-                  resume: bool = False) -> list[str]:
-    """The exact command a run's process runs (also written to command.txt)."""
-    tail = ["-m", "cai_core", "train", str(RunPaths(run_dir).spec), "--workspace", str(store.workspace.root),
+def read_accelerate_config(path: str | Path) -> str:
+    """The text of an `accelerate launch` config file, checked: a YAML mapping naming its
+    distributed_type (MULTI_GPU, FSDP, DEEPSPEED, ...) and num_processes."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CaiError(f"accelerate config {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CaiError(f"accelerate config is not valid YAML: {exc}", where=str(path)) from None
+    if not isinstance(data, dict) or "distributed_type" not in data:
+        raise CaiError("not an accelerate config (no distributed_type; see configs/accelerate/)", where=str(path))
+    if int(data.get("num_processes") or 1) < 1:
+        raise CaiError("num_processes must be at least 1", where=str(path))
+    return text
+
+
+def train_command(store: Store, run_dir: Path, run_id: int, *, resume: bool = False) -> list[str]:
+    """The exact command a run's process runs (also written to command.txt).
+
+    A run with RUN_DIR/accelerate.yaml starts under `accelerate launch` with that config. On one
+    machine the rendezvous port is a free one picked now, so two multi-process runs (or a run and a
+    test) never collide on the config's fixed port; several machines keep the config's port, which
+    every machine must agree on.
+    """
+    paths = RunPaths(run_dir)
+    tail = ["-m", "cai_core", "train", str(paths.spec), "--workspace", str(store.workspace.root),
             "--run-id", str(run_id)] + (["--resume"] if resume else [])
-    if accelerate_config:
+    if paths.accelerate.exists():
         accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-        return [accelerate, "launch", "--config_file", str(Path(accelerate_config).resolve())] + tail
+        config = yaml.safe_load(paths.accelerate.read_text(encoding="utf-8")) or {}
+        port = [] if int(config.get("num_machines") or 1) > 1 else ["--main_process_port", str(free_port())]
+        return [accelerate, "launch", "--config_file", str(paths.accelerate)] + port + tail
     return [sys.executable] + tail
 
 
@@ -355,7 +385,10 @@ def kill_run(store: Store, ref: int | str) -> Run:
 
 def resume_run(store: Store, ref: int | str, *, max_steps: int | None = None, accelerate_config: str | None = None,
                env: dict | None = None) -> Run:
-    """Start the run again from its latest checkpoint (optionally with a new max_steps)."""
+    """Start the run again from its latest checkpoint (optionally with a new max_steps).
+
+    A multi-process run resumes under the accelerate config it was launched with (RUN_DIR/
+    accelerate.yaml) unless another one is given."""
     refresh(store)
     run = get_run(store, ref)
     if run.active:
@@ -376,8 +409,10 @@ def resume_run(store: Store, ref: int | str, *, max_steps: int | None = None, ac
     paths = run.paths
     paths.spec.write_text(dump_spec(spec), encoding="utf-8")
     paths.stop.unlink(missing_ok=True)
+    if accelerate_config:
+        paths.accelerate.write_text(read_accelerate_config(accelerate_config), encoding="utf-8")
     _truncate_metrics(store, run, step)
-    argv = train_command(store, run.run_dir, run.id, accelerate_config=accelerate_config, resume=True)
+    argv = train_command(store, run.run_dir, run.id, resume=True)
     with open(paths.command, "a", encoding="utf-8") as fh:
         fh.write(f"# resumed from {ckpt.name} at {time.ctime()}:\n{shlex.join(argv)}\n")
     store.execute("UPDATE runs SET status='queued', pid=NULL, exit_code=NULL, error=NULL, ended_at=NULL, "

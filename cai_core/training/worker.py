@@ -47,6 +47,33 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def agreed(flag: bool) -> bool:
+    """True on every rank when it is True on any: a stop seen by one rank (the STOP file at a
+    slightly different moment, a signal) stops all of them at the same step. Without this one rank
+    would leave the loop while the others wait for it in the next gradient all-reduce."""
+    if world_size() == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def say(message: str) -> None:
+    """A progress line in train.log, from rank 0 only (every rank shares the log)."""
+    if is_main_process():
+        print(message, flush=True)
+
+
 # -- models -------------------------------------------------------------------------------------
 def model_location(store: Store | None, workspace, ref: str) -> tuple[str, str | None]:
     """(base model path, LoRA adapter path or None) for a model reference.
@@ -193,8 +220,7 @@ def make_monitor(store, run_id, run_dir: Path, spec: RunSpec, prober, *, raise_o
     def on_term(*_):
         term["flag"] = True
 
-    if is_main_process():
-        signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, on_term)  # every rank: the launcher forwards SIGTERM to all of them
 
     class RunMonitor(TrainerCallback):
         """Metrics to file + store, probe samples, graceful stop."""
@@ -230,7 +256,7 @@ def make_monitor(store, run_id, run_dir: Path, spec: RunSpec, prober, *, raise_o
         def on_step_end(self, args, state, control, **kw):
             if prober and spec.probe_steps and state.global_step % spec.probe_steps == 0:
                 prober(state.global_step)
-            if term["flag"] or stop_requested(run_dir):
+            if agreed(term["flag"] or stop_requested(run_dir)):
                 self.stopped = True
                 if raise_on_stop:
                     raise StopRequested()
@@ -264,7 +290,7 @@ def make_prober(spec: RunSpec, tok, get_model, samples_path: Path, on_lengths=No
     import torch
 
     prompts = [p for p in spec.probe_prompts if p.strip()]
-    if not prompts or not is_main_process() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if not prompts or not is_main_process() or world_size() > 1:
         return None  # with several processes (FSDP/ZeRO-3) generating on rank 0 alone would hang
 
     # A step is probed once: a resumed run starts at its checkpoint's step, which was probed before the
@@ -484,8 +510,8 @@ def train(spec: RunSpec, store: Store | None, run_id: int | None, *, resume: boo
     if spec.report_to == "wandb":
         os.environ.setdefault("WANDB_DIR", str(paths.root))
     set_seed(spec.seed)
-    print(f"[run] {spec.kind} {spec.name}: device={device} precision={spec.resolved_precision()} "
-          f"adapter={spec.adapter}", flush=True)
+    say(f"[run] {spec.kind} {spec.name}: device={device} precision={spec.resolved_precision()} "
+        f"adapter={spec.adapter}" + (f" processes={world_size()}" if world_size() > 1 else ""))
 
     ref = resolve_dataset(store, spec.dataset)
     ckpt = latest_checkpoint(paths.root) if resume else None
@@ -507,7 +533,7 @@ def train(spec: RunSpec, store: Store | None, run_id: int | None, *, resume: boo
         holder["probe"] = make_prober(
             spec, tok, policy_getter(trainer, spec.kind), paths.samples,
             on_lengths=lambda step, n: record_metrics(store, run_id, paths.root, step, {"probe/response_tokens": n}))
-    print(f"[run] training{' from ' + ckpt.name if ckpt else ''}", flush=True)
+    say(f"[run] training{' from ' + ckpt.name if ckpt else ''}")
 
     try:
         if spec.kind == "ppo":
@@ -523,6 +549,5 @@ def train(spec: RunSpec, store: Store | None, run_id: int | None, *, resume: boo
             record_metrics(store, run_id, paths.root, trainer.state.global_step, metrics)
     probe(trainer.state.global_step)
     save_outputs(trainer, spec, paths, base, tok)
-    print(f"[run] {'stopped' if stopped else 'finished'} at step {trainer.state.global_step}; "
-          f"saved to {paths.root}", flush=True)
+    say(f"[run] {'stopped' if stopped else 'finished'} at step {trainer.state.global_step}; saved to {paths.root}")
     return "stopped" if stopped else "finished"
