@@ -157,3 +157,24 @@ def test_eval_judge_refuses_a_pair_too_long_for_the_judge(tmp_path, tiny_model_d
     from cai_core.store import open_store
 
     assert open_store(ws).scalar("SELECT COUNT(*) FROM comparisons") == 0
+
+
+@pytest.mark.slow
+def test_the_ctranslate2_engine_is_bounded_like_transformers(tiny_model_dir, tiny_backend, tmp_path):
+    """CTranslate2 is the CPU default for HF folders: the same context, the same token counts, the same cut."""
+    pytest.importorskip("ctranslate2")
+    import shutil
+
+    from cai_core.models.backends.ct2 import CT2Backend
+
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, model)
+    ct2 = CT2Backend(model, ct2_dir=tmp_path / "tiny-ct2", quantization="float32")
+    assert ct2.context_window() == tiny_backend.context_window() == 2048
+    with pytest.raises(CaiError) as err:
+        fit_prompts(ct2, ["short", LONG], max_new_tokens=64)
+    with pytest.raises(CaiError) as ref:
+        fit_prompts(tiny_backend, ["short", LONG], max_new_tokens=64)
+    assert str(err.value).replace(ct2.spec, "M") == str(ref.value).replace(tiny_backend.spec, "M")
+    assert fit_prompts(ct2, [LONG], max_new_tokens=64, truncate=True).texts == \
+        fit_prompts(tiny_backend, [LONG], max_new_tokens=64, truncate=True).texts
