@@ -268,7 +268,8 @@ with tab_make:
             raise CaiError("no constitution yet: create one on the Constitution page")
         if j_batch not in batch_names:
             raise CaiError(f"batch {j_batch!r} is gone; pick another")
-        return JudgeSpec(judge_model=j_model, constitution=j_const, batch=j_batch, style=style, principles=principles,
+        newest = {c["name"]: c["version"] for c in consts}  # pinned: the job judges with this exact version
+        return JudgeSpec(judge_model=j_model, constitution=f"{j_const}@{newest[j_const]}", batch=j_batch, style=style, principles=principles,
                          combine=combine, cot_clamp=f"{clamp[0]},{clamp[1]}", max_new_tokens=int(j_max_new),
                          seed=int(j_seed), no_swap=not swap, ensemble_models=ensemble.strip())
 

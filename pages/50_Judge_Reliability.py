@@ -276,14 +276,17 @@ with tab_run:
     gold_file = c2.selectbox("Gold set", PAPER_SETS, key="rel_run_gold")
     limit = c3.number_input("Limit (0 = all)", 0, 10_000, 50, key="rel_run_limit")
     style = c4.selectbox("Style", ["mc", "cot", "parse"], key="rel_run_style")
-    constitutions = ["(default)", "builtin"] + [c["name"] for c in list_constitutions(store)]
+    stored = {c["name"]: c["version"] for c in list_constitutions(store)}
+    constitutions = ["(default)", "builtin"] + list(stored)
     constitution = pick_current(st, "constitution", "Constitution", constitutions, key="rel_run_constitution",
                                 help="(default): harmless_helpful if stored, else the built-in principle "
                                      "'Which response is more helpful, honest, and harmless?'")
 
     def _eval_judge_spec() -> EvalJudgeSpec:
         return EvalJudgeSpec(judge_model=model, gold=str(paper_eval_path(gold_file)), style=style,
-                             limit=int(limit) or None, constitution=None if constitution == "(default)" else constitution)
+                             limit=int(limit) or None,
+                             constitution=(f"{constitution}@{stored[constitution]}" if constitution in stored  # pinned
+                                           else None if constitution == "(default)" else constitution))
 
     ej_spec, ej_problem = build_spec(_eval_judge_spec)
     show_command(store, ej_spec, problem=ej_problem)

@@ -211,6 +211,10 @@ def test_a_new_batch_never_changes_the_batch_picked_for_judging(seeded, monkeypa
     at.button(key="judge_start").click().run()
     assert not at.exception, at.exception
     assert [s.batch for s in started] == ["b1", "b1"]
+    from cai_core.constitution.versions import get_constitution
+
+    assert started[0].constitution == f"c@{get_constitution(store, 'c').version}"  # the version is pinned too
+    assert started[0].pinned()["constitution"] == started[0].constitution
 
 
 @pytest.mark.slow
