@@ -105,7 +105,7 @@ class LocalBackend(Backend):
         elif quantization:
             raise CaiError(f"unknown quantization {quantization!r}: use 4bit or 8bit")
         if progress:
-            progress(0.2, f"loading weights from {path}" + (" (dequantizing GGUF, ~20 s)" if gguf_file else ""))
+            progress(0.2, f"loading weights from {path}" + (" (dequantizing GGUF: minutes on a 2-core CPU)" if gguf_file else ""))
         try:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, **load_kwargs)
         except Exception as exc:  # noqa: BLE001
