@@ -99,7 +99,7 @@ def test_background_load_progress_and_error(workspace, tiny_model_dir, tmp_path)
 
 @pytest.mark.slow
 def test_default_model_converted_once_then_fast(workspace):
-    """The embedded GGUF becomes an HF folder in the workspace once (~20 s); later loads take ~1 s."""
+    """The embedded GGUF becomes an HF folder in the workspace once (minutes on a 2-core CPU); later loads take ~1 s."""
     embedded_gguf()  # installed with the project
     messages = []
     path = default_model_dir(workspace, progress=lambda f, m: messages.append(m))
