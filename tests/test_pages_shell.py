@@ -109,3 +109,22 @@ def test_multi_line_error_keeps_its_layout():
     assert err.value == r"my\_file\.yaml\: not valid YAML\: while parsing a flow sequence"  # ui.markdown.md_escape
     [code] = at.code
     assert "    a: [1\n       ^\n" in code.value  # the caret still points under the column
+
+
+@pytest.mark.slow
+def test_sidebar_engine_pick_is_saved_and_becomes_the_process_default(app_env, monkeypatch):
+    from cai_core.models.specs import ENGINE_ENV, default_engine
+    from cai_core.settings import get_setting
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    monkeypatch.setenv(ENGINE_ENV, "transformers")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert at.sidebar.selectbox(key="sb_engine").value == "transformers"
+    at.sidebar.selectbox(key="sb_engine").set_value("ctranslate2").run()
+    assert not at.exception, at.exception
+    assert default_engine() == "ctranslate2"  # what get_backend and the jobs started from here use
+    assert get_setting(Store(Workspace.open(app_env)), "engine") == "ctranslate2"
+    monkeypatch.setenv(ENGINE_ENV, "transformers")
+    AppTest.from_file(APP, default_timeout=60).run()  # a new session applies the workspace's saved engine
+    assert default_engine() == "ctranslate2"

@@ -7,12 +7,18 @@ import streamlit as st
 from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.prompt_sets import list_prompt_sets
-from cai_core.models.specs import DEFAULT_SPEC, check_spec, is_http
+from cai_core.models.specs import DEFAULT_SPEC, ENGINES, check_spec, default_engine, is_http, set_default_engine
+from cai_core.settings import get_setting, set_setting
 from ui.common import pick_current, set_active_model, show_error
 from ui.markdown import md_code
 from ui.models import display_name, load_status, start_load
 
 SOURCES = ["Embedded default", "Local folder or .gguf", "Hugging Face ID", "OpenAI-compatible URL"]
+ENGINE_LABELS = {
+    "auto": "auto (CTranslate2 where it can run the model)",
+    "ctranslate2": "CTranslate2 (fast CPU, int8)",
+    "transformers": "transformers (GPU, adapters, GGUF)",
+}
 
 
 def _source_of(spec: str) -> int:
@@ -32,6 +38,7 @@ def render_sidebar(store, root: str, spec: str) -> None:
         st.text(display_name(spec))
         load_status(spec, store.workspace, key="sidebar")
         current_items(store)
+        engine_picker(store)
         with st.expander("Change model"):
             source = st.radio("Source", SOURCES, index=_source_of(spec), key="sb_model_source",
                               help="Where the model comes from. The embedded default works offline.")
@@ -74,3 +81,18 @@ def current_items(store) -> None:
     if sets:
         pick_current(st, "prompt_set", "Current prompt set", list(sets), key="sb_current_prompt_set",
                      format_func=lambda n: f"{n} ({sets[n]['prompts']} prompts, {sets[n]['kind']})")
+
+
+def engine_picker(store) -> None:
+    """The workspace's engine for local models (setting "engine"): this server and the background jobs
+    it starts use it (a job inherits $CAI_ENGINE); models already loaded keep theirs until reloaded."""
+    saved = get_setting(store, "engine") or default_engine()
+    if saved != default_engine():
+        set_default_engine(saved)
+    choice = st.selectbox("Engine for local models", ENGINES, index=ENGINES.index(saved), key="sb_engine",
+                          format_func=ENGINE_LABELS.get,
+                          help="The same as --engine on the command line. auto runs HF folders on CTranslate2 "
+                               "on the CPU and everything else on transformers.")
+    if choice != saved:
+        set_setting(store, "engine", choice)
+        set_default_engine(choice)
