@@ -113,11 +113,13 @@ with live:
     st.caption(f"Model: {md_code(model)} (change it in the sidebar)")
     names = {p.id: p.name for p in constitution.principles}
     # Stop reruns the page: the running loop below ends at its next token (the generator is closed, the
-    # model stops), the finished steps stay stored and the unfinished one is discarded.
-    stopped = bool(st.session_state.get("live_stop"))
+    # model stops), the finished steps stay stored and the unfinished one is discarded. Its callback runs
+    # first in that rerun and leaves the mark read here.
+    stopped = bool(st.session_state.pop("live_stopped", False))
     b_run, b_stop = st.columns([1, 1], width=320)
     run = b_run.button("Run live", type="primary", key="live_run", width="stretch")
     b_stop.button("Stop", key="live_stop", disabled=not run, width="stretch",
+                  on_click=st.session_state.__setitem__, args=("live_stopped", True),
                   help="Ends the generation at the next token; finished steps stay stored.")
     if run:
         try:
@@ -142,7 +144,8 @@ with live:
                 st.session_state["live_trajectory"] = last.data["id"]
         except CaiError as exc:
             show_error(exc)
-    if not run and stopped and st.session_state.get("live_trajectory"):
+    if (not run and stopped and st.session_state.get("live_trajectory")
+            and get_trajectory(store, st.session_state["live_trajectory"])["status"] != "done"):
         st.warning(f"Stopped during the {md_escape(st.session_state.get('live_stage') or 'run')}: the steps "
                    "finished before it are stored, the unfinished one was discarded. Run it again (same seed) "
                    "to resume from there.")
