@@ -97,8 +97,11 @@ def test_every_page_and_tab_shows_hostile_names_literally(page, app_server, host
             labels = page.locator("[data-testid='stMain'] [data-testid='stExpander'] summary").filter(has_text="**Bq7**")
             assert labels.count() == 2, labels.count()
         for name in _visible_tabs(page):
-            click_tab(page, name)
-            assert_literal(page, f"{path.stem} / {name}", shown=False)
+            tab = page.get_by_role("tab", name=name, exact=True).filter(visible=True)
+            if tab.count():  # a tab nested in another tab is hidden once a sibling of its parent is open
+                tab.first.click()
+                settle(page, 200)
+                assert_literal(page, f"{path.stem} / {name}", shown=False)
         if path.stem.startswith("30_"):
             click_tab(page, "Results")
             assert_literal(page, "Critique and Revise / Results", shown=True)  # the trajectory caption
