@@ -20,6 +20,7 @@ from cai_core.evaluation.reports import (
 from cai_core.evaluation.stats import MIN_PAIRS_FOR_SIGNIFICANCE
 from ui.common import show_error
 from ui.markdown import md_code, md_escape
+from ui.pair import show_pair
 
 
 def ci_text(value, lo, hi, digits: int = 1) -> str:
@@ -88,15 +89,9 @@ def render_comparison(c: dict) -> None:
               if counted == "tie" and c.get("label") not in (None, "tie") else "")
     st.markdown(f"**{c['axis']}** · verdict: **{counted or 'no valid judgment'}**{leaned}"
                 + (f" · P(A better) = {c['p_a']:.2f}" if c.get("p_a") is not None else ""))
-    st.caption("Prompt")
-    st.text(c["prompt"])
-    left, right = st.columns(2)
-    for col, side in ((left, "a"), (right, "b")):
-        with col:
-            verdict = detect(c[f"response_{side}"])
-            st.markdown(f"**{side.upper()}: {md_escape(c[f'policy_{side}'])}**")
-            st.text(c[f"response_{side}"] or "(empty answer)")
-            st.caption(("evasive - " if verdict.evasive else "not evasive - ") + md_escape(verdict.reason))
+    verdicts = [detect(c["response_a"]), detect(c["response_b"])]
+    show_pair(c["prompt"], c["response_a"], c["response_b"], titles=(f"A: {c['policy_a']}", f"B: {c['policy_b']}"),
+              notes=tuple(("evasive - " if v.evasive else "not evasive - ") + v.reason for v in verdicts))
 
 
 def comparisons_browser(store, evaluation: dict) -> None:

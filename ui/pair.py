@@ -11,14 +11,17 @@ from ui.markdown import md_escape
 
 
 def show_pair(prompt: str, response_a: str, response_b: str, *, titles: tuple[str, str] = ("Response A", "Response B"),
-              question: str | None = None) -> None:
-    """Prompt (and the question put to the judge, when the pair came with one), then A | B side by side."""
+              question: str | None = None, notes: tuple[str, str] | None = None) -> None:
+    """Prompt (and the question put to the judge, when the pair came with one), then A | B side by side,
+    each with an optional note under it (e.g. why the answer counts as evasive)."""
     st.markdown("**Prompt**")
     st.text(prompt or "")
     if question:
         st.markdown("**Question asked of the judge (from the file)**")
         st.text(question)
-    for col, title, text in zip(st.columns(2), titles, (response_a, response_b)):
+    for col, title, text, note in zip(st.columns(2), titles, (response_a, response_b), notes or (None, None)):
         with col:
             st.markdown(f"**{md_escape(title)}**")
-            st.text(text or "")
+            st.text(text or "(empty answer)")
+            if note:
+                st.caption(md_escape(note))
