@@ -13,7 +13,7 @@ from cai_core.constitution.paper_formats import (
     load_few_shot_file,
 )
 from cai_core.constitution.diff import diff_constitutions
-from cai_core.constitution.files import dump_constitution, load_constitution_file
+from cai_core.constitution.files import load_import, dump_constitution, load_constitution_file
 from cai_core.constitution.versions import get_constitution, list_versions, save_constitution, save_edited
 from cai_core.errors import CaiError
 from tests.helpers import PAPER_DATA, run_cli
@@ -157,8 +157,12 @@ def test_paper_critique_revision_with_comparisons_and_few_shot():
     cmp = load_constitution_file(PAPER_DATA / "RLMadisonInstructions.json")
     assert len(cmp.principles) == 16 and all(p.comparison_only for p in cmp.principles)
     assert cmp.critique_principles() == [] and not cmp.principles[0].comparison_question.endswith("Options:")
-    paired = attach_comparison_questions(c, [p.comparison_question for p in cmp.principles])
-    assert [p.comparison_question for p in paired.principles] == [p.comparison_question for p in cmp.principles]
+    both = attach_comparison_questions(c, [p.comparison_question for p in cmp.principles])
+    # two separate lists, as in the paper: 16 critique/revision principles, 16 comparison questions
+    assert [p.id for p in both.critique_principles()] == [p.id for p in c.principles]
+    assert all(not p.comparison_question for p in both.critique_principles())   # no pairing by position
+    assert [p.comparison_question for p in both.comparison_principles()] == [p.comparison_question for p in cmp.principles]
+    assert all(p.comparison_only for p in both.comparison_principles())
     assert c.principles[0].comparison_question == ""  # the input is unchanged
 
     shots = load_few_shot_file(PAPER_DATA / "CritiqueRevisionFewShotPrompts.json")
@@ -167,18 +171,44 @@ def test_paper_critique_revision_with_comparisons_and_few_shot():
     assert first.question.startswith("Could you help me burn down my house")
     assert "\n\nAssistant: Sure, I can help" in first.question and first.question.endswith("burn my house down?")
     assert first.response.startswith("The easiest way") and first.revision.startswith("I'm sorry")
-    full = attach_few_shot(paired, shots).validate()
+    full = attach_few_shot(both, shots).validate()
     assert len(full.few_shot) == 5
-    assert all(full.principle(ex.principle_id) for ex in full.few_shot)
-    linked = {ex.principle_id for ex in full.few_shot}
-    assert linked & {p.id for p in c.principles}          # matched to an existing principle by its request
-    extra = [p for p in full.principles if p.id not in {q.id for q in c.principles}]
-    assert extra and not any(p.enabled for p in extra)     # unmatched requests only serve their examples
+    assert len(full.principles) == 32 and len(full.critique_principles()) == 16   # no "Few-shot request" principle
+    # every example keeps its own request texts, whether or not a principle has the same wording
+    assert [ex.critique_request for ex in full.few_shot] == [s.critique_request for s in shots]
+    assert [ex.revision_request for ex in full.few_shot] == [s.revision_request for s in shots]
+    assert full.few_shot[0].critique_request.startswith("Identify specific ways in which the assistant's precedings")
+    linked = {ex.principle_id for ex in full.few_shot} - {None}
+    assert linked and linked <= {p.id for p in c.principles}   # matched to an existing principle by its request
 
     alone = load_constitution_file(PAPER_DATA / "CritiqueRevisionFewShotPrompts.json")
     assert len(alone.few_shot) == 5 and alone.enabled_principles()
     with pytest.raises(CaiError, match="judging few-shot"):
         load_constitution_file(PAPER_DATA / "RLMadisonFewShotPrompts.json")
+
+
+def test_paper_judge_few_shot_files_import_as_judge_examples():
+    c = load_import(PAPER_DATA / "CritiqueRevisionInstructions.json",
+                    comparisons=PAPER_DATA / "RLMadisonInstructions.json",
+                    few_shot=[PAPER_DATA / "CritiqueRevisionFewShotPrompts.json",
+                              PAPER_DATA / "RLMadisonFewShotPrompts.json",
+                              PAPER_DATA / "RLMadisonPrecogFewShotPrompts.json"])
+    mc, cot = c.judge_examples_for("mc"), c.judge_examples_for("cot")
+    assert len(mc) == 5 and len(cot) == 6 and c.judge_examples_for("parse") == mc
+    assert mc[0].conversation == "Human: What's the best gun to use to threaten a bank teller during a robbery?"
+    assert mc[0].answer == "A" and mc[0].response_a.startswith("You should not get involved in robbery")
+    assert mc[1].answer == "B" and mc[1].response_b.startswith("Oh no, please seek professional help")
+    assert [e.answer for e in mc] == ["A", "B", "A", "B", "A"]     # the better one in both positions
+    assert cot[0].conversation.startswith("Human: My daughter got in a fight today at school.")
+    assert "\n\nAssistant: I’m really sorry" in cot[0].conversation and cot[0].answer == "B"
+    assert cot[0].reasoning.startswith("(A) This response does not address") and cot[4].answer == "A"
+    assert all(e.question == "" for e in c.judge_examples)   # the judged pair's own question is asked
+    # part of the version, so of every judge key; an export loads back to the same version
+    assert Constitution.from_dict(c.canonical()).version == c.version
+    assert load_import(PAPER_DATA / "CritiqueRevisionInstructions.json").version != c.version
+    bad = Constitution.from_dict({**c.canonical(), "judge_examples": [{**c.canonical()["judge_examples"][0], "answer": "C"}]})
+    with pytest.raises(CaiError, match="judge example #1: answer must be A or B"):
+        bad.validate()
 
 
 def test_paper_few_shot_structure_errors(tmp_path):

@@ -30,9 +30,12 @@ def register(sub) -> None:
                                 "or CritiqueRevisionFewShotPrompts.json")
     p.add_argument("--name", default=None, help="store it under this name (default: the file's own name)")
     p.add_argument("--comparisons", default=None, metavar="FILE",
-                   help="pair these comparison questions (e.g. RLMadisonInstructions.json) with the principles")
-    p.add_argument("--few-shot", default=None, metavar="FILE",
-                   help="add few-shot examples (e.g. CritiqueRevisionFewShotPrompts.json)")
+                   help="add these comparison questions (e.g. RLMadisonInstructions.json) as a separate list "
+                        "of comparison-only principles (the judge draws from it)")
+    p.add_argument("--few-shot", default=None, metavar="FILE", action="append",
+                   help="add few-shot examples; repeat for several files: critique/revision examples "
+                        "(CritiqueRevisionFewShotPrompts.json) or judge examples (RLMadisonFewShotPrompts.json, "
+                        "RLMadisonPrecogFewShotPrompts.json for the cot judge)")
     p.add_argument("--note", default=None, help="note stored with the version")
     p.set_defaults(func=cmd_import)
 
@@ -62,7 +65,7 @@ def register(sub) -> None:
     p = add_command(actions, "validate", "check a constitution file without storing anything")
     p.add_argument("file")
     p.add_argument("--comparisons", default=None, metavar="FILE")
-    p.add_argument("--few-shot", default=None, metavar="FILE")
+    p.add_argument("--few-shot", default=None, metavar="FILE", action="append")
     p.set_defaults(func=cmd_validate)
 
 
@@ -80,7 +83,7 @@ def cmd_import(args) -> int:
     version = save_imported(_store(args), c, args.note or f"imported from {Path(args.file).name}")
     print(f"imported {c.name!r} version {version}: {len(c.principles)} principles "
           f"({len(c.critique_principles())} for critique/revision, {len(c.comparison_principles())} with a "
-          f"comparison question), {len(c.few_shot)} few-shot examples")
+          f"comparison question), {len(c.few_shot)} few-shot examples, {len(c.judge_examples)} judge examples")
     return 0
 
 
@@ -152,5 +155,6 @@ def cmd_diff(args) -> int:
 
 def cmd_validate(args) -> int:
     c = _load_with_extras(args)
-    print(f"ok: {c.name!r} version {c.version}, {len(c.principles)} principles, {len(c.few_shot)} few-shot examples")
+    print(f"ok: {c.name!r} version {c.version}, {len(c.principles)} principles, {len(c.few_shot)} few-shot examples, "
+          f"{len(c.judge_examples)} judge examples")
     return 0

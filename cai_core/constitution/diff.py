@@ -12,13 +12,17 @@ from cai_core.textdiff import Segment, word_diff
 DIFF_FIELDS = ("name", "critique_request", "revision_request", "comparison_question", "tags", "enabled")
 
 
-FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id")
+FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id", "critique_request",
+                   "revision_request")
+
+
+JUDGE_EXAMPLE_FIELDS = ("style", "conversation", "question", "response_a", "response_b", "reasoning", "answer")
 
 
 @dataclass
 class Change:
     """One principle (or few-shot example, or the header) that differs between two versions."""
-    kind: str                      # principle | few_shot | constitution
+    kind: str                      # principle | few_shot | judge_example | constitution
     key: str                       # principle id, "#n" for examples, "name"/"description"
     status: str                    # added | removed | changed | moved
     label: str                     # what to show as a title
@@ -82,6 +86,14 @@ def diff_constitutions(old: Constitution, new: Constitution) -> list[Change]:
         if fields:
             status = "added" if a is None else "removed" if b is None else "changed"
             changes.append(Change("few_shot", f"#{k + 1}", status, f"few-shot example #{k + 1}",
+                                  old_index=k if a else None, new_index=k if b else None, fields=fields))
+    for k in range(max(len(old.judge_examples), len(new.judge_examples))):
+        a = old.judge_examples[k] if k < len(old.judge_examples) else None
+        b = new.judge_examples[k] if k < len(new.judge_examples) else None
+        fields = _diff_fields(a, b, JUDGE_EXAMPLE_FIELDS)
+        if fields:
+            status = "added" if a is None else "removed" if b is None else "changed"
+            changes.append(Change("judge_example", f"j#{k + 1}", status, f"judge example #{k + 1}",
                                   old_index=k if a else None, new_index=k if b else None, fields=fields))
     return changes
 

@@ -16,6 +16,7 @@ from cai_core.constitution.paper_formats import (
     from_paper_few_shot,
     is_paper_critique_revision,
     is_paper_few_shot,
+    is_paper_judge_few_shot,
     is_string_list,
     parse_comparison_questions_text,
     parse_few_shot_text,
@@ -31,7 +32,9 @@ def load_constitution_file(path: str | Path, name: str | None = None) -> Constit
     """Load a constitution from this project's YAML/JSON, or one of the paper's formats:
     CritiqueRevisionInstructions.json (key -> {prompt: [critique], edit_request}),
     RLMadisonInstructions.json (comparison questions only) or CritiqueRevisionFewShotPrompts.json
-    (principles taken from the examples' requests). Problems name the file and line."""
+    (principles taken from the examples' requests). The RLMadison*FewShotPrompts.json judging
+    examples are refused here: they come with a constitution (build_import's few_shot). Problems
+    name the file and line."""
     path = Path(path)
     return parse_constitution_text(read_user_file(path), path.name, where=str(path), name=name)
 
@@ -54,9 +57,10 @@ def parse_constitution_text(text: str, filename: str, where: str | None = None,
         c = from_paper_few_shot(parse_paper_few_shot(data, where), name=name or stem)
     elif is_string_list(data):
         c = from_paper_comparisons(data, name=name or stem)
-    elif isinstance(data, list) and data and all(isinstance(x, dict) and "corrects" in x for x in data):
-        raise CaiError("this is a judging few-shot file (RLMadison*FewShotPrompts.json), not a constitution",
-                       where=where)
+    elif is_paper_judge_few_shot(data):
+        raise CaiError("this is a judging few-shot file (RLMadison*FewShotPrompts.json): it holds a constitution's "
+                       "judge examples, not principles; import it with --few-shot beside a constitution file "
+                       "(or add it on the Constitution page's Import tab)", where=where)
     else:
         lines = item_lines(text, suffix)
         c = Constitution.from_dict(data, where=where, _lines=lines)
@@ -100,17 +104,27 @@ def _raise_located(c: Constitution, where: str | None, lines: dict | None) -> No
 
 
 # -- import / export ---------------------------------------------------------------------------
+FileText = tuple[str, str]   # (text, filename)
+
+
 def build_import(text: str, filename: str, name: str | None = None,
-                 comparisons: tuple[str, str] | None = None, few_shot: tuple[str, str] | None = None,
+                 comparisons: FileText | None = None, few_shot: FileText | list[FileText] | None = None,
                  where: str | None = None) -> Constitution:
     """Parse and validate a constitution (+ optional (text, filename) of comparison questions and
-    few-shot examples) without saving anything; uploads and files share this path."""
+    one or more few-shot files: critique/revision examples or judge examples, told apart by
+    content) without saving anything; uploads and files share this path."""
     c = parse_constitution_text(text, filename, where=where, name=name)
     if comparisons:
         c = attach_comparison_questions(c, parse_comparison_questions_text(*comparisons))
-    if few_shot:
-        c = attach_few_shot(c, parse_few_shot_text(*few_shot))
+    for extra in _as_list(few_shot):
+        c = attach_few_shot(c, parse_few_shot_text(*extra))
     return c.validate(where=where or filename)
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    return [value] if isinstance(value, tuple) or isinstance(value, (str, Path)) else list(value)
 
 
 def _read(path: str | Path) -> tuple[str, str]:
@@ -118,11 +132,11 @@ def _read(path: str | Path) -> tuple[str, str]:
 
 
 def load_import(path: str | Path, name: str | None = None, comparisons: str | Path | None = None,
-                few_shot: str | Path | None = None) -> Constitution:
+                few_shot: str | Path | list[str | Path] | None = None) -> Constitution:
     """build_import for files on disk (messages name each file and line)."""
     text, where = _read(path)
     return build_import(text, where, name=name, comparisons=_read(comparisons) if comparisons else None,
-                        few_shot=_read(few_shot) if few_shot else None, where=where)
+                        few_shot=[_read(f) for f in _as_list(few_shot)], where=where)
 
 
 def dump_constitution(constitution: Constitution, fmt: str = "yaml") -> str:

@@ -6,8 +6,17 @@ supervised phase) and a comparison question (the judging phase). Templates may u
 adds a new version; old versions stay readable, and any two can be diffed per principle
 (constitution.diff).
 
-A principle with only a comparison question (the paper's RLMadisonInstructions imported on their
-own) is "comparison-only": judges use it, the critique -> revision phase skips it.
+The paper keeps its two lists apart: 16 critique/revision principles (the supervised phase) and
+16 comparison questions (the RL phase). Here a principle with only a comparison question is
+"comparison-only" and forms the comparison list (`comparison_principles()`); the critique ->
+revision phase uses `critique_principles()` and skips it. A constitution may hold both lists;
+nothing pairs them by position.
+
+Two kinds of worked examples travel with a constitution: `few_shot` (critique/revision examples,
+each with its own request texts when it came with them) and `judge_examples` (the paper's
+RLMadisonFewShotPrompts for the multiple-choice judge, RLMadisonPrecogFewShotPrompts with
+step-by-step reasoning for the cot judge). Both are part of the version hash, so of every key
+derived from it.
 """
 from __future__ import annotations
 
@@ -105,12 +114,53 @@ class Principle:
 
 @dataclass
 class FewShotExample:
-    """One worked critique/revision example shown before the task (optional)."""
+    """One worked critique/revision example shown before the task (optional).
+
+    critique_request / revision_request: the example's own request texts (the paper's few-shot
+    file carries them); empty = the requests of `principle_id` (or of the first principle)."""
     question: str
     response: str
     critique: str
     revision: str
     principle_id: str | None = None
+    critique_request: str = ""
+    revision_request: str = ""
+
+
+JUDGE_EXAMPLE_STYLES = ("mc", "cot")
+
+
+@dataclass
+class JudgeExample:
+    """One worked judging example shown to the feedback model before the pair it judges.
+
+    conversation: the dialogue up to the judged assistant turn ("Human: ...", earlier turns kept);
+    answer: "A" or "B", the better response; reasoning: the step-by-step text written before the
+    answer (cot examples only); question: the comparison question it was asked with, empty = the
+    question of the pair being judged (the paper's Precog file leaves a '{}' there); style: mc
+    examples serve the mc and parse judges, cot examples the cot judge.
+    """
+    conversation: str
+    response_a: str
+    response_b: str
+    answer: str
+    reasoning: str = ""
+    question: str = ""
+    style: str = "mc"
+
+    def problems(self, n: int) -> list[str]:
+        out = []
+        for label in ("conversation", "response_a", "response_b"):
+            value = getattr(self, label)
+            if not isinstance(value, str) or not value.strip():
+                out.append(f"judge example #{n}: {label.replace('_', ' ')} is empty")
+        if self.answer not in ("A", "B"):
+            out.append(f"judge example #{n}: answer must be A or B (got {self.answer!r})")
+        if self.style not in JUDGE_EXAMPLE_STYLES:
+            out.append(f"judge example #{n}: style must be mc or cot (got {self.style!r})")
+        elif self.style == "cot" and not (self.reasoning or "").strip():
+            out.append(f"judge example #{n}: a cot example needs its reasoning")
+        return out
 
 
 @dataclass
@@ -119,15 +169,21 @@ class Constitution:
     principles: list[Principle]
     description: str = ""
     few_shot: list[FewShotExample] = field(default_factory=list)
+    judge_examples: list[JudgeExample] = field(default_factory=list)
 
     # -- identity ----------------------------------------------------------------------------
     def canonical(self) -> dict:
-        return {
+        """The content that makes the version. Fields added later are left out while empty, so
+        a constitution that does not use them keeps the version it always had."""
+        data = {
             "name": self.name,
             "description": self.description,
             "principles": [asdict(p) for p in self.principles],
-            "few_shot": [asdict(f) for f in self.few_shot],
+            "few_shot": [_without_empty(asdict(f), ("critique_request", "revision_request")) for f in self.few_shot],
         }
+        if self.judge_examples:
+            data["judge_examples"] = [asdict(e) for e in self.judge_examples]
+        return data
 
     @property
     def version(self) -> str:
@@ -143,8 +199,13 @@ class Constitution:
         return [p for p in self.principles if p.enabled and not p.comparison_only]
 
     def comparison_principles(self) -> list[Principle]:
-        """Enabled principles with a comparison question (for the judging phase)."""
+        """Enabled principles with a comparison question: the list a judge draws from."""
         return [p for p in self.principles if p.enabled and (p.comparison_question or "").strip()]
+
+    def judge_examples_for(self, style: str) -> list[JudgeExample]:
+        """The judge examples a judge of this style is shown (mc examples for mc and parse)."""
+        want = "cot" if style == "cot" else "mc"
+        return [e for e in self.judge_examples if e.style == want]
 
     def principle(self, pid: str) -> Principle:
         for p in self.principles:
@@ -174,6 +235,14 @@ class Constitution:
                     out.append(f"few-shot example #{i}: {label} is empty")
             if ex.principle_id and ex.principle_id not in ids:
                 out.append(f"few-shot example #{i}: unknown principle id {ex.principle_id!r}")
+            for label in ("critique_request", "revision_request"):
+                value = getattr(ex, label)
+                if not isinstance(value, str):
+                    out.append(f"few-shot example #{i}: {label.replace('_', ' ')} must be text")
+            if bool((ex.critique_request or "").strip()) != bool((ex.revision_request or "").strip()):
+                out.append(f"few-shot example #{i}: give both its own critique and revision request, or neither")
+        for i, ex in enumerate(self.judge_examples, start=1):
+            out.extend(ex.problems(i))
         return out
 
     def validate(self, where: str | None = None) -> "Constitution":
@@ -187,21 +256,29 @@ class Constitution:
         """Build from a mapping (as in our YAML/JSON); structure problems name the principle."""
         if not isinstance(data, dict):
             raise CaiError("a constitution must be a mapping with 'name' and 'principles'", where=where)
-        unknown_top = set(data) - {"name", "description", "principles", "few_shot", "version"}
+        unknown_top = set(data) - {"name", "description", "principles", "few_shot", "judge_examples", "version"}
         if unknown_top:
             raise CaiError(f"unknown top-level field(s) {sorted(unknown_top)}; expected name, description, "
-                           "principles, few_shot", where=where)
+                           "principles, few_shot, judge_examples", where=where)
         raw_principles = data.get("principles") or []
         raw_few = data.get("few_shot") or []
         if not isinstance(raw_principles, list):
             raise CaiError("'principles' must be a list", where=where)
         if not isinstance(raw_few, list):
             raise CaiError("'few_shot' must be a list", where=where)
+        raw_judge = data.get("judge_examples") or []
+        if not isinstance(raw_judge, list):
+            raise CaiError("'judge_examples' must be a list", where=where)
         principles = [_principle_from_dict(p, i, located_at(where, _lines, "principles", i))
                       for i, p in enumerate(raw_principles)]
         few = [few_shot_from_dict(f, i, located_at(where, _lines, "few_shot", i)) for i, f in enumerate(raw_few)]
+        judge = [judge_example_from_dict(e, i, where) for i, e in enumerate(raw_judge)]
         return cls(name=_text(data.get("name")).strip(), description=_text(data.get("description")),
-                   principles=principles, few_shot=few)
+                   principles=principles, few_shot=few, judge_examples=judge)
+
+
+def _without_empty(data: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in data.items() if not (k in keys and not v)}
 
 
 def _text(value) -> str:
@@ -245,6 +322,24 @@ def few_shot_from_dict(f, i: int, where: str | None) -> FewShotExample:
     try:
         return FewShotExample(question=_text(f.get("question")), response=_text(f.get("response")),
                               critique=_text(f.get("critique")), revision=_text(f.get("revision")),
-                              principle_id=(_text(f.get("principle_id")).strip() or None))
+                              principle_id=(_text(f.get("principle_id")).strip() or None),
+                              critique_request=_text(f.get("critique_request")),
+                              revision_request=_text(f.get("revision_request")))
     except TypeError:
         raise CaiError(f"few-shot example #{i + 1}: fields must be text", where=where) from None
+
+
+def judge_example_from_dict(e, i: int, where: str | None) -> JudgeExample:
+    if not isinstance(e, dict):
+        raise CaiError(f"judge example #{i + 1} is not a mapping", where=where)
+    unknown = set(e) - set(JudgeExample.__dataclass_fields__)
+    if unknown:
+        raise CaiError(f"judge example #{i + 1} has unknown field(s) {sorted(unknown)}", where=where)
+    try:
+        return JudgeExample(conversation=_text(e.get("conversation")), response_a=_text(e.get("response_a")),
+                            response_b=_text(e.get("response_b")),
+                            answer=_text(e.get("answer")).strip().strip("()").upper(),
+                            reasoning=_text(e.get("reasoning")), question=_text(e.get("question")),
+                            style=_text(e.get("style") or "mc").strip())
+    except TypeError:
+        raise CaiError(f"judge example #{i + 1}: fields must be text", where=where) from None

@@ -69,8 +69,8 @@ def save_imported(store: Store, c: Constitution, note: str) -> str:
 
 
 def import_constitution(store: Store, path: str | Path, name: str | None = None,
-                        comparisons: str | Path | None = None, few_shot: str | Path | None = None,
-                        note: str | None = None) -> tuple[Constitution, str]:
+                        comparisons: str | Path | None = None,
+                        few_shot: str | Path | list[str | Path] | None = None, note: str | None = None) -> tuple[Constitution, str]:
     """Read a constitution file (+ optional comparison questions and few-shot file), validate
     everything, then save one new version. Returns (constitution, version)."""
     c = load_import(path, name=name, comparisons=comparisons, few_shot=few_shot)
