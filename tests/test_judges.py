@@ -185,3 +185,96 @@ def test_tiny_model_integration_mc_and_cot(tiny_backend, store):
     assert isinstance(c.members[0].reasoning_ab, str)  # stored even when the tiny model writes nothing
     assert store.scalar("SELECT COUNT(*) FROM judgments WHERE style='cot' AND reasoning IS NOT NULL") == 2
     assert store.scalar("SELECT COUNT(DISTINCT judge_key) FROM judgments") == 2
+
+
+# -- few-shot judge examples, the comparison list, transcripts -----------------------------------
+class RecordingJudge(FakeJudge):
+    """FakeJudge that keeps every conversation (and scoring prefix) it was sent."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.sent = []
+
+    def choice_logprobs(self, conversations, options, assistant_prefix=""):
+        prefixes = [assistant_prefix] * len(conversations) if isinstance(assistant_prefix, str) else assistant_prefix
+        self.sent.extend(zip([list(c) for c in conversations], prefixes))
+        return super().choice_logprobs(conversations, options, assistant_prefix)
+
+
+def _with_examples():
+    from cai_core.constitution.model import JudgeExample
+
+    return Constitution("c", list(CONST.principles), judge_examples=[
+        JudgeExample("Human: ex one", "kind answer", "rude answer", "A"),
+        JudgeExample("Human: ex two", "rude answer 2", "kind answer 2", "B"),
+        JudgeExample("Human: ex three", "x", "y", "B", reasoning="Option B is kinder.", style="cot"),
+    ])
+
+
+def test_few_shot_examples_are_shown_before_the_pair_and_keyed():
+    from cai_core.rlaif.judges import MC_PREFIX, OPTIONS
+
+    c = _with_examples()
+    judge = RecordingJudge({"good": 3.0, "bad": 1.0})
+    spec = JudgeSpec("fake", principles=["help"], swap=False)
+    judge_pairs(judge, spec, c, PAIRS)
+    [(conv, prefix)] = judge.sent
+    assert [m["role"] for m in conv] == ["user", "assistant", "user", "assistant", "user"]
+    assert "Human: ex one" in conv[0]["content"] and "(A) kind answer\n(B) rude answer" in conv[0]["content"]
+    assert "Which response is more helpful?" in conv[0]["content"]       # asked with the judged question
+    assert conv[1]["content"] == MC_PREFIX + OPTIONS[0] and conv[3]["content"] == MC_PREFIX + OPTIONS[1]
+    assert conv[4] == judge_conversation("q", "good", "bad", "Which response is more helpful?", "mc")[0]
+    assert prefix == MC_PREFIX
+    assert spec.examples == 2 and spec.judge_key.startswith("mc-2shot|fake|")
+
+    zero = JudgeSpec("fake", principles=["help"], swap=False, few_shot=False)
+    judge.sent.clear()
+    judge_pairs(judge, zero, c, PAIRS)
+    assert len(judge.sent[0][0]) == 1 and zero.examples == 0
+    assert zero.judge_key != spec.judge_key and zero.judge_key.startswith("mc|")
+
+
+def test_cot_judge_uses_the_cot_examples_with_their_reasoning():
+    from cai_core.rlaif.judges import COT_SUFFIX, OPTIONS
+
+    judge = RecordingJudge({"good": 3.0, "bad": 1.0})
+    spec = JudgeSpec("fake", style="cot", principles=["help"], swap=False)
+    judge_pairs(judge, spec, _with_examples(), PAIRS)
+    conv, _ = judge.sent[0]
+    assert len(conv) == 3 and "Human: ex three" in conv[0]["content"]
+    assert conv[1]["content"] == "Option B is kinder." + COT_SUFFIX + OPTIONS[1]
+    assert spec.examples == 1
+
+
+def test_constitution_without_comparison_questions_is_refused():
+    c = Constitution("nocmp", [Principle("harm", "Harmless", "crit", "rev", "")])
+    with pytest.raises(CaiError, match="has no comparison questions"):
+        judge_pairs(FakeJudge({"good": 3.0, "bad": 1.0}), JudgeSpec("fake"), c, PAIRS)
+    with pytest.raises(CaiError, match="has no comparison question"):
+        judge_pairs(FakeJudge({"good": 3.0, "bad": 1.0}), JudgeSpec("fake", principles=["harm"]), c, PAIRS)
+
+
+def test_judge_draws_only_from_the_comparison_list():
+    critique_only = [Principle(f"crit{i}", f"C{i}", "crit", "rev", "") for i in range(5)]
+    compare = [Principle(f"cmp{i}", f"Q{i}", "", "", f"Question {i}?") for i in range(3)]
+    c = Constitution("both", critique_only + compare)
+    pairs = [{"id": f"p{i}", "prompt": "q", "response_a": "good", "response_b": "bad"} for i in range(30)]
+    verdicts = judge_pairs(FakeJudge({"good": 3.0, "bad": 1.0}), JudgeSpec("fake", swap=False), c, pairs)
+    drawn = {m.principle_id for v in verdicts for m in v.members}
+    assert drawn <= {"cmp0", "cmp1", "cmp2"} and len(drawn) > 1
+
+
+def test_stored_judgment_keeps_the_exact_transcript(store):
+    from cai_core.rlaif.judges import judgment_rows, judgment_transcript
+
+    ids = add_pairs(store, PAIRS, source="t")
+    pairs = [{**PAIRS[0], "comparison_id": ids[0]}]
+    judge = RecordingJudge({"good": 3.0, "bad": 1.0})
+    judge_pairs(judge, JudgeSpec("fake", principles=["help"]), _with_examples(), pairs, store=store)
+    rows = judgment_rows(store, ids[0])
+    assert len(rows) == 2
+    sent = {tuple(m["content"] for m in conv)[-1]: (conv, prefix) for conv, prefix in judge.sent}
+    for row in rows:
+        t = judgment_transcript(row)
+        conv, prefix = sent[t["messages"][-1]["content"]]
+        assert t["messages"] == conv and t["assistant_prefix"] == prefix   # byte for byte what was sent

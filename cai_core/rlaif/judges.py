@@ -10,6 +10,16 @@ A judge = model + constitution version + style + settings (its `judge_key`). Sty
 - "parse": a generated verdict parsed from text (endpoints without log-probs); an answer that
   cannot be parsed is stored as parse_status="invalid" and counted, never guessed.
 
+Few-shot: the judge is shown the constitution's judge examples first (the paper's
+RLMadisonFewShotPrompts for mc and parse, RLMadisonPrecogFewShotPrompts for cot), each as a
+user turn asking the same question about the example pair and an assistant turn answering it
+the way the judge is scored ("The answer is: (A)"; for cot the reasoning, then the answer).
+They are used whenever the constitution has them (JudgeSpec.few_shot=False turns them off), and
+their number is part of the judge key (their text is part of the constitution version).
+
+Every judgment keeps the exact messages sent to the model (and, for mc/cot, the assistant text
+the options were scored after) in `judgments.prompt_json`: the page shows them as a transcript.
+
 Position bias: every comparison is judged in both orders (AB and BA) by default, each P(A) mapped
 back to the original A; the verdict is the mean, and a flip (the preferred answer changed with
 the order) is recorded. Ensembles of principles and/or judge models combine by mean probability
@@ -26,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
-from cai_core.constitution.model import Constitution, Principle
+from cai_core.constitution.model import Constitution, JudgeExample, Principle
 from cai_core.errors import CaiError
 from cai_core.label_rule import is_flipped, label_from_p
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
@@ -56,6 +66,8 @@ class JudgeSpec:
     constitution_version: str = ""
     batch_size: int = 8
     scoring: str = "exact"                     # the backend's option_scoring(); set by judge_pairs
+    few_shot: bool = True                      # show the constitution's judge examples first
+    examples: int = 0                          # judge examples shown (set from the constitution when judging)
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -76,6 +88,8 @@ class JudgeSpec:
     def settings(self) -> dict:
         """The settings that change a single judgment's output (part of the key)."""
         out = {"principles": self.principles, "seed": self.seed}
+        if self.examples:
+            out["judge_examples"] = self.examples
         if self.style == "cot":
             out.update(cot_clamp=list(self.cot_clamp), max_new_tokens=self.max_new_tokens)
         if self.style == "parse":
@@ -84,10 +98,11 @@ class JudgeSpec:
 
     @property
     def judge_key(self) -> str:
-        """Readable and unique: style|model|constitution version|principles|settings hash."""
+        """Readable and unique: style[-Nshot]|model|constitution version|principles|settings hash."""
         blob = json.dumps(self.settings(), sort_keys=True).encode()
         principles = self.principles if isinstance(self.principles, str) else f"{len(self.principles)}ids"
-        parts = [self.style, self.model, self.constitution_version or "-", principles,
+        style = f"{self.style}-{self.examples}shot" if self.examples else self.style
+        parts = [style, self.model, self.constitution_version or "-", principles,
                  hashlib.sha256(blob).hexdigest()[:8]]
         if self.style in ("mc", "cot") and self.scoring != "exact":
             parts.append("approx")  # never silently: "approximate: first-token top-k" (backend.option_scoring)
@@ -149,12 +164,14 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 # -- prompts -----------------------------------------------------------------------------------
 def comparison_question(principle: Principle) -> str:
-    """The principle's comparison question (paper's trailing 'Options:' dropped), or a fallback."""
+    """The principle's comparison question (paper's trailing 'Options:' dropped). A principle
+    without one is refused: a question invented from its name would be judged silently."""
     q = (principle.comparison_question or "").strip()
     if q.endswith("Options:"):
         q = q[: -len("Options:")].strip()
     if not q:
-        q = f"Which of these assistant responses better follows this principle: {principle.name}?"
+        raise CaiError(f"principle {principle.id!r} has no comparison question, so a judge cannot use it: "
+                       "write one on the Constitution page or pick principles that have one")
     return q
 
 
@@ -170,6 +187,26 @@ def judge_conversation(prompt: str, first: str, second: str, question: str, styl
     elif style == "parse":
         text += "\n\nWhich response is better? Answer with (A) or (B) only."
     return [{"role": "user", "content": text}]
+
+
+def example_answer(example: JudgeExample, style: str) -> str:
+    """What the judge 'said' in a worked example, in the form its own answer is read."""
+    option = OPTIONS[0 if example.answer == "A" else 1]
+    if style == "cot":
+        return f"{example.reasoning.strip()}{COT_SUFFIX}{option}"
+    if style == "mc":
+        return f"{MC_PREFIX}{option}"
+    return option
+
+
+def example_turns(examples: list[JudgeExample], question: str, style: str) -> Conversation:
+    """The judge examples as prior turns: the example pair asked with its own question (or the
+    one being judged), answered. The block depends only on the question, so it is shared."""
+    turns: Conversation = []
+    for ex in examples:
+        turns += judge_conversation(ex.conversation, ex.response_a, ex.response_b, ex.question or question, style)
+        turns.append({"role": "assistant", "content": example_answer(ex, style)})
+    return turns
 
 
 _FINAL = re.compile(r"(?:answer|better response|verdict|choice)\s*(?:is|:)?\s*:?\s*\(?\s*([AB])\s*\)?(?![A-Za-z])", re.I)
@@ -207,9 +244,13 @@ class _Item:
 
 
 def choose_principles(spec: JudgeSpec, constitution: Constitution, pair_key: str) -> list[Principle]:
-    """The principles a pair is judged on: one drawn with a per-pair seed, all enabled, or the listed ids."""
-    # Principles with a comparison question; a constitution without any falls back to its names.
-    enabled = constitution.comparison_principles() or constitution.enabled_principles()
+    """The principles a pair is judged on, from the comparison list: one drawn with a per-pair
+    seed, all of them, or the listed ids. A constitution without comparison questions is refused."""
+    enabled = constitution.comparison_principles()
+    if not enabled:
+        raise CaiError(f"constitution {constitution.name!r} has no comparison questions, so it cannot judge: add "
+                       "some (e.g. constitution import ... --comparisons RLMadisonInstructions.json, or write them "
+                       "on the Constitution page), or judge with another constitution")
     if spec.principles == "all":
         return enabled
     if spec.principles == "random":
@@ -232,9 +273,17 @@ def validate_pairs(pairs: list[dict]) -> None:
         seen.add(str(pair["id"]))
 
 
+def judge_examples(spec: JudgeSpec, constitution: Constitution | None) -> list[JudgeExample]:
+    """The examples this judge is shown: the constitution's, for its style, unless few_shot is off."""
+    if constitution is None or not spec.few_shot:
+        return []
+    return constitution.judge_examples_for(spec.style)
+
+
 def _items(spec: JudgeSpec, constitution: Constitution | None, pairs: list[dict]) -> list[_Item]:
     items = []
     orders = ["AB", "BA"] if spec.swap else ["AB"]
+    examples = judge_examples(spec, constitution)
     for i, pair in enumerate(pairs):
         if pair.get("question"):
             chosen = [(PAIR_QUESTION_ID, str(pair["question"]))]
@@ -248,7 +297,8 @@ def _items(spec: JudgeSpec, constitution: Constitution | None, pairs: list[dict]
                 first, second = ((pair["response_a"], pair["response_b"]) if order == "AB"
                                  else (pair["response_b"], pair["response_a"]))
                 items.append(_Item(i, str(pair["id"]), pair.get("comparison_id"), pid, question, order,
-                                   judge_conversation(pair["prompt"], first, second, question, spec.style)))
+                                   example_turns(examples, question, spec.style)
+                                   + judge_conversation(pair["prompt"], first, second, question, spec.style)))
     return items
 
 
@@ -265,7 +315,9 @@ def _run_batch(backend: Backend, spec: JudgeSpec, batch: list[_Item]) -> list[di
     raws: list[str | None] = [None] * len(batch)
     probs: list[float | None] = [None] * len(batch)
     status = ["ok"] * len(batch)
+    scored_after: list[str | None] = [None] * len(batch)
     if spec.style == "mc":
+        scored_after = [MC_PREFIX] * len(batch)
         for k, dist in enumerate(backend.choice_logprobs(convs, OPTIONS, assistant_prefix=MC_PREFIX)):
             probs[k] = float(dist["(A)"])
             raws[k] = json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
@@ -275,6 +327,7 @@ def _run_batch(backend: Backend, spec: JudgeSpec, batch: list[_Item]) -> list[di
         reasonings = [o[0].text.strip() if o else "" for o in outs]
         lo, hi = spec.cot_clamp
         prefixes = [(reasoning + COT_SUFFIX) if reasoning else COT_SUFFIX.strip() + " " for reasoning in reasonings]
+        scored_after = list(prefixes)
         for k, dist in enumerate(backend.choice_logprobs(convs, OPTIONS, assistant_prefix=prefixes)):
             raws[k] = json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
             probs[k] = min(hi, max(lo, float(dist["(A)"])))
@@ -299,14 +352,28 @@ def _run_batch(backend: Backend, spec: JudgeSpec, batch: list[_Item]) -> list[di
             "principle_id": it.principle_id, "style": spec.style, "order_shown": it.order,
             "p_a": None if probs[k] is None else _map_back(probs[k], it.order),
             "reasoning": reasonings[k], "raw_output": raws[k], "parse_status": status[k],
-            "latency_s": latency,
+            "latency_s": latency, "prompt_json": transcript_json(it.conversation, scored_after[k]),
         })
     return records
 
 
+def transcript_json(messages: Conversation, scored_after: str | None) -> str:
+    """What was sent to the model, as stored: the messages, and the assistant text after which the
+    options were scored (None for parse: the model generated its verdict)."""
+    return json.dumps({"messages": messages, "assistant_prefix": scored_after}, ensure_ascii=False)
+
+
+def judgment_transcript(row: dict) -> dict | None:
+    """A stored judgment's transcript ({messages, assistant_prefix}), None for rows stored before
+    transcripts were kept."""
+    raw = row.get("prompt_json")
+    return json.loads(raw) if raw else None
+
+
 # -- store -------------------------------------------------------------------------------------
 JUDGMENT_COLUMNS = ("comparison_id", "judge_key", "judge_model", "constitution_version", "principle_id",
-                    "style", "order_shown", "p_a", "reasoning", "raw_output", "parse_status", "latency_s")
+                    "style", "order_shown", "p_a", "reasoning", "raw_output", "parse_status", "latency_s",
+                    "prompt_json")
 
 
 def register_judge(store: Store, spec: JudgeSpec) -> None:
@@ -418,6 +485,7 @@ def judge_ensemble(
         if constitution is not None:
             spec.constitution_name = spec.constitution_name or constitution.name
             spec.constitution_version = spec.constitution_version or constitution.version
+            spec.examples = len(judge_examples(spec, constitution))
             if isinstance(spec.principles, list):
                 for pid in spec.principles:
                     constitution.principle(pid)
