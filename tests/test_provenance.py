@@ -303,7 +303,7 @@ def test_one_constitution_grammar_for_every_command(tmp_path, tiny_model_dir):
             resolve_constitution(store, bad)
     assert store.scalar("SELECT COUNT(*) FROM constitutions") == before  # nothing saved by resolving
     # the built-in judge-evaluation principle is not saved as a side effect either
-    from cai_core.commands.reliability import resolve_constitution as reliability_constitution
+    from cai_core.reliability.eval_judge import judge_constitution as reliability_constitution
 
     assert reliability_constitution(store, "builtin").name == "builtin_hhh"
     assert reliability_constitution(store, f"mine@{v1}").version == v1

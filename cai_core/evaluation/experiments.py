@@ -27,7 +27,8 @@ from cai_core.constitution.model import Constitution
 from cai_core.constitution.spec import resolve_constitution
 from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
-from cai_core.evaluation.evaluate import HARMLESS_JUDGE, outcome_of
+from cai_core.evaluation.evaluate import outcome_of
+from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, check_style, resolve_style
 from cai_core.evaluation.evasiveness import detect
 from cai_core.evaluation.stats import (
     MIN_PAIRS_FOR_SIGNIFICANCE,
@@ -106,8 +107,7 @@ def validate_ab(store: Store, spec: ABSpec):
         raise CaiError(f"invalid experiment name {spec.name!r}: 1-64 letters, digits, '.', '_' or '-'")
     if spec.batch_size < 1:
         raise CaiError("--batch-size must be at least 1")
-    if spec.judge_style not in ("auto", "mc", "cot", "parse"):
-        raise CaiError(f"unknown judge style {spec.judge_style!r}: use auto, mc, cot or parse")
+    check_style(spec.judge_style)
     ca = resolve_constitution(store, spec.constitution_a)
     cb = resolve_constitution(store, spec.constitution_b)
     ca.validate(where=spec.constitution_a)
@@ -179,7 +179,7 @@ def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_
 
     constitution = resolve_constitution(store, spec.judge_constitution) if spec.judge_constitution else HARMLESS_JUDGE
     backend = get_backend(spec.judge_model, store.workspace)
-    style = spec.judge_style if spec.judge_style != "auto" else ("mc" if backend.supports_logprobs else "parse")
+    style = resolve_style(spec.judge_style, backend)
     pairs = []
     for it in items:
         if not it["final_differs"]:
