@@ -134,7 +134,6 @@ def seed_loop(backend, prompts, constitution, settings, max_new: int) -> tuple[f
         critique_conversation,
         plan_principles,
         revision_conversation,
-        trajectory_key,
     )
 
     generator = pipeline("text-generation", model=backend.model, tokenizer=backend.tokenizer, device="cpu")
@@ -149,8 +148,7 @@ def seed_loop(backend, prompts, constitution, settings, max_new: int) -> tuple[f
     tokens = 0
     with Timer() as t:
         for prompt in prompts:
-            key = trajectory_key(prompt, constitution.version, str(backend.path), settings)
-            principle = constitution.principle(plan_principles(constitution, settings, key)[0])
+            principle = constitution.principle(plan_principles(constitution, settings, prompt)[0])
             answer = call([{"role": "user", "content": prompt}])
             critique = call(critique_conversation(constitution, principle, prompt, answer, settings))
             revision = call(revision_conversation(constitution, principle, prompt, answer, critique, settings))

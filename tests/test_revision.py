@@ -21,9 +21,12 @@ from cai_core.supervised.revision import (
     critique_conversation,
     get_trajectory,
     list_trajectories,
+    VIOLATION_QUESTION,
     parse_critique,
-    parse_violation,
     plan_principles,
+    read_critiques,
+    read_verdict,
+    step_transcripts,
     principle_stats,
     revision_conversation,
     run_revision,
@@ -56,9 +59,14 @@ class Scripted(Backend):
     """A backend whose critiques say whatever the test wants (the engine's logic, no model)."""
     spec = "scripted"
 
-    def __init__(self, critique: str):
-        self.critique = critique
+    def __init__(self, critique: str, p_yes: float | None = None, logprobs: bool = True):
+        self.critique, self.p_yes, self._lp = critique, p_yes, logprobs
         self.calls: list[int] = []
+        self.questions: list[list[dict]] = []
+
+    @property
+    def supports_logprobs(self):
+        return self._lp
 
     def _reply(self, conv) -> str:
         last = conv[-1]["content"]
@@ -77,23 +85,23 @@ class Scripted(Backend):
             yield word + " "
 
     def choice_logprobs(self, conversations, options, assistant_prefix=""):
-        raise NotImplementedError
+        assert options == ["Yes", "No"] and self.p_yes is not None, "only the violation question is scored"
+        self.questions.extend(conversations)
+        return [{"Yes": self.p_yes, "No": 1 - self.p_yes} for _ in conversations]
 
 
 def test_schedules_and_seeding():
     c = constitution()
-    key = trajectory_key("p", c.version, "m", ReviseSettings(rounds=6))
-    plan = plan_principles(c, ReviseSettings(rounds=6), key)
+    plan = plan_principles(c, ReviseSettings(rounds=6), "p")
     assert len(plan) == 6 and set(plan) <= {"harm", "honest", "tpl"}  # disabled never drawn
-    assert plan == plan_principles(c, ReviseSettings(rounds=6), key)  # seeded: reproducible
-    plans = {tuple(plan_principles(c, ReviseSettings(rounds=6, seed=s),
-                                   trajectory_key("p", c.version, "m", ReviseSettings(rounds=6, seed=s))))
-             for s in range(8)}
+    assert plan == plan_principles(c, ReviseSettings(rounds=6), "p")  # seeded: reproducible
+    plans = {tuple(plan_principles(c, ReviseSettings(rounds=6, seed=s), "p")) for s in range(8)}
     assert len(plans) > 1  # another seed draws other principles
+    assert len({tuple(plan_principles(c, ReviseSettings(rounds=6), f"prompt {i}")) for i in range(8)}) > 1
     s = ReviseSettings(rounds=5, schedule="all")
-    assert plan_principles(c, s, "0" * 32) == ["harm", "honest", "tpl", "harm", "honest"]
+    assert plan_principles(c, s, "p") == ["harm", "honest", "tpl", "harm", "honest"]
     s = ReviseSettings(rounds=3, schedule="sequence", sequence=["tpl", "harm"])
-    assert plan_principles(c, s, "0" * 32) == ["tpl", "harm", "tpl"]
+    assert plan_principles(c, s, "p") == ["tpl", "harm", "tpl"]
     with pytest.raises(CaiError, match="no principle"):
         ReviseSettings(schedule="sequence", sequence=["nope"]).validate(c)
     with pytest.raises(CaiError, match="schedule"):
@@ -137,10 +145,15 @@ def test_cot_and_violation_parsing():
     assert c.violation == 0 and c.reasoning == "Step 1: fine."
     c = parse_critique("I looked at it and I am not sure.", cot=True)
     assert c.violation is None and c.reasoning is None and c.text == "I looked at it and I am not sure."
-    assert parse_violation("The response is harmful because it explains arson.") == 1
-    assert parse_violation("The response is not harmful; it gives a recipe.") == 0
-    assert parse_violation("There is no violation here.") == 0
-    assert parse_violation("The answer talks about bread.") is None
+    # the verdict's opening words decide; what the critique says after them is not read
+    assert read_verdict("violation. The response is not harmful, but it gives dangerous, illegal instructions") == 1
+    assert read_verdict("No violation. The response is harmful only to bread dough.") == 0
+    assert read_verdict("**Not a violation**: it is fine.") == 0 and read_verdict("Violates the request.") == 1
+    assert read_verdict("The response is not harmful, but it gives dangerous, illegal instructions") is None
+    assert read_verdict("The answer talks about bread.") is None
+    # no verdict line (or one that says neither): nothing is guessed from the text
+    assert parse_critique("The response is not harmful, but it gives dangerous, illegal instructions",
+                          cot=False).violation is None
     assert is_refusal("I'm sorry, but I can't help with that.") and is_refusal("I cannot assist with this request.")
     assert not is_refusal("Here is a recipe for bread.")
     assert refusal_introduced("Sure, do X.", "I can't help with that.")
@@ -167,7 +180,7 @@ def test_batched_rounds_store_every_step(store, tiny_backend):
         assert "critique_s" in st["timings"] and "revision_s" in st["timings"]
         assert st["edit_words"] is not None
     assert t["final"] == t["steps"][-1]["revision"]
-    assert t["steps"][0]["principle_id"] == plan_principles(c, s, t["key"])[0]
+    assert t["steps"][0]["principle_id"] == plan_principles(c, s, t["prompt"])[0]
     # batched: one generate call per stage (answers, critiques 1, revisions 1, ...)
     calls = []
     orig = tiny_backend.generate
@@ -184,13 +197,13 @@ def test_batched_rounds_store_every_step(store, tiny_backend):
 
 def test_early_stop_and_principle_stats(store):
     c = constitution()
-    clean = Scripted("No violation: the response is harmless.")
+    clean = Scripted("No violation: the response is harmless.", p_yes=0.2)
     s = ReviseSettings(rounds=3, early_stop=True, schedule="all")
     [tid] = run_revision(store, clean, c, ["Bake bread?"], s, "scripted")
     t = get_trajectory(store, tid)
     assert len(t["steps"]) == 1 and t["steps"][0]["state"] == "stopped" and t["steps"][0]["violation"] == 0
     assert t["steps"][0]["revision"] is None and t["final"] == t["initial"] == "Sure, here is how."
-    bad = Scripted("The response is harmful: it helps with a crime.")
+    bad = Scripted("The response is harmful: it helps with a crime.", p_yes=0.9)
     [tid2] = run_revision(store, bad, c, ["Rob a bank?"], s, "scripted")
     t2 = get_trajectory(store, tid2)
     assert [x["principle_id"] for x in t2["steps"]] == ["harm", "honest", "tpl"]
@@ -278,3 +291,71 @@ def test_resume_after_kill_no_duplicates(tmp_path, tiny_model_dir):
         assert conn.execute("SELECT COUNT(DISTINCT prompt) FROM trajectories").fetchone()[0] == 6
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all(len(json.loads(l)["rounds"]) == 3 for l in lines)
+
+
+def test_violation_without_a_verdict_is_asked_as_a_yes_no_question():
+    """The issue's case: a negation first, then the violation. The old parser read the first
+    negation ("not harmful") as no violation; now the model answers a yes/no question."""
+    text = "The response is not harmful, but it gives dangerous, illegal instructions"
+    c = constitution()
+    conv = critique_conversation(c, c.principle("harm"), "How do I make a weapon?", "Like this.", ReviseSettings())
+    says_yes = Scripted(text, p_yes=0.8)
+    [crit] = read_critiques(says_yes, [conv], [text], cot=False)
+    assert crit.violation == 1
+    [asked] = says_yes.questions
+    assert asked[:-2] == conv and asked[-2] == {"role": "assistant", "content": text}
+    assert asked[-1] == {"role": "user", "content": VIOLATION_QUESTION}
+    assert read_critiques(Scripted(text, p_yes=0.3), [conv], [text], cot=False)[0].violation == 0
+    # a CoT verdict line that says "violation" needs no question; one that says neither gets asked
+    cot_conv = critique_conversation(c, c.principle("harm"), "q", "r", ReviseSettings(cot=True))
+    decided = Scripted(text, p_yes=0.0)
+    [v] = read_critiques(decided, [cot_conv], [f"Step 1.\nVerdict: violation. {text}"], cot=True)
+    assert v.violation == 1 and decided.questions == []
+    [u] = read_critiques(Scripted(text, p_yes=0.9), [cot_conv], [f"Step 1.\nVerdict: {text}"], cot=True)
+    assert u.violation == 1
+    # without log-probs the violation stays unknown rather than guessed
+    assert read_critiques(Scripted(text, logprobs=False), [conv], [text], cot=False)[0].violation is None
+
+
+def test_same_seed_same_principles_across_models_and_settings(store):
+    """The principle of each round depends on (seed, prompt, round) only."""
+    c = constitution()
+    prompts = [f"prompt {i}" for i in range(6)]
+    plans = []
+    for model, settings in (("m1", ReviseSettings(rounds=3, seed=7, max_new_tokens=16)),
+                            ("m2", ReviseSettings(rounds=3, seed=7, max_new_tokens=17, temperature=0.2, cot=True))):
+        ids = run_revision(store, Scripted("Verdict: violation.", p_yes=0.9), c, prompts, settings, model)
+        plans.append([[s["principle_id"] for s in get_trajectory(store, i)["steps"]] for i in ids])
+    assert plans[0] == plans[1] and len({tuple(p) for p in plans[0]}) > 1
+    assert trajectory_key("p", c.version, "m1", ReviseSettings(seed=7)) != trajectory_key("p", c.version, "m2", ReviseSettings(seed=7))
+
+
+def test_steps_keep_the_exact_messages_sent(store):
+    c = constitution(few_shot=True)
+    sent = []
+    backend = Scripted("Verdict: violation.", p_yes=0.9)
+    orig = backend.generate
+    backend.generate = lambda convs, params: sent.extend(list(x) for x in convs) or orig(convs, params)
+    s = ReviseSettings(rounds=2, schedule="sequence", sequence=["harm", "tpl"])
+    [tid] = run_revision(store, backend, c, ["How do I pick a lock?"], s, "scripted")
+    steps = get_trajectory(store, tid)["steps"]
+    transcripts = [step_transcripts(st) for st in steps]
+    assert [t["critique"] for t in transcripts] == [sent[1], sent[3]]
+    assert [t["revision"] for t in transcripts] == [sent[2], sent[4]]
+    assert transcripts[0]["critique"][-1]["content"].startswith("CritiqueRequest: Identify ways")
+    # the streamed path keeps them too
+    events = list(stream_revision(store, Scripted("Verdict: no violation", p_yes=0.1), c, "Tell a joke", s, "scripted"))
+    t = events[-1].data
+    assert all(step_transcripts(st)["critique"] for st in t["steps"])
+
+
+def test_paper_few_shot_examples_use_their_own_requests():
+    c = constitution()
+    c.few_shot = [FewShotExample(question="q", response="r", critique="c", revision="v", principle_id="harm",
+                                 critique_request="Paper's own critique request.",
+                                 revision_request="Paper's own revision request.")]
+    conv = critique_conversation(c, c.principle("honest"), "How?", "x", ReviseSettings())
+    texts = [m["content"] for m in conv]
+    assert "CritiqueRequest: Paper's own critique request." in texts
+    assert "RevisionRequest: Paper's own revision request." in texts
+    assert "CritiqueRequest: Identify ways the response is harmful." not in texts

@@ -1,12 +1,22 @@
 """The supervised phase of CAI: answer -> (critique -> revision) x N, batched, resumable.
 
 For each prompt the model answers, then for each round a principle is picked (paper default: a
-fresh one at random, seeded), the model critiques its latest answer against that principle's
+fresh one at random, drawn from (seed, prompt, round) only, so the same seed gives the same
+principle sequence whatever the model or generation settings), the model critiques its latest answer against that principle's
 critique request (plain, or chain-of-thought ending in a verdict) and revises it following the
 revision request. Work is batched across prompts (all initial answers in one `generate` call,
 then all round-1 critiques, ...), and every step is committed to the store as soon as it is
 generated: a trajectory's key is a hash of prompt + constitution version + model + settings +
 seed, so a killed batch resumes where it stopped and a re-run never redoes a stored step.
+
+Whether a critique found a violation (early stop, per-principle violation rates) is read from a
+verdict, never from the first negation in free text: with chain-of-thought the prompt asks for a
+"Verdict: violation | no violation" line, and that line's opening words decide; otherwise (or
+when the verdict line says neither) the model is asked a yes/no question about its own critique
+and its log-probs of "Yes" and "No" decide. A backend without log-probs leaves it unknown (NULL).
+
+Every step keeps the exact messages sent for its critique and its revision
+(trajectory_steps.critique_prompt_json / revision_prompt_json): the page shows them as a transcript.
 
 `stream_revision` runs the same steps for one prompt token by token (the live page).
 """
@@ -96,13 +106,19 @@ def trajectory_key(prompt: str, constitution_version: str, model: str, settings:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def plan_principles(constitution: Constitution, settings: ReviseSettings, key: str) -> list[str]:
-    """The principle id of each round. 'random' draws with a generator seeded by the key (which
-    includes the seed), so the same prompt and seed always get the same principles."""
+def draw_principle(enabled: list[str], seed: int, prompt: str, rnd: int) -> str:
+    """One round's principle under the 'random' schedule, from (seed, prompt, round) only: the
+    same seed draws the same principles for two models, token limits or temperatures."""
+    digest = hashlib.sha256(json.dumps([seed, prompt, rnd], ensure_ascii=False).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big")).choice(enabled)
+
+
+def plan_principles(constitution: Constitution, settings: ReviseSettings, prompt: str) -> list[str]:
+    """The principle id of each round: 'random' draws each round from (seed, prompt, round)
+    (draw_principle), 'all' cycles the critique principles, 'sequence' cycles the given ids."""
     enabled = [p.id for p in constitution.critique_principles()]
     if settings.schedule == "random":
-        rng = random.Random(int(key[:16], 16))
-        return [rng.choice(enabled) for _ in range(settings.rounds)]
+        return [draw_principle(enabled, settings.seed, prompt, rnd) for rnd in range(1, settings.rounds + 1)]
     cycle = settings.sequence if settings.schedule == "sequence" else enabled
     return [cycle[i % len(cycle)] for i in range(settings.rounds)]
 
@@ -138,15 +154,20 @@ def _revision_turns(principle: Principle, question: str, response: str, critique
 
 
 def few_shot_turns(constitution: Constitution) -> Conversation:
-    """The few-shot examples as prior turns. The block is the same for every prompt and round
-    (each example uses its own principle), so a backend can reuse the shared prefix."""
+    """The few-shot examples as prior turns, each with its own request texts when it has them (the
+    paper's examples do), else its principle's. The block is the same for every prompt and round,
+    so a backend can reuse the shared prefix."""
     turns: Conversation = []
     enabled = constitution.critique_principles()
     for ex in constitution.few_shot:
-        try:
-            principle = constitution.principle(ex.principle_id) if ex.principle_id else enabled[0]
-        except CaiError:
-            principle = enabled[0]
+        if (ex.critique_request or "").strip():
+            principle = Principle(id=ex.principle_id or "few-shot", name="few-shot example",
+                                  critique_request=ex.critique_request, revision_request=ex.revision_request)
+        else:
+            try:
+                principle = constitution.principle(ex.principle_id) if ex.principle_id else enabled[0]
+            except CaiError:
+                principle = enabled[0]
         turns += _revision_turns(principle, ex.question, ex.response, ex.critique, cot=False)
         turns.append({"role": "assistant", "content": ex.revision})
     return turns
@@ -171,55 +192,70 @@ def revision_conversation(constitution: Constitution, principle: Principle, prom
 
 # -- reading critiques -------------------------------------------------------------------------
 _VERDICT = re.compile(r"verdict\s*\**\s*[:\-]", re.IGNORECASE)
-_NO_VIOLATION = re.compile(
-    r"\b(?:no\s+violations?|not?\s+violat\w*|does\s*n[o']t\s+violate|doesn't\s+violate|without\s+violat\w*|"
-    r"no\s+(?:harm|issues?|problems?|concerns?)\b|(?:is|was|seems|appears)\s+not\s+(?:harmful|problematic|unethical|"
-    r"dangerous|illegal|toxic|offensive)|nothing\s+(?:harmful|wrong|problematic|unethical)|"
-    r"(?:is|was|seems|appears)\s+(?:fine|acceptable|appropriate|harmless|safe)\b|harmless)",
-    re.IGNORECASE,
-)
-_VIOLATION = re.compile(
-    r"\b(?:violat\w*|harmful|unethical|racist|sexist|toxic|dangerous|illegal|problematic|inappropriate|"
-    r"offensive|misleading|biased)\b",
-    re.IGNORECASE,
-)
+_VERDICT_NONE = re.compile(r"^\W*(?:no\s+violations?|not\s+a\s+violation|none|no)\b", re.IGNORECASE)
+_VERDICT_FOUND = re.compile(r"^\W*(?:violations?|violated|violates|yes)\b", re.IGNORECASE)
+VIOLATION_QUESTION = ("Does your critique above find that the response violates the request? "
+                      "Answer Yes or No.")
+VIOLATION_OPTIONS = ["Yes", "No"]
 
 
-def parse_violation(text: str | None) -> int | None:
-    """1 when the text says a violation was found, 0 when it says none, None when unclear.
-    Reads the opening (where verdicts and first judgements sit); the earliest statement wins."""
-    head = (text or "")[:400]
-    no = _NO_VIOLATION.search(head)
-    masked = _NO_VIOLATION.sub(lambda m: " " * len(m.group(0)), head)
-    yes = _VIOLATION.search(masked)
-    if no and yes:
-        return 0 if no.start() < yes.start() else 1
-    if no:
+def read_verdict(verdict: str | None) -> int | None:
+    """1 / 0 from the opening words of a verdict ("violation ..." / "no violation ..."), None when
+    they say neither (what follows - the critique - is not read: it may say anything)."""
+    text = (verdict or "").strip()
+    if _VERDICT_NONE.match(text):
         return 0
-    if yes:
+    if _VERDICT_FOUND.match(text):
         return 1
     return None
+
+
+def violation_question(critique_conv: Conversation, critique_output: str) -> Conversation:
+    """The yes/no question asked after a critique that gave no readable verdict."""
+    return list(critique_conv) + [{"role": "assistant", "content": critique_output},
+                                  {"role": "user", "content": VIOLATION_QUESTION}]
+
+
+def ask_violations(backend: Backend, critique_convs: list[Conversation], outputs: list[str]) -> list[int | None]:
+    """Violation per critique from the model's log-probs of Yes/No (None without log-probs)."""
+    if not critique_convs:
+        return []
+    if not backend.supports_logprobs:
+        return [None] * len(critique_convs)
+    dists = backend.choice_logprobs([violation_question(c, o) for c, o in zip(critique_convs, outputs)],
+                                    VIOLATION_OPTIONS)
+    return [1 if float(d["Yes"]) > float(d["No"]) else 0 for d in dists]
 
 
 @dataclass
 class Critique:
     text: str                   # the critique proper (the verdict part for CoT)
     reasoning: str | None       # chain of thought, kept apart from the verdict
-    violation: int | None
+    violation: int | None       # from the verdict line; None = not stated there (ask the model)
     raw: str                    # what the model wrote, as fed to the revision request
 
 
 def parse_critique(raw: str, cot: bool) -> Critique:
     raw = (raw or "").strip()
     if not cot:
-        return Critique(text=raw, reasoning=None, violation=parse_violation(raw), raw=raw)
+        return Critique(text=raw, reasoning=None, violation=None, raw=raw)
     matches = list(_VERDICT.finditer(raw))
     if not matches:  # no verdict line: the whole output is the critique, the violation is unknown
         return Critique(text=raw, reasoning=None, violation=None, raw=raw)
     last = matches[-1]
     reasoning = raw[: last.start()].strip()
     verdict = raw[last.end():].strip()
-    return Critique(text=verdict, reasoning=reasoning, violation=parse_violation(verdict), raw=raw)
+    return Critique(text=verdict, reasoning=reasoning, violation=read_verdict(verdict), raw=raw)
+
+
+def read_critiques(backend: Backend, critique_convs: list[Conversation], outputs: list[str], cot: bool) -> list[Critique]:
+    """Parse critiques, then ask the yes/no question for those whose verdict said nothing."""
+    critiques = [parse_critique(o, cot) for o in outputs]
+    unknown = [k for k, c in enumerate(critiques) if c.violation is None]
+    answers = ask_violations(backend, [critique_convs[k] for k in unknown], [critiques[k].raw for k in unknown])
+    for k, v in zip(unknown, answers):
+        critiques[k].violation = v
+    return critiques
 
 
 # -- in-memory state of one trajectory ----------------------------------------------------------
@@ -326,7 +362,7 @@ class Reviser:
     # -- store ---------------------------------------------------------------------------------
     def _load_or_create(self, item: PromptItem) -> _Traj:
         key = trajectory_key(item.text, self.version, self.model, self.settings)
-        plan = plan_principles(self.constitution, self.settings, key)
+        plan = plan_principles(self.constitution, self.settings, item.text)
         row = self.store.one("SELECT id, initial, status FROM trajectories WHERE key=?", (key,))
         if row is None:
             with self.store.tx() as conn:
@@ -386,7 +422,7 @@ class Reviser:
                          (text, self.writer, dumps({"answer_s": round(seconds, 4)}), now(), t.id))
         t.initial = text
 
-    def _save_critique(self, t: _Traj, rnd: int, c: Critique, seconds: float) -> _Step:
+    def _save_critique(self, t: _Traj, rnd: int, c: Critique, seconds: float, conv: Conversation) -> _Step:
         stop = self.settings.early_stop and c.violation == 0
         step = _Step(round=rnd, principle_id=t.plan[rnd - 1], critique=c.text, reasoning=c.reasoning,
                      violation=c.violation, state="stopped" if stop else "critiqued", raw=c.raw)
@@ -394,14 +430,26 @@ class Reviser:
             self._holding(conn, t)
             conn.execute(
                 "INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, critique_reasoning, "
-                "violation, state, timings_json, critique_writer, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "violation, state, timings_json, critique_writer, critique_prompt_json, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (t.id, rnd, step.principle_id, c.text, c.reasoning, c.violation, step.state,
-                 dumps({"critique_s": round(seconds, 4)}), self.writer, now()),
+                 dumps({"critique_s": round(seconds, 4)}), self.writer, transcript_json(conv), now()),
             )
         t.steps[rnd] = step
         return step
 
-    def _save_revision(self, t: _Traj, rnd: int, text: str, seconds: float) -> None:
+    def _critique_batch(self, trajs: list[_Traj], rnd: int) -> None:
+        """One round's critiques for a batch: generate, read verdicts (asking where needed), save."""
+        convs = [self._critique_conv(t, rnd) for t in trajs]
+        t0 = time.time()
+        outs = self.backend.generate(convs, self.settings.params(2 * rnd - 1))
+        texts = [out[0].text if out else "" for out in outs]
+        critiques = read_critiques(self.backend, convs, texts, self.settings.cot)
+        per_item = (time.time() - t0) / max(1, len(trajs))
+        for t, c, conv in zip(trajs, critiques, convs):
+            self._save_or_drop(lambda: self._save_critique(t, rnd, c, per_item, conv), t)
+
+    def _save_revision(self, t: _Traj, rnd: int, text: str, seconds: float, conv: Conversation | None = None) -> None:
         step = t.steps[rnd]
         before = t.response_before(rnd)
         with self.store.tx() as conn:
@@ -411,9 +459,9 @@ class Reviser:
             timings = {**loads(row["timings_json"] if row else None, {}), "revision_s": round(seconds, 4)}
             conn.execute(
                 "UPDATE trajectory_steps SET revision=?, state='revised', edit_words=?, refusal_introduced=?, "
-                "timings_json=?, revision_writer=? WHERE trajectory_id=? AND round=?",
+                "timings_json=?, revision_writer=?, revision_prompt_json=? WHERE trajectory_id=? AND round=?",
                 (text, edit_distance_words(before, text), int(refusal_introduced(before, text)), dumps(timings),
-                 self.writer, t.id, rnd),
+                 self.writer, transcript_json(conv) if conv is not None else None, t.id, rnd),
             )
         step.revision, step.state = text, "revised"
 
@@ -522,22 +570,21 @@ class Reviser:
             if stopping():
                 return False
             self._generate(todo, [answer_conversation(t.prompt) for t in todo], 0,
-                           lambda t, text, s: self._save_initial(t, text, s))
+                           lambda t, text, s, conv: self._save_initial(t, text, s))
             report(f"{label}: answers")
         for rnd in range(1, self.settings.rounds + 1):
             todo = [t for t in chunk if self._needs_critique(t, rnd)]
             if todo:
                 if stopping():
                     return False
-                self._generate(todo, [self._critique_conv(t, rnd) for t in todo], 2 * rnd - 1,
-                               lambda t, text, s, r=rnd: self._save_critique(t, r, parse_critique(text, self.settings.cot), s))
+                self._critique_batch(todo, rnd)
                 report(f"{label}: round {rnd} critiques")
             todo = [t for t in chunk if self._needs_revision(t, rnd)]
             if todo:
                 if stopping():
                     return False
                 self._generate(todo, [self._revision_conv(t, rnd) for t in todo], 2 * rnd,
-                               lambda t, text, s, r=rnd: self._save_revision(t, r, text, s))
+                               lambda t, text, s, conv, r=rnd: self._save_revision(t, r, text, s, conv))
                 report(f"{label}: round {rnd} revisions")
         for t in chunk:
             if t.status != "lost":
@@ -549,8 +596,8 @@ class Reviser:
         t0 = time.time()
         outs = self.backend.generate(convs, self.settings.params(stage))
         per_item = (time.time() - t0) / max(1, len(trajs))
-        for t, out in zip(trajs, outs):
-            self._save_or_drop(lambda: save(t, out[0].text if out else "", per_item), t)
+        for t, out, conv in zip(trajs, outs, convs):
+            self._save_or_drop(lambda: save(t, out[0].text if out else "", per_item, conv), t)
 
     def _save_or_drop(self, save: Callable[[], None], t: _Traj) -> None:
         """Store one result; when the claim was lost meanwhile, drop it and leave the trajectory to its new owner."""
@@ -591,10 +638,12 @@ class Reviser:
             yield Event("round", rnd, pid, self.constitution.principle(pid).name, None)
             if rnd not in t.steps:
                 t0, buf = time.time(), []
-                for piece in self.backend.stream(self._critique_conv(t, rnd), params(2 * rnd - 1)):
+                conv = self._critique_conv(t, rnd)
+                for piece in self.backend.stream(conv, params(2 * rnd - 1)):
                     buf.append(piece)
                     yield Event("critique", rnd, pid, piece, None)
-                self._save_critique(t, rnd, parse_critique("".join(buf), self.settings.cot), time.time() - t0)
+                [critique] = read_critiques(self.backend, [conv], ["".join(buf)], self.settings.cot)
+                self._save_critique(t, rnd, critique, time.time() - t0, conv)
             else:
                 yield Event("critique", rnd, pid, _stored_critique_output(t.steps[rnd], self.settings.cot), {"stored": True})
             s = t.steps[rnd]
@@ -602,10 +651,11 @@ class Reviser:
                         {"reasoning": s.reasoning, "violation": s.violation, "stopped": s.state == "stopped"})
             if self._needs_revision(t, rnd):
                 t0, buf = time.time(), []
-                for piece in self.backend.stream(self._revision_conv(t, rnd), params(2 * rnd)):
+                conv = self._revision_conv(t, rnd)
+                for piece in self.backend.stream(conv, params(2 * rnd)):
                     buf.append(piece)
                     yield Event("revision", rnd, pid, piece, None)
-                self._save_revision(t, rnd, "".join(buf).strip(), time.time() - t0)
+                self._save_revision(t, rnd, "".join(buf).strip(), time.time() - t0, conv)
             elif s.revision is not None:
                 yield Event("revision", rnd, pid, s.revision, {"stored": True})
             if s.revision is not None:
@@ -651,6 +701,20 @@ def run_revision(store: Store, backend: Backend, constitution: Constitution, pro
 
 
 # -- reading results ---------------------------------------------------------------------------
+def transcript_json(messages: Conversation) -> str:
+    return json.dumps({"messages": messages}, ensure_ascii=False)
+
+
+def step_transcripts(step: dict) -> dict[str, list[dict] | None]:
+    """A stored step's transcripts: {"critique": messages, "revision": messages} exactly as sent
+    (None where the step predates transcripts, or has no revision)."""
+    out = {}
+    for kind in ("critique", "revision"):
+        raw = step.get(f"{kind}_prompt_json")
+        out[kind] = json.loads(raw)["messages"] if raw else None
+    return out
+
+
 def get_trajectory(store: Store, trajectory_id: int) -> dict:
     """A trajectory with its rounds: {..., "meta", "params", "steps": [{round, principle_id, ...}]}."""
     row = store.one("SELECT * FROM trajectories WHERE id=?", (trajectory_id,))
