@@ -33,7 +33,7 @@ FLAG_FIELDS = {  # CLI option dest -> spec field
     "adapter": "adapter", "max_steps": "max_steps", "out": "out", "name": "name", "lr": "learning_rate",
     "epochs": "epochs", "batch_size": "batch_size", "grad_accum": "grad_accum", "max_length": "max_length",
     "seed": "seed", "save_steps": "save_steps", "eval_split": "eval_split", "report_to": "report_to",
-    "precision": "precision", "device": "device",
+    "precision": "precision", "device": "device", "soft_labels": "soft_labels",
 }
 
 
@@ -88,6 +88,9 @@ def register(sub) -> None:
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--report-to", default=None, choices=["none", "tensorboard", "wandb"])
+    p.add_argument("--soft-labels", dest="soft_labels", action="store_const", const=True, default=None,
+                   help="reward: train on the dataset's p_chosen (export-prefs --soft-labels) with the soft-target "
+                        "loss BCE(sigmoid(r_chosen - r_rejected), p_chosen)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other spec field, e.g. --set lora_r=8 --set kl_coef=0.1 (repeatable)")
     p.add_argument("--background", action="store_true", help="start through the run manager and return at once")

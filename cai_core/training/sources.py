@@ -211,10 +211,26 @@ def resolve_model_ref(store: Store | None, ref: str, *, what: str = "model", che
     return str(path.resolve())
 
 
+def soft_label_of(row: dict, n: int, given: str) -> float:
+    """A row's p_chosen as a probability, or a clear error (soft-label reward runs)."""
+    p = row.get("p_chosen")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise CaiError(f"dataset {given!r} row {n}: p_chosen must be a probability between 0 and 1 for a soft-label "
+                       f"reward run (got {p!r}); export it with `export-prefs --soft-labels`")
+    return float(p)
+
+
 def check_spec_sources(store: Store | None, spec: RunSpec) -> DatasetRef:
     """All reference checks before launch; returns the resolved dataset (with export lineage)."""
     ref = resolve_dataset(store, spec.dataset)
     check_dataset(ref, spec.kind)
+    if getattr(spec, "soft_labels", False):
+        cols, rows = columns_of(ref)
+        if "p_chosen" not in cols:
+            raise CaiError(f"dataset {ref.given!r} has no p_chosen column, so it cannot train on soft labels: "
+                           "export it with `export-prefs --soft-labels`")
+        for n, row in enumerate(rows, start=1):
+            soft_label_of(row, n, ref.given)
     if spec.parent_run:
         if store is None or run_output_dir(store, spec.parent_run) is None:
             raise CaiError(f"parent run {spec.parent_run!r} does not exist")

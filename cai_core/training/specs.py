@@ -206,6 +206,9 @@ class RewardSpec(RunSpec):
     kind: str = "reward"
     eval_split: float = _f(0.1, "Share of pairs held out to report accuracy and margin.")
     center_rewards_coefficient: float | None = _f(None, "Penalty pulling mean reward to 0 (e.g. 0.01); empty = off.")
+    soft_labels: bool = _f(False, "Train on the judge's probabilities (the dataset's p_chosen, from export-prefs "
+                                  "--soft-labels) with binary cross-entropy between sigmoid(r_chosen - r_rejected) "
+                                  "and p_chosen, as the paper does; off = every pair counts as certain.")
 
 
 @dataclass

@@ -35,6 +35,7 @@ from cai_core.training.sources import (
     prompts_of,
     resolve_dataset,
     resolve_model_ref,
+    soft_label_of,
 )
 from cai_core.training.specs import RunSpec
 
@@ -192,6 +193,9 @@ def build_dataset(spec: RunSpec, ref: DatasetRef, tok):
     elif kind in ("reward", "dpo"):
         data = [{"prompt": as_messages(r["prompt"]), "chosen": _assistant(r["chosen"]),
                  "rejected": _assistant(r["rejected"])} for r in rows]
+        if kind == "reward" and getattr(spec, "soft_labels", False):
+            for n, (row, r) in enumerate(zip(data, rows), start=1):
+                row["p_chosen"] = soft_label_of(r, n, ref.given)
     elif kind == "ppo":
         data = []
         for msgs in prompts_of(rows):
@@ -345,6 +349,54 @@ def common_args(spec: RunSpec, paths: RunPaths, device: str, has_eval: bool) -> 
     )
 
 
+def soft_label_reward_trainer():
+    """TRL's RewardTrainer trained on soft labels, as the paper trains its preference model on the
+    feedback model's normalised probabilities: the loss is the binary cross-entropy between
+    sigmoid(r_chosen - r_rejected) and p_chosen (for p_chosen = 1 it is TRL's -log sigmoid(margin)).
+    Logs soft_target (mean p_chosen) and soft_error (mean |sigmoid(margin) - p_chosen|) beside
+    TRL's accuracy and margin."""
+    import torch
+    from trl import RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    class SoftLabelCollator(DataCollatorForPreference):
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            out["p_chosen"] = torch.tensor([float(e["p_chosen"]) for e in examples], dtype=torch.float)
+            return out
+
+    class SoftLabelRewardTrainer(RewardTrainer):
+        def __init__(self, *args, processing_class=None, **kwargs):
+            pad = processing_class.pad_token_id if processing_class.pad_token_id is not None \
+                else processing_class.eos_token_id
+            super().__init__(*args, processing_class=processing_class,
+                             data_collator=SoftLabelCollator(pad_token_id=pad), **kwargs)
+
+        def _set_signature_columns_if_needed(self):
+            if self._signature_columns is None:
+                self._signature_columns = ["chosen_ids", "rejected_ids", "p_chosen"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            target = inputs.pop("p_chosen")
+            # TRL's pass computes the rewards and its metrics (accuracy, margin, ...); the loss is replaced
+            _, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            margin = chosen - rejected
+            target = target.to(margin.device, margin.dtype)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, target)
+            if self.args.center_rewards_coefficient is not None:
+                loss = loss + self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
+            mode = "train" if self.model.training else "eval"
+            with torch.no_grad():
+                self._metrics[mode]["soft_target"].append(
+                    self.accelerator.gather_for_metrics(target.mean()).mean().item())
+                self._metrics[mode]["soft_error"].append(self.accelerator.gather_for_metrics(
+                    (torch.sigmoid(margin) - target).abs().mean()).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return SoftLabelRewardTrainer
+
+
 def build_trainer(spec: RunSpec, store, workspace, paths: RunPaths, device: str, ref: DatasetRef, callbacks,
                   resume_from: Path | None = None):
     """Model(s), dataset and the TRL trainer for the run's kind; returns (trainer, tokenizer, base path)."""
@@ -378,7 +430,8 @@ def build_trainer(spec: RunSpec, store, workspace, paths: RunPaths, device: str,
         model.config.pad_token_id = tok.pad_token_id
         cfg = RewardConfig(max_length=spec.max_length, center_rewards_coefficient=spec.center_rewards_coefficient,
                            **args)
-        trainer = RewardTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
+        trainer_class = soft_label_reward_trainer() if spec.soft_labels else RewardTrainer
+        trainer = trainer_class(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                                 processing_class=tok, peft_config=peft, callbacks=callbacks)
     elif kind == "dpo":
         from trl import DPOConfig, DPOTrainer
