@@ -188,6 +188,7 @@ class JudgeSpec(JobSpec):
     max_new_tokens: int = 160
     seed: int = 0
     batch_size: int = 8
+    zero_shot: bool = False
     out: str | None = None
     json: bool = False
 
@@ -310,6 +311,8 @@ class EvalJudgeSpec(JobSpec):
     n_boot: int = 1000
     device: str = "auto"
     dtype: str = "auto"
+    few_shot: tuple[str, ...] | None = None
+    zero_shot: bool = False
     out: str | None = None
     json: bool = False
 

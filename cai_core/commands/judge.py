@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=160, help="reasoning (cot) or verdict (parse) length")
     p.add_argument("--seed", type=int, default=0, help="seed of the random principle draw and of generation")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--zero-shot", action="store_true",
+                   help="judge without the constitution's judge examples (shown first by default when it has them)")
     p.add_argument("--out", default=None, help="write one JSON line per pair (id, p_a, label, p_a_ab, p_a_ba, flipped, invalid)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_judge)
@@ -57,7 +59,8 @@ def cmd_judge(args) -> int:
         raise CaiError(f"--cot-clamp must be LOW,HIGH (e.g. 0.4,0.6), not {args.cot_clamp!r}") from exc
     models = [args.judge_model] + [m.strip() for m in args.ensemble_models.split(",") if m.strip()]
     specs = [JudgeSpec(model=m, style=style, principles=args.principles, swap=not args.no_swap, cot_clamp=clamp,
-                       seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size) for m in models]
+                       seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                       few_shot=not args.zero_shot) for m in models]
     # validate everything before writing anything
     if args.pairs:
         pairs = load_pairs_file(args.pairs, seed=args.seed)

@@ -41,9 +41,9 @@ def register(sub) -> None:
     p.add_argument("--constitution", default=None,
                    help=f"a file, NAME, NAME@VERSION or a version hash; default: {DEFAULT_CONSTITUTION} if stored, else one built-in "
                         f"principle ('{HHH_QUESTION}'); 'builtin' forces the latter")
-    p.add_argument("--few-shot", default=None, metavar="FILE", action="append",
+    p.add_argument("--few-shot", default=None, metavar="FILE", nargs="+",
                    help="add judge examples to the constitution (RLMadisonFewShotPrompts.json for mc/parse, "
-                        "RLMadisonPrecogFewShotPrompts.json for cot); repeatable")
+                        "RLMadisonPrecogFewShotPrompts.json for cot)")
     p.add_argument("--zero-shot", action="store_true",
                    help="judge without the constitution's judge examples (they are used by default when present)")
     p.add_argument("--principles", default="random", help="random | all | comma-separated principle ids")
