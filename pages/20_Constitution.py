@@ -136,7 +136,20 @@ with tab_edit:
                 cols[1].selectbox("Principle", ids, key=pid_key, format_func=lambda v: v or "(first enabled)")
                 for fld in ("question", "response", "critique", "revision"):
                     st.text_area(fld.capitalize(), key=ce.key(uid, fld), height=80)
+                st.caption("The example's own requests (the paper's examples carry them); empty = the "
+                           "principle's requests.")
+                st.text_area("Its critique request", key=ce.key(uid, "critique_request"), height=68)
+                st.text_area("Its revision request", key=ce.key(uid, "revision_request"), height=68)
         st.button("Add few-shot example", icon=":material/add:", on_click=ce.add_few_shot)
+
+        st.subheader("Judge examples")
+        st.caption("Worked comparisons shown to the AI judge before each pair (the paper's judge is few-shot: "
+                   "RLMadisonFewShotPrompts.json for mc, RLMadisonPrecogFewShotPrompts.json for cot). Used by "
+                   "default whenever the constitution has them; they are part of the version and the judge key.")
+        judge_order = list(st.session_state.setdefault("ce_judge_order", []))
+        for pos, uid in enumerate(judge_order):
+            ce.judge_example_editor(pos, uid, len(judge_order))
+        st.button("Add judge example", icon=":material/add:", on_click=ce.add_judge_example)
 
         st.divider()
         draft = ce.draft_constitution(name)
@@ -169,12 +182,16 @@ with tab_versions:
 with tab_io:
     st.subheader("Import")
     st.caption("This project's YAML/JSON, or the CAI paper's CritiqueRevisionInstructions.json, "
-               "RLMadisonInstructions.json (comparison questions) or CritiqueRevisionFewShotPrompts.json.")
+               "RLMadisonInstructions.json (comparison questions, kept as their own list) or "
+               "CritiqueRevisionFewShotPrompts.json. Few-shot files: CritiqueRevisionFewShotPrompts.json "
+               "(critique examples) and RLMadisonFewShotPrompts.json / RLMadisonPrecogFewShotPrompts.json "
+               "(judge examples).")
     up = st.file_uploader("Constitution file", type=["yaml", "yml", "json"], key="ce_upload")
     i1, i2, i3 = st.columns(3)
     new_name = i1.text_input("Store as name (optional)", key="ce_import_name")
     comp_up = i2.file_uploader("Comparison questions (optional)", type=["json", "yaml", "yml"], key="ce_upload_cmp")
-    few_up = i3.file_uploader("Few-shot examples (optional)", type=["json", "yaml", "yml"], key="ce_upload_few")
+    few_ups = i3.file_uploader("Few-shot / judge examples (optional)", type=["json", "yaml", "yml"],
+                               key="ce_upload_few", accept_multiple_files=True) or []
     if st.button("Import", disabled=up is None, key="ce_import"):
         try:
             def _text(f):
@@ -182,7 +199,7 @@ with tab_io:
 
             imported = build_import(_text(up), up.name, name=new_name.strip() or None,
                                     comparisons=(_text(comp_up), comp_up.name) if comp_up else None,
-                                    few_shot=(_text(few_up), few_up.name) if few_up else None)
+                                    few_shot=[(_text(f), f.name) for f in few_ups])
             v = save_imported(store, imported, note=f"imported from {up.name}")
         except CaiError as exc:
             show_error(exc)
@@ -192,7 +209,7 @@ with tab_io:
             st.session_state.pop("ce_version", None)  # its newest version: the one just imported
             st.session_state["ce_import_flash"] = (
                 f"Imported {md_escape(repr(imported.name))} version {v} ({len(imported.principles)} principles, "
-                f"{len(imported.few_shot)} few-shot examples).")
+                f"{len(imported.few_shot)} few-shot examples, {len(imported.judge_examples)} judge examples).")
             st.rerun()
     if st.session_state.get("ce_import_flash"):
         st.success(st.session_state.pop("ce_import_flash"))

@@ -172,3 +172,32 @@ def test_deleting_a_prompt_set_needs_a_confirmation(page):
     at.button(key="ps_delete").click().run()
     assert not at.exception
     assert shown not in [s["name"] for s in list_prompt_sets(store)]
+
+
+def test_judge_examples_are_editable_and_saved(page):
+    """The paper's judge examples (RLMadisonFewShotPrompts.json) show on the Edit tab; an edit saves a
+    new version carrying it, and the paper examples' own critique requests survive a save."""
+    from cai_core.constitution.files import load_import
+    from cai_core.constitution.versions import get_constitution, save_imported
+    from conftest import PAPER_DATA
+
+    at, store = page
+    c = load_import(PAPER_DATA / "CritiqueRevisionInstructions.json", name="paper",
+                    comparisons=PAPER_DATA / "RLMadisonInstructions.json",
+                    few_shot=[PAPER_DATA / "CritiqueRevisionFewShotPrompts.json",
+                              PAPER_DATA / "RLMadisonFewShotPrompts.json"])
+    save_imported(store, c, note="paper")
+    at.run()
+    at.selectbox(key="ce_name").set_value("paper").run()
+    assert not at.exception
+    labels = [e.label for e in at.expander if e.label.startswith("Judge example")]
+    assert len(labels) == 5 and shown(labels[0]).startswith("Judge example 1 (mc): Human: What")
+    answer_keys = [s.key for s in at.selectbox if s.key and s.key.endswith("_answer")]
+    assert len(answer_keys) == 5
+    at.selectbox(key=answer_keys[0]).set_value("B").run()
+    at.button(key="ce_save").click().run()
+    assert not at.exception
+    saved = get_constitution(store, "paper")
+    assert saved.version != c.version
+    assert [e.answer for e in saved.judge_examples] == ["B"] + [e.answer for e in c.judge_examples[1:]]
+    assert [f.critique_request for f in saved.few_shot] == [f.critique_request for f in c.few_shot]

@@ -12,7 +12,9 @@ from cai_core.constitution.model import (
     ALLOWED_VARIABLES,
     FIELD_VARIABLES,
     Constitution,
+    JUDGE_EXAMPLE_STYLES,
     FewShotExample,
+    JudgeExample,
     Principle,
     template_variables,
 )
@@ -20,7 +22,11 @@ from cai_core.errors import CaiError
 from ui.markdown import md_escape, segments_markdown
 
 PRINCIPLE_FIELDS = ("id", "name", "critique_request", "revision_request", "comparison_question", "tags", "enabled")
-FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id")
+FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id", "critique_request",
+                   "revision_request")
+JUDGE_EXAMPLE_FIELDS = ("style", "conversation", "question", "response_a", "response_b", "reasoning", "answer")
+
+
 def key(uid: str, fld: str) -> str:
     return f"ce{st.session_state.get('ce_gen', 0)}_{uid}_{fld}"
 
@@ -33,11 +39,14 @@ def load_draft(c: Constitution, name: str, version: str) -> None:
     st.session_state["ce_next_uid"] = 0
     st.session_state["ce_order"] = []
     st.session_state["ce_few_order"] = []
+    st.session_state["ce_judge_order"] = []
     st.session_state[f"ce{gen}_description"] = c.description
     for p in c.principles:
         add_principle(p)
     for ex in c.few_shot:
         add_few_shot(ex)
+    for jex in c.judge_examples:
+        add_judge_example(jex)
 
 
 def _uid(prefix: str) -> str:
@@ -70,6 +79,14 @@ def add_few_shot(ex: FewShotExample | None = None) -> None:
     st.session_state["ce_few_order"].append(uid)
 
 
+def add_judge_example(ex: JudgeExample | None = None) -> None:
+    uid = _uid("j")
+    ex = ex or JudgeExample(conversation="Human: ", response_a="", response_b="", answer="A")
+    for fld in JUDGE_EXAMPLE_FIELDS:
+        st.session_state[key(uid, fld)] = getattr(ex, fld) or ""
+    st.session_state.setdefault("ce_judge_order", []).append(uid)
+
+
 def move(order_key: str, uid: str, delta: int) -> None:
     order = st.session_state[order_key]
     i = order.index(uid)
@@ -97,10 +114,41 @@ def draft_constitution(name: str) -> Constitution:
     for uid in st.session_state.get("ce_few_order", []):
         g = lambda f: st.session_state.get(key(uid, f)) or ""  # noqa: E731
         few.append(FewShotExample(question=g("question"), response=g("response"), critique=g("critique"),
-                                  revision=g("revision"), principle_id=g("principle_id").strip() or None))
+                                  revision=g("revision"), principle_id=g("principle_id").strip() or None,
+                                  critique_request=g("critique_request"), revision_request=g("revision_request")))
+    judge = []
+    for uid in st.session_state.get("ce_judge_order", []):
+        g = lambda f: st.session_state.get(key(uid, f)) or ""  # noqa: E731
+        judge.append(JudgeExample(conversation=g("conversation"), response_a=g("response_a"),
+                                  response_b=g("response_b"), answer=g("answer") or "A", reasoning=g("reasoning"),
+                                  question=g("question"), style=g("style") or "mc"))
     return Constitution(name=name, description=st.session_state.get(f"ce{gen}_description", "") or "",
                         principles=[principle_from_state(u) for u in st.session_state.get("ce_order", [])],
-                        few_shot=few)
+                        few_shot=few, judge_examples=judge)
+
+
+def judge_example_editor(pos: int, uid: str, total: int) -> None:
+    """One judge example's fields (the paper's RLMadison few-shot files give mc and cot ones)."""
+    style = st.session_state.get(key(uid, "style")) or "mc"
+    first_line = (st.session_state.get(key(uid, "conversation")) or "").strip().splitlines()[:1]
+    with st.expander(f"Judge example {pos + 1} ({style}): {md_escape((first_line[0] if first_line else '')[:60])}",
+                     key=f"jexp_{uid}"):
+        cols = st.columns([2, 1, 1], vertical_alignment="bottom")
+        with cols[0].container(horizontal=True):
+            st.button("Up", key=f"jup_{uid}", disabled=pos == 0, on_click=move, args=("ce_judge_order", uid, -1))
+            st.button("Down", key=f"jdown_{uid}", disabled=pos == total - 1, on_click=move,
+                      args=("ce_judge_order", uid, 1))
+            st.button("Remove", key=f"jrm_{uid}", on_click=remove, args=("ce_judge_order", uid))
+        cols[1].selectbox("Style", list(JUDGE_EXAMPLE_STYLES), key=key(uid, "style"),
+                          help="mc examples are shown to the mc and parse judges, cot examples to the cot judge")
+        cols[2].selectbox("Better response", ["A", "B"], key=key(uid, "answer"))
+        st.text_area("Conversation (Human: ... / Assistant: ...)", key=key(uid, "conversation"), height=90)
+        st.text_area("Comparison question (empty = the question of the pair being judged)", key=key(uid, "question"),
+                     height=68)
+        st.text_area("Response (A)", key=key(uid, "response_a"), height=80)
+        st.text_area("Response (B)", key=key(uid, "response_b"), height=80)
+        if style == "cot":
+            st.text_area("Reasoning (written before the answer)", key=key(uid, "reasoning"), height=100)
 
 
 def variables_caption(text: str, fld: str) -> None:
