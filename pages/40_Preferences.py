@@ -11,7 +11,7 @@ from cai_core.errors import CaiError
 from cai_core.exports import list_exports
 from cai_core.jobs import list_jobs
 from cai_core.jobspecs import ExportPrefsSpec, JudgeSpec, PairsSampleSpec
-from cai_core.rlaif.judges import list_judges
+from cai_core.rlaif.judges import judgment_rows, list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
     ORDERS,
@@ -32,6 +32,7 @@ from ui.common import active_model, get_store, job_progress, pick_current, rerun
 from ui.pair import show_pair
 from ui.markdown import md_escape
 from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_verdict
+from ui.transcript import show_judgment_transcripts
 
 store = get_store()
 model = active_model()
@@ -159,6 +160,8 @@ with tab_annotate:
         else:
             verdict = ai_verdict(store, cid, judge_keys or None)
             show_verdict(verdict, row.get("gold_label"))
+            show_judgment_transcripts([r for r in judgment_rows(store, cid)
+                                       if not judge_keys or r["judge_key"] in judge_keys])
             if verdict is not None and verdict.label is not None:
                 with st.expander("Override the AI verdict"):
                     others = [c for c in ("A", "B", "tie", "both_bad") if c != verdict.label]

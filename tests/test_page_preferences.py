@@ -223,3 +223,22 @@ def test_choice_buttons_leave_the_key_to_the_shortcut_badge(seeded):
     labels = {b.key.rsplit("_", 1)[0]: b.label for b in at.button if b.key and b.key.startswith("label_")}
     assert labels["label_A"] == "A is better" and labels["label_both_bad"] == "Both bad"
     assert not any("[" in text for text in labels.values()), labels
+
+
+def test_judgment_details_show_the_exact_text_sent_as_a_transcript(ws):
+    import json
+
+    store, ids = ws
+    sent = [{"role": "user", "content": "Consider <b>this</b> **conversation**\n(A) x\n(B) y"}]
+    store.execute("UPDATE judgments SET prompt_json=? WHERE order_shown='AB'",
+                  (json.dumps({"messages": sent, "assistant_prefix": "The answer is: "}),))
+    at = page()
+    at.text_input(key="annotator").input("ann").run()
+    at.toggle(key="blind").set_value(False).run()
+    assert not at.exception, at.exception
+    texts = [t.value for t in at.text]
+    assert sent[0]["content"] in texts   # literally, markup and all
+    exact = [json.loads(c.value) for c in at.code if c.language == "json"]
+    assert {"messages": sent, "assistant_prefix": "The answer is: "} in exact   # byte for byte, trailing space too
+    assert any(e.label.startswith("Transcripts: exact text sent to the judge (2 judgments)") for e in at.expander)
+    assert any("Not kept" in c.value for c in at.caption)   # the BA row predates transcripts

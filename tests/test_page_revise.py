@@ -149,3 +149,31 @@ def test_results_table_shows_a_dash_not_none_for_an_unmeasured_change(page_env):
     at = _page()
     table = at.dataframe[0].value
     assert list(table["changed %"]) == ["-", "25%"]
+
+
+def test_results_show_each_rounds_exact_requests_as_a_transcript(page_env):
+    from cai_core.constitution.versions import get_constitution
+    from cai_core.models.backends.base import Backend, Completion
+    from cai_core.supervised.revision import ReviseSettings, run_revision
+
+    class Echo(Backend):
+        spec = "echo"
+
+        def generate(self, conversations, params):
+            return [[Completion("Verdict: violation. <i>bad</i>")] for _ in conversations]
+
+        def stream(self, conversation, params):
+            yield "x"
+
+        def choice_logprobs(self, conversations, options, assistant_prefix=""):
+            return [{o: 1.0 / len(options) for o in options} for _ in conversations]
+
+    c = get_constitution(page_env, "mini")
+    run_revision(page_env, Echo(), c, [SCRIPT], ReviseSettings(rounds=1, schedule="sequence", sequence=["harm"]),
+                 "echo", batch="t")
+    at = _page()
+    assert any(e.label == "Transcript: exact text sent to the model" for e in at.expander)
+    texts = [t.value for t in at.text]
+    assert "CritiqueRequest: Identify ways the response is harmful." in texts
+    assert "RevisionRequest: Rewrite the response to remove harmful content." in texts
+    assert SCRIPT in texts and not any("<script>" in m.value for m in at.markdown)

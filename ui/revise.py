@@ -11,6 +11,7 @@ import streamlit as st
 from cai_core.textdiff import word_diff
 from ui.common import fmt_eta
 from ui.markdown import md_escape, segments_markdown
+from ui.transcript import show_step_transcripts
 
 
 def diff_markdown(old: str, new: str) -> str:
@@ -67,6 +68,7 @@ def render_trajectory(traj: dict, names: dict[str, str] | None = None) -> None:
                 st.caption("No violation found: stopped early, no revision.")
             else:
                 st.caption("Revision pending.")
+            show_step_transcripts(step)
 
 
 class LiveProgress:
