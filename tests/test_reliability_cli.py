@@ -157,3 +157,22 @@ def test_one_resamples_flag_with_the_old_spelling_hidden():
         assert parser.parse_args([command, *args, "--bootstrap", "20"]).n_boot == 20
         helptext = run_cli(command, "--help").stdout
         assert "--n-boot" in helptext and "--bootstrap" not in helptext
+
+
+def test_eval_judge_few_shot_and_zero_shot_keys(tmp_path, tiny_model_dir):
+    """--few-shot adds the paper's judge examples (a new constitution version and a '-5shot' key);
+    --zero-shot hides them again."""
+    ws = str(tmp_path / "ws")
+    few = str(PAPER_DATA / "RLMadisonFewShotPrompts.json")
+    base = ["eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(HHH), "--limit", "2",
+            "--constitution", "builtin", "--n-boot", "0", "--json", "--workspace", ws]
+    shot = run_cli(*base, "--few-shot", few)
+    assert shot.returncode == 0, shot.stderr
+    report = json.loads(shot.stdout)
+    assert report["judge_examples"] == 5 and report["judge_key"].startswith("mc-5shot|")
+    zero = run_cli(*base, "--few-shot", few, "--zero-shot")
+    assert zero.returncode == 0, zero.stderr
+    zreport = json.loads(zero.stdout)
+    assert zreport["judge_examples"] == 0 and zreport["judge_key"].startswith("mc|")
+    bad = run_cli(*base, "--few-shot", few, "--style", "cot")
+    assert bad.returncode == 2 and "no judge examples for the cot style" in bad.stderr

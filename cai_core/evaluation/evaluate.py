@@ -36,7 +36,7 @@ from cai_core.models.backends.base import GenerationParams
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, check_style, resolve_style
-from cai_core.rlaif.judges import JudgeSpec, judge_pairs, stored_verdicts
+from cai_core.rlaif.judges import JudgeSpec, check_can_judge, judge_pairs, stored_verdicts
 from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import Store, dumps, loads, now
 
@@ -105,7 +105,7 @@ def _judge_constitution(store: Store, value: str | None) -> Constitution:
     (constitution/spec.py: file | NAME | NAME@VERSION | hash)."""
     if not value:
         return HARMLESS_JUDGE
-    return resolve_constitution(store, value).validate(where=value)
+    return check_can_judge(resolve_constitution(store, value).validate(where=value))
 
 
 def validate_spec(store: Store, spec: EvalSpec) -> tuple[list[Policy], dict[str, list[dict]], Constitution]:

@@ -39,7 +39,7 @@ from cai_core.evaluation.stats import (
 from cai_core.models.bounds import fit_prompts
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
-from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+from cai_core.rlaif.judges import JudgeSpec, check_can_judge, judge_pairs
 from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import Store, dumps, now
 from cai_core.supervised.revision import (
@@ -123,6 +123,8 @@ def validate_ab(store: Store, spec: ABSpec):
     settings.validate(cb)
     if spec.judge_constitution and not spec.judge_model:
         raise CaiError("--judge-constitution needs --judge-model")
+    if spec.judge_constitution:
+        check_can_judge(resolve_constitution(store, spec.judge_constitution))
     return ca, cb, items, settings
 
 

@@ -243,14 +243,19 @@ class _Item:
     conversation: Conversation
 
 
-def choose_principles(spec: JudgeSpec, constitution: Constitution, pair_key: str) -> list[Principle]:
-    """The principles a pair is judged on, from the comparison list: one drawn with a per-pair
-    seed, all of them, or the listed ids. A constitution without comparison questions is refused."""
-    enabled = constitution.comparison_principles()
-    if not enabled:
+def check_can_judge(constitution: Constitution) -> Constitution:
+    """Refuse, before any work, a constitution that has no comparison question to judge with."""
+    if not constitution.comparison_principles():
         raise CaiError(f"constitution {constitution.name!r} has no comparison questions, so it cannot judge: add "
                        "some (e.g. constitution import ... --comparisons RLMadisonInstructions.json, or write them "
                        "on the Constitution page), or judge with another constitution")
+    return constitution
+
+
+def choose_principles(spec: JudgeSpec, constitution: Constitution, pair_key: str) -> list[Principle]:
+    """The principles a pair is judged on, from the comparison list: one drawn with a per-pair
+    seed, all of them, or the listed ids. A constitution without comparison questions is refused."""
+    enabled = check_can_judge(constitution).comparison_principles()
     if spec.principles == "all":
         return enabled
     if spec.principles == "random":
