@@ -267,7 +267,7 @@ def test_judge_draws_only_from_the_comparison_list():
 def test_stored_judgment_keeps_the_exact_transcript(store):
     from cai_core.rlaif.judges import judgment_rows, judgment_transcript
 
-    ids = add_pairs(store, PAIRS, source="t")
+    ids = add_pairs(store, PAIRS, origin="imported")
     pairs = [{**PAIRS[0], "comparison_id": ids[0]}]
     judge = RecordingJudge({"good": 3.0, "bad": 1.0})
     judge_pairs(judge, JudgeSpec("fake", principles=["help"]), _with_examples(), pairs, store=store)

@@ -179,7 +179,7 @@ def test_judge_examples_are_editable_and_saved(page):
     new version carrying it, and the paper examples' own critique requests survive a save."""
     from cai_core.constitution.files import load_import
     from cai_core.constitution.versions import get_constitution, save_imported
-    from conftest import PAPER_DATA
+    from tests.helpers import PAPER_DATA
 
     at, store = page
     c = load_import(PAPER_DATA / "CritiqueRevisionInstructions.json", name="paper",

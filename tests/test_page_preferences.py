@@ -225,10 +225,10 @@ def test_choice_buttons_leave_the_key_to_the_shortcut_badge(seeded):
     assert not any("[" in text for text in labels.values()), labels
 
 
-def test_judgment_details_show_the_exact_text_sent_as_a_transcript(ws):
+def test_judgment_details_show_the_exact_text_sent_as_a_transcript(seeded):
     import json
 
-    store, ids = ws
+    store, ids = seeded
     sent = [{"role": "user", "content": "Consider <b>this</b> **conversation**\n(A) x\n(B) y"}]
     store.execute("UPDATE judgments SET prompt_json=? WHERE order_shown='AB'",
                   (json.dumps({"messages": sent, "assistant_prefix": "The answer is: "}),))

@@ -14,7 +14,7 @@ from cai_core.errors import CaiError
 from cai_core.training import metrics as training_metrics
 from cai_core.training.sources import check_spec_sources
 from cai_core.training.specs import new_spec
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 TARGETS = {"Say hello to me.": 0.8, "Tell me goodbye.": 0.3}
 ROWS = [{"prompt": [{"role": "user", "content": "Say hello to me."}],
@@ -61,6 +61,7 @@ def _train(tmp_path, tiny_model_dir, soft: bool):
     return spec
 
 
+@pytest.mark.slow
 def test_soft_labels_learn_the_target_probabilities_and_differ_from_hard(tmp_path, tiny_model_dir):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     soft = _train(tmp_path, tiny_model_dir, soft=True)
