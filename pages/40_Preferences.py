@@ -30,6 +30,7 @@ from cai_core.workspace import fresh_name, safe_name
 from ui.command_preview import build_spec, preview_button, show_command, start_from_form
 from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error
 from ui.pair import show_pair
+from ui.reliability import judge_words
 from ui.markdown import md_escape
 from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_verdict
 from ui.transcript import show_judgment_transcripts
@@ -74,8 +75,11 @@ with tab_annotate:
     c5, c6 = st.columns(2)
     q_batch = c5.selectbox("Batch", [ALL] + batch_names, key="queue_batch")
     judges = list_judges(store)
+    judge_name = {j["judge_key"]: judge_words(store, j["judge_key"], j["model"], j["style"]) for j in judges}
+    judge_key_help = "Judge keys: " + "; ".join(judge_name)
     judge_keys = c6.multiselect("Judges (AI verdict)", [j["judge_key"] for j in judges], key="queue_judges",
-                                help="Empty: every judge's judgments, averaged.")
+                                format_func=lambda k: judge_name.get(k, k),
+                                help="Empty: every judge's judgments, averaged. " + judge_key_help)
     batch_filter = None if q_batch == ALL else q_batch
     offset = st.session_state.setdefault("queue_offset", 0)
 
@@ -306,7 +310,7 @@ with tab_export:
         e_batch = c2.selectbox("Batch", [ALL] + batch_names, key="export_batch")
         e_combine = c3.selectbox("Combine AI judges", ["mean", "vote"], key="export_combine")
         e_judges = st.multiselect("Judges for AI labels (empty: all)", [j["judge_key"] for j in judges],
-                                  key="export_judges")
+                                  key="export_judges", format_func=lambda k: judge_name.get(k, k), help=judge_key_help)
         c4, c5, c6 = st.columns(3)
         soft = c4.toggle("Soft-label column (p_chosen)")
         margin = c5.toggle("Margin column (RewardTrainer)")
