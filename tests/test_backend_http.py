@@ -75,7 +75,7 @@ def test_seed_sent_per_sample(fake_server):
     b = HttpBackend(url)
     b.generate([STORY, QUESTION], GenerationParams(max_new_tokens=5, temperature=0.8, top_p=0.9, seed=7, n=2,
                                                    stop=["\n\n"]))
-    sent = [r for r in _Handler.requests if r.get("messages")]
+    sent = [r for r in _Handler.requests if r.get("messages") and r.get("max_tokens") == 5]  # not the probe
     assert sorted((r["messages"][0]["content"][:4], r["seed"]) for r in sent) == [
         ("Repl", 7), ("Repl", 8), ("Tell", 7), ("Tell", 8)]
     assert all(r["temperature"] == 0.8 and r["top_p"] == 0.9 and r["max_tokens"] == 5 and r["stop"] == ["\n\n"]

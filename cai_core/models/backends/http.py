@@ -20,8 +20,9 @@ optionally with settings after '#': "http://127.0.0.1:8080/v1#model=NAME&templat
   their key. A server that returns no log-probs gets a clear CaiError and `supports_logprobs`
   becomes False.
 - faults: /models answering with something that is not JSON is an error at load time, not
-  "ready"; the first completion request uses a short timeout (FIRST_REQUEST_TIMEOUT), so a
-  server that lists models but hangs on completions fails fast with the cause.
+  "ready"; before the first real request one one-token completion runs under a short timeout
+  (`probe`, FIRST_REQUEST_TIMEOUT), so a server that lists models but hangs on completions fails
+  fast with the cause instead of a batch of requests each waiting the long timeout.
 
 The API key comes from the argument or CAI_API_KEY / OPENAI_API_KEY and is never stored.
 """
@@ -198,7 +199,8 @@ class HttpBackend(Backend):
         self.timeout = float(timeout)
         self._concurrency = concurrency or settings.get("concurrency")
         self.server_kind = ""               # vllm | tgi | llama-cpp-python | llama.cpp | "" (unknown)
-        self._first_done = False            # a completion has succeeded: the normal timeout from now on
+        self._first_done = False            # the probe's completion succeeded (see probe)
+        self._probe_lock = threading.Lock()
         self._api_key = api_key or env_api_key()
         self._template_source = template or settings.get("template")
         self._template: ChatTemplate | None = None
@@ -238,42 +240,27 @@ class HttpBackend(Backend):
             if isinstance(reason, ConnectionRefusedError):
                 msg = "connection refused - is the server running on that port?"
             elif isinstance(reason, (socket.timeout, TimeoutError)):
-                msg = f"no answer within {timeout or self.timeout:.0f} s"
+                msg = f"no answer within {timeout or self.timeout:g} s"
             else:
                 msg = str(reason)
             raise CaiError(f"cannot reach {url}: {msg}") from None
         except (socket.timeout, TimeoutError):
-            raise CaiError(f"cannot reach {url}: no answer within {timeout or self.timeout:.0f} s") from None
+            raise CaiError(f"cannot reach {url}: no answer within {timeout or self.timeout:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise CaiError(f"cannot reach {url}: {exc}") from None
 
-    def _post(self, path: str, payload: dict, url: str | None = None) -> dict:
+    def _post(self, path: str, payload: dict, url: str | None = None, timeout: float | None = None) -> dict:
         url = url or self._url(path)
-        first = not self._first_done and path in ("/chat/completions", "/completions")
-        timeout = min(self.timeout, FIRST_REQUEST_TIMEOUT) if first else self.timeout
+        timeout = timeout or self.timeout
         try:
             with self._request(url, payload, timeout=timeout) as resp:
                 raw = resp.read()
         except (socket.timeout, TimeoutError):
-            raw = None
-        except CaiError as exc:
-            if first and "no answer within" in str(exc):
-                raw = None
-            else:
-                raise
-        if raw is None:
-            if first:
-                raise CaiError(f"cannot reach {url}: no answer within {timeout:g} s to the first completion "
-                               "request: the server accepts connections and lists models but is not generating "
-                               "(still loading, stuck, or overloaded)") from None
-            raise CaiError(f"cannot reach {url}: no answer within {timeout:.0f} s") from None
+            raise CaiError(f"cannot reach {url}: no answer within {timeout:g} s") from None
         try:
-            data = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise CaiError(f"{url} did not answer with JSON: {raw[:200]!r}") from None
-        if first:
-            self._first_done = True
-        return data
 
     def _discover(self) -> None:
         """Check the endpoint answers (clear error at load time) and learn the served model's name
@@ -323,11 +310,25 @@ class HttpBackend(Backend):
         return body
 
     def probe(self) -> None:
-        """One one-token completion under the short first-request timeout: loading an endpoint ends
-        here with the cause (not found, no JSON, hung), before any caller writes a row for it."""
-        if self._first_done:
-            return
-        self._one([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=1, temperature=0.0), None)
+        """One one-token completion under the short first-request timeout, once per backend, before
+        the first real request (generate, stream and choice_logprobs call it; get_backend too): a
+        broken or hung endpoint ends here with the cause, before a batch of requests waits the long
+        timeout and before any caller writes a row for it."""
+        with self._probe_lock:
+            if self._first_done:
+                return
+            timeout = min(self.timeout, FIRST_REQUEST_TIMEOUT)
+            body = self._body({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0.0})
+            try:
+                data = self._post("/chat/completions", body, timeout=timeout)
+            except CaiError as exc:
+                if "no answer within" in str(exc):
+                    raise CaiError(f"{exc} to the first completion request: the server accepts connections and "
+                                   "lists models but is not generating (still loading, stuck, or overloaded)") from None
+                raise
+            if not isinstance(data, dict) or not data.get("choices"):
+                raise CaiError(f"{self._url('/chat/completions')} answered without a completion: {str(data)[:200]}")
+            self._first_done = True
 
     # -- generation ----------------------------------------------------------------------------
     def _sampling(self, params: GenerationParams, seed: int | None) -> dict:
@@ -355,6 +356,7 @@ class HttpBackend(Backend):
         return Completion(text=text.strip(), tokens=tokens, finish_reason=finish)
 
     def generate(self, conversations: list[Conversation], params: GenerationParams) -> list[list[Completion]]:
+        self.probe()
         n = max(1, int(params.n))
         jobs = [(i, j) for i in range(len(conversations)) for j in range(n)]
 
@@ -371,16 +373,8 @@ class HttpBackend(Backend):
         url = self._url("/chat/completions")
         body = self._body({"messages": conversation, "stream": True, **self._sampling(params, params.seed)})
         produced = ""
-        first = not self._first_done
-        try:
-            resp = self._request(url, body, stream=True,
-                                 timeout=min(self.timeout, FIRST_REQUEST_TIMEOUT) if first else None)
-        except CaiError as exc:
-            if first and "no answer within" in str(exc):
-                raise CaiError(f"{exc} to the first completion request: the server lists models but is not "
-                               "generating (still loading, stuck, or overloaded)") from None
-            raise
-        self._first_done = True
+        self.probe()
+        resp = self._request(url, body, stream=True)
         try:
             for raw in _lines(resp, url, self.timeout):
                 line = raw.decode("utf-8", "replace").strip()
@@ -454,7 +448,7 @@ class HttpBackend(Backend):
                     text = self._post("", self._body({"tokens": ids}), url=self._root_url("/detokenize")).get("prompt")
                     if isinstance(text, str):
                         return text
-            except HttpStatusError:
+            except CaiError:  # not vLLM (404, an HTML page, ...): the template stays unknown
                 pass
             self._server_tokenize = False
         return None
@@ -476,8 +470,9 @@ class HttpBackend(Backend):
         tokens by id; other servers get one request per text and name tokens by their text."""
         vllm = self.server_kind == "vllm"
         body = {"max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
-        if vllm:  # the templated text already holds its special tokens; never add a second BOS
-            body.update(add_special_tokens=False, return_tokens_as_token_ids=True)
+        if vllm:  # the templated text already holds its special tokens (never a second BOS); with echo,
+            # max_tokens 0 returns exactly the prompt's tokens (a generated EOS could otherwise blur the cut)
+            body.update(max_tokens=0, add_special_tokens=False, return_tokens_as_token_ids=True)
         batches = [texts] if vllm else [[t] for t in texts]
         out: list[tuple[list, list]] = []
         for batch in batches:
@@ -491,9 +486,11 @@ class HttpBackend(Backend):
                 if not lp or not lp.get("tokens") or not lp.get("token_logprobs"):
                     raise self._no_logprobs("/completions returned no logprobs with echo")
                 tokens, values = list(lp["tokens"]), list(lp["token_logprobs"])
-                if len(batch) == 1 and usage.get("prompt_tokens"):
+                if vllm:
+                    n = len(tokens)
+                elif usage.get("prompt_tokens"):
                     n = int(usage["prompt_tokens"])
-                else:  # one generated token follows each echoed prompt
+                else:  # the one generated token follows the echoed prompt
                     n = len(tokens) - 1
                 out.append((tokens[:n], values[:n]))
         return out
@@ -545,6 +542,7 @@ class HttpBackend(Backend):
         prefixes = assistant_prefixes(conversations, assistant_prefix)
         if self._supports_logprobs is False:
             raise self._no_logprobs("an earlier request returned none")
+        self.probe()
         prompts = [self.prompt_text(c) for c in conversations] if conversations else []
         exact = all(p is not None for p in prompts)
 
