@@ -186,7 +186,7 @@ def test_a_client_id_stores_one_label_however_often_it_arrives(store, tmp_path):
     from cai_core.rlaif.preferences import DuplicateLabel
     from tests.helpers import run_cli
 
-    cid = add_pairs(store, [{"id": "x", "prompt": "q", "response_a": "a", "response_b": "b"}], source="t", batch="b")[0]
+    cid = add_pairs(store, [{"id": "x", "prompt": "q", "response_a": "a", "response_b": "b"}], origin="imported", batch="b")[0]
     first = add_label(store, cid, "A", "ann", client_id="item-7-n1")
     assert first["client_id"] == "item-7-n1"
     with pytest.raises(DuplicateLabel, match="not stored twice"):
