@@ -371,3 +371,23 @@ def test_approximate_scoring_is_reported_and_in_the_judge_key(fake_server):
     judge_pairs(b, spec, None, [{"id": "p1", "prompt": "Hi", "response_a": "Hello", "response_b": "Go away",
                                  "question": "Which is kinder?"}])
     assert spec.scoring == APPROXIMATE_SCORING and spec.judge_key == exact_key + "|approx"
+
+
+def test_revise_against_a_hung_endpoint_fails_fast_and_stores_nothing(fake_server, ws, monkeypatch, capsys):
+    """The whole path: `revise --model URL` on a server that lists models but never completes exits 2
+    with the cause within seconds, and no trajectory, prompt set or job row was written for it."""
+    from cai_core.cli import main
+    from cai_core.models.backends import http
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    monkeypatch.setattr(http, "FIRST_REQUEST_TIMEOUT", 0.5)
+    url = fake_server("hang")
+    store = Store(Workspace.open(ws))
+    before = {t: store.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("trajectories", "prompts", "prompt_sets")}
+    start = time.monotonic()
+    code = main(["revise", "--workspace", str(ws), "--model", url, "--constitution", "sample_data/constitutions/seed.yaml",
+                 "--prompts", "sample_data/prompts/red_team.jsonl", "--limit", "2", "--max-new-tokens", "4"])
+    assert code == 2 and time.monotonic() - start < 6
+    assert "first completion request" in capsys.readouterr().err
+    assert {t: store.scalar(f"SELECT COUNT(*) FROM {t}") for t in before} == before
