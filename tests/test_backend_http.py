@@ -370,7 +370,12 @@ def test_approximate_scoring_is_reported_and_in_the_judge_key(fake_server):
     exact_key = spec.judge_key
     judge_pairs(b, spec, None, [{"id": "p1", "prompt": "Hi", "response_a": "Hello", "response_b": "Go away",
                                  "question": "Which is kinder?"}])
-    assert spec.scoring == APPROXIMATE_SCORING and spec.judge_key == exact_key + "|approx"
+    assert spec.scoring == APPROXIMATE_SCORING and spec.judge_key == exact_key.replace("mc|", "mc-approx|", 1)
+    from ui.reliability import judge_words
+
+    words = judge_words(None, spec.judge_key)
+    assert "approximate: first-token top-k" in words and "fake" in words
+    assert "approximate" not in judge_words(None, exact_key)
 
 
 def test_revise_against_a_hung_endpoint_fails_fast_and_stores_nothing(fake_server, ws, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import get_by_version
 from cai_core.errors import CaiError
+from cai_core.rlaif.judges import APPROX_KEY_SUFFIX
 
 # Below this many judged gold items the page says "too few items for a conclusion": at n=30 the 95% CI of
 # an accuracy near 70% is still about +-16 points wide, enough to cover both chance and the MT-Bench levels.
@@ -40,7 +41,8 @@ def judge_words(store, judge_key: str, model: str | None = None, style: str | No
             constitution = f"{get_by_version(store, version).name}@{version}"
         except CaiError:
             constitution = f"constitution {version}"
-    return f"{model} · {STYLE_WORDS.get(style, style)} · {principle_words} · {constitution}"
+    approx = " (approximate: first-token top-k)" if APPROX_KEY_SUFFIX in parts[0] else ""
+    return f"{model} · {STYLE_WORDS.get(style, style)}{approx} · {principle_words} · {constitution}"
 
 
 def too_few(n: int) -> bool:

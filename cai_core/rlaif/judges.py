@@ -52,6 +52,9 @@ PAIR_QUESTION_ID = "pair-question"   # principle_id used when a pair carries its
 Progress = Callable[[int, int, str], None]
 
 
+APPROX_KEY_SUFFIX = "-approx"  # on the key's style part when the backend's option scoring is approximate
+
+
 @dataclass
 class JudgeSpec:
     """Everything that decides what a judge answers (and so its judge_key)."""
@@ -102,10 +105,10 @@ class JudgeSpec:
         blob = json.dumps(self.settings(), sort_keys=True).encode()
         principles = self.principles if isinstance(self.principles, str) else f"{len(self.principles)}ids"
         style = f"{self.style}-{self.examples}shot" if self.examples else self.style
+        if self.style in ("mc", "cot") and self.scoring != "exact":
+            style += APPROX_KEY_SUFFIX  # never silently: "approximate: first-token top-k" (backend.option_scoring)
         parts = [style, self.model, self.constitution_version or "-", principles,
                  hashlib.sha256(blob).hexdigest()[:8]]
-        if self.style in ("mc", "cot") and self.scoring != "exact":
-            parts.append("approx")  # never silently: "approximate: first-token top-k" (backend.option_scoring)
         return "|".join(parts)
 
     def to_dict(self) -> dict:
