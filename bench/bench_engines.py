@@ -4,12 +4,12 @@ One run, one model, the same prompts and settings (answer, one critique, one rev
 few-shot turns; the same max new tokens):
 
 - transformers engine: `run_revision` on the LocalBackend (fp32, batched `generate`);
-- CTranslate2 engine: `run_revision` on the CT2Backend (int8, batched `generate_batch`);
+- CTranslate2 engine: `run_revision` on the CT2Backend (float32 by default, batched `generate_batch`);
 - seed loop: a transformers `pipeline()` call per prompt and stage (benchlib.seed_loop).
 
 Also measured: batch-1 streaming tokens/s on each engine, the live 2-round run for one prompt
-(`stream_revision`, what the Critique and Revise page runs) on each engine, and how close int8
-greedy text stays to fp32 (answers whose first 16 tokens are equal).
+(`stream_revision`, what the Critique and Revise page runs) on each engine, and how close the
+CTranslate2 greedy text stays to transformers fp32 (answers whose first 16 tokens are equal).
 ratio = CTranslate2 engine prompts/s / transformers engine prompts/s. Target >= 2.5.
 """
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="per stage (default 64; 16 with --quick)")
     p.add_argument("--batch-size", type=int, default=32, help="engine batch size")
     p.add_argument("--no-seed-loop", action="store_true", help="skip the slow per-prompt pipeline loop")
+    p.add_argument("--quantization", default=None, help="CTranslate2 compute type (default: the engine's, float32)")
     args = p.parse_args()
     setup(args)
     n = args.prompts or (8 if args.quick else 32)
@@ -88,6 +89,9 @@ def main() -> None:
     from cai_core.models.backends.local import LocalBackend
     from cai_core.supervised.revision import ReviseSettings
 
+    from cai_core.models.specs import CT2_QUANTIZATION
+
+    args.quantization = args.quantization or CT2_QUANTIZATION
     path = model_dir(args)
     prompts = red_team_prompts(n)
     constitution = load_constitution_file(ROOT / "sample_data" / "constitutions" / "harmless_helpful.yaml")
@@ -95,7 +99,7 @@ def main() -> None:
 
     hf = LocalBackend(path, device="cpu", dtype="float32")
     with Timer() as t_convert:
-        ct2 = CT2Backend(path, ct2_dir=tempfile.mkdtemp(prefix="cai-bench-ct2-"), quantization="int8",
+        ct2 = CT2Backend(path, ct2_dir=tempfile.mkdtemp(prefix="cai-bench-ct2-"), quantization=args.quantization,
                          intra_threads=args.threads or 0)
     tok = hf.tokenizer
     warm = [[{"role": "user", "content": "hi"}]]
@@ -118,7 +122,8 @@ def main() -> None:
         "ct2_conversion_and_load_s": round(t_convert.seconds, 1),
         "transformers_engine": f"{hf_s:.1f}s, {n / hf_s:.3f} prompts/s, {hf_tokens / hf_s:.1f} tokens/s",
         "ctranslate2_engine": f"{ct2_s:.1f}s, {n / ct2_s:.3f} prompts/s, {ct2_tokens / ct2_s:.1f} tokens/s",
-        "int8_answers_first_16_tokens_equal_fp32": f"{agree}/{n}",
+        "ct2_quantization": args.quantization,
+        "ct2_answers_first_16_tokens_equal_transformers_fp32": f"{agree}/{n}",
         "stream_batch1_tokens_per_s": f"transformers {stream_hf:.1f}, ctranslate2 {stream_ct2:.1f}",
         "live_2_rounds_one_prompt_s": f"transformers {live_hf:.1f}, ctranslate2 {live_ct2:.1f} "
                                       f"({live_hf / max(live_ct2, 1e-9):.2f}x)",

@@ -110,7 +110,7 @@ def test_auto_engine_picks_ctranslate2_for_a_cpu_folder_and_caches_in_the_worksp
     backend = get_backend(str(model_copy), workspace, engine="auto")
     try:
         assert backend.info()["engine"] == "ctranslate2"
-        assert backend.ct2_dir.parent == workspace.models_dir and backend.ct2_dir.name.endswith("-ct2-int8")
+        assert backend.ct2_dir.parent == workspace.models_dir and backend.ct2_dir.name.endswith("-ct2-float32")
         out = backend.generate(convs()[:2], GenerationParams(max_new_tokens=4, temperature=0.0))
         assert len(out) == 2 and all(len(r) == 1 for r in out)
         assert get_backend(str(model_copy), workspace, engine="transformers").info()["engine"] == "transformers"
@@ -140,7 +140,7 @@ def test_cli_engine_flag_runs_generation_on_ctranslate2(model_copy, tmp_path):
     out = run_cli("generate", "Hello there", "--model", str(model_copy), "--max-new-tokens", "4",
                   "--temperature", "0", "--engine", "ctranslate2", "--workspace", str(ws))
     assert out.returncode == 0, out.stderr
-    assert list((ws / "models").glob("*-ct2-int8/model.bin"))
+    assert list((ws / "models").glob("*-ct2-float32/model.bin"))
     bad = run_cli("generate", "Hello", "--model", str(model_copy), "--engine", "onnx", "--workspace", str(ws))
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
@@ -160,5 +160,5 @@ def test_bench_engines_quick_prints_its_figures_and_a_ratio_line(tmp_path):
     last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ratio=\d+\.\d+ target=2\.5", last), last
     for figure in ("ctranslate2_engine:", "transformers_engine:", "stream_batch1_tokens_per_s:",
-                   "live_2_rounds_one_prompt_s:", "int8_answers_first_16_tokens_equal_fp32:"):
+                   "live_2_rounds_one_prompt_s:", "ct2_answers_first_16_tokens_equal_transformers_fp32:"):
         assert figure in out.stdout

