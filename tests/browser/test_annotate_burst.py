@@ -38,7 +38,7 @@ def app_server(tmp_path_factory, tiny_model_dir):
 
 def test_a_burst_of_key_presses_stores_one_label_per_item_shown(page, app_server, app_store):
     add_pairs(app_store, [{"id": str(i), "prompt": f"question {i}", "response_a": f"yes {i}", "response_b": f"no {i}"}
-                          for i in range(4)], source="sampled", batch="burst")
+                          for i in range(4)], origin="sampled", batch="burst")
     open_page(page, app_server, page_url(ROOT / "pages" / "40_Preferences.py"), "Preferences")
     fill(page, "Annotator", "burst-tester")
     meant = []

@@ -58,6 +58,8 @@ def test_live_run_shows_progress_and_stop_ends_it(page, app_server, app_store):
     time.sleep(5)  # a generation left running would store the critique when it ends
     assert stored() == after_stop
     status, steps = after_stop
-    assert status != "done" and all(critique is None for _, critique, _ in steps), after_stop
+    # Stop was pressed while round 1's critique ran; on a busy machine that critique may have finished
+    # (and been stored, a finished step) before the click arrived, but the round's revision never was
+    assert status != "done" and all(revision is None for _, _, revision in steps), after_stop
     assert app_store.scalar("SELECT initial FROM trajectories WHERE id=?", (row["id"],)) is not None  # kept
     snap(page, "live_stopped", doc=False)
