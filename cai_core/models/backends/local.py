@@ -18,6 +18,7 @@ from cai_core.models.backends.base import (
     GenerationParams,
     apply_stop,
     assistant_prefixes,
+    common_prefix_length,
     natural_option_tokens,
     normalise,
 )
@@ -394,7 +395,7 @@ def shared_prefix(prompts: list[list[int]]) -> int:
     first = prompts[0]
     shared = min(len(p) for p in prompts) - 1
     for p in prompts[1:]:
-        shared = min(shared, _common_prefix(first, p))
+        shared = min(shared, common_prefix_length(first, p))
     return max(0, shared)
 
 
@@ -410,10 +411,10 @@ def prefix_groups(prompts: list[list[int]], min_shared: int = MIN_SHARED_PREFIX)
     i = 0
     while i < len(prompts):
         members = [i]
-        shared = _common_prefix(prompts[i], prompts[i + 1]) if i + 1 < len(prompts) else 0
+        shared = common_prefix_length(prompts[i], prompts[i + 1]) if i + 1 < len(prompts) else 0
         if shared >= min_shared:
             j = i + 1
-            while j < len(prompts) and _common_prefix(prompts[i], prompts[j]) >= shared:
+            while j < len(prompts) and common_prefix_length(prompts[i], prompts[j]) >= shared:
                 cut = min(shared, *(len(prompts[m]) - 1 for m in members + [j]))
                 suffixes = [len(prompts[m]) - cut for m in members + [j]]
                 if max(suffixes) * len(suffixes) - sum(suffixes) > cut * (len(suffixes) - 1):
@@ -424,15 +425,6 @@ def prefix_groups(prompts: list[list[int]], min_shared: int = MIN_SHARED_PREFIX)
         groups.append((shared, members))
         i = members[-1] + 1
     return groups
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _chunks(groups: list[tuple[int, list[int]]], prompts: list[list[int]], batch_size: int,
