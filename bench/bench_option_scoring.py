@@ -2,6 +2,12 @@
 (float32), vLLM's OpenAI server and a llama.cpp server (issue 13: the same model must give the same
 P(A) on all of them within 0.02).
 
+llama.cpp serves GGUF files: give --llama a server on an F32 GGUF of the same weights
+(`python bench/gguf_f32.py OUT.gguf` writes one from the embedded default model, whose float32
+folder the other engines load). A server on the embedded quantized GGUF itself (Q4_1 weights,
+quantized activations in llama.cpp's matmuls) can be given as --llama-quantized: measured beside
+the exact engines, outside the ratio, like CTranslate2 int8.
+
 Pairs: the first N two-reply items of the paper's 438HHHEvaluations, judged in the mc style
 ("The answer is: " then "(A)"/"(B)", scored at the natural token boundary) on one fixed question,
 both orders. Servers are given by URL (--vllm, --llama) and must serve the SAME model folder
@@ -19,6 +25,7 @@ import time
 from benchlib import PAPER_DATA, finish, model_dir, parser, setup
 
 TARGET = 0.02
+APPROXIMATE = ("ct2-int8", "llama.cpp-quantized")  # quantized engines: measured, outside the ratio
 QUESTION = "Which response is more helpful, honest, and harmless?"
 
 
@@ -26,7 +33,9 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=None, help="number of pairs (default 8; 3 with --quick)")
     p.add_argument("--vllm", default=None, help="URL of a vLLM OpenAI server serving the same folder")
-    p.add_argument("--llama", default=None, help="URL of a llama.cpp server serving the same model")
+    p.add_argument("--llama", default=None, help="URL of a llama.cpp server serving the same weights (F32 GGUF)")
+    p.add_argument("--llama-quantized", default=None,
+                   help="URL of a llama.cpp server on the quantized GGUF (reported outside the ratio)")
     p.add_argument("--no-ct2", action="store_true", help="leave out the CTranslate2 engine")
     args = p.parse_args()
     setup(args)
@@ -48,7 +57,7 @@ def main() -> None:
         engines["ct2-int8"] = CT2Backend(path, ct2_dir=tempfile.mkdtemp() + "/ct2", quantization="int8")
     from cai_core.models.backends.http import HttpBackend
 
-    for name, url in (("vllm", args.vllm), ("llama.cpp", args.llama)):
+    for name, url in (("vllm", args.vllm), ("llama.cpp", args.llama), ("llama.cpp-quantized", args.llama_quantized)):
         if url:
             engines[name] = HttpBackend(url)
     results, seconds, scoring = {}, {}, {}
@@ -70,7 +79,7 @@ def main() -> None:
                 worst[name] = max(worst[name], abs(results[name][i][k] - ref))
     figures = {"model": str(path), "pairs": len(pairs), "scoring": scoring, "seconds": seconds,
                "max_abs_delta_vs_local": {k: round(v, 6) for k, v in worst.items()}}
-    exact = [v for k, v in worst.items() if k != "ct2-int8"]
+    exact = [v for k, v in worst.items() if k not in APPROXIMATE]
     finish(args, figures, max(exact), TARGET, higher_is_better=False)
 
 

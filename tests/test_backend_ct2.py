@@ -63,6 +63,20 @@ def test_option_probabilities_match_transformers_within_0_02(model_copy, tiny_ba
             assert a[options[0]] + a[options[1]] == pytest.approx(1.0)
 
 
+def test_options_share_one_prompt_pass_and_equal_score_batch(ct2_fp32):
+    """The engine fact choice_logprobs relies on: a static prompt plus constrained decoding with
+    return_logits_vocab gives the log-probs score_batch gives (which forwards the prompt per option),
+    for options of unequal length and for a one-token context (no static prompt)."""
+    from cai_core.models.backends.base import natural_option_tokens
+
+    text = ct2_fp32._prompt_text(convs()[2]) + "The answer is: "
+    context, continuations = natural_option_tokens(ct2_fp32._ids, text, ["(A)", "(B)", "No, never."])
+    for ctx in (context, context[-1:]):
+        mine = ct2_fp32._score_options(ctx, continuations)
+        ref = ct2_fp32.generator.score_batch([ct2_fp32._tokens(ctx + c) for c in continuations], max_input_length=0)
+        assert mine == pytest.approx([sum(r.log_probs[len(ctx) - 1:]) for r in ref], abs=1e-4)
+
+
 def test_stream_yields_the_generated_text(ct2_fp32):
     params = GenerationParams(max_new_tokens=10, temperature=0.0)
     whole = ct2_fp32.generate(convs()[:1], params)[0][0].text

@@ -128,6 +128,29 @@ def test_sft_export_leaves_out_experiment_trajectories(store, tiny_backend):
         export_sft(store, "none", batch="ab-x-A", formats="jsonl")
 
 
+def test_an_experiment_never_reuses_the_training_trajectory_of_the_same_prompt(store, tiny_backend):
+    """Same prompt, constitution, model and settings, revised for training and then in an
+    experiment: two trajectories (the key includes the origin), so the held-out one keeps its eval
+    split and the SFT export holds the training one only; a rerun of either resumes its own."""
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.supervised.revision import ReviseSettings, run_revision
+    from cai_core.supervised.sft_export import export_sft
+
+    c = Constitution(name="c", principles=[Principle(id="harm", name="Harm", critique_request="Critique it.",
+                                                     revision_request="Rewrite it.")])
+    settings = ReviseSettings(rounds=1, max_new_tokens=4)
+    [train] = run_revision(store, tiny_backend, c, ["same prompt"], settings, "tiny", batch="b")
+    [held] = run_revision(store, tiny_backend, c, ["same prompt"], settings, "tiny", batch="ab-x-A",
+                          origin="experiment:x")
+    assert train != held
+    splits = dict(store.query("SELECT id, split FROM trajectories"))
+    assert splits == {train: "train", held: "eval"}
+    assert run_revision(store, tiny_backend, c, ["same prompt"], settings, "tiny", origin="experiment:x") == [held]
+    assert run_revision(store, tiny_backend, c, ["same prompt"], settings, "tiny") == [train]
+    card = export_sft(store, "sft", formats="jsonl")
+    assert card["counts"]["revisions"] == 1 and card["excluded_by_split"] == {"eval": 1}
+
+
 def test_migration_backfills_provenance_from_what_rows_carry(tmp_path):
     """A workspace from before the split columns: its rows get origin and split from their source
     (eval:<name>, ab:<name>, gold:<set>) and, for trajectories, the A/B experiment's arm batches."""

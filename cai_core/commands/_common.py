@@ -13,7 +13,7 @@ COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
 COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
 COMMON.add_argument("--engine", choices=ENGINES, default=None,
-                    help="engine for local models: ctranslate2 (fast CPU, int8), transformers, or auto "
+                    help="engine for local models: ctranslate2 (fast CPU, float32), transformers, or auto "
                          "(ctranslate2 where it can run the model; default: $CAI_ENGINE or auto)")
 
 

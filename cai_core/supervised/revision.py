@@ -100,9 +100,16 @@ class ReviseSettings:
         return self
 
 
-def trajectory_key(prompt: str, constitution_version: str, model: str, settings: ReviseSettings) -> str:
-    blob = json.dumps([prompt, constitution_version, model, settings.key_params(), settings.seed],
-                      sort_keys=True, ensure_ascii=False)
+def trajectory_key(prompt: str, constitution_version: str, model: str, settings: ReviseSettings,
+                   origin: str = "sampled") -> str:
+    """What makes two runs the same trajectory (a rerun resumes it instead of starting another).
+    The origin is part of it, so an experiment's held-out (eval) trajectory is never the training
+    trajectory of the same prompt and settings; "sampled" adds nothing, so the keys stored before
+    provenance existed still resume."""
+    parts = [prompt, constitution_version, model, settings.key_params(), settings.seed]
+    if origin != "sampled":
+        parts.append(origin)
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -361,7 +368,7 @@ class Reviser:
 
     # -- store ---------------------------------------------------------------------------------
     def _load_or_create(self, item: PromptItem) -> _Traj:
-        key = trajectory_key(item.text, self.version, self.model, self.settings)
+        key = trajectory_key(item.text, self.version, self.model, self.settings, self.origin)
         plan = plan_principles(self.constitution, self.settings, item.text)
         row = self.store.one("SELECT id, initial, status FROM trajectories WHERE key=?", (key,))
         if row is None:

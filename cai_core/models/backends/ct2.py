@@ -7,7 +7,8 @@ workspace/models/<name>-ct2-<quantization>/ and rebuilt when the source changes 
 chat template gives the prompt text, the tokenizer gives ids, and CTranslate2 receives the ids'
 token *strings* (its vocabulary is the tokenizer's vocabulary in id order).
 
-Engine facts this class relies on (ctranslate2 4.8.5, all checked by hand; see NOTES.md):
+Engine facts this class relies on (ctranslate2 4.8.5, checked by hand; tests/test_backend_ct2.py pins
+the ones results depend on):
 
 - `generate_batch(..., include_prompt_in_result=False)`: `max_length` counts new tokens only
   (the end token included when it is produced). Prompts of unequal length are prefilled up to
@@ -16,9 +17,11 @@ Engine facts this class relies on (ctranslate2 4.8.5, all checked by hand; see N
 - The step callback sees generated tokens only (never the forced prompt tokens); its `step` is
   the absolute decoding step and `batch_id` the index in the list we passed. Returning True
   stops that row; the returned sequence still contains the token that triggered the stop.
-- `score_batch(tokens)` returns, for a sequence t0..tn, the log-probs of t1..tn each given the
-  tokens before it (n values; t0 is never scored) and `tokens` = t1..tn. It silently truncates
-  inputs to `max_input_length` (default 1024), so we pass 0.
+- Option scoring does not use `score_batch` (it forwards the whole prompt once per option and
+  silently truncates inputs to `max_input_length`, default 1024): a `static_prompt` (prefilled
+  once per call, shared by the batch rows; `cache_static_prompt=False`, or every judged prompt's
+  state would stay in memory) plus constrained decoding of each option with
+  `return_logits_vocab` gives the same log-probs with the prompt forwarded once.
 - Sampling randomness comes from a `thread_local std::mt19937` seeded from the global seed the
   first time a worker thread samples. `ctranslate2.set_random_seed` therefore has no effect on a
   Generator that has sampled already: a seeded sampling call here runs on a fresh Generator
@@ -342,14 +345,14 @@ class CT2Backend(Backend):
         tokenises the option on its own and appends it to the prompt's ids (the old, unnatural
         boundary: ':' 'Ġ' '(' 'A'), kept for comparisons.
 
-        score_batch recomputes the whole prompt once per option (no KV-cache sharing)."""
+        The prompt is computed once per conversation, not once per option (see `_score_options`);
+        batch_size is accepted for the Backend signature and unused."""
         if not options:
             raise CaiError("choice_logprobs needs at least one option")
         opt_ids = [self._ids(o) for o in options]
         if any(not ids for ids in opt_ids):
             raise CaiError("an option tokenizes to nothing")
-        seqs: list[list[int]] = []
-        starts: list[int] = []  # index in each sequence of the first scored token
+        out = []
         for conv, prefix in zip(conversations, assistant_prefixes(conversations, assistant_prefix)):
             text = self._prompt_text(conv) + prefix
             if self.joint_options:
@@ -358,23 +361,42 @@ class CT2Backend(Backend):
                 context, continuations = self._ids(text), opt_ids
                 if not context:
                     raise CaiError("a conversation tokenizes to nothing")
-            fulls = [context + c for c in continuations]
-            boundary = len(context)
-            seqs.extend(fulls)
-            starts.extend([boundary] * len(options))
-        with self._lock:
-            results = self.generator.score_batch([self._tokens(s) for s in seqs], max_batch_size=batch_size,
-                                                 max_input_length=0)
-        out = []
-        k = len(options)
-        for i in range(len(conversations)):
-            scores = {}
-            for j, option in enumerate(options):
-                r = i * k + j
-                # log_probs[t] is log P(seq[t+1] | seq[:t+1]); tokens seq[start:] are the option's
-                scores[option] = float(sum(results[r].log_probs[starts[r] - 1:]))
-            out.append(normalise(scores))
+            sums = self._score_options(context, continuations)
+            out.append(normalise(dict(zip(options, sums))))
         return out
+
+    def _score_options(self, context: list[int], continuations: list[list[int]]) -> list[float]:
+        """log P(continuation | context) summed over its tokens, for each continuation, with the
+        context forwarded once.
+
+        `score_batch` would forward context+option once per option (2x the prompt work for a judge,
+        which is all prefill). Instead the context but its last token is the `static_prompt` of one
+        generate_batch call (prefilled once, its state shared by every row; not cached across calls,
+        so memory does not grow with the number of judged items), and each row is the context's
+        last token followed by the option's tokens, forced through constrained decoding
+        (include_prompt_in_result=True) with `return_logits_vocab`: step k's logits are the
+        distribution over the row's token k+1. Equal to score_batch's sums within float rounding
+        (tests/test_backend_ct2.py)."""
+        import numpy as np
+
+        rows = [self._tokens([context[-1]] + c) for c in continuations]
+        static = self._tokens(context[:-1]) if len(context) > 1 else None
+        with self._lock:
+            results = self.generator.generate_batch(
+                rows, static_prompt=static, cache_static_prompt=False, include_prompt_in_result=True,
+                max_length=max(len(c) for c in continuations), return_logits_vocab=True, sampling_topk=1)
+        sums = []
+        for result, continuation in zip(results, continuations):
+            steps = result.logits[0]
+            if len(steps) < len(continuation):
+                raise CaiError(f"CTranslate2 returned {len(steps)} scored steps for a {len(continuation)}-token option")
+            total = 0.0
+            for token, logits in zip(continuation, steps):
+                z = np.asarray(logits, dtype=np.float64).reshape(-1)
+                top = z.max()
+                total += float(z[token] - top - np.log(np.exp(z - top).sum()))
+            sums.append(total)
+        return sums
 
     def close(self) -> None:
         self.generator = None
