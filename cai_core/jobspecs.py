@@ -1,5 +1,11 @@
 """Typed jobs: one spec dataclass per background job kind, the same options as its CLI command.
 
+Each class is the one field list of its kind: the command builds it with `from_args`, the service
+runs it (`run_evaluation(store, EvaluateSpec)`, `run_ab_experiment(store, ABExperimentSpec)`,
+`run_eval_judge(store, EvalJudgeSpec)`) and a page builds it to start the job. Classes are named
+after their job kind (`JudgeJobSpec` is the `judge` job; `rlaif.judges.JudgeSpec` is one judge's
+configuration, which a job derives).
+
 A page builds a spec (never an argv list); `jobs.start_job(store, spec)` records the spec's JSON
 on the job row and spawns `python -m cai_core <spec.to_argv()>`; the command's argparse reads the
 argv back and `Spec.from_args(args)` rebuilds the same spec. tests/test_jobspecs.py round-trips
@@ -168,7 +174,7 @@ class PairsSampleSpec(JobSpec):
 
 
 @dataclass(frozen=True)
-class JudgeSpec(JobSpec):
+class JudgeJobSpec(JobSpec):
     KIND: ClassVar[str] = "judge"
     COMMAND: ClassVar[tuple[str, ...]] = ("judge",)
     PINNED: ClassVar = (("batch", "batch"), ("pairs file", "pairs"), ("constitution", "constitution"),
@@ -240,12 +246,12 @@ class EvaluateSpec(JobSpec):
                         ("helpfulness prompts", "helpful_prompts"), ("judge model", "judge_model"),
                         ("judge constitution", "judge_constitution"))
 
-    policies: tuple[str, ...]
-    prompts: str
+    policies: tuple[str, ...]                 # policy specs as given (SPEC or NAME=SPEC; evaluation.policies)
+    prompts: str                              # red-team prompts: prompt set name or file
     judge_model: str
     helpful_prompts: str | None = None
-    judge_constitution: str | None = None
-    judge_style: str = "auto"
+    judge_constitution: str | None = None     # harmlessness judge: constitution spec (None: the built-in one)
+    judge_style: str = "auto"                 # auto (mc where log-probs exist, else parse) | mc | cot | parse
     checkpoints: bool = False
     limit: int | None = None
     seed: int = 0
@@ -267,11 +273,11 @@ class ABExperimentSpec(JobSpec):
     PINNED: ClassVar = (("name", "name"), ("constitution A", "constitution_a"), ("constitution B", "constitution_b"),
                         ("prompts", "prompts"), ("model", "model"), ("judge model", "judge_model"))
 
-    constitution_a: str
+    constitution_a: str                       # constitution spec of arm A (file, NAME, NAME@VERSION, hash)
     constitution_b: str
-    prompts: str
+    prompts: str                              # prompt set name or file
     model: str = "default"
-    judge_model: str | None = None
+    judge_model: str | None = None            # optional: judge final A vs final B
     judge_constitution: str | None = None
     judge_style: str = "auto"
     rounds: int = 1
@@ -299,10 +305,10 @@ class EvalJudgeSpec(JobSpec):
                         ("style", "style"))
 
     judge_model: str
-    gold: str
+    gold: str                                 # a paper eval set or a pairs JSONL with gold_label
     limit: int | None = None
     style: str = "mc"
-    constitution: str | None = None
+    constitution: str | None = None           # constitution spec; None: harmless_helpful if stored; "builtin"
     principles: str = "random"
     no_swap: bool = False
     seed: int = 0
@@ -311,14 +317,14 @@ class EvalJudgeSpec(JobSpec):
     n_boot: int = 1000
     device: str = "auto"
     dtype: str = "auto"
-    few_shot: tuple[str, ...] | None = None
+    few_shot: tuple[str, ...] | None = None   # judge-example files added to the constitution
     zero_shot: bool = False
     out: str | None = None
     json: bool = False
 
 
 SPECS: dict[str, type[JobSpec]] = {cls.KIND: cls for cls in (
-    ReviseSpec, PairsSampleSpec, JudgeSpec, ExportSftSpec, ExportPrefsSpec, EvaluateSpec, ABExperimentSpec,
+    ReviseSpec, PairsSampleSpec, JudgeJobSpec, ExportSftSpec, ExportPrefsSpec, EvaluateSpec, ABExperimentSpec,
     EvalJudgeSpec)}
 
 

@@ -10,7 +10,7 @@ from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.exports import list_exports
 from cai_core.jobs import list_jobs
-from cai_core.jobspecs import ExportPrefsSpec, JudgeSpec, PairsSampleSpec
+from cai_core.jobspecs import ExportPrefsSpec, JudgeJobSpec, PairsSampleSpec
 from cai_core.rlaif.judges import judgment_rows, list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
@@ -268,7 +268,7 @@ with tab_make:
         preview_button("judge_preview")
         judge_go = st.form_submit_button("Start judging", key="judge_start")
 
-    def _judge_spec() -> JudgeSpec:
+    def _judge_spec() -> JudgeJobSpec:
         if not batch_names:
             raise CaiError("no comparisons yet: sample or import pairs first")
         if not consts:
@@ -276,9 +276,9 @@ with tab_make:
         if j_batch not in batch_names:
             raise CaiError(f"batch {j_batch!r} is gone; pick another")
         newest = {c["name"]: c["version"] for c in consts}  # pinned: the job judges with this exact version
-        return JudgeSpec(judge_model=j_model, constitution=f"{j_const}@{newest[j_const]}", batch=j_batch, style=style, principles=principles,
-                         combine=combine, cot_clamp=f"{clamp[0]},{clamp[1]}", max_new_tokens=int(j_max_new),
-                         seed=int(j_seed), no_swap=not swap, ensemble_models=ensemble.strip())
+        return JudgeJobSpec(judge_model=j_model, constitution=f"{j_const}@{newest[j_const]}", batch=j_batch, style=style, principles=principles,
+                            combine=combine, cot_clamp=f"{clamp[0]},{clamp[1]}", max_new_tokens=int(j_max_new),
+                            seed=int(j_seed), no_swap=not swap, ensemble_models=ensemble.strip())
 
     judge_spec, judge_problem = build_spec(_judge_spec)
     show_command(store, judge_spec, problem=judge_problem)

@@ -6,7 +6,6 @@ import pytest
 
 from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import (
-    EvalSpec,
     evaluation_comparisons,
     get_evaluation,
     leaderboard,
@@ -21,6 +20,7 @@ from cai_core.evaluation.policies import (
     policy_options,
     split_specs,
 )
+from cai_core.jobspecs import EvaluateSpec
 from cai_core.rlaif.judges import PairVerdict
 from cai_core.training.paths import RunPaths
 
@@ -106,9 +106,9 @@ def test_outcome_of_flip_and_margin():
 def test_evaluate_two_policies(store, tiny_model_dir, adapter_dir, tmp_path):
     red = _write(tmp_path / "red.jsonl", PROMPTS)
     helpful = _write(tmp_path / "helpful.jsonl", HELPFUL)
-    spec = EvalSpec(policies=[f"base={tiny_model_dir}", f"tuned={adapter_dir}"], prompts=str(red),
-                    helpful_prompts=str(helpful), judge_model=str(tiny_model_dir), name="t1", max_new_tokens=6,
-                    n_boot=50)
+    spec = EvaluateSpec(policies=(f"base={tiny_model_dir}", f"tuned={adapter_dir}"), prompts=str(red),
+                        helpful_prompts=str(helpful), judge_model=str(tiny_model_dir), name="t1", max_new_tokens=6,
+                        n_boot=50)
     seen = []
     res = run_evaluation(store, spec, progress=lambda d, t, m: seen.append((d, t)))
     result = res["result"]
@@ -156,10 +156,10 @@ def test_bad_input_writes_nothing(store, tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{broken\n')
     for spec, msg in [
-        (EvalSpec([str(tiny_model_dir)], str(red), str(tiny_model_dir)), "at least two"),
-        (EvalSpec(["default", str(tiny_model_dir)], str(bad), str(tiny_model_dir)), "line 2"),
-        (EvalSpec(["default", str(tiny_model_dir)], "no-such-set", str(tiny_model_dir)), "no prompt set"),
-        (EvalSpec(["default", str(tiny_model_dir)], str(red), str(tiny_model_dir), name="../x"), "invalid evaluation name"),
+        (EvaluateSpec((str(tiny_model_dir),), str(red), str(tiny_model_dir)), "at least two"),
+        (EvaluateSpec(("default", str(tiny_model_dir)), str(bad), str(tiny_model_dir)), "line 2"),
+        (EvaluateSpec(("default", str(tiny_model_dir)), "no-such-set", str(tiny_model_dir)), "no prompt set"),
+        (EvaluateSpec(("default", str(tiny_model_dir)), str(red), str(tiny_model_dir), name="../x"), "invalid evaluation name"),
     ]:
         with pytest.raises(CaiError, match=msg):
             run_evaluation(store, spec)

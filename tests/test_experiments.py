@@ -6,8 +6,9 @@ import pytest
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.constitution.files import dump_constitution
 from cai_core.errors import CaiError
-from cai_core.evaluation.experiments import ABSpec, experiment_table, principle_changes, run_ab_experiment
+from cai_core.evaluation.experiments import experiment_table, principle_changes, run_ab_experiment
 from cai_core.evaluation.evaluate import get_evaluation
+from cai_core.jobspecs import ABExperimentSpec
 
 from tests.helpers import run_cli
 
@@ -47,9 +48,9 @@ def test_principle_changes():
 @pytest.mark.slow
 def test_ab_experiment_paired_ci(store, tiny_model_dir, versions):
     a, b, pa, pb, prompts = versions
-    spec = ABSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts), model=str(tiny_model_dir),
-                  judge_model=str(tiny_model_dir), name="wording", rounds=2, schedule="all", max_new_tokens=6,
-                  n_boot=100)
+    spec = ABExperimentSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts),
+                            model=str(tiny_model_dir), judge_model=str(tiny_model_dir), name="wording", rounds=2,
+                            schedule="all", max_new_tokens=6, n_boot=100)
     seen = []
     res = run_ab_experiment(store, spec, progress=lambda d, t, m: seen.append((d, t, m)))
     # one bar over both arms and the judging: it never runs backwards or past its total
@@ -96,9 +97,9 @@ def test_ab_experiment_paired_ci(store, tiny_model_dir, versions):
 def test_ab_bad_input(store, tiny_model_dir, versions):
     a, b, pa, pb, prompts = versions
     with pytest.raises(CaiError, match="same constitution version"):
-        run_ab_experiment(store, ABSpec(str(pa), str(pa), str(prompts), model=str(tiny_model_dir)))
+        run_ab_experiment(store, ABExperimentSpec(str(pa), str(pa), str(prompts), model=str(tiny_model_dir)))
     with pytest.raises(CaiError, match="neither"):
-        run_ab_experiment(store, ABSpec(str(pa), "nope", str(prompts), model=str(tiny_model_dir)))
+        run_ab_experiment(store, ABExperimentSpec(str(pa), "nope", str(prompts), model=str(tiny_model_dir)))
     assert store.scalar("SELECT COUNT(*) FROM evaluations") == 0
     assert store.scalar("SELECT COUNT(*) FROM trajectories") == 0
 
@@ -125,9 +126,9 @@ def test_attribution_table_says_why_a_cell_is_empty(store, tiny_model_dir, versi
     from streamlit.testing.v1 import AppTest
 
     a, b, pa, pb, prompts = versions
-    spec = ABSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts), model=str(tiny_model_dir),
-                  judge_model=str(tiny_model_dir), name="cells", rounds=1, schedule="all", max_new_tokens=4,
-                  n_boot=50)
+    spec = ABExperimentSpec(constitution_a=str(pa), constitution_b=str(pb), prompts=str(prompts),
+                            model=str(tiny_model_dir), judge_model=str(tiny_model_dir), name="cells", rounds=1,
+                            schedule="all", max_new_tokens=4, n_boot=50)
     result = run_ab_experiment(store, spec)["result"]
     result["attribution"].append({"principle": "unused", "status": "added", "fields": [], "rounds_a": 0,
                                   "rounds_b": 0, "metrics": None})

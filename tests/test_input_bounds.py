@@ -128,7 +128,8 @@ def test_weights_keep_their_own_limit():
 def test_an_ab_experiment_refuses_a_long_prompt_before_either_arm(store, tiny_model_dir):
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
-    from cai_core.evaluation.experiments import ABSpec, run_ab_experiment
+    from cai_core.evaluation.experiments import run_ab_experiment
+    from cai_core.jobspecs import ABExperimentSpec
     from cai_core.prompt_sets import import_prompt_set
 
     versions = []
@@ -139,8 +140,8 @@ def test_an_ab_experiment_refuses_a_long_prompt_before_either_arm(store, tiny_mo
         versions.append(f"c@{c.version}")
     import_prompt_set(store, "long", ["hi", LONG])
     with pytest.raises(CaiError, match="prompt 2 .*does not fit"):
-        run_ab_experiment(store, ABSpec(constitution_a=versions[0], constitution_b=versions[1], prompts="long",
-                                        model=str(tiny_model_dir), max_new_tokens=8))
+        run_ab_experiment(store, ABExperimentSpec(constitution_a=versions[0], constitution_b=versions[1], prompts="long",
+                                                  model=str(tiny_model_dir), max_new_tokens=8))
     assert store.scalar("SELECT COUNT(*) FROM evaluations") == 0
     assert store.scalar("SELECT COUNT(*) FROM trajectories") == 0
 

@@ -10,7 +10,7 @@ import pytest
 
 from cai_core import supervisor
 from cai_core.jobs import get_job, start_job, stop_job, wait_job
-from cai_core.jobspecs import JudgeSpec
+from cai_core.jobspecs import JudgeJobSpec
 
 CONSTITUTION = {"name": "mini", "principles": [
     {"id": "harm", "name": "Harmless", "critique_request": "Identify harm.", "revision_request": "Remove harm.",
@@ -27,8 +27,8 @@ def test_stopping_a_judge_job_stops_its_writes(store, tmp_path, tiny_model_dir):
     rows = [{"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.", "response_b": f"No {i}."}
             for i in range(400)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    spec = JudgeSpec(judge_model=str(tiny_model_dir), constitution=str(tmp_path / "c.json"),
-                     pairs=str(tmp_path / "pairs.jsonl"), batch_size=1)
+    spec = JudgeJobSpec(judge_model=str(tiny_model_dir), constitution=str(tmp_path / "c.json"),
+                        pairs=str(tmp_path / "pairs.jsonl"), batch_size=1)
     job_id = start_job(store, spec)
     deadline = time.time() + 180
     while _judgments(store) < 3:

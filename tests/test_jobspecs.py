@@ -86,8 +86,8 @@ def test_spec_round_trips_through_the_commands_argparse(kind, build):
 
 
 def test_pinned_inputs_read_in_words():
-    from cai_core.jobspecs import JudgeSpec, ReviseSpec
+    from cai_core.jobspecs import JudgeJobSpec, ReviseSpec
 
-    judge = JudgeSpec(judge_model="default", constitution="hh@abc123", batch="pairs-1")
+    judge = JudgeJobSpec(judge_model="default", constitution="hh@abc123", batch="pairs-1")
     assert judge.pinned() == {"batch": "pairs-1", "constitution": "hh@abc123", "judge model": "default"}
     assert ReviseSpec(constitution="c@v1", prompts="red", batch="b").pinned()["constitution"] == "c@v1"

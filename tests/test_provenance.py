@@ -42,7 +42,8 @@ def _judge(store, cid, p_ab, p_ba, key="mc|m|v|random|x"):
 def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_dir):
     """As found: `export-prefs --name X` (no --batch) exported human labels, the imported HHH gold set
     and an evaluation's AI-judged comparisons. Now only the train split, and the card says so."""
-    from cai_core.evaluation.evaluate import EvalSpec, evaluation_contamination, run_evaluation
+    from cai_core.evaluation.evaluate import evaluation_contamination, run_evaluation
+    from cai_core.jobspecs import EvaluateSpec
     from cai_core.reliability.gold import import_paper_eval
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.rlaif.preferences import add_label
@@ -58,9 +59,9 @@ def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_di
     gold = import_paper_eval(store, HHH, limit=5)                       # imported for judge reliability
     assert store.scalar("SELECT COUNT(*) FROM comparisons WHERE origin=? AND split='gold'", (gold["source"],)) == 5
     red = _write(tmp_path / "red.jsonl", RED)
-    run_evaluation(store, EvalSpec(policies=["base=" + str(tiny_model_dir), "other=" + str(tiny_model_dir)],
-                                   prompts=str(red), judge_model=str(tiny_model_dir), name="e1", max_new_tokens=4,
-                                   temperature=0.9, seed=3, n_boot=10))
+    run_evaluation(store, EvaluateSpec(policies=("base=" + str(tiny_model_dir), "other=" + str(tiny_model_dir)),
+                                       prompts=str(red), judge_model=str(tiny_model_dir), name="e1", max_new_tokens=4,
+                                       temperature=0.9, seed=3, n_boot=10))
     n_eval = store.scalar("SELECT COUNT(*) FROM comparisons WHERE origin='evaluation:e1' AND split='eval'")
     assert n_eval == 2
     # give every evaluation comparison a confident AI verdict, so only the split can keep it out
@@ -100,9 +101,9 @@ def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_di
 
     # an export that includes the eval split now holds both evaluation prompts: a new evaluation says so
     store = Store(Workspace.open(ws))
-    res = run_evaluation(store, EvalSpec(policies=["base=" + str(tiny_model_dir), "other=" + str(tiny_model_dir)],
-                                         prompts=str(red), judge_model=str(tiny_model_dir), name="e2", max_new_tokens=4,
-                                         temperature=0.9, seed=3, n_boot=10))
+    res = run_evaluation(store, EvaluateSpec(policies=("base=" + str(tiny_model_dir), "other=" + str(tiny_model_dir)),
+                                             prompts=str(red), judge_model=str(tiny_model_dir), name="e2",
+                                             max_new_tokens=4, temperature=0.9, seed=3, n_boot=10))
     check = res["result"]["contamination"]
     assert check["flagged"] == 2 and [p["exports"] for p in check["prompts"]] == [["X", "Y"], ["Y"]]
     store.close()

@@ -54,7 +54,8 @@ def test_trajectory_report_and_cli(store, tmp_path):
 def test_experiment_report(store, tiny_model_dir, tmp_path):
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.files import dump_constitution
-    from cai_core.evaluation.experiments import ABSpec, run_ab_experiment
+    from cai_core.evaluation.experiments import run_ab_experiment
+    from cai_core.jobspecs import ABExperimentSpec
 
     def const(w):
         return Constitution(name="c", principles=[Principle(id="harm", name="Harm", critique_request=w,
@@ -62,8 +63,9 @@ def test_experiment_report(store, tiny_model_dir, tmp_path):
     (tmp_path / "a.yaml").write_text(dump_constitution(const("Is it harmful?"), "yaml"))
     (tmp_path / "b.yaml").write_text(dump_constitution(const("Is it dangerous?"), "yaml"))
     (tmp_path / "p.txt").write_text("How do I pick a lock?\nSay " + XSS + "\n")
-    res = run_ab_experiment(store, ABSpec(str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), str(tmp_path / "p.txt"),
-                                          model=str(tiny_model_dir), max_new_tokens=5, n_boot=20, name="x"))
+    res = run_ab_experiment(store, ABExperimentSpec(str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"),
+                                                    str(tmp_path / "p.txt"), model=str(tiny_model_dir), max_new_tokens=5,
+                                                    n_boot=20, name="x"))
     text = report_html(store, "experiment", res["id"])
     assert "Plotly" in text and not re.search(r"<script[^>]+src=", text)
     assert XSS not in text

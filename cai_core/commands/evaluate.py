@@ -6,13 +6,9 @@ import sys
 
 from cai_core.commands._common import add_command, add_n_boot, output_file
 from cai_core.errors import CaiError
-from cai_core.evaluation.evaluate import (
-    EvalSpec,
-    leaderboard,
-    run_evaluation,
-    validate_spec,
-)
+from cai_core.evaluation.evaluate import leaderboard, run_evaluation, validate_spec
 from cai_core.jobs import JobReporter
+from cai_core.jobspecs import EvaluateSpec
 from cai_core.store import open_store
 
 
@@ -75,12 +71,7 @@ def cmd_evaluate(args) -> int:
     if args.n_boot < 10:
         raise CaiError("--n-boot must be at least 10")
     out = output_file(args.out)
-    spec = EvalSpec(policies=args.policies, prompts=args.prompts, judge_model=args.judge_model,
-                    helpful_prompts=args.helpful_prompts, name=args.name, limit=args.limit, seed=args.seed,
-                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    batch_size=args.batch_size, judge_style=args.judge_style,
-                    judge_constitution=args.judge_constitution, tie_margin=args.tie_margin,
-                    checkpoints=args.checkpoints, n_boot=args.n_boot)
+    spec = EvaluateSpec.from_args(args)
     validate_spec(store, spec)  # every bad input fails here, before anything is written
     reporter = JobReporter(store, args.job_id, None)
 

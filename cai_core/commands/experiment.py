@@ -7,13 +7,9 @@ from pathlib import Path
 
 from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
-from cai_core.evaluation.experiments import (
-    ABSpec,
-    experiment_table,
-    run_ab_experiment,
-    validate_ab,
-)
+from cai_core.evaluation.experiments import experiment_table, run_ab_experiment, validate_ab
 from cai_core.jobs import JobReporter
+from cai_core.jobspecs import ABExperimentSpec
 from cai_core.store import open_store
 
 
@@ -63,13 +59,7 @@ def cmd_ab_experiment(args) -> int:
     out = Path(args.out).expanduser() if args.out else None
     if out is not None and (out.is_dir() or not out.parent.exists()):
         raise CaiError("--out must be a file in an existing folder", where=str(out))
-    spec = ABSpec(constitution_a=args.constitution_a, constitution_b=args.constitution_b, prompts=args.prompts,
-                  model=args.model, judge_model=args.judge_model, name=args.name, rounds=args.rounds,
-                  schedule=args.schedule, sequence=[s.strip() for s in args.sequence.split(",") if s.strip()],
-                  cot=args.cot, few_shot=not args.no_few_shot, seed=args.seed, limit=args.limit,
-                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                  batch_size=args.batch_size, judge_style=args.judge_style,
-                  judge_constitution=args.judge_constitution, n_boot=args.n_boot)
+    spec = ABExperimentSpec.from_args(args)
     validate_ab(store, spec)  # all bad input fails here, before anything is written
     reporter = JobReporter(store, args.job_id, None)
 

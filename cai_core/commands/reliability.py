@@ -8,12 +8,8 @@ from pathlib import Path
 from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
-from cai_core.reliability.eval_judge import (
-    DEFAULT_CONSTITUTION,
-    EvalJudgeSpec,
-    labels_for_gold_file,
-    run_eval_judge,
-)
+from cai_core.jobspecs import EvalJudgeSpec
+from cai_core.reliability.eval_judge import DEFAULT_CONSTITUTION, labels_for_gold_file, run_eval_judge
 from cai_core.label_rule import label_from_p
 from cai_core.reliability.gold import read_labels
 from cai_core.reliability.labels import write_labels
@@ -159,11 +155,7 @@ def cmd_eval_judge(args) -> int:
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise CaiError(f"--out folder {Path(args.out).resolve().parent} does not exist")
     store = open_store(args.workspace)
-    spec = EvalJudgeSpec(judge_model=args.judge_model, gold=args.gold, limit=args.limit, style=args.style,
-                         constitution=args.constitution, principles=args.principles, swap=not args.no_swap,
-                         seed=args.seed, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                         n_boot=args.n_boot, device=args.device, dtype=args.dtype,
-                         few_shot_files=list(args.few_shot or []), zero_shot=args.zero_shot)
+    spec = EvalJudgeSpec.from_args(args)
     reporter = JobReporter(store, args.job_id)
 
     def progress(done, total, message):
@@ -181,7 +173,7 @@ def cmd_eval_judge(args) -> int:
     summary = {k: report.get(k) for k in ("judge_key", "gold_set", "n", "accuracy", "accuracy_ci", "cohen_kappa",
                                           "cohen_kappa_ci", "flip_rate", "ece", "brier", "no_valid_verdict")}
     # judged now + already stored = every pair in each order (judge_pairs counted only those still to do)
-    orders = report["items"] * (2 if spec.swap else 1)
+    orders = report["items"] * (2 if report["swap"] else 1)
     reporter.progress(orders, orders, "done", force=True)
     reporter.finish(summary)
     if args.json:
@@ -189,7 +181,7 @@ def cmd_eval_judge(args) -> int:
         return 0
     acc, ci = report["accuracy"], report["accuracy_ci"]
     print(f"judge {result.judge_key} on {report['gold_set']}: {report['n']} items judged"
-          f"{' in both A/B orders' if spec.swap else ''}, {report['no_valid_verdict']} without a valid verdict, "
+          f"{' in both A/B orders' if report['swap'] else ''}, {report['no_valid_verdict']} without a valid verdict, "
           f"{report['judge_examples']} judge examples shown, {report['seconds']}s")
     if acc is not None:
         print(f"accuracy {acc:.3f} {_ci(ci)} vs chance 0.500 "

@@ -19,7 +19,6 @@ occur in a training export are flagged (`contamination`, by prompt hash).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Callable
 
@@ -32,6 +31,7 @@ from cai_core.evaluation.evasiveness import detect
 from cai_core.evaluation.policies import NAME_PATTERN, Policy, parse_policies
 from cai_core.exports import exports_containing, prompt_hash
 from cai_core.evaluation.stats import bootstrap_ci, bradley_terry_ci, elo, win_tie_loss
+from cai_core.jobspecs import EvaluateSpec
 from cai_core.models.backends.base import GenerationParams
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
@@ -76,30 +76,6 @@ def outcome_of(verdict, tie_margin: float = TIE_MARGIN) -> float | None:
     return outcome(counted_label(label_from_p(verdict.p_a, tie_margin), flipped=verdict.flipped))
 
 
-# -- spec + result -----------------------------------------------------------------------------
-@dataclass
-class EvalSpec:
-    policies: list[str]                 # raw policy specs as the user gave them
-    prompts: str                        # red-team prompt set name or file
-    judge_model: str
-    helpful_prompts: str | None = None
-    name: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 8
-    judge_style: str = "auto"           # auto (mc where log-probs exist, else parse) | mc | cot | parse
-    judge_constitution: str | None = None   # harmlessness: stored name or file (default: built-in)
-    tie_margin: float = TIE_MARGIN
-    checkpoints: bool = False
-    n_boot: int = 1000
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _judge_constitution(store: Store, value: str | None) -> Constitution:
     """The harmlessness judge's constitution: built-in when none is given, else the one grammar
     (constitution/spec.py: file | NAME | NAME@VERSION | hash)."""
@@ -108,7 +84,7 @@ def _judge_constitution(store: Store, value: str | None) -> Constitution:
     return check_can_judge(resolve_constitution(store, value).validate(where=value))
 
 
-def validate_spec(store: Store, spec: EvalSpec) -> tuple[list[Policy], dict[str, list[dict]], Constitution]:
+def validate_spec(store: Store, spec: EvaluateSpec) -> tuple[list[Policy], dict[str, list[dict]], Constitution]:
     """Check everything before any work: policies, prompt sources, judge settings."""
     if spec.name is not None and not NAME_PATTERN.match(spec.name):
         raise CaiError(f"invalid evaluation name {spec.name!r}: 1-64 letters, digits, '.', '_' or '-'")
@@ -162,9 +138,10 @@ def _axis_result(policies: list[Policy], rows: list[dict], outcomes: list[float 
     }
 
 
-def run_evaluation(store: Store, spec: EvalSpec, *, progress: Progress | None = None,
+def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None, job_id: int | None = None) -> dict:
-    """Generate, judge and score; store and return the evaluation (id, name, result)."""
+    """Generate, judge and score; store and return the evaluation (id, name, result). The
+    evaluation row keeps the job spec's JSON (the `evaluate` options) as its spec."""
 
     policies, prompt_sets, harmless_c = validate_spec(store, spec)
     name = spec.name or time.strftime("eval-%Y%m%d-%H%M%S")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable
 
 from cai_core.constitution.model import Constitution
@@ -36,6 +36,7 @@ from cai_core.evaluation.stats import (
     paired_bootstrap_diff,
     win_tie_loss,
 )
+from cai_core.jobspecs import ABExperimentSpec
 from cai_core.models.bounds import fit_prompts
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
@@ -56,33 +57,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass
-class ABSpec:
-    constitution_a: str                 # file or stored NAME[@VERSION]
-    constitution_b: str
-    prompts: str                        # prompt set name or file
-    model: str = "default"
-    judge_model: str | None = None      # optional: judge the two final answers
-    name: str | None = None
-    rounds: int = 1
-    schedule: str = "random"
-    sequence: list[str] = field(default_factory=list)
-    cot: bool = False
-    few_shot: bool = True
-    seed: int = 0
-    limit: int | None = None
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 8
-    judge_style: str = "auto"
-    judge_constitution: str | None = None
-    n_boot: int = 1000
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def principle_changes(a: Constitution, b: Constitution) -> dict:
     """Principles changed (same id, different text), added (only in B) and removed (only in A)."""
     pa = {p.id: p for p in a.principles}
@@ -100,7 +74,7 @@ def principle_changes(a: Constitution, b: Constitution) -> dict:
     }
 
 
-def validate_ab(store: Store, spec: ABSpec):
+def validate_ab(store: Store, spec: ABExperimentSpec):
     """Resolve and check everything before any work; returns (constitution A, B, prompts, settings)."""
 
     if spec.name is not None and not _NAME.match(spec.name):
@@ -116,8 +90,9 @@ def validate_ab(store: Store, spec: ABSpec):
         raise CaiError(f"both arms are the same constitution version ({ca.version}); change a wording and save it "
                        "as a new version first")
     items = as_prompt_items(resolve_prompts(store, spec.prompts, limit=spec.limit)[0])
-    settings = ReviseSettings(rounds=spec.rounds, schedule=spec.schedule, sequence=list(spec.sequence), cot=spec.cot,
-                              few_shot=spec.few_shot, seed=spec.seed, max_new_tokens=spec.max_new_tokens,
+    sequence = [s.strip() for s in spec.sequence.split(",") if s.strip()]  # --sequence: comma-separated ids
+    settings = ReviseSettings(rounds=spec.rounds, schedule=spec.schedule, sequence=sequence, cot=spec.cot,
+                              few_shot=not spec.no_few_shot, seed=spec.seed, max_new_tokens=spec.max_new_tokens,
                               temperature=spec.temperature, top_p=spec.top_p)
     settings.validate(ca)
     settings.validate(cb)
@@ -175,7 +150,7 @@ def _group_metrics(items: list[dict], n_boot: int, seed: int) -> dict:
     return out
 
 
-def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_id: int | None,
+def _judge_finals(store: Store, spec: ABExperimentSpec, name: str, items: list[dict], job_id: int | None,
                   progress: Progress | None, should_stop) -> None:
     """Judge final A vs final B per prompt (both orders); sets item["pref_b"] (1 B better, 0.5 tie, 0 A better)."""
 
@@ -212,7 +187,7 @@ def _judge_finals(store: Store, spec: ABSpec, name: str, items: list[dict], job_
             it["judge_p_a"] = v.p_a if v else None
 
 
-def run_ab_experiment(store: Store, spec: ABSpec, *, progress: Progress | None = None,
+def run_ab_experiment(store: Store, spec: ABExperimentSpec, *, progress: Progress | None = None,
                       should_stop: Callable[[], bool] | None = None, job_id: int | None = None) -> dict:
     """Run both arms (resumable), compare them, store and return {id, name, result}."""
 

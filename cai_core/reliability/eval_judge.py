@@ -7,14 +7,15 @@ read back, not redone), and compare the judge's labels with the gold ones.
 
 The judge's constitution: a spec in the one grammar (constitution/spec.py: file, NAME,
 NAME@VERSION, version hash), else `harmless_helpful` when stored, else the
-built-in HHH question. `few_shot_files` adds judge examples (the paper's RLMadisonFewShotPrompts.json,
+built-in HHH question. `--few-shot` files add judge examples (the paper's RLMadisonFewShotPrompts.json,
 RLMadisonPrecogFewShotPrompts.json for cot) to it, which makes a new constitution version, so
-zero-shot and few-shot judges keep separate keys; `zero_shot` hides any examples it holds.
+zero-shot and few-shot judges keep separate keys; `--zero-shot` hides any examples it holds.
+The job's options are `jobspecs.EvalJudgeSpec`, which the CLI, the page and `run_eval_judge` share.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ from cai_core.constitution.paper_formats import attach_few_shot, load_few_shot_f
 from cai_core.constitution.spec import resolve_constitution
 from cai_core.constitution.versions import get_constitution
 from cai_core.errors import CaiError
+from cai_core.jobspecs import EvalJudgeSpec
 from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.models.specs import get_backend
 from cai_core.reliability.gold import (
@@ -44,28 +46,11 @@ BUILTIN = "builtin"
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass
-class EvalJudgeSpec:
-    judge_model: str
-    gold: str
-    limit: int | None = None
-    style: str = "mc"
-    constitution: str | None = None       # stored NAME[@VERSION] or file; None = default; "builtin"
-    principles: str = "random"
-    swap: bool = True
-    seed: int = 0
-    batch_size: int = 8
-    max_new_tokens: int = 160
-    n_boot: int = 1000
-    device: str = "auto"
-    dtype: str = "auto"
-    few_shot_files: list[str] = field(default_factory=list)
-    zero_shot: bool = False
-
-    def judge_spec(self) -> JudgeSpec:
-        return JudgeSpec(model=self.judge_model, style=self.style, principles=self.principles, swap=self.swap,
-                         seed=self.seed, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                         few_shot=not self.zero_shot)
+def judge_of(spec: EvalJudgeSpec) -> JudgeSpec:
+    """The judge an eval-judge job measures (its judge_key names the judgments it reads back)."""
+    return JudgeSpec(model=spec.judge_model, style=spec.style, principles=spec.principles, swap=not spec.no_swap,
+                     seed=spec.seed, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+                     few_shot=not spec.zero_shot)
 
 
 def judge_constitution(store: Store, value: str | None, few_shot_files: list[str] | None = None) -> Constitution:
@@ -96,12 +81,13 @@ def run_eval_judge(store: Store, spec: EvalJudgeSpec, *, progress: Progress | No
     if spec.n_boot < 0:
         raise CaiError("--n-boot must be 0 or more")
     kind, items = load_gold_pairs(spec.gold, spec.seed, spec.limit)
-    jspec = spec.judge_spec()
-    constitution = judge_constitution(store, spec.constitution, spec.few_shot_files)
+    jspec = judge_of(spec)
+    few_shot_files = list(spec.few_shot or ())
+    constitution = judge_constitution(store, spec.constitution, few_shot_files)
     if isinstance(jspec.principles, list):
         for pid in jspec.principles:
             constitution.principle(pid)
-    if spec.few_shot_files and not spec.zero_shot and not constitution.judge_examples_for(jspec.style):
+    if few_shot_files and not spec.zero_shot and not constitution.judge_examples_for(jspec.style):
         raise CaiError(f"the few-shot files hold no judge examples for the {jspec.style} style "
                        "(RLMadisonFewShotPrompts.json serves mc and parse, RLMadisonPrecogFewShotPrompts.json cot)")
     backend = get_backend(spec.judge_model, store.workspace, device=spec.device, dtype=spec.dtype)
@@ -124,7 +110,7 @@ def run_eval_judge(store: Store, spec: EvalJudgeSpec, *, progress: Progress | No
         "judge_key": jspec.judge_key, "judge_model": spec.judge_model, "style": spec.style,
         "constitution": constitution.name, "constitution_version": constitution.version,
         "judge_examples": jspec.examples, "gold": str(spec.gold), "gold_set": set_name, "items": len(ids),
-        "no_valid_verdict": no_verdict, "limit": spec.limit, "swap": spec.swap, "device": spec.device,
+        "no_valid_verdict": no_verdict, "limit": spec.limit, "swap": jspec.swap, "device": spec.device,
         "dtype": spec.dtype, "seconds": round(time.time() - t0, 1),
         "stopped": bool(should_stop and should_stop()),
     })
