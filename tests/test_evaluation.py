@@ -167,6 +167,24 @@ def test_bad_input_writes_nothing(store, tiny_model_dir, tmp_path):
     assert store.scalar("SELECT COUNT(*) FROM comparisons") == 0
 
 
+def test_a_stop_loads_no_further_model(store, tiny_model_dir, tmp_path, monkeypatch):
+    """A Stop during one policy's answers ends the evaluation: no other policy's model is loaded
+    (on this axis or the next) and nothing more is stored."""
+    from cai_core.evaluation import answers
+
+    loads = []
+    real = answers.get_backend
+    monkeypatch.setattr(answers, "get_backend", lambda spec, *a, **kw: loads.append(spec) or real(spec, *a, **kw))
+    spec = EvaluateSpec((f"base={tiny_model_dir}", f"other={tiny_model_dir}"), str(_write(tmp_path / "red.jsonl", PROMPTS)),
+                        str(tiny_model_dir), helpful_prompts=str(_write(tmp_path / "helpful.jsonl", HELPFUL)),
+                        name="stop", max_new_tokens=4)
+    res = run_evaluation(store, spec, should_stop=lambda: bool(loads))  # Stop once the first model is loaded
+    assert res["stopped"] and res["result"] is None
+    assert len(loads) == 1
+    assert store.scalar("SELECT COUNT(*) FROM eval_answers") == 0
+    assert store.scalar("SELECT COUNT(*) FROM comparisons") == 0
+
+
 @pytest.mark.slow
 def test_cli_evaluate_json(tiny_model_dir, adapter_dir, tmp_path):
     red = _write(tmp_path / "red.jsonl", PROMPTS[:2])

@@ -136,6 +136,15 @@ def test_ensembles_mean_and_vote_keep_every_vote():
     assert {m.model for m in v.members} == {"strong", "weak", "third"}
 
 
+def test_a_stop_during_one_ensemble_member_skips_the_next():
+    first, second = FakeJudge({"good": 2.0, "bad": 1.0}), FakeJudge({"good": 2.0, "bad": 1.0})
+    pairs = [{"id": str(i), "prompt": f"q{i}", "response_a": "good", "response_b": "bad"} for i in range(6)]
+    members = [(first, JudgeSpec("first", batch_size=2)), (second, JudgeSpec("second", batch_size=2))]
+    verdicts = judge_ensemble(members, CONST, pairs, should_stop=lambda: first.calls >= 2)
+    assert (first.calls, second.calls) == (2, 0)
+    assert [len(v.members) for v in verdicts] == [1, 0, 0, 0, 0, 0]  # p0 in both orders by the first judge
+
+
 def test_random_principle_is_seeded_and_pair_question_wins():
     judge = FakeJudge({"good": 2.0, "bad": 1.0})
     many = [{"id": str(i), "prompt": f"q{i}", "response_a": "good", "response_b": "bad"} for i in range(12)]

@@ -31,7 +31,7 @@ from cai_core.evaluation.evasiveness import detect
 from cai_core.evaluation.policies import NAME_PATTERN, Policy, parse_policies
 from cai_core.exports import exports_containing, prompt_hash
 from cai_core.evaluation.stats import bootstrap_ci, bradley_terry_ci, elo, win_tie_loss
-from cai_core.jobspecs import EvaluateSpec
+from cai_core.jobspecs import EvaluateSpec, JobSpec
 from cai_core.models.backends.base import GenerationParams
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
@@ -138,22 +138,26 @@ def _axis_result(policies: list[Policy], rows: list[dict], outcomes: list[float 
     }
 
 
+def evaluation_row(store: Store, name: str, kind: str, spec: JobSpec, job_id: int | None) -> int:
+    """The id of the `evaluations` row of this name and kind (an evaluation or an A/B experiment),
+    created or, when the same name resumes, updated: its spec is the job spec's JSON."""
+    existing = store.one("SELECT id FROM evaluations WHERE name=? AND kind=?", (name, kind))
+    if existing is not None:
+        store.execute("UPDATE evaluations SET spec_json=?, job_id=COALESCE(?, job_id) WHERE id=?",
+                      (dumps(spec.to_dict()), job_id, existing["id"]))
+        return int(existing["id"])
+    return int(store.execute(
+        "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?)",
+        (name, kind, dumps(spec.to_dict()), None, job_id, now())).lastrowid)
+
+
 def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None, job_id: int | None = None) -> dict:
-    """Generate, judge and score; store and return the evaluation (id, name, result). The
-    evaluation row keeps the job spec's JSON (the `evaluate` options) as its spec."""
+    """Generate, judge and score; store and return the evaluation (id, name, result)."""
 
     policies, prompt_sets, harmless_c = validate_spec(store, spec)
     name = spec.name or time.strftime("eval-%Y%m%d-%H%M%S")
-    existing = store.one("SELECT id FROM evaluations WHERE name=? AND kind=?", (name, KIND))
-    if existing is not None:
-        eval_id = int(existing["id"])
-        store.execute("UPDATE evaluations SET spec_json=?, job_id=COALESCE(?, job_id) WHERE id=?",
-                      (dumps(spec.to_dict()), job_id, eval_id))
-    else:
-        eval_id = int(store.execute(
-            "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?)",
-            (name, KIND, dumps(spec.to_dict()), None, job_id, now())).lastrowid)
+    eval_id = evaluation_row(store, name, KIND, spec, job_id)
 
     n_prompts = sum(len(v) for v in prompt_sets.values())
     n_pairs = len(policies) * (len(policies) - 1) // 2
@@ -166,24 +170,30 @@ def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | Non
         if progress:
             progress(min(done, total), total, msg)
 
+    def stopped() -> bool:
+        return bool(should_stop and should_stop())
+
+    stopped_result = {"id": eval_id, "name": name, "result": None, "stopped": True}
     params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
                               top_p=spec.top_p, seed=spec.seed)
     answers: dict[str, dict[str, list[str | None]]] = {}
     for axis, items in prompt_sets.items():
         texts = [it["text"] for it in items]
         for p in policies:
+            if stopped():  # before the next policy's model loads, on either axis
+                return stopped_result
             answers.setdefault(axis, {})[p.name] = generate_answers(
                 store, p, texts, params, batch_size=spec.batch_size, progress=tick, should_stop=should_stop)
-            if should_stop and should_stop():
-                break
-    if should_stop and should_stop():
-        return {"id": eval_id, "name": name, "result": None, "stopped": True}
+    if stopped():
+        return stopped_result
 
     judge_backend = get_backend(spec.judge_model, store.workspace)
     style = resolve_style(spec.judge_style, judge_backend)
     axes_out: dict[str, dict] = {}
     evasiveness: dict[str, dict] = {}
     for axis, items in prompt_sets.items():
+        if stopped():  # the next axis stores no comparisons after a Stop
+            return stopped_result
         rows = []
         for k, it in enumerate(items):
             for a, b in combinations(policies, 2):
@@ -221,8 +231,8 @@ def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | Non
         axes_out[axis] = axis_res
         for p in policies:
             evasiveness.setdefault(p.name, {})[axis] = _evasive_rate(answers[axis][p.name], spec.n_boot, spec.seed)
-    if should_stop and should_stop():
-        return {"id": eval_id, "name": name, "result": None, "stopped": True}
+    if stopped():
+        return stopped_result
 
     result = {
         "name": name,

@@ -27,7 +27,7 @@ from cai_core.constitution.model import Constitution
 from cai_core.constitution.spec import resolve_constitution
 from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
-from cai_core.evaluation.evaluate import outcome_of
+from cai_core.evaluation.evaluate import evaluation_row, outcome_of
 from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, check_style, resolve_style
 from cai_core.evaluation.evasiveness import detect
 from cai_core.evaluation.stats import (
@@ -198,15 +198,7 @@ def run_ab_experiment(store: Store, spec: ABExperimentSpec, *, progress: Progres
                 max_new_tokens=settings.max_new_tokens)  # a prompt too long is refused before either arm runs
     for c, src in ((ca, spec.constitution_a), (cb, spec.constitution_b)):
         save_constitution(store, c, note=f"used by A/B experiment {name} ({src})")
-    existing = store.one("SELECT id FROM evaluations WHERE name=? AND kind=?", (name, KIND))
-    if existing is not None:
-        exp_id = int(existing["id"])
-        store.execute("UPDATE evaluations SET spec_json=?, job_id=COALESCE(?, job_id) WHERE id=?",
-                      (dumps(spec.to_dict()), job_id, exp_id))
-    else:
-        exp_id = int(store.execute(
-            "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?)",
-            (name, KIND, dumps(spec.to_dict()), None, job_id, now())).lastrowid)
+    exp_id = evaluation_row(store, name, KIND, spec, job_id)
 
     # one progress bar over the whole experiment: arm A's steps, then arm B's, then the judging
     # (at most both orders of every prompt), instead of a bar that fills up once per phase
