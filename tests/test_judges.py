@@ -287,3 +287,19 @@ def test_stored_judgment_keeps_the_exact_transcript(store):
         t = judgment_transcript(row)
         conv, prefix = sent[t["messages"][-1]["content"]]
         assert t["messages"] == conv and t["assistant_prefix"] == prefix   # byte for byte what was sent
+
+
+def test_builtin_judges_are_one_comparison_principle_without_examples():
+    """judge_defaults._builtin_judge owns the shape of the built-in judges (zero-shot, one question)."""
+    from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE, HHH_QUESTION
+
+    for judge, pid, name in ((HARMLESS_JUDGE, "harmless", "eval-harmlessness"),
+                             (HELPFUL_JUDGE, "helpful", "eval-helpfulness"), (HHH_JUDGE, "hhh", "builtin_hhh")):
+        judge.validate()
+        assert judge.name == name and judge.description
+        assert [p.id for p in judge.principles] == [pid] and judge.comparison_principles() == judge.principles
+        assert judge.principles[0].critique_request and judge.principles[0].revision_request
+        assert not judge.few_shot and not judge.judge_examples
+    assert HHH_JUDGE.principles[0].comparison_question == HHH_QUESTION
+    assert HARMLESS_JUDGE.principles[0].tags == ["harmless"]
+
