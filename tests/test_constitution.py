@@ -149,6 +149,20 @@ def test_diff_per_principle_word_level():
     assert diff_constitutions(old, old) == []
 
 
+@pytest.mark.parametrize("field, item, message", [
+    ("principles", "not a dict", "principle #1 is not a mapping"),
+    ("principles", {"id": "a", "colour": "red"}, r"principle #1 has unknown field\(s\) \['colour'\]"),
+    ("few_shot", ["q"], "few-shot example #1 is not a mapping"),
+    ("few_shot", {"question": "q", "mood": 1}, r"few-shot example #1 has unknown field\(s\) \['mood'\]"),
+    ("judge_examples", 3, "judge example #1 is not a mapping"),
+    ("judge_examples", {"conversation": "c", "winner": "A"}, r"judge example #1 has unknown field\(s\) \['winner'\]"),
+])
+def test_each_list_item_of_a_constitution_is_a_mapping_of_known_fields(field, item, message):
+    data = {"name": "t", "principles": [{"id": "a", "name": "A", "critique_request": "c?", "revision_request": "r."}]}
+    with pytest.raises(CaiError, match=rf"^{message}$"):
+        Constitution.from_dict({**data, field: [item]})
+
+
 def test_paper_critique_revision_with_comparisons_and_few_shot():
     c = load_constitution_file(PAPER_DATA / "CritiqueRevisionInstructions.json")
     assert len(c.principles) == 16 and c.principles[0].id == "harmful0"

@@ -289,12 +289,18 @@ def _text(value) -> str:
     return str(value)
 
 
-def _principle_from_dict(p, i: int, where: str | None) -> Principle:
-    if not isinstance(p, dict):
-        raise CaiError(f"principle #{i + 1} is not a mapping", where=where)
-    unknown = set(p) - set(Principle.__dataclass_fields__)
+def _check_item(item, cls, label: str, where: str | None) -> None:
+    """One list item of a constitution file (a principle or an example) is a mapping holding only
+    `cls`'s fields; else a CaiError naming the item ("principle #2 ...")."""
+    if not isinstance(item, dict):
+        raise CaiError(f"{label} is not a mapping", where=where)
+    unknown = set(item) - set(cls.__dataclass_fields__)
     if unknown:
-        raise CaiError(f"principle #{i + 1} has unknown field(s) {sorted(unknown)}", where=where)
+        raise CaiError(f"{label} has unknown field(s) {sorted(unknown)}", where=where)
+
+
+def _principle_from_dict(p, i: int, where: str | None) -> Principle:
+    _check_item(p, Principle, f"principle #{i + 1}", where)
     tags = p.get("tags") or []
     if isinstance(tags, str):
         tags = [t.strip() for t in tags.split(",") if t.strip()]
@@ -314,11 +320,7 @@ def _principle_from_dict(p, i: int, where: str | None) -> Principle:
 
 
 def few_shot_from_dict(f, i: int, where: str | None) -> FewShotExample:
-    if not isinstance(f, dict):
-        raise CaiError(f"few-shot example #{i + 1} is not a mapping", where=where)
-    unknown = set(f) - set(FewShotExample.__dataclass_fields__)
-    if unknown:
-        raise CaiError(f"few-shot example #{i + 1} has unknown field(s) {sorted(unknown)}", where=where)
+    _check_item(f, FewShotExample, f"few-shot example #{i + 1}", where)
     try:
         return FewShotExample(question=_text(f.get("question")), response=_text(f.get("response")),
                               critique=_text(f.get("critique")), revision=_text(f.get("revision")),
@@ -330,11 +332,7 @@ def few_shot_from_dict(f, i: int, where: str | None) -> FewShotExample:
 
 
 def judge_example_from_dict(e, i: int, where: str | None) -> JudgeExample:
-    if not isinstance(e, dict):
-        raise CaiError(f"judge example #{i + 1} is not a mapping", where=where)
-    unknown = set(e) - set(JudgeExample.__dataclass_fields__)
-    if unknown:
-        raise CaiError(f"judge example #{i + 1} has unknown field(s) {sorted(unknown)}", where=where)
+    _check_item(e, JudgeExample, f"judge example #{i + 1}", where)
     try:
         return JudgeExample(conversation=_text(e.get("conversation")), response_a=_text(e.get("response_a")),
                             response_b=_text(e.get("response_b")),
