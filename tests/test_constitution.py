@@ -149,6 +149,23 @@ def test_diff_per_principle_word_level():
     assert diff_constitutions(old, old) == []
 
 
+def test_diff_matches_worked_examples_by_position():
+    from cai_core.constitution.model import JudgeExample
+
+    old = Constitution(name="t", principles=[_p("a")], few_shot=[FewShotExample("q", "r", "crit", "rev")],
+                       judge_examples=[JudgeExample("Human: hi", "x", "y", "A")])
+    new = Constitution(name="t", principles=[_p("a")],
+                       judge_examples=[JudgeExample("Human: hi", "x", "y", "B"), JudgeExample("Human: yo", "p", "q", "A")])
+    changes = [(ch.kind, ch.key, ch.status, ch.label, ch.old_index, ch.new_index, sorted(ch.fields))
+               for ch in diff_constitutions(old, new)]
+    assert changes == [
+        ("few_shot", "#1", "removed", "few-shot example #1", 0, None, ["critique", "question", "response", "revision"]),
+        ("judge_example", "j#1", "changed", "judge example #1", 0, 0, ["answer"]),
+        ("judge_example", "j#2", "added", "judge example #2", None, 1,
+         ["answer", "conversation", "response_a", "response_b", "style"]),
+    ]
+
+
 @pytest.mark.parametrize("field, item, message", [
     ("principles", "not a dict", "principle #1 is not a mapping"),
     ("principles", {"id": "a", "colour": "red"}, r"principle #1 has unknown field\(s\) \['colour'\]"),

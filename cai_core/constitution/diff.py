@@ -79,21 +79,22 @@ def diff_constitutions(old: Constitution, new: Constitution) -> list[Change]:
         if fields or p.id in moved:
             changes.append(Change("principle", p.id, "changed" if fields else "moved", p.name or p.id,
                                   old_index=old_pos[p.id], new_index=j, fields=fields))
-    for k in range(max(len(old.few_shot), len(new.few_shot))):
-        a = old.few_shot[k] if k < len(old.few_shot) else None
-        b = new.few_shot[k] if k < len(new.few_shot) else None
-        fields = _diff_fields(a, b, FEW_SHOT_FIELDS)
+    changes += _example_changes("few_shot", "#", "few-shot example", old.few_shot, new.few_shot, FEW_SHOT_FIELDS)
+    changes += _example_changes("judge_example", "j#", "judge example", old.judge_examples, new.judge_examples,
+                                JUDGE_EXAMPLE_FIELDS)
+    return changes
+
+
+def _example_changes(kind: str, key_prefix: str, label: str, old: list, new: list, names) -> list[Change]:
+    """Worked examples have no ids: they are matched by position (example #k against example #k)."""
+    changes = []
+    for k in range(max(len(old), len(new))):
+        a = old[k] if k < len(old) else None
+        b = new[k] if k < len(new) else None
+        fields = _diff_fields(a, b, names)
         if fields:
             status = "added" if a is None else "removed" if b is None else "changed"
-            changes.append(Change("few_shot", f"#{k + 1}", status, f"few-shot example #{k + 1}",
-                                  old_index=k if a else None, new_index=k if b else None, fields=fields))
-    for k in range(max(len(old.judge_examples), len(new.judge_examples))):
-        a = old.judge_examples[k] if k < len(old.judge_examples) else None
-        b = new.judge_examples[k] if k < len(new.judge_examples) else None
-        fields = _diff_fields(a, b, JUDGE_EXAMPLE_FIELDS)
-        if fields:
-            status = "added" if a is None else "removed" if b is None else "changed"
-            changes.append(Change("judge_example", f"j#{k + 1}", status, f"judge example #{k + 1}",
+            changes.append(Change(kind, f"{key_prefix}{k + 1}", status, f"{label} #{k + 1}",
                                   old_index=k if a else None, new_index=k if b else None, fields=fields))
     return changes
 
