@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cai_core.constitution.diff import FEW_SHOT_FIELDS, JUDGE_EXAMPLE_FIELDS
 from cai_core.constitution.model import (
     ALLOWED_VARIABLES,
     FIELD_VARIABLES,
@@ -20,12 +21,6 @@ from cai_core.constitution.model import (
 )
 from cai_core.errors import CaiError
 from ui.markdown import md_escape, segments_markdown
-
-PRINCIPLE_FIELDS = ("id", "name", "critique_request", "revision_request", "comparison_question", "tags", "enabled")
-FEW_SHOT_FIELDS = ("question", "response", "critique", "revision", "principle_id", "critique_request",
-                   "revision_request")
-JUDGE_EXAMPLE_FIELDS = ("style", "conversation", "question", "response_a", "response_b", "reasoning", "answer")
-
 
 def key(uid: str, fld: str) -> str:
     return f"ce{st.session_state.get('ce_gen', 0)}_{uid}_{fld}"
@@ -71,20 +66,22 @@ def add_principle(p: Principle | None = None) -> None:
     st.session_state["ce_order"].append(uid)
 
 
-def add_few_shot(ex: FewShotExample | None = None) -> None:
-    uid = _uid("f")
-    ex = ex or FewShotExample(question="", response="", critique="", revision="")
-    for fld in FEW_SHOT_FIELDS:
+def _add_example(prefix: str, order_key: str, ex, fields: tuple[str, ...]) -> None:
+    """Put a worked example's fields into fresh widget keys and list it last in its order."""
+    uid = _uid(prefix)
+    for fld in fields:
         st.session_state[key(uid, fld)] = getattr(ex, fld) or ""
-    st.session_state["ce_few_order"].append(uid)
+    st.session_state.setdefault(order_key, []).append(uid)
+
+
+def add_few_shot(ex: FewShotExample | None = None) -> None:
+    _add_example("f", "ce_few_order", ex or FewShotExample(question="", response="", critique="", revision=""),
+                 FEW_SHOT_FIELDS)
 
 
 def add_judge_example(ex: JudgeExample | None = None) -> None:
-    uid = _uid("j")
-    ex = ex or JudgeExample(conversation="Human: ", response_a="", response_b="", answer="A")
-    for fld in JUDGE_EXAMPLE_FIELDS:
-        st.session_state[key(uid, fld)] = getattr(ex, fld) or ""
-    st.session_state.setdefault("ce_judge_order", []).append(uid)
+    _add_example("j", "ce_judge_order", ex or JudgeExample(conversation="Human: ", response_a="", response_b="",
+                                                           answer="A"), JUDGE_EXAMPLE_FIELDS)
 
 
 def move(order_key: str, uid: str, delta: int) -> None:
