@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Iterable
 
 from cai_core.errors import CaiError
+from cai_core.jsonl import jsonl_rows
 from cai_core.store import Store, dumps, loads, now
 from cai_core.uploads import read_user_file
 
@@ -64,14 +64,7 @@ def _item(record: dict, where: str) -> dict:
 
 def _parse_jsonl(raw: str, where: str) -> list[dict]:
     items = []
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        loc = f"{where}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CaiError(f"malformed JSON on line {lineno} ({exc.msg} at column {exc.colno})", where=loc) from exc
+    for lineno, loc, record in jsonl_rows(raw, where, "malformed JSON on line {line} ({msg} at column {col})"):
         if isinstance(record, str):
             record = {"prompt": record}
         if not isinstance(record, dict):

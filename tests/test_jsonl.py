@@ -41,3 +41,36 @@ def test_append_adds_whole_lines_and_read_skips_blank_ones(tmp_path):
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n")
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}, {"step": 3}]
+
+
+def test_jsonl_rows_skips_blank_lines_and_locates_a_bad_one():
+    from cai_core.errors import CaiError
+    from cai_core.jsonl import jsonl_rows
+
+    assert list(jsonl_rows('{"a": 1}\n\n  \n"x"\n', "f.jsonl")) == [(1, "f.jsonl:1", {"a": 1}), (4, "f.jsonl:4", "x")]
+    with pytest.raises(CaiError, match=r"^f.jsonl:3: not valid JSON \(Expecting value at column 1\)$"):
+        list(jsonl_rows('{"a": 1}\n\n}\n', "f.jsonl"))
+    with pytest.raises(CaiError, match=r"^f.jsonl:2: line 2 is bad: Expecting value, column 1$"):
+        list(jsonl_rows('1\n}', "f.jsonl", "line {line} is bad: {msg}, column {col}"))
+
+
+@pytest.mark.parametrize("reader, message", [
+    ("labels", r"bad.jsonl:2: not valid JSON \(Expecting value at column 1\)"),
+    ("paper_eval", r"bad.jsonl:2: not valid JSON \(Expecting value at column 1\)"),
+    ("prompts", r"bad.jsonl:2: malformed JSON on line 2 \(Expecting value at column 1\)"),
+    ("pairs", r"bad.jsonl:2: malformed JSON: Expecting value \(column 1\)"),
+])
+def test_every_user_jsonl_reader_names_the_bad_line_in_its_own_words(tmp_path, reader, message):
+    """Labels, the paper's evals, prompt sets and pairs files share jsonl_rows; each keeps its wording."""
+    from cai_core.errors import CaiError
+    from cai_core.prompt_sets import load_prompts_file
+    from cai_core.reliability.labels import parse_labels
+    from cai_core.reliability.paper_evals import load_paper_eval
+    from cai_core.rlaif.pairs import load_pairs_file
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n}\n", encoding="utf-8")  # line 1 blank (skipped), line 2 not JSON
+    read = {"labels": lambda: parse_labels(path.read_text(), str(path)), "prompts": lambda: load_prompts_file(path),
+            "pairs": lambda: load_pairs_file(path), "paper_eval": lambda: load_paper_eval(path)}[reader]
+    with pytest.raises(CaiError, match=message):
+        read()

@@ -7,12 +7,11 @@ kept, so the judge CLI's output can be read as it is.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from cai_core.errors import CaiError
-from cai_core.jsonl import write_jsonl
+from cai_core.jsonl import jsonl_rows, write_jsonl
 from cai_core.label_rule import label_from_p
 from cai_core.uploads import read_user_file
 
@@ -75,16 +74,7 @@ def parse_label_row(obj: Any, where: str, allow_no_verdict: bool = False) -> dic
 
 def parse_labels(text: str, source: str = "<labels>", allow_no_verdict: bool = False) -> list[dict]:
     """Parse label-interchange JSONL text; errors name source:line. Blank lines are skipped."""
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{source}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CaiError(f"not valid JSON ({exc.msg} at column {exc.colno})", where=where) from exc
-        rows.append(parse_label_row(obj, where, allow_no_verdict))
+    rows = [parse_label_row(obj, where, allow_no_verdict) for _, where, obj in jsonl_rows(text, source)]
     if not rows:
         raise CaiError("no labels found (expected JSONL rows with 'id' and 'label')", where=source)
     return rows

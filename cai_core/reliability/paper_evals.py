@@ -6,7 +6,6 @@ per item (the file's own order is kept in meta), so a judge that always says "(A
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cai_core.errors import CaiError
+from cai_core.jsonl import jsonl_rows
 from cai_core.reliability.labels import read_text_file, word_count
 
 PAPER_SEED = 0
@@ -101,14 +101,7 @@ def load_paper_eval(path: str | Path, *, seed: int = PAPER_SEED, randomize: bool
     stem = path.stem
     category = _category_for(stem)
     items = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CaiError(f"not valid JSON ({exc.msg} at column {exc.colno})", where=where) from exc
+    for lineno, where, obj in jsonl_rows(text, str(path)):
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
             raise CaiError("expected an object with 'prompt', 'corrects' and 'incorrects'", where=where)
         if isinstance(obj.get("incorrects"), list) and len(obj["incorrects"]) > 1:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from cai_core.errors import CaiError
+from cai_core.jsonl import jsonl_rows
 from cai_core.models.backends.base import Backend, GenerationParams
 from cai_core.provenance import check_origin, check_split, split_of
 from cai_core.reliability.paper_evals import load_paper_eval
@@ -141,13 +142,7 @@ def load_pairs_file(path: str | Path, seed: int = 0) -> list[dict]:
             raise CaiError(f"malformed JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from exc
         rows = [(i + 1, r) for i, r in enumerate(data)]
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise CaiError(f"malformed JSON: {exc.msg} (column {exc.colno})", where=f"{path}:{lineno}") from exc
+        rows = [(lineno, row) for lineno, _, row in jsonl_rows(text, str(path), "malformed JSON: {msg} (column {col})")]
     if not rows:
         raise CaiError("no pairs found (the file is empty)", where=str(path))
     if isinstance(rows[0][1], dict) and "corrects" in rows[0][1]:
