@@ -773,8 +773,10 @@ CHANGE_FILTERS = {
 }
 
 
-def _where(batch=None, constitution_version=None, principle=None, change=None, search=None, status="done",
-           model=None) -> tuple[str, list]:
+def trajectory_filter(*, batch=None, constitution_version=None, principle=None, change=None, search=None,
+                      status="done", model=None) -> tuple[list[str], list]:
+    """The one filter over stored trajectories (table alias t): SQL clauses to AND together, and their
+    parameters. The lists, the SFT export and the principle statistics all select through it."""
     clauses, params = [], []
     if status:
         clauses.append("t.status=?")
@@ -800,6 +802,13 @@ def _where(batch=None, constitution_version=None, principle=None, change=None, s
         like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         clauses.append("(t.prompt LIKE ? ESCAPE '\\' OR t.initial LIKE ? ESCAPE '\\' OR t.final LIKE ? ESCAPE '\\')")
         params += [like, like, like]
+    return clauses, params
+
+
+def _where(batch=None, constitution_version=None, principle=None, change=None, search=None, status="done",
+           model=None) -> tuple[str, list]:
+    clauses, params = trajectory_filter(batch=batch, constitution_version=constitution_version, principle=principle,
+                                        change=change, search=search, status=status, model=model)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

@@ -22,7 +22,7 @@ from cai_core.jsonl import write_jsonl
 from cai_core.prompt_sets import get_prompt_set, get_prompts
 from cai_core.provenance import SPLITS, TRAIN_ONLY, parse_splits
 from cai_core.store import Store, now
-from cai_core.supervised.revision import ReviseSettings, run_revision
+from cai_core.supervised.revision import ReviseSettings, run_revision, trajectory_filter
 from cai_core.workspace import safe_name, slug
 
 FORMATS = ("jsonl", "hf")
@@ -41,20 +41,14 @@ def revision_rows(store: Store, *, batch: str | None = None, constitution_versio
     """Finished trajectories of the given splits (default: train) with at least one round and a
     non-empty final answer."""
     splits = list(splits)
-    clauses = ["status='done'", "COALESCE(rounds, 1) > 0", "TRIM(COALESCE(final, '')) != ''",
-               "EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=trajectories.id)",
-               f"split IN ({','.join('?' * len(splits))})"]
-    params: list = list(splits)
-    if batch:
-        clauses.append("batch=?")
-        params.append(batch)
-    if constitution_version:
-        clauses.append("constitution_version=?")
-        params.append(constitution_version)
+    clauses, params = trajectory_filter(batch=batch, constitution_version=constitution_version, status="done")
+    clauses += ["COALESCE(t.rounds, 1) > 0", "TRIM(COALESCE(t.final, '')) != ''",
+                "EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=t.id)",
+                f"t.split IN ({','.join('?' * len(splits))})"]
+    params += splits
     return [dict(r) for r in store.query(
         "SELECT id, batch, job_id, prompt, final, constitution_name, constitution_version, model, origin, split "
-        "FROM trajectories "
-        f"WHERE {' AND '.join(clauses)} ORDER BY id", tuple(params))]
+        f"FROM trajectories t WHERE {' AND '.join(clauses)} ORDER BY id", tuple(params))]
 
 
 def _stored_answer(store: Store, prompt: str, model: str | None) -> dict | None:
