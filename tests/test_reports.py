@@ -29,6 +29,25 @@ def test_evaluation_report(store):
         report_html(store, "evaluation", 999)
 
 
+def test_a_report_of_the_wrong_kind_or_unfinished_names_the_report_to_use(store):
+    from cai_core.store import now
+
+    eid = seed_evaluation(store)
+    with store.tx() as conn:
+        ab = conn.execute("INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) "
+                          "VALUES ('ab', 'ab-experiment', '{}', NULL, NULL, ?)", (now(),)).lastrowid
+        conn.execute("INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) "
+                     "VALUES ('ev2', 'policies', '{}', NULL, NULL, ?)", (now(),))
+    with pytest.raises(CaiError, match=rf"^{eid} is a policy evaluation; use `report evaluation {eid}`$"):
+        report_html(store, "experiment", eid)
+    with pytest.raises(CaiError, match=rf"^'ab' is an A/B experiment; use `report experiment {ab}`$"):
+        report_html(store, "evaluation", "ab")
+    with pytest.raises(CaiError, match=r"^experiment 'ab' has no result yet \(still running, stopped or failed\)$"):
+        report_html(store, "experiment", "ab")
+    with pytest.raises(CaiError, match=r"^evaluation 'ev2' has no result yet"):
+        report_html(store, "evaluation", "ev2")
+
+
 @pytest.mark.slow
 def test_trajectory_report_and_cli(store, tmp_path):
     with store.tx() as conn:

@@ -263,13 +263,25 @@ def trajectory_figure(traj: dict):
 
 
 # -- reports -----------------------------------------------------------------------------------
-def evaluation_report(store: Store, ref) -> str:
+# The two kinds of row in `evaluations` that have a report: the report kind that shows each, and what it is.
+_REPORTED = {"policies": ("evaluation", "a policy evaluation"), "ab-experiment": ("experiment", "an A/B experiment")}
+
+
+def _finished(store: Store, ref, kind: str) -> dict:
+    """The evaluation row `ref` if it is of `kind` and has a result; else a CaiError naming the report
+    that fits it, or saying it is not finished."""
     ev = get_evaluation(store, ref)
-    if ev["kind"] != "policies":
-        raise CaiError(f"{ref!r} is an A/B experiment; use `report experiment {ev['id']}`")
+    if ev["kind"] != kind:
+        other = next(k for k in _REPORTED if k != kind)
+        raise CaiError(f"{ref!r} is {_REPORTED[other][1]}; use `report {_REPORTED[other][0]} {ev['id']}`")
+    if not ev["result"]:
+        raise CaiError(f"{_REPORTED[kind][0]} {ev['name']!r} has no result yet (still running, stopped or failed)")
+    return ev
+
+
+def evaluation_report(store: Store, ref) -> str:
+    ev = _finished(store, ref, "policies")
     result = ev["result"]
-    if not result:
-        raise CaiError(f"evaluation {ev['name']!r} has no result yet (still running, stopped or failed)")
     spec = ev["spec"]
     rep = Report(f"Evaluation: {ev['name']}",
                  f"judge {spec.get('judge_model')} · prompts {spec.get('prompts')}"
@@ -308,12 +320,8 @@ def evaluation_report(store: Store, ref) -> str:
 
 
 def experiment_report(store: Store, ref) -> str:
-    ev = get_evaluation(store, ref)
-    if ev["kind"] != "ab-experiment":
-        raise CaiError(f"{ref!r} is a policy evaluation; use `report evaluation {ev['id']}`")
+    ev = _finished(store, ref, "ab-experiment")
     r = ev["result"]
-    if not r:
-        raise CaiError(f"experiment {ev['name']!r} has no result yet (still running, stopped or failed)")
     rep = Report(f"Constitution A/B experiment: {ev['name']}",
                  f"A = {r['constitution_a']['name']}@{r['constitution_a']['version']} · "
                  f"B = {r['constitution_b']['name']}@{r['constitution_b']['version']} · model {r['model']} · "
