@@ -48,6 +48,23 @@ def test_a_report_of_the_wrong_kind_or_unfinished_names_the_report_to_use(store)
         report_html(store, "evaluation", "ev2")
 
 
+def test_report_command_checks_out_before_writing(store, tmp_path):
+    import argparse
+
+    from cai_core.commands.report import cmd_report
+
+    eid = seed_evaluation(store)
+    args = dict(workspace=str(store.workspace.root), kind="evaluation", ref=str(eid))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(CaiError, match="--out is a folder; give a file name"):
+        cmd_report(argparse.Namespace(**args, out=str(out)))
+    with pytest.raises(CaiError, match="the folder for --out does not exist"):
+        cmd_report(argparse.Namespace(**args, out=str(out / "nope" / "r.html")))
+    assert cmd_report(argparse.Namespace(**args, out=str(out / "r.html"))) == 0
+    assert [p.name for p in out.iterdir()] == ["r.html"]
+
+
 @pytest.mark.slow
 def test_trajectory_report_and_cli(store, tmp_path):
     with store.tx() as conn:

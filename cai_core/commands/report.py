@@ -1,7 +1,7 @@
 """`report`: export a trajectory, an evaluation or an A/B experiment as one self-contained HTML file."""
 from __future__ import annotations
 
-from cai_core.commands._common import add_command
+from cai_core.commands._common import add_command, output_file
 from cai_core.errors import CaiError
 from cai_core.evaluation.reports import write_report
 from cai_core.store import open_store
@@ -21,6 +21,6 @@ def cmd_report(args) -> int:
     store = open_store(args.workspace)
     if args.kind == "trajectory" and not str(args.ref).isdigit():
         raise CaiError(f"a trajectory is named by its number, not {args.ref!r}")
-    path = write_report(store, args.kind, args.ref, args.out)
+    path = write_report(store, args.kind, args.ref, output_file(args.out))
     print(path)
     return 0

@@ -397,16 +397,10 @@ def report_html(store: Store, kind: str, ref) -> str:
 
 
 def write_report(store: Store, kind: str, ref, out: str | Path | None = None) -> Path:
-    """Build the report, then write it atomically (default: workspace/reports/<kind>-<ref>.html)."""
+    """Build the report, then write it atomically (default: workspace/reports/<kind>-<ref>.html). A given
+    `out` is the command's --out, already checked by commands._common.output_file."""
     text = report_html(store, kind, ref)
-    if out is None:
-        path = store.workspace.child_path("reports", f"{kind}-{ref}.html")
-    else:
-        path = Path(out).expanduser()
-        if path.is_dir():
-            raise CaiError("--out is a folder; give a file name", where=str(path))
-        if not path.parent.exists():
-            raise CaiError("the folder for --out does not exist", where=str(path))
+    path = store.workspace.child_path("reports", f"{kind}-{ref}.html") if out is None else Path(out).expanduser()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
