@@ -139,3 +139,15 @@ def test_cli_import_show_and_broken_line(tmp_path):
     assert r.stderr.startswith("error:") and "bad.jsonl:2" in r.stderr
     r = run_cli("prompts", "list", "--json", "--workspace", str(ws))
     assert [s["name"] for s in json.loads(r.stdout)] == ["t"]
+
+
+@pytest.mark.parametrize("group, action", [("prompts", "list"), ("constitution", "list")])
+def test_a_command_group_without_action_prints_its_help_and_exits_2(capsys, group, action):
+    """commands._common.add_group owns the groups: alone it prints help (exit 2); an action runs its own func."""
+    from cai_core.cli import build_parser, main
+
+    assert main([group]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and f" {group} [-h] ACTION ..." in out
+    args = build_parser().parse_args([group, action])
+    assert args.action == action and args.func.__name__ == "cmd_list"

@@ -25,6 +25,14 @@ def add_command(subparsers, name: str, help: str, description: str | None = None
     )
 
 
+def add_group(subparsers, name: str, help: str, description: str) -> argparse._SubParsersAction:
+    """Add a command group (`constitution ...`, `prompts ...`) and return its actions; the group
+    alone, without an action, prints its help and exits 2."""
+    group = subparsers.add_parser(name, help=help, description=description)
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+    return group.add_subparsers(dest="action", metavar="ACTION")
+
+
 def add_n_boot(p: argparse.ArgumentParser) -> None:
     """--n-boot, the bootstrap resamples of every command's 95% intervals (args.n_boot); --bootstrap,
     the older spelling of evaluate and ab-experiment, still works but is no longer listed."""

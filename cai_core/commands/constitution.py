@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from cai_core.commands._common import add_command
+from cai_core.commands._common import add_command, add_group
 from cai_core.constitution.diff import diff_constitutions
 from cai_core.constitution.files import load_import
 from cai_core.constitution.versions import (
@@ -20,10 +20,8 @@ from cai_core.store import open_store
 
 
 def register(sub) -> None:
-    group = sub.add_parser("constitution", help="import, export, list, diff and validate constitutions",
-                           description="Constitutions: named, versioned lists of principles.")
-    actions = group.add_subparsers(dest="action", metavar="ACTION")
-    group.set_defaults(func=lambda args: group.print_help() or 2)
+    actions = add_group(sub, "constitution", "import, export, list, diff and validate constitutions",
+                        "Constitutions: named, versioned lists of principles.")
 
     p = add_command(actions, "import", "import a constitution file (this project's YAML/JSON or the paper's JSON)")
     p.add_argument("file", help=".yaml/.yml/.json: ours, CritiqueRevisionInstructions.json, RLMadisonInstructions.json "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from cai_core.commands._common import add_command
+from cai_core.commands._common import add_command, add_group
 from cai_core.prompt_sets import (
     KINDS,
     delete_prompt_set,
@@ -17,10 +17,8 @@ from cai_core.store import open_store
 
 
 def register(sub) -> None:
-    group = sub.add_parser("prompts", help="import, list and show prompt sets",
-                           description="Prompt sets: named prompts (red-team, helpfulness) the pipelines run over.")
-    actions = group.add_subparsers(dest="action", metavar="ACTION")
-    group.set_defaults(func=lambda args: group.print_help() or 2)
+    actions = add_group(sub, "prompts", "import, list and show prompt sets",
+                        "Prompt sets: named prompts (red-team, helpfulness) the pipelines run over.")
 
     p = add_command(actions, "import", "import a JSONL ('prompt' field), CSV (prompt column) or TXT (one per line)")
     p.add_argument("file")
