@@ -11,7 +11,7 @@ from cai_core.errors import CaiError
 from cai_core.exports import list_exports
 from cai_core.jobs import list_jobs
 from cai_core.jobspecs import ExportPrefsSpec, JudgeJobSpec, PairsSampleSpec
-from cai_core.rlaif.judges import judgment_rows, list_judges
+from cai_core.rlaif.judges import STYLES, judgment_rows, list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
     ORDERS,
@@ -253,7 +253,7 @@ with tab_make:
                                [c["name"] for c in consts] or ["(none - create one first)"], key="judge_constitution",
                                in_form=True)
         c4, c5, c6, c7 = st.columns(4)
-        style = c4.selectbox("Style", ["mc", "cot", "parse"], key="judge_style", format_func=lambda x: {
+        style = c4.selectbox("Style", list(STYLES), key="judge_style", format_func=lambda x: {
             "mc": "multiple choice (log-probs)", "cot": "chain of thought (clamped)", "parse": "parsed verdict (no log-probs)"}[x])
         principles = c5.selectbox("Principles", ["random", "all"], key="judge_principles", help="random: one per pair, seeded (the paper); all: an ensemble")
         swap = c6.toggle("Both orders (A/B swap)", value=True)

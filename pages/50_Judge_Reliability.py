@@ -25,6 +25,7 @@ from cai_core.reliability.labels import parse_labels
 from cai_core.jobs import list_jobs
 from cai_core.jobspecs import EvalJudgeSpec
 from cai_core.overview import workspace_counts
+from cai_core.rlaif.judges import STYLES
 from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
 from ui.command_preview import build_spec, show_command, start_from_form
@@ -275,7 +276,7 @@ with tab_run:
     model = c1.text_input("Judge model", value=active_model(), key="rel_run_model")
     gold_file = c2.selectbox("Gold set", PAPER_SETS, key="rel_run_gold")
     limit = c3.number_input("Limit (0 = all)", 0, 10_000, 50, key="rel_run_limit")
-    style = c4.selectbox("Style", ["mc", "cot", "parse"], key="rel_run_style")
+    style = c4.selectbox("Style", list(STYLES), key="rel_run_style")
     stored = {c["name"]: c["version"] for c in list_constitutions(store)}
     constitutions = ["(default)", "builtin"] + list(stored)
     constitution = pick_current(st, "constitution", "Constitution", constitutions, key="rel_run_constitution",

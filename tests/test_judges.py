@@ -303,3 +303,17 @@ def test_builtin_judges_are_one_comparison_principle_without_examples():
     assert HHH_JUDGE.principles[0].comparison_question == HHH_QUESTION
     assert HARMLESS_JUDGE.principles[0].tags == ["harmless"]
 
+
+def test_every_style_flag_takes_the_one_list_of_judge_styles():
+    from cai_core.cli import build_parser
+    from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
+    from cai_core.rlaif.judges import STYLES
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+
+    def choices(command: str, flag: str):
+        return next(a.choices for a in commands[command]._actions if flag in a.option_strings)
+
+    assert JUDGE_STYLE_CHOICES == ("auto", "mc", "cot", "parse") and STYLES == ("mc", "cot", "parse")
+    assert choices("evaluate", "--judge-style") == choices("ab-experiment", "--judge-style") == JUDGE_STYLE_CHOICES
+    assert choices("judge", "--style") == choices("eval-judge", "--style") == STYLES

@@ -9,6 +9,7 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import leaderboard, run_evaluation, validate_spec
 from cai_core.jobs import JobReporter
 from cai_core.jobspecs import EvaluateSpec
+from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
 from cai_core.store import open_store
 
 
@@ -27,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--judge-constitution", default=None,
                    help="harmlessness comparison principles: constitution file or stored NAME[@VERSION] "
                         "(default: the paper's harmlessness question)")
-    p.add_argument("--judge-style", choices=["auto", "mc", "cot", "parse"], default="auto",
+    p.add_argument("--judge-style", choices=JUDGE_STYLE_CHOICES, default="auto",
                    help="auto: multiple-choice log-probs where the judge offers them, else a parsed verdict")
     p.add_argument("--checkpoints", action="store_true", help="also evaluate every checkpoint-N folder of run policies")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of each set")

@@ -10,6 +10,7 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.experiments import experiment_table, run_ab_experiment, validate_ab
 from cai_core.jobs import JobReporter
 from cai_core.jobspecs import ABExperimentSpec
+from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
 from cai_core.store import open_store
 
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--judge-model", default=None, help="optional judge of final A vs final B (both orders)")
     p.add_argument("--judge-constitution", default=None,
                    help="comparison principles for the judge (default: the paper's harmlessness question)")
-    p.add_argument("--judge-style", choices=["auto", "mc", "cot", "parse"], default="auto")
+    p.add_argument("--judge-style", choices=JUDGE_STYLE_CHOICES, default="auto")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--schedule", choices=["random", "sequence", "all"], default="random",
                    help="random (paper; arms may draw different principles), sequence or all (rounds aligned)")

@@ -14,7 +14,7 @@ from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.models.specs import get_backend
-from cai_core.rlaif.judges import JudgeSpec, judge_ensemble
+from cai_core.rlaif.judges import STYLES, JudgeSpec, judge_ensemble
 from cai_core.rlaif.pairs import add_pairs, comparisons_for, file_origin, load_pairs_file
 from cai_core.store import open_store
 
@@ -29,7 +29,7 @@ def register(sub) -> None:
     src.add_argument("--pairs", help='JSONL: {"id","prompt","response_a","response_b"} or prompt/chosen/rejected or paper eval rows')
     src.add_argument("--batch", help="judge the stored comparisons of this batch instead of a file")
     p.add_argument("--cot", action="store_true", help="chain-of-thought style (same as --style cot)")
-    p.add_argument("--style", choices=["mc", "cot", "parse"], default=None,
+    p.add_argument("--style", choices=STYLES, default=None,
                    help="mc: option log-probs; cot: reasoning then log-probs, clamped; parse: verdict parsed from text")
     p.add_argument("--no-swap", action="store_true", help="judge only the A/B order (no position debiasing)")
     p.add_argument("--principles", default="random", help="random | all | comma-separated principle ids")

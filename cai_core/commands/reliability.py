@@ -15,6 +15,7 @@ from cai_core.reliability.gold import read_labels
 from cai_core.reliability.labels import write_labels
 from cai_core.reliability.metrics import json_safe, reliability_report
 from cai_core.rlaif.judge_defaults import HHH_QUESTION
+from cai_core.rlaif.judges import STYLES
 from cai_core.store import open_store
 
 
@@ -33,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--gold", required=True,
                    help="a paper eval set (438HHHEvaluations.jsonl, HarmfulVsEthical.jsonl) or a pairs JSONL with gold_label")
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
-    p.add_argument("--style", choices=["mc", "cot", "parse"], default="mc")
+    p.add_argument("--style", choices=STYLES, default="mc")
     p.add_argument("--constitution", default=None,
                    help=f"a file, NAME, NAME@VERSION or a version hash; default: {DEFAULT_CONSTITUTION} if stored, else one built-in "
                         f"principle ('{HHH_QUESTION}'); 'builtin' forces the latter")

@@ -9,8 +9,9 @@ from __future__ import annotations
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend
+from cai_core.rlaif.judges import STYLES
 
-JUDGE_STYLE_CHOICES = ("auto", "mc", "cot", "parse")
+JUDGE_STYLE_CHOICES = ("auto", *STYLES)  # what --judge-style takes: auto picks one of the judge styles
 
 
 def _builtin_judge(name: str, description: str, /, **principle) -> Constitution:
