@@ -30,7 +30,7 @@ from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
 from ui.common import (active_model, age, api_key, get_store, job_progress, pick_current, rerun_when_jobs_end,
                        show_error)
-from ui.command_preview import build_spec, preview_button, resume_page_job, show_command, start_from_form
+from ui.command_preview import form_spec, preview_button, resume_page_job, start_from_form
 from ui.markdown import md_code, md_escape
 from ui.revise import LiveView, render_trajectory
 
@@ -192,8 +192,7 @@ with batch_tab:
                 batch_size=int(batch_size), limit=int(limit), batch=batch_name, cot=b_settings.cot,
                 early_stop=b_settings.early_stop, no_few_shot=not b_settings.few_shot, truncate_prompts=batch_truncate)
 
-        batch_spec, batch_problem = build_spec(_batch_spec)
-        show_command(store, batch_spec, problem=batch_problem)
+        batch_spec, batch_problem = form_spec(store, _batch_spec)
         if st.button("Start batch in the background", type="primary", key="batch_start"):
             job_id = start_from_form(store, batch_spec, batch_problem, title=f"revise {batch_name}", total=int(limit))
             if job_id is not None:
@@ -334,8 +333,7 @@ with sft_tab:
                              mix_helpful=None if mix == "(none)" else mix, overwrite=overwrite,
                              include_split=",".join(sft_splits) or None)
 
-    sft_spec, sft_problem = build_spec(_sft_spec)
-    show_command(store, sft_spec, problem=sft_problem)
+    sft_spec, sft_problem = form_spec(store, _sft_spec)
     if submitted:
         job_id = start_from_form(store, sft_spec, sft_problem, title=f"export {name}")
         if job_id is not None:

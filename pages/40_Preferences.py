@@ -27,7 +27,7 @@ from cai_core.rlaif.preferences import (
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import fresh_name, safe_name
-from ui.command_preview import build_spec, preview_button, show_command, start_from_form
+from ui.command_preview import form_spec, preview_button, start_from_form
 from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error
 from ui.pair import show_pair
 from ui.reliability import judge_words
@@ -217,8 +217,7 @@ with tab_make:
                                max_new_tokens=int(max_new), seed=int(seed), limit=int(limit),
                                truncate_prompts=sample_truncate)
 
-    sample_spec, sample_problem = build_spec(_sample_spec)
-    show_command(store, sample_spec, problem=sample_problem)
+    sample_spec, sample_problem = form_spec(store, _sample_spec)
     if sample_go:
         job = start_from_form(store, sample_spec, sample_problem, title=f"sample {batch_name}", total=int(limit))
         if job is not None:
@@ -280,8 +279,7 @@ with tab_make:
                             combine=combine, cot_clamp=f"{clamp[0]},{clamp[1]}", max_new_tokens=int(j_max_new),
                             seed=int(j_seed), no_swap=not swap, ensemble_models=ensemble.strip())
 
-    judge_spec, judge_problem = build_spec(_judge_spec)
-    show_command(store, judge_spec, problem=judge_problem)
+    judge_spec, judge_problem = form_spec(store, _judge_spec)
     if judge_go:
         job = start_from_form(store, judge_spec, judge_problem, title=f"judge {j_batch} ({style})")
         if job is not None:
@@ -332,8 +330,7 @@ with tab_export:
                                include_split=",".join(e_splits) or None, keep_flipped=keep_flipped,
                                min_confidence=float(min_conf) if min_conf > 0.5 else None)
 
-    export_spec, export_problem = build_spec(_export_spec)
-    show_command(store, export_spec, problem=export_problem)
+    export_spec, export_problem = form_spec(store, _export_spec)
     if export_go:
         job = start_from_form(store, export_spec, export_problem, title=f"export {e_name}")
         if job is not None:

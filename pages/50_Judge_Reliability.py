@@ -28,7 +28,7 @@ from cai_core.overview import workspace_counts
 from cai_core.rlaif.judges import STYLES
 from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
-from ui.command_preview import build_spec, show_command, start_from_form
+from ui.command_preview import form_spec, start_from_form
 from ui.common import (active_model, get_store, job_progress, pick_current, read_upload, rerun_when_jobs_end,
                        show_error)
 from ui.markdown import md_escape
@@ -289,8 +289,7 @@ with tab_run:
                              constitution=(f"{constitution}@{stored[constitution]}" if constitution in stored  # pinned
                                            else None if constitution == "(default)" else constitution))
 
-    ej_spec, ej_problem = build_spec(_eval_judge_spec)
-    show_command(store, ej_spec, problem=ej_problem)
+    ej_spec, ej_problem = form_spec(store, _eval_judge_spec)
     if st.button("Start", key="rel_run_start", type="primary"):
         try:
             _, items = load_gold_pairs(paper_eval_path(gold_file), limit=int(limit) or None)

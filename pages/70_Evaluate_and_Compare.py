@@ -16,7 +16,7 @@ from cai_core.jobs import TERMINAL, list_jobs, stop_job
 from cai_core.jobspecs import ABExperimentSpec, EvaluateSpec
 from cai_core.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
-from ui.command_preview import build_spec, preview_button, show_command, start_from_form
+from ui.command_preview import form_spec, preview_button, start_from_form
 from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error
 from ui.evaluation import (
     comparisons_browser,
@@ -132,8 +132,7 @@ with tab_new:
                 helpful_prompts=None if helpful_set == "(none)" else helpful_set,
                 name=safe_name(name.strip(), "evaluation name") if name.strip() else None)
 
-        eval_spec, eval_problem = build_spec(_eval_spec)
-        show_command(store, eval_spec, problem=eval_problem)
+        eval_spec, eval_problem = form_spec(store, _eval_spec)
         if go:
             job_id = start_from_form(store, eval_spec, eval_problem,
                                      title=f"evaluate {name.strip() or ', '.join(specs)}")
@@ -180,8 +179,7 @@ with tab_ab:
                 schedule=schedule, limit=int(limit), judge_model=active_model() if use_judge else None,
                 name=safe_name(name.strip(), "experiment name") if name.strip() else None)
 
-        ab_spec, ab_problem = build_spec(_ab_spec)
-        show_command(store, ab_spec, problem=ab_problem)
+        ab_spec, ab_problem = form_spec(store, _ab_spec)
         if go_ab:
             job_id = start_from_form(store, ab_spec, ab_problem, title=f"A/B {refs[0]} vs {refs[1]}")
             if job_id is not None:

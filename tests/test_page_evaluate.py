@@ -51,6 +51,9 @@ def test_ab_version_list_follows_the_chosen_constitution(ws):
     store = open_store(ws)
     ensure_samples(store)  # what app.py does on a first start: sample constitutions and prompt sets
     at = _run()
+    # ui.command_preview.form_spec: each start form shows its command, or why there is none yet
+    assert [c.value for c in at.caption if c.value.startswith("Command: ")] == [
+        "Command: choose at least two policies", "Command: pick two different versions"]
     names = [c["name"] for c in list_constitutions(store)]
     assert len(names) >= 2
     other = names[1]

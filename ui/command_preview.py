@@ -45,12 +45,15 @@ def resume_page_job(store: Store, job_id: int) -> int:
     return jobs.resume_job(store, job_id, env=job_env())
 
 
-def build_spec(build: Callable[[], JobSpec]) -> tuple[JobSpec | None, str | None]:
-    """A form's job spec, or why there is none yet (a CaiError's message, shown, not raised)."""
+def form_spec(store: Store, build: Callable[[], JobSpec]) -> tuple[JobSpec | None, str | None]:
+    """A form's job spec, or why there is none yet (a CaiError's message, shown, not raised), with the
+    command line it would run shown below the form: every start form previews its command this way."""
     try:
-        return build(), None
+        spec, problem = build(), None
     except CaiError as exc:
-        return None, str(exc)
+        spec, problem = None, str(exc)
+    show_command(store, spec, problem=problem)
+    return spec, problem
 
 
 def preview_button(key: str) -> bool:
