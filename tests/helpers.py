@@ -25,6 +25,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600):
                           cwd=str(ROOT), env=full_env, timeout=timeout)
 
 
+def render_page(name: str, timeout: float = 90):
+    """Run one page of pages/ under Streamlit's AppTest (on $CAI_WORKSPACE) and check it raised nothing."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=timeout)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def in_fresh_thread(fn, *args, **kwargs):
     """Run fn in a new thread and return its result (re-raising its exception).
 

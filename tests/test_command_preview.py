@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import PAPER_DATA, ROOT
+from tests.helpers import PAPER_DATA, ROOT, render_page
 
 pytestmark = pytest.mark.slow  # every test here renders full pages on a seeded workspace
 
-PAGES = ROOT / "pages"
 PAPER = Path(os.environ.get("CAI_PAPER_DATA") or PAPER_DATA)
 
 
@@ -58,13 +57,6 @@ def seeded(ws, monkeypatch, tiny_model_dir):
     return store
 
 
-def _page(name: str) -> AppTest:
-    at = AppTest.from_file(str(PAGES / name), default_timeout=90)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def _previews(at: AppTest, command: str) -> list[str]:
     return [c.value for c in at.code if c.value.startswith(f"python -m cai_core {command} ")]
 
@@ -90,7 +82,7 @@ def _click(at: AppTest, label: str) -> None:
 
 
 def test_revise_batch_and_sft_export_preview_what_they_start(seeded):
-    at = _page("30_Critique_and_Revise.py")
+    at = render_page("30_Critique_and_Revise.py")
     at.number_input(key="batch_limit").set_value(1).run()
     before = _previews(at, "revise")
     assert len(before) == 1 and "--limit 1" in before[0] and "'mini it'\"'\"'s@" in before[0]  # shell-quoted
@@ -109,7 +101,7 @@ def test_revise_batch_and_sft_export_preview_what_they_start(seeded):
 
 
 def test_sampling_judging_and_preference_export_preview_what_they_start(seeded):
-    at = _page("40_Preferences.py")
+    at = render_page("40_Preferences.py")
     batch = next(t for t in at.text_input if t.label == "Batch name")
     assert batch.value == "pairs-1"  # fresh: b1 exists, pairs-1 does not
     _click(at, "Start sampling")
@@ -131,20 +123,20 @@ def test_a_new_sampling_batch_name_is_never_an_existing_one(seeded):
 
     add_pairs(seeded, [{"id": "2", "prompt": "q", "response_a": "a", "response_b": "b"}], origin="sampled",
               batch="pairs-1")
-    at = _page("40_Preferences.py")
+    at = render_page("40_Preferences.py")
     assert next(t for t in at.text_input if t.label == "Batch name").value == "pairs-2"
 
 
 @pytest.mark.skipif(not (PAPER / "438HHHEvaluations.jsonl").is_file(), reason="paper data not here")
 def test_eval_judge_previews_what_it_starts(seeded):
-    at = _page("50_Judge_Reliability.py")
+    at = render_page("50_Judge_Reliability.py")
     at.number_input(key="rel_run_limit").set_value(2).run()
     at.button(key="rel_run_start").click().run()
     _started_matches(seeded, at, "eval-judge", "eval-judge")
 
 
 def test_evaluation_and_ab_experiment_preview_what_they_start(seeded, tiny_model_dir):
-    at = _page("70_Evaluate_and_Compare.py")
+    at = render_page("70_Evaluate_and_Compare.py")
     next(t for t in at.text_input if t.label == "More policies").set_value(f"tiny={tiny_model_dir}")
     _click(at, "Start evaluation")
     _started_matches(seeded, at, "evaluate", "evaluate")
@@ -154,7 +146,7 @@ def test_evaluation_and_ab_experiment_preview_what_they_start(seeded, tiny_model
 
 
 def test_a_form_with_a_problem_says_why_there_is_no_command(seeded):
-    at = _page("70_Evaluate_and_Compare.py")  # one policy chosen: an evaluation needs two
+    at = render_page("70_Evaluate_and_Compare.py")  # one policy chosen: an evaluation needs two
     assert not _previews(at, "evaluate")
     assert any("at least two policies" in c.value for c in at.caption)
 
@@ -167,7 +159,7 @@ def test_training_preview_builds_the_spec_the_launch_records(seeded, tmp_path, t
     data = tmp_path / "sft.jsonl"
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
-    at = _page("60_Training.py")
+    at = render_page("60_Training.py")
     at.selectbox(key="tr_kind").set_value("sft")
     at.text_input(key="tr_model").set_value(str(tiny_model_dir))
     at.selectbox(key="tr_dataset_choice").set_value("Other: a .jsonl file or HF folder").run()
@@ -194,7 +186,7 @@ def test_the_llama_server_form_previews_its_command(seeded):
 
     if not llama_server.is_installed():
         pytest.skip("llama-cpp-python is not installed here")
-    at = _page("10_Models.py")
+    at = render_page("10_Models.py")
     at.number_input(key="server_threads").set_value(2).run()
     shown = _previews(at, "server-start")
     assert len(shown) == 1, [c.value for c in at.code]

@@ -11,9 +11,8 @@ from cai_core.constitution.versions import save_constitution
 from cai_core.prompt_sets import import_prompt_set
 from cai_core.settings import get_current, set_current
 from cai_core.store import open_store
-from tests.helpers import ROOT
+from tests.helpers import ROOT, render_page
 
-PAGES = ROOT / "pages"
 
 
 def _constitution(name: str, request: str = "Fix it.") -> Constitution:
@@ -32,37 +31,30 @@ def seeded(ws):
     return s
 
 
-def _page(name: str) -> AppTest:
-    at = AppTest.from_file(str(PAGES / name), default_timeout=90)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_every_page_starts_on_the_current_constitution_and_prompt_set(seeded):
     store = seeded
     set_current(store, "constitution", "zeta")  # not the alphabetically first
     set_current(store, "prompt_set", "red")  # not the newest
-    at = _page("30_Critique_and_Revise.py")
+    at = render_page("30_Critique_and_Revise.py")
     assert at.selectbox(key="live_const").value == "zeta" and at.selectbox(key="batch_const").value == "zeta"
     assert at.selectbox(key="batch_set").value == "red"
-    assert _page("40_Preferences.py").selectbox(key="judge_constitution").value == "zeta"
-    assert _page("40_Preferences.py").selectbox(key="sample_prompt_set").value == "red"
-    assert _page("50_Judge_Reliability.py").selectbox(key="rel_run_constitution").value == "zeta"
-    assert _page("20_Constitution.py").selectbox(key="ce_name").value == "zeta"
+    assert render_page("40_Preferences.py").selectbox(key="judge_constitution").value == "zeta"
+    assert render_page("40_Preferences.py").selectbox(key="sample_prompt_set").value == "red"
+    assert render_page("50_Judge_Reliability.py").selectbox(key="rel_run_constitution").value == "zeta"
+    assert render_page("20_Constitution.py").selectbox(key="ce_name").value == "zeta"
 
 
 def test_picking_on_a_page_makes_it_current(seeded):
     store = seeded
-    at = _page("30_Critique_and_Revise.py")
+    at = render_page("30_Critique_and_Revise.py")
     at.selectbox(key="batch_const").set_value("zeta").run()
     assert get_current(store, "constitution") == "zeta"
     assert at.selectbox(key="live_const").value == "zeta", "the page's other picker follows"
-    assert _page("40_Preferences.py").selectbox(key="judge_constitution").value == "zeta"
+    assert render_page("40_Preferences.py").selectbox(key="judge_constitution").value == "zeta"
 
 
 def test_switching_the_prompt_set_clears_the_old_prompt(seeded):
-    at = _page("30_Critique_and_Revise.py")
+    at = render_page("30_Critique_and_Revise.py")
     at.radio(key="live_source").set_value("From a prompt set").run()
     at.selectbox(key="live_set").set_value("red").run()
     box = next(s for s in at.selectbox if s.label == "Prompt from the set")
@@ -76,11 +68,11 @@ def test_switching_the_prompt_set_clears_the_old_prompt(seeded):
 
 def test_a_constitution_saved_elsewhere_is_listed_at_once(seeded):
     store = seeded
-    at = _page("30_Critique_and_Revise.py")
+    at = render_page("30_Critique_and_Revise.py")
     save_constitution(store, _constitution("mid"))  # e.g. by the CLI or another browser tab
     at.run()
     assert "mid" in at.selectbox(key="live_const").options
-    at = _page("20_Constitution.py")
+    at = render_page("20_Constitution.py")
     assert "mid" in at.selectbox(key="ce_name").options
 
 
