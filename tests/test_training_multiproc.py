@@ -67,6 +67,16 @@ def data_file(tmp_path):
     return path, prefs
 
 
+def _launch_on_two_processes(store, kind: str, name: str, model, dataset, max_steps: int):
+    """A LoRA run of the tiny model under the two-rank CPU config (the run manager starts torchrun)."""
+    from cai_core.training.runs import launch
+    from cai_core.training.specs import new_spec
+
+    spec = new_spec(kind, name=name, model=str(model), dataset=str(dataset), adapter="lora", max_steps=max_steps,
+                    **TINY)
+    return launch(store, spec, accelerate_config=str(CPU_2PROC))
+
+
 def _metric_steps(store, run) -> tuple[list[int], list[int]]:
     """(steps of the training-loss lines in metrics.jsonl, steps of the loss rows in the store)."""
     lines = [json.loads(x) for x in run.paths.metrics.read_text().splitlines() if x.strip()]
@@ -79,15 +89,10 @@ def _metric_steps(store, run) -> tuple[list[int], list[int]]:
 @pytest.mark.slow
 def test_sft_and_reward_train_on_two_cpu_processes_with_metrics_from_rank_0(store, tiny_model_dir, data_file,
                                                                              monkeypatch):
-    from cai_core.training.runs import launch
-    from cai_core.training.specs import new_spec
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     sft_data, pref_data = data_file
-    sft = launch(store, new_spec("sft", name="ddp-sft", model=str(tiny_model_dir), dataset=str(sft_data),
-                                 adapter="lora", max_steps=4, **TINY), accelerate_config=str(CPU_2PROC))
-    reward = launch(store, new_spec("reward", name="ddp-rm", model=str(tiny_model_dir), dataset=str(pref_data),
-                                    adapter="lora", max_steps=2, **TINY), accelerate_config=str(CPU_2PROC))
+    sft = _launch_on_two_processes(store, "sft", "ddp-sft", tiny_model_dir, sft_data, max_steps=4)
+    reward = _launch_on_two_processes(store, "reward", "ddp-rm", tiny_model_dir, pref_data, max_steps=2)
     for run in (sft, reward):
         assert run.command.split()[1:4] == ["launch", "--config_file", str(run.paths.accelerate)]
         assert "--main_process_port" in run.command  # a free port each, so both runs start side by side
@@ -122,13 +127,11 @@ def _processes_of(run_dir) -> list[int]:
 @pytest.mark.slow
 def test_stop_ends_every_rank_and_resume_restarts_under_the_same_config(store, tiny_model_dir, data_file,
                                                                         monkeypatch):
-    from cai_core.training.runs import checkpoint_step, latest_checkpoint, launch, resume_run, stop_run
-    from cai_core.training.specs import new_spec
+    from cai_core.training.runs import checkpoint_step, latest_checkpoint, resume_run, stop_run
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     sft_data, _ = data_file
-    run = launch(store, new_spec("sft", name="ddp-stop", model=str(tiny_model_dir), dataset=str(sft_data),
-                                 adapter="lora", max_steps=400, **TINY), accelerate_config=str(CPU_2PROC))
+    run = _launch_on_two_processes(store, "sft", "ddp-stop", tiny_model_dir, sft_data, max_steps=400)
     wait_run(store, run.id, timeout=600, until=lambda r: r.paths.metrics.exists()
              and any("loss" in x for x in r.paths.metrics.read_text().splitlines()[1:]))
     stop_run(store, run.id)
