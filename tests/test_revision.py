@@ -31,6 +31,7 @@ from cai_core.supervised.revision import (
     revision_conversation,
     run_revision,
     stream_revision,
+    trajectory_filter,
     trajectory_key,
 )
 
@@ -219,6 +220,17 @@ def test_early_stop_and_principle_stats(store):
     assert list_trajectories(store, principle="tpl")[1] == 1
     assert list_trajectories(store, search="bank")[1] == 1
     assert list_trajectories(store, search="%")[1] == 0  # LIKE wildcards are searched literally
+
+
+def test_trajectory_filter_gives_one_clause_and_parameter_per_given_value(store):
+    clauses, params = trajectory_filter(status="done", batch="b", constitution_version="v", model="m", principle="p")
+    assert params == ["done", "b", "v", "m", "p"]
+    assert clauses[:4] == ["t.status=?", "t.batch=?", "t.constitution_version=?", "t.model=?"]
+    assert clauses[4].startswith("EXISTS (") and clauses[4].endswith("s.principle_id=?)")
+    assert trajectory_filter(status=None) == trajectory_filter(status="", batch="", model=None) == ([], [])
+    store.query(f"SELECT COUNT(*) FROM trajectories t WHERE {' AND '.join(clauses)}", params)  # valid SQL
+    with pytest.raises(CaiError, match="unknown change filter"):
+        trajectory_filter(change="huge")
 
 
 def test_stream_yields_tokens_and_stores(store, tiny_backend):

@@ -778,21 +778,13 @@ def trajectory_filter(*, batch=None, constitution_version=None, principle=None, 
     """The one filter over stored trajectories (table alias t): SQL clauses to AND together, and their
     parameters. The lists, the SFT export and the principle statistics all select through it."""
     clauses, params = [], []
-    if status:
-        clauses.append("t.status=?")
-        params.append(status)
-    if batch:
-        clauses.append("t.batch=?")
-        params.append(batch)
-    if constitution_version:
-        clauses.append("t.constitution_version=?")
-        params.append(constitution_version)
-    if model:
-        clauses.append("t.model=?")
-        params.append(model)
-    if principle:
-        clauses.append("EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=t.id AND s.principle_id=?)")
-        params.append(principle)
+    for value, clause in ((status, "t.status=?"), (batch, "t.batch=?"),
+                          (constitution_version, "t.constitution_version=?"), (model, "t.model=?"),
+                          (principle, "EXISTS (SELECT 1 FROM trajectory_steps s WHERE s.trajectory_id=t.id "
+                                      "AND s.principle_id=?)")):
+        if value:  # one parameter each; an empty value filters nothing
+            clauses.append(clause)
+            params.append(value)
     if change:
         if change not in CHANGE_FILTERS:
             raise CaiError(f"unknown change filter {change!r}; use one of {', '.join(CHANGE_FILTERS)}")
