@@ -13,7 +13,7 @@ Pairs: the first N two-reply items of the paper's 438HHHEvaluations, judged in t
 both orders. Servers are given by URL (--vllm, --llama) and must serve the SAME model folder
 (vLLM: `--dtype float32`, or it downcasts); an engine that is not given is left out.
 ratio = the largest |P(A) - local P(A)| over every pair, order and exact engine; target <= 0.02.
-CTranslate2 int8 (what the auto engine runs on a CPU) is measured beside them, outside the ratio.
+CTranslate2 int8 (the engine's first default, dropped for this) is measured beside them, outside the ratio.
 
     python bench/bench_option_scoring.py --model FOLDER --vllm http://127.0.0.1:8000/v1 [--llama URL]
 """
@@ -53,7 +53,7 @@ def main() -> None:
         from cai_core.models.backends.ct2 import CT2Backend
 
         engines["ct2-fp32"] = CT2Backend(path, ct2_dir=tempfile.mkdtemp() + "/ct2", quantization="float32")
-        # int8 is what the auto engine runs on the CPU: reported beside the exact engines, not in the ratio
+        # int8 (the engine's first default): reported beside the exact engines, not in the ratio
         engines["ct2-int8"] = CT2Backend(path, ct2_dir=tempfile.mkdtemp() + "/ct2", quantization="int8")
     from cai_core.models.backends.http import HttpBackend
 

@@ -118,16 +118,30 @@ def test_conversion_is_cached_and_rebuilt_when_the_source_changes(model_copy, tm
     assert is_current(model_copy, dest, "int8")
 
 
-def test_auto_engine_picks_ctranslate2_for_a_cpu_folder_and_caches_in_the_workspace(model_copy, workspace):
+def test_auto_engine_streams_on_ctranslate2_and_batches_on_transformers(model_copy, workspace):
+    """auto on the CPU loads both engines and routes by call (backends/routed.py): the live page's
+    stream on CTranslate2 (cached in the workspace), batched generate and option scoring on
+    transformers; each route gives what its engine gives on its own."""
+    from cai_core.models.backends.ct2 import CT2Backend
+    from cai_core.models.backends.local import LocalBackend
     from cai_core.models.specs import get_backend, unload
 
     backend = get_backend(str(model_copy), workspace, engine="auto")
     try:
-        assert backend.info()["engine"] == "ctranslate2"
-        assert backend.ct2_dir.parent == workspace.models_dir and backend.ct2_dir.name.endswith("-ct2-float32")
-        out = backend.generate(convs()[:2], GenerationParams(max_new_tokens=4, temperature=0.0))
-        assert len(out) == 2 and all(len(r) == 1 for r in out)
+        info = backend.info()
+        assert info["engine"] == "auto"
+        assert info["route"] == {"stream": "ctranslate2", "generate": "transformers", "choice_logprobs": "transformers"}
+        assert isinstance(backend.streaming, CT2Backend) and isinstance(backend.batched, LocalBackend)
+        assert backend.streaming.ct2_dir.parent == workspace.models_dir
+        assert backend.streaming.ct2_dir.name.endswith("-ct2-float32")
+        params = GenerationParams(max_new_tokens=6, temperature=0.0)
+        assert backend.generate(convs()[:2], params)[0][0].text == backend.batched.generate(convs()[:2], params)[0][0].text
+        streamed = "".join(backend.stream(convs()[0], params)).strip()
+        assert streamed == backend.streaming.generate(convs()[:1], params)[0][0].text
+        probs = backend.choice_logprobs(convs()[:2], ["(A)", "(B)"], assistant_prefix="The answer is: ")
+        assert probs == backend.batched.choice_logprobs(convs()[:2], ["(A)", "(B)"], assistant_prefix="The answer is: ")
         assert get_backend(str(model_copy), workspace, engine="transformers").info()["engine"] == "transformers"
+        assert get_backend(str(model_copy), workspace, engine="ctranslate2").info()["engine"] == "ctranslate2"
     finally:
         unload(str(model_copy))
 

@@ -15,8 +15,8 @@ from ui.models import display_name, load_status, start_load
 
 SOURCES = ["Embedded default", "Local folder or .gguf", "Hugging Face ID", "OpenAI-compatible URL"]
 ENGINE_LABELS = {
-    "auto": "auto (CTranslate2 where it can run the model)",
-    "ctranslate2": "CTranslate2 (fast CPU)",
+    "auto": "auto (CPU: CTranslate2 streams, transformers batches)",
+    "ctranslate2": "CTranslate2 only (CPU)",
     "transformers": "transformers (GPU, adapters, GGUF)",
 }
 
@@ -91,8 +91,9 @@ def engine_picker(store) -> None:
         set_default_engine(saved)
     choice = st.selectbox("Engine for local models", ENGINES, index=ENGINES.index(saved), key="sb_engine",
                           format_func=ENGINE_LABELS.get,
-                          help="The same as --engine on the command line. auto runs HF folders on CTranslate2 "
-                               "on the CPU and everything else on transformers.")
+                          help="The same as --engine on the command line. auto, for an HF folder on the CPU: the "
+                               "live page streams on CTranslate2, batches and judging run on transformers "
+                               "(each measured faster there); everything else runs on transformers.")
     if choice != saved:
         set_setting(store, "engine", choice)
         set_default_engine(choice)

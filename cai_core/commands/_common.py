@@ -13,8 +13,9 @@ COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
 COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
 COMMON.add_argument("--engine", choices=ENGINES, default=None,
-                    help="engine for local models: ctranslate2 (fast CPU, float32), transformers, or auto "
-                         "(ctranslate2 where it can run the model; default: $CAI_ENGINE or auto)")
+                    help="engine for local models: ctranslate2 (CPU, float32), transformers, or auto (for an HF "
+                         "folder on the CPU: streaming on ctranslate2, batches and option scoring on "
+                         "transformers; default: $CAI_ENGINE or auto)")
 
 
 def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:

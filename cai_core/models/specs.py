@@ -6,12 +6,14 @@
 - "hf:ORG/NAME": a hub ID (only with CAI_ALLOW_HUB=1);
 - "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint.
 
-Local models run on one of two engines: transformers (training, GPU, LoRA adapters, GGUF files,
-bitsandbytes) or CTranslate2 (CPU generation and option scoring, float32: the same numbers, faster). The
-engine is "auto" unless forced (`--engine`, the sidebar, $CAI_ENGINE): auto picks CTranslate2 for
-an HF folder (the default model's workspace copy, a merged run, any local folder) on the CPU when
-ctranslate2 is installed, and transformers otherwise. The converted copy lives in
-workspace/models/ and is rebuilt when its source changes (backends/ct2.py).
+Local models run on transformers (training, GPU, LoRA adapters, GGUF files, bitsandbytes) and, on
+the CPU, CTranslate2 (float32: the same numbers as transformers). The engine is "auto" unless forced
+(`--engine`, the sidebar, $CAI_ENGINE): for an HF folder (the default model's workspace copy, a
+merged run, any local folder) on the CPU with ctranslate2 installed, auto loads both and routes
+each call to the one measured faster for it - streaming (the live page) on CTranslate2, batched
+generation and option scoring on transformers (backends/routed.py) - and transformers alone
+otherwise. The converted copy lives in workspace/models/ and is rebuilt when its source changes
+(backends/ct2.py).
 
 Backends are cached per process, so every page and job in one process shares a loaded model.
 """
@@ -31,6 +33,7 @@ from cai_core.models.backends.base import Backend
 from cai_core.models.backends.ct2 import CT2Backend
 from cai_core.models.backends.http import HttpBackend
 from cai_core.models.backends.local import LocalBackend, mark_plain
+from cai_core.models.backends.routed import RoutedBackend
 from cai_core.workspace import Workspace, slug
 
 DEFAULT_SPEC = "default"
@@ -188,15 +191,19 @@ def _ct2_unsuitable(kwargs: dict, device: str, quantization: str | None) -> str 
 
 
 def choose_engine(engine: str | None, kwargs: dict, device: str = "auto", quantization: str | None = None) -> str:
-    """The engine a local model runs on: a forced one (refused with the reason when it cannot
-    run this model), or auto: CTranslate2 where it can, transformers otherwise."""
+    """The engine a local model runs on: "transformers", "ctranslate2" (forced; refused with the
+    reason when it cannot run this model), or "routed" (auto where CTranslate2 can run the model:
+    it streams, transformers runs batches and option scoring; backends/routed.py). Auto where
+    CTranslate2 cannot: transformers."""
     engine = check_engine(engine) if engine else default_engine()
     if engine == "transformers":
         return engine
     why_not = _ct2_unsuitable(kwargs, device, quantization)
     if engine == "ctranslate2" and why_not:
         raise CaiError(f"engine ctranslate2 cannot run {kwargs.get('display_name', kwargs.get('path'))}: {why_not}")
-    return "transformers" if why_not else "ctranslate2"
+    if why_not:
+        return "transformers"
+    return "ctranslate2" if engine == "ctranslate2" else "routed"
 
 
 def ct2_cache_dir(workspace: Workspace, source: Path, quantization: str = CT2_QUANTIZATION) -> Path:
@@ -252,13 +259,18 @@ def get_backend(
                 progress(1.0, "endpoint ready")
         else:
             kwargs = resolve_local(spec, workspace, progress)
-            if choose_engine(engine, kwargs, device, quantization) == "ctranslate2":
-                source = Path(kwargs["path"])
-                backend = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source), quantization=CT2_QUANTIZATION,
-                                     display_name=kwargs.get("display_name"), progress=progress)
-            else:
+            chosen = choose_engine(engine, kwargs, device, quantization)
+            if chosen == "transformers":
                 backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress,
                                        **kwargs)
+            else:
+                source = Path(kwargs["path"])
+                ct2 = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source), quantization=CT2_QUANTIZATION,
+                                 display_name=kwargs.get("display_name"), progress=progress)
+                # auto: CTranslate2 streams, transformers runs batches and scoring (backends/routed.py says why)
+                backend = ct2 if chosen == "ctranslate2" else RoutedBackend(
+                    ct2, LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress,
+                                      **kwargs), spec=ct2.spec)
         with _cache_lock:
             _cache[key] = backend
         return backend
