@@ -8,8 +8,10 @@ few-shot turns; the same max new tokens):
 - seed loop: a transformers `pipeline()` call per prompt and stage (benchlib.seed_loop).
 
 Also measured: batch-1 streaming tokens/s on each engine, the live 2-round run for one prompt
-(`stream_revision`, what the Critique and Revise page runs) on each engine, and how close the
-CTranslate2 greedy text stays to transformers fp32 (answers whose first 16 tokens are equal).
+(`stream_revision`, what the Critique and Revise page runs) on each engine and on the auto engine's
+route (backends/routed.py: CTranslate2 streams, transformers scores; its batched path is the
+transformers engine's), and how close the CTranslate2 greedy text stays to transformers fp32
+(answers whose first 16 tokens are equal).
 ratio = CTranslate2 engine prompts/s / transformers engine prompts/s. Target >= 2.5.
 """
 from __future__ import annotations
@@ -87,6 +89,7 @@ def main() -> None:
     from cai_core.constitution.files import load_constitution_file
     from cai_core.models.backends.ct2 import CT2Backend
     from cai_core.models.backends.local import LocalBackend
+    from cai_core.models.backends.routed import RoutedBackend
     from cai_core.supervised.revision import ReviseSettings
 
     from cai_core.models.specs import CT2_QUANTIZATION
@@ -116,6 +119,7 @@ def main() -> None:
     stream_ct2 = _stream_tps(ct2, tok, prompts[0], max_new)
     live_hf = _live_two_rounds(hf, prompts[0], constitution, settings)
     live_ct2 = _live_two_rounds(ct2, prompts[0], constitution, settings)
+    live_auto = _live_two_rounds(RoutedBackend(ct2, hf), prompts[0], constitution, settings)
 
     figures = {
         "model": path.name, "prompts": n, "max_new_tokens_per_stage": max_new, "batch_size": args.batch_size,
@@ -127,6 +131,7 @@ def main() -> None:
         "stream_batch1_tokens_per_s": f"transformers {stream_hf:.1f}, ctranslate2 {stream_ct2:.1f}",
         "live_2_rounds_one_prompt_s": f"transformers {live_hf:.1f}, ctranslate2 {live_ct2:.1f} "
                                       f"({live_hf / max(live_ct2, 1e-9):.2f}x)",
+        "live_2_rounds_auto_route_s": f"{live_auto:.1f} ({live_hf / max(live_auto, 1e-9):.2f}x transformers)",
     }
     if loop:
         loop_s, loop_tokens = loop
