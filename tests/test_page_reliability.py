@@ -59,7 +59,8 @@ def test_dashboard_renders_all_charts(seeded):
     # long judge keys in a side legend squeezed the plot in its half-width column to a few pixels
     assert calibration["layout"]["legend"]["orientation"] == "h"
     assert any("Accuracy vs gold" in m.label for m in at.metric)
-    assert len(at.dataframe) >= 2          # agreement table and consistency table
+    assert len(at.dataframe) >= 3          # agreement, the two judges' paired difference, consistency
+    assert "Which judge is more accurate?" in [h.value for h in at.subheader]
     texts = [t.value for t in at.text]
     assert texts, "the disagreement browser shows the pairs with st.text"
     assert not at.error

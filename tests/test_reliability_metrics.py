@@ -150,6 +150,24 @@ def test_reliability_report_counts_invalid_and_breaks_down():
     assert len([d for d in rep["disagreements"] if d["rater"] == "j1"]) == 5
 
 
+def test_judge_differences_pair_the_items_both_judges_labelled():
+    """j2 is right on the 9 ids it judged, j1 on the 5 odd ones of those: +4/9 for j2 over j1,
+    counted only where both gave a verdict, with a CI that excludes 0; the CLI prints it."""
+    from cai_core.commands.reliability import format_table
+
+    gold = [{"id": str(i), "label": "A" if i % 2 else "B"} for i in range(10)]
+    judge = [{"id": str(i), "label": "A", "rater": "j1"} for i in range(10)]
+    judge += [{"id": str(i), "label": g["label"], "rater": "j2"} for i, g in enumerate(gold) if i]
+    rep = R.reliability_report(judge, gold, n_boot=200)
+    [d] = rep["judge_differences"]
+    assert (d["a"], d["b"], d["n"]) == ("j1", "j2", 9)
+    assert d["diff"] == pytest.approx(5 / 9 - 1.0)
+    assert (d["both_right"], d["only_a_right"], d["only_b_right"], d["both_wrong"]) == (5, 0, 4, 0)
+    assert d["ci"][1] < 0 and d["significant"]
+    assert "accuracy j1 minus j2: -0.444" in format_table(rep)
+    assert R.reliability_report([r for r in judge if r["rater"] == "j1"], gold, n_boot=10)["judge_differences"] == []
+
+
 def test_stratified_sample_covers_strata_and_is_seeded():
     items = ([{"id": f"a{i}", "label": "A", "p_a": 0.95} for i in range(80)]
              + [{"id": f"b{i}", "label": "B", "p_a": 0.45} for i in range(15)]

@@ -142,6 +142,10 @@ def format_table(report: dict) -> str:
         ij = report["inter_judge"]
         extra.append(f"among judges: Fleiss kappa {_fmt(ij['fleiss_kappa'])} {_ci(ij['fleiss_kappa_ci'])}, "
                      f"Krippendorff alpha {_fmt(ij['krippendorff_alpha'])} {_ci(ij['krippendorff_alpha_ci'])}")
+    for d in report.get("judge_differences") or []:
+        extra.append(f"accuracy {d['a']} minus {d['b']}: {d['diff']:+.3f} {_ci(d['ci'])} paired over {d['n']} items "
+                     f"(both right {d['both_right']}, only the first {d['only_a_right']}, only the second "
+                     f"{d['only_b_right']}, both wrong {d['both_wrong']})")
     if report.get("gold_inter_rater"):
         gi = report["gold_inter_rater"]
         extra.append(f"among gold raters: Fleiss kappa {_fmt(gi['fleiss_kappa'])} {_ci(gi['fleiss_kappa_ci'])}, "

@@ -18,7 +18,7 @@ import random
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
-from cai_core.evaluation.stats import bootstrap_ci
+from cai_core.evaluation.stats import bootstrap_ci, paired_bootstrap_diff
 
 from cai_core.label_rule import label_from_p
 
@@ -459,6 +459,32 @@ def inter_rater_with_ci(rows: Iterable[dict], *, n_boot: int = 1000, seed: int =
     return report
 
 
+def judge_differences(per_judge: Sequence[dict], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Is one judge more accurate than another on the same items? For each pair of raters, the
+    accuracy difference (a - b) over the ids both labelled, with a paired percentile bootstrap CI
+    (ids resampled with both judges' verdicts kept together, so item difficulty cancels), and the
+    2x2 counts of right/wrong. Two CIs that overlap say little; this one answers the question.
+    per_judge: matched items (`match(..., ("rater", "id"))`)."""
+    right: dict[str, dict[str, float]] = defaultdict(dict)
+    for i in per_judge:
+        right[i["rater"]][i["id"]] = 1.0 if i["label"] == i["gold"] else 0.0
+    raters = sorted(right)
+    out = []
+    for k, a in enumerate(raters):
+        for b in raters[k + 1:]:
+            ids = sorted(set(right[a]) & set(right[b]))
+            if not ids:
+                continue
+            xa, xb = [right[a][i] for i in ids], [right[b][i] for i in ids]
+            diff = paired_bootstrap_diff(xa, xb, n_boot=n_boot, seed=seed)
+            pairs = list(zip(xa, xb))
+            out.append({"a": a, "b": b, "n": diff["n"], "accuracy_a": diff["mean_a"], "accuracy_b": diff["mean_b"],
+                        "diff": diff["diff"], "ci": diff["ci"], "significant": diff["significant"],
+                        "both_right": pairs.count((1.0, 1.0)), "only_a_right": pairs.count((1.0, 0.0)),
+                        "only_b_right": pairs.count((0.0, 1.0)), "both_wrong": pairs.count((0.0, 0.0))})
+    return out
+
+
 def disagreements(items: Sequence[dict]) -> list[dict]:
     """The matched items where the judge and the gold differ."""
     return [i for i in items if i["label"] != i["gold"]]
@@ -493,6 +519,7 @@ def reliability_report(judge_rows: Sequence[dict], gold_rows: Sequence[dict], *,
         "by_category": (breakdown(per_judge, ("rater", "category"), n_boot=n_boot, seed=seed)
                         if any(i.get("category") is not None for i in per_judge) else []),
         "inter_judge": inter_rater_with_ci(valid, n_boot=n_boot, seed=seed) if len(raters) > 1 else None,
+        "judge_differences": judge_differences(per_judge, n_boot=n_boot, seed=seed) if len(raters) > 1 else [],
         "gold_inter_rater": (inter_rater_with_ci(gold_rows, n_boot=n_boot, seed=seed)
                              if len({g.get("rater") for g in gold_rows}) > 1 else None),
         "self_consistency": {},
