@@ -161,6 +161,18 @@ def test_refused_port():
         HttpBackend(f"http://127.0.0.1:{port}/v1")
 
 
+BOS = "\u00a7"  # the fake echo server's BOS token (one character = one token there)
+
+
+def _fake_logprob(token: str) -> float:
+    return -0.01 * (ord(token) % 50) - 0.01
+
+
+def _generated_logprob(prompt: str) -> float:
+    """The generated token's log-prob depends on the prompt (as a real model's does)."""
+    return -9.0 if prompt.endswith("(A)") else -1.0
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     requests: list[dict] = []
 
@@ -183,8 +195,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
-        owner = {"vllm": "vllm", "llamapy": "me"}.get(self.server.mode, "someone")
-        model = "/models/x.gguf" if self.server.mode == "llamapy" else "fake"
+        owner = {"vllm": "vllm", "llamapy": "me", "llamaecho": "me"}.get(self.server.mode, "someone")
+        model = "/models/x.gguf" if self.server.mode in ("llamapy", "llamaecho") else "fake"
         self._reply(200, {"data": [{"id": model, "owned_by": owner}]})
 
     def do_POST(self):
@@ -204,6 +216,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                                "logprobs": {"content": [{"token": "A", "top_logprobs": top}]}}]})
             else:
                 self._reply(404, {"error": "not found"})
+        elif self.server.mode == "llamaecho":  # llama-cpp-python's echo, one character per token
+            body = _Handler.requests[-1]
+            if self.path.endswith("/apply-template"):
+                self._reply(200, {"prompt": "".join(BOS + m["content"] + "\n" for m in body["messages"])})
+            elif self.path.endswith("/chat/completions"):  # the health probe
+                self._reply(200, {"choices": [{"message": {"role": "assistant", "content": "A"},
+                                               "finish_reason": "stop"}], "usage": {"completion_tokens": 1}})
+            else:  # the BOS "token" is left out of the echoed list, as llama-cpp-python does
+                listed = [c for c in body["prompt"] if c != BOS] + ["!"]  # then one generated token
+                values = [None] + [_fake_logprob(c) for c in listed[1:-1]] + [_generated_logprob(body["prompt"])]
+                self._reply(200, {"choices": [{"text": body["prompt"] + "!", "index": 0,
+                                               "logprobs": {"tokens": listed, "token_logprobs": values}}],
+                                  "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": 1}})
         elif self.path.endswith("/apply-template"):
             self._reply(404, {"error": "not found"})
         else:  # a chat server without log-probs
@@ -228,6 +253,23 @@ def fake_server():
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+def test_exact_scoring_reads_the_prompt_part_of_an_echo_that_leaves_out_bos_tokens(fake_server):
+    """llama-cpp-python's echo leaves out the tokens whose id is the model's BOS (SmolLM2's BOS is
+    <|im_start|>, in every turn), so its usage.prompt_tokens counts more tokens than the list holds:
+    the prompt part ends where the generated token(s) start. Counting by prompt_tokens scored the
+    generated token as part of the option (P(A) off by up to 0.24 on the default model)."""
+    import math
+
+    b = HttpBackend(fake_server("llamaecho"))
+    conv = [{"role": "user", "content": "Which is better?"}]
+    assert b.option_scoring() == "exact"
+    got = b.choice_logprobs([conv], ["(A)", "(B)"], assistant_prefix="The answer is: ")[0]
+    scores = {o: sum(_fake_logprob(c) for c in o) for o in ("(A)", "(B)")}
+    top = max(scores.values())
+    total = sum(math.exp(v - top) for v in scores.values())
+    assert got["(A)"] == pytest.approx(math.exp(scores["(A)"] - top) / total, abs=1e-12)
 
 
 def test_http_500_is_one_clear_error(fake_server):

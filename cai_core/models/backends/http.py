@@ -488,10 +488,10 @@ class HttpBackend(Backend):
                 tokens, values = list(lp["tokens"]), list(lp["token_logprobs"])
                 if vllm:
                     n = len(tokens)
-                elif usage.get("prompt_tokens"):
-                    n = int(usage["prompt_tokens"])
-                else:  # the one generated token follows the echoed prompt
-                    n = len(tokens) - 1
+                else:  # the generated token(s) follow the echoed prompt. Not usage.prompt_tokens: llama-cpp-python
+                    # leaves the tokens whose id is the model's BOS out of the echoed list (SmolLM2's BOS is
+                    # <|im_start|>, in every turn), so the prompt's count would reach into the generated token
+                    n = len(tokens) - int(usage.get("completion_tokens", 1) or 0)
                 out.append((tokens[:n], values[:n]))
         return out
 
