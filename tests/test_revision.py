@@ -108,6 +108,8 @@ def test_schedules_and_seeding():
     with pytest.raises(CaiError, match="schedule"):
         ReviseSettings(schedule="weird").validate(c)
     # the key changes with every setting that changes the output
+    assert ReviseSettings.parse_sequence(" harm, ,privacy ,") == ["harm", "privacy"]
+    assert ReviseSettings.parse_sequence("") == []
     k = trajectory_key("p", c.version, "m", ReviseSettings())
     assert k != trajectory_key("p", c.version, "m", ReviseSettings(seed=1))
     assert k != trajectory_key("p", c.version, "m", ReviseSettings(cot=True))

@@ -66,7 +66,7 @@ def cmd_revise(args) -> int:
         raise CaiError("--batch-size must be at least 1")
     settings = ReviseSettings(
         rounds=args.rounds, schedule=args.schedule, cot=args.cot, early_stop=args.early_stop,
-        sequence=[s.strip() for s in args.sequence.split(",") if s.strip()], few_shot=not args.no_few_shot,
+        sequence=ReviseSettings.parse_sequence(args.sequence), few_shot=not args.no_few_shot,
         seed=args.seed, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
     ).validate(constitution)
     out = output_file(args.out)

@@ -90,8 +90,8 @@ def validate_ab(store: Store, spec: ABExperimentSpec):
         raise CaiError(f"both arms are the same constitution version ({ca.version}); change a wording and save it "
                        "as a new version first")
     items = as_prompt_items(resolve_prompts(store, spec.prompts, limit=spec.limit)[0])
-    sequence = [s.strip() for s in spec.sequence.split(",") if s.strip()]  # --sequence: comma-separated ids
-    settings = ReviseSettings(rounds=spec.rounds, schedule=spec.schedule, sequence=sequence, cot=spec.cot,
+    settings = ReviseSettings(rounds=spec.rounds, schedule=spec.schedule,
+                              sequence=ReviseSettings.parse_sequence(spec.sequence), cot=spec.cot,
                               few_shot=not spec.no_few_shot, seed=spec.seed, max_new_tokens=spec.max_new_tokens,
                               temperature=spec.temperature, top_p=spec.top_p)
     settings.validate(ca)

@@ -69,6 +69,11 @@ class ReviseSettings:
     temperature: float = 0.7
     top_p: float = 0.95
 
+    @staticmethod
+    def parse_sequence(text: str) -> list[str]:
+        """--sequence as given on the command line and in job specs: comma-separated principle ids."""
+        return [s.strip() for s in (text or "").split(",") if s.strip()]
+
     def key_params(self) -> dict:
         data = asdict(self)
         data.pop("seed")
