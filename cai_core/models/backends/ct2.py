@@ -337,7 +337,7 @@ class CT2Backend(Backend):
 
     # -- option probabilities ------------------------------------------------------------------
     def choice_logprobs(self, conversations: list[Conversation], options: list[str],
-                        assistant_prefix: str | list[str] = "", batch_size: int = 16) -> list[dict[str, float]]:
+                        assistant_prefix: str | list[str] = "") -> list[dict[str, float]]:
         """Summed option-token log-probs per conversation, normalised over the options.
 
         joint_options=True (default): the natural token boundary of base.natural_boundary, the
@@ -345,8 +345,7 @@ class CT2Backend(Backend):
         tokenises the option on its own and appends it to the prompt's ids (the old, unnatural
         boundary: ':' 'Ġ' '(' 'A'), kept for comparisons.
 
-        The prompt is computed once per conversation, not once per option (see `_score_options`);
-        batch_size is accepted for the Backend signature and unused."""
+        The prompt is computed once per conversation, not once per option (see `_score_options`)."""
         if not options:
             raise CaiError("choice_logprobs needs at least one option")
         opt_ids = [self._ids(o) for o in options]

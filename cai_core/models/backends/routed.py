@@ -11,7 +11,7 @@ transformers shares a prefix across a batch (a pair's two orders, a few-shot blo
 So: `stream` (the live page, token by token) runs on CTranslate2; `generate` and `choice_logprobs`
 (batch jobs, judging, evaluation) run on transformers. Both hold the same float32 weights and
 tokenizer, so a trajectory does not change meaning with the route: greedy text is the same and
-option probabilities agree within 1e-5 (tests/test_backend_ct2.py).
+option probabilities agree within 1e-5 (docs/benchmarks.md rows 6 and 8b).
 """
 from __future__ import annotations
 
