@@ -159,11 +159,13 @@ with tab_dash:
                                     width="stretch", key="rel_category_fig")
                 if report.get("judge_differences"):
                     st.subheader("Which judge is more accurate?")
-                    st.dataframe([{"judge A": judge_name.get(d["a"], d["a"]), "judge B": judge_name.get(d["b"], d["b"]),
-                                   "items both judged": d["n"], "accuracy A": pct(d["accuracy_a"]),
-                                   "accuracy B": pct(d["accuracy_b"]), "A minus B": f"{100 * d['diff']:+.1f} points",
+                    # the figures first: judge names are long and would push them out of view
+                    st.dataframe([{"A minus B": f"{100 * d['diff']:+.1f} points",
                                    "95% CI (paired)": f"{100 * d['ci'][0]:+.1f} to {100 * d['ci'][1]:+.1f}",
-                                   "only A right": d["only_a_right"], "only B right": d["only_b_right"]}
+                                   "items both judged": d["n"], "accuracy A": pct(d["accuracy_a"]),
+                                   "accuracy B": pct(d["accuracy_b"]), "only A right": d["only_a_right"],
+                                   "only B right": d["only_b_right"], "judge A": judge_name.get(d["a"], d["a"]),
+                                   "judge B": judge_name.get(d["b"], d["b"]), "key A": d["a"], "key B": d["b"]}
                                   for d in report["judge_differences"]], hide_index=True, width="stretch")
                     st.caption("Paired over the items both judges labelled (a bootstrap that resamples items with both "
                                "verdicts together, so item difficulty cancels): a CI that includes 0 means these items "
