@@ -293,3 +293,41 @@ def test_bad_adapter(tiny_model_dir, tmp_path):
     (bad / "adapter_config.json").write_text("{}")
     with pytest.raises(CaiError, match="cannot attach the adapter"):
         LocalBackend(tiny_model_dir, adapter=bad)
+
+
+def _forward_passes(backend, run) -> tuple[object, int]:
+    """(what run() returned, how many forward passes the model made meanwhile)."""
+    calls = []
+    hook = backend.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        return run(), len(calls)
+    finally:
+        hook.remove()
+
+
+def test_one_row_generation_drafts_tokens_and_keeps_the_greedy_text(tiny_backend, monkeypatch):
+    """Prompt lookup (local.PROMPT_LOOKUP_TOKENS): the stream and a one-prompt batch check drafted
+    tokens in one forward pass each, and write what plain decoding writes. The untouched random
+    model repeats one token, so its own text holds the drafts."""
+    from cai_core.models.backends import local
+
+    params = GenerationParams(max_new_tokens=40, temperature=0)
+    drafted, drafted_passes = _forward_passes(tiny_backend, lambda: "".join(tiny_backend.stream(LONG, params)))
+    batch_drafted = tiny_backend.generate([LONG], params)[0][0]
+    monkeypatch.setattr(local, "PROMPT_LOOKUP_TOKENS", None)  # plain decoding: one pass per token
+    plain, plain_passes = _forward_passes(tiny_backend, lambda: "".join(tiny_backend.stream(LONG, params)))
+    assert drafted == plain and batch_drafted == tiny_backend.generate([LONG], params)[0][0]
+    assert plain_passes == 40 and drafted_passes < 10, (drafted_passes, plain_passes)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_prompt_lookup_changes_no_greedy_text_and_keeps_seeded_samples_reproducible(text_backend, monkeypatch, temperature):
+    from cai_core.models.backends import local
+
+    params = GenerationParams(max_new_tokens=30, temperature=temperature, top_p=1.0, seed=7)
+    convo = [{"role": "user", "content": "Repeat after me: the cat sat on the mat, the cat sat on the mat."}]
+    first = "".join(text_backend.stream(convo, params))
+    assert first == "".join(text_backend.stream(convo, params)), "a seeded run repeats itself"
+    monkeypatch.setattr(local, "PROMPT_LOOKUP_TOKENS", None)
+    if temperature == 0.0:
+        assert first == "".join(text_backend.stream(convo, params))
