@@ -188,5 +188,8 @@ def test_bench_engines_quick_prints_its_figures_and_a_ratio_line(tmp_path):
     last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"ratio=\d+\.\d+ target=2\.5", last), last
     for figure in ("ctranslate2_engine:", "transformers_engine:", "stream_batch1_tokens_per_s:",
-                   "live_2_rounds_one_prompt_s:", "ct2_answers_first_16_tokens_equal_transformers_fp32:"):
+                   "live_2_rounds_s:", "live_2_rounds_speedup_vs_plain_decoding:",
+                   "ct2_answers_first_16_tokens_equal_transformers_fp32:"):
         assert figure in out.stdout
+    # the live run's speed-up counts only with the same text: every stage of the tiny model's run compared
+    assert re.search(r"live_2_rounds_stages_equal_to_plain_decoding: transformers 5/5,", out.stdout), out.stdout

@@ -52,7 +52,12 @@ def test_replayed_stages_do_not_count_towards_the_speed():
     assert p.tokens == 0 and p.rate() is None and p.done_stages == 1
 
 
-def test_closing_the_stream_stops_the_model_at_once(tiny_backend):
+def test_closing_the_stream_stops_the_model_at_once(tiny_backend, monkeypatch):
+    from cai_core.models.backends import local
+
+    # one token per forward pass: the tiny model repeats one token, which prompt lookup would
+    # otherwise write 20 at a time (a few passes in all, too few to time a stop against)
+    monkeypatch.setattr(local, "PROMPT_LOOKUP_TOKENS", None)
     params = GenerationParams(max_new_tokens=200, temperature=0.0, seed=0)
     convo = [{"role": "user", "content": "Tell me a long story."}]
     t0 = time.perf_counter()
