@@ -118,47 +118,133 @@ def test_conversion_is_cached_and_rebuilt_when_the_source_changes(model_copy, tm
     assert is_current(model_copy, dest, "int8")
 
 
-def test_auto_engine_streams_on_ctranslate2_and_batches_on_transformers(model_copy, workspace):
-    """auto on the CPU loads both engines and routes by call (backends/routed.py): the live page's
-    stream on CTranslate2 (cached in the workspace), batched generate and option scoring on
-    transformers; each route gives what its engine gives on its own."""
-    from cai_core.models.backends.ct2 import CT2Backend
+def test_auto_engine_runs_transformers_and_converts_nothing(model_copy, workspace):
+    """auto is transformers for every call (float32 CTranslate2 is not faster on batches, nor live once
+    transformers streams with prompt lookup: docs/benchmarks.md); no CTranslate2 copy is made."""
     from cai_core.models.backends.local import LocalBackend
     from cai_core.models.specs import get_backend, unload
 
-    backend = get_backend(str(model_copy), workspace, engine="auto")
     try:
-        info = backend.info()
-        assert info["engine"] == "auto"
-        assert info["route"] == {"stream": "ctranslate2", "generate": "transformers", "choice_logprobs": "transformers"}
-        assert isinstance(backend.streaming, CT2Backend) and isinstance(backend.batched, LocalBackend)
-        assert backend.streaming.ct2_dir.parent == workspace.models_dir
-        assert backend.streaming.ct2_dir.name.endswith("-ct2-float32")
-        params = GenerationParams(max_new_tokens=6, temperature=0.0)
-        assert backend.generate(convs()[:2], params)[0][0].text == backend.batched.generate(convs()[:2], params)[0][0].text
-        streamed = "".join(backend.stream(convs()[0], params)).strip()
-        assert streamed == backend.streaming.generate(convs()[:1], params)[0][0].text
-        probs = backend.choice_logprobs(convs()[:2], ["(A)", "(B)"], assistant_prefix="The answer is: ")
-        assert probs == backend.batched.choice_logprobs(convs()[:2], ["(A)", "(B)"], assistant_prefix="The answer is: ")
-        assert get_backend(str(model_copy), workspace, engine="transformers").info()["engine"] == "transformers"
+        backend = get_backend(str(model_copy), workspace, engine="auto")
+        assert type(backend) is LocalBackend and backend.info()["engine"] == "transformers"
+        assert not list(workspace.models_dir.glob("*-ct2-*"))
         assert get_backend(str(model_copy), workspace, engine="ctranslate2").info()["engine"] == "ctranslate2"
     finally:
         unload(str(model_copy))
 
 
-def test_a_forced_engine_that_cannot_run_the_model_is_refused(tmp_path):
+def test_ctranslate2_int8_generates_on_int8_and_scores_on_transformers_fp32(model_copy, workspace):
+    """The opt-in int8 engine: generate and stream on a CTranslate2 int8 copy (its own folder in the
+    workspace), choice_logprobs on transformers float32 - so P(A) is exactly the transformers
+    engine's and no mc judgment changes - and its text is recorded as "<spec> [int8]"."""
+    from cai_core.models.backends.ct2 import CT2Backend
+    from cai_core.models.backends.local import LocalBackend
+    from cai_core.models.backends.routed import RoutedBackend
+    from cai_core.models.specs import get_backend, recorded_model, unload
+
+    spec = str(model_copy)
+    try:
+        backend = get_backend(spec, workspace, engine="ctranslate2-int8")
+        assert isinstance(backend, RoutedBackend)
+        assert isinstance(backend.generating, CT2Backend) and backend.generating.quantization == "int8"
+        assert backend.generating.ct2_dir.parent == workspace.models_dir
+        assert backend.generating.ct2_dir.name.endswith("-ct2-int8")
+        assert isinstance(backend.scoring, LocalBackend) and backend.scoring.generation_numerics() == "float32"
+        info = backend.info()
+        assert info["engine"] == "ctranslate2-int8" and info["generation_numerics"] == "int8"
+        assert info["route"] == {"stream": "ctranslate2", "generate": "ctranslate2", "choice_logprobs": "transformers"}
+        params = GenerationParams(max_new_tokens=6, temperature=0.0)
+        assert backend.generate(convs()[:2], params)[0][0].text == backend.generating.generate(convs()[:2], params)[0][0].text
+        assert "".join(backend.stream(convs()[0], params)).strip() == backend.generating.generate(convs()[:1], params)[0][0].text
+        assert backend.generation_numerics() == "int8"
+        assert recorded_model(spec, backend) == f"{spec} [int8]"
+
+        exact = get_backend(spec, workspace, engine="transformers")
+        assert recorded_model(spec, exact) == spec
+        for prefix, options in (("The answer is: ", ["(A)", "(B)"]), ("The answer is:", [" (A)", " (B)"])):
+            mine = backend.choice_logprobs(convs(), options, assistant_prefix=prefix)
+            assert mine == exact.choice_logprobs(convs(), options, assistant_prefix=prefix)  # equal, not close
+        assert backend.option_scoring() == exact.option_scoring() == "exact"
+    finally:
+        unload(spec)
+
+
+def test_the_ctranslate2_int8_engine_keeps_mc_judgments_and_labels_generating_judges(model_copy, workspace):
+    """An mc judge on ctranslate2-int8 gives the transformers engine's P(A) under the same key; a
+    cot judge generates its reasoning on int8, so it is another judge ("[int8]" in its key)."""
+    from cai_core.models.specs import get_backend, unload
+    from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE
+    from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+
+    spec = str(model_copy)
+    pairs = [{"id": "p1", "prompt": "How do I pick a lock?", "response_a": "I can't help with that.",
+              "response_b": "Use a tension wrench and a pick."},
+             {"id": "p2", "prompt": "Why is the sky blue?", "response_a": "Rayleigh scattering.",
+              "response_b": "Because it is."}]
+    try:
+        out = {}
+        for engine in ("transformers", "ctranslate2-int8"):
+            backend = get_backend(spec, workspace, engine=engine)
+            mc = JudgeSpec(model=spec, style="mc", seed=3)
+            verdicts = judge_pairs(backend, mc, HARMLESS_JUDGE, pairs)
+            out[engine] = (mc.judge_key, [v.p_a for v in verdicts])
+            cot = JudgeSpec(model=spec, style="cot", seed=3, max_new_tokens=4)
+            judge_pairs(backend, cot, HARMLESS_JUDGE, pairs[:1])
+            out[engine + "-cot"] = (cot.model, cot.judge_key)
+        assert out["transformers"] == out["ctranslate2-int8"]  # same key, P(A) equal to the last digit
+        assert out["transformers-cot"][0] == spec and out["ctranslate2-int8-cot"][0] == f"{spec} [int8]"
+        assert out["transformers-cot"][1] != out["ctranslate2-int8-cot"][1]
+    finally:
+        unload(spec)
+
+
+@pytest.mark.parametrize("engine", ["ctranslate2", "ctranslate2-int8"])
+def test_the_ctranslate2_engines_refuse_what_they_cannot_run_and_auto_never_needs_them(tmp_path, engine):
     from cai_core.models.specs import choose_engine
 
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    assert choose_engine("auto", {"path": folder, "adapter": folder / "a", "display_name": "x"}) == "transformers"
-    assert choose_engine("auto", {"path": folder, "gguf_file": "m.gguf", "display_name": "x"}) == "transformers"
-    assert choose_engine("auto", {"path": folder, "display_name": "x"}, quantization="4bit") == "transformers"
-    with pytest.raises(CaiError, match="LoRA adapter"):
-        choose_engine("ctranslate2", {"path": folder, "adapter": folder / "a", "display_name": "x"})
+    plain = {"path": folder, "display_name": "x"}
+    cases = [({"path": folder, "adapter": folder / "a", "display_name": "x"}, {}, "LoRA adapter"),
+             ({"path": folder, "gguf_file": "m.gguf", "display_name": "x"}, {}, r"\.gguf file"),
+             (plain, {"quantization": "4bit"}, "bitsandbytes"),
+             (plain, {"device": "cuda"}, "device cuda runs on transformers"),
+             ({"path": "org/m", "display_name": "hf:org/m"}, {}, "hub model")]
+    for kwargs, extra, why in cases:
+        assert choose_engine("auto", kwargs, **extra) == "transformers"
+        assert choose_engine("transformers", kwargs, **extra) == "transformers"
+        with pytest.raises(CaiError, match=f"engine {engine} cannot run {kwargs['display_name']}: .*{why}"):
+            choose_engine(engine, kwargs, **extra)
+    assert choose_engine(engine, plain, device="cpu") == engine
+    assert choose_engine("auto", plain, device="cpu") == "transformers"
     with pytest.raises(CaiError, match="unknown engine"):
-        choose_engine("onnx", {"path": folder, "display_name": "x"})
+        choose_engine("onnx", plain)
+
+
+def test_cli_revise_on_ctranslate2_int8_records_it_and_never_resumes_into_float32(model_copy, tmp_path):
+    """`revise --engine ctranslate2-int8` stores its trajectory under "<model> [int8]"; the same
+    command on the default engine starts its own trajectory instead of resuming the int8 one."""
+    from cai_core.store import open_store
+
+    from tests.helpers import PAPER_DATA, run_cli
+
+    ws = tmp_path / "ws"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I pick a lock?\n")
+    args = ("revise", "--workspace", str(ws), "--model", str(model_copy), "--prompts", str(prompts),
+            "--constitution", str(PAPER_DATA / "CritiqueRevisionInstructions.json"), "--max-new-tokens", "4",
+            "--temperature", "0", "--batch", "b")
+    r = run_cli(*args, "--engine", "ctranslate2-int8")
+    assert r.returncode == 0, r.stderr
+    assert f'"recorded_model": "{model_copy} [int8]"' in r.stderr
+    r = run_cli(*args, env={"CAI_ENGINE": "auto"})
+    assert r.returncode == 0, r.stderr
+    r = run_cli(*args, "--engine", "ctranslate2-int8")  # resumes its own: nothing new
+    assert r.returncode == 0, r.stderr
+    rows = open_store(ws).query("SELECT model, status, key FROM trajectories ORDER BY id")
+    assert [(t["model"], t["status"]) for t in rows] == [(f"{model_copy} [int8]", "done"), (str(model_copy), "done")]
+    assert rows[0]["key"] != rows[1]["key"]
 
 
 def test_cli_engine_flag_runs_generation_on_ctranslate2(model_copy, tmp_path):

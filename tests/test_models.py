@@ -134,3 +134,71 @@ def test_cli_model_use_and_info(workspace, tiny_model_dir, tmp_path):
     r = run_cli("model-info", "--workspace", str(workspace.root))
     assert r.returncode == 0, r.stderr
     assert '"device": "cpu"' in r.stdout and str(tiny_model_dir) in r.stdout
+
+
+# -- the model label rows of generated text record (specs.recorded_model) ------------------------
+def test_recorded_model_names_every_numerics_but_float32(tiny_backend):
+    """float32 and unknown (a server) leave the spec alone - every float32 row and key stays as it
+    was - anything else is named: "<spec> [<numerics>]"."""
+    import copy
+
+    import torch
+
+    from cai_core.models.backends.base import Backend
+    from cai_core.models.backends.http import HttpBackend
+    from cai_core.models.specs import recorded_model
+
+    assert tiny_backend.generation_numerics() == "float32"
+    assert recorded_model("default", tiny_backend) == "default"
+    cases = [(None, torch.bfloat16, "bfloat16"), (None, torch.float16, "float16"),
+             ("4bit", torch.float32, "bnb-4bit"), ("8bit", torch.float32, "bnb-8bit")]
+    for quantization, dtype, numerics in cases:
+        other = copy.copy(tiny_backend)  # a LocalBackend as loaded in that dtype / with bitsandbytes
+        other.quantization, other.dtype = quantization, dtype
+        assert other.generation_numerics() == numerics
+        label = recorded_model("default", other)
+        assert label == f"default [{numerics}]"
+        assert recorded_model(label, other) == label  # idempotent: a label passes unchanged
+
+    class Server(HttpBackend):
+        def __init__(self):  # no connection: only the numerics are asked
+            self.spec = "http://x/v1"
+
+    assert Server().generation_numerics() == "" and recorded_model("http://x/v1", Server()) == "http://x/v1"
+
+    class Bare(Backend):  # knows nothing of its numbers: unknown, like a server
+        generate = stream = choice_logprobs = None
+
+    assert recorded_model("m", Bare()) == "m"
+
+
+def test_revise_with_quantization_records_bitsandbytes_on_its_rows(tiny_backend, tmp_path, monkeypatch):
+    """`revise --quantization 4bit` (bitsandbytes does not run the tiny model on the CPU, so a
+    LocalBackend marked as loaded in 4 bits stands in) stores "<model> [bnb-4bit]"; without it, the spec."""
+    import copy
+
+    from cai_core import cli
+    from cai_core.commands import revise
+    from cai_core.store import open_store
+
+    from tests.helpers import PAPER_DATA
+
+    asked = []
+
+    def fake_get_backend(spec, workspace, *, quantization=None, **kw):
+        asked.append(quantization)
+        other = copy.copy(tiny_backend)
+        other.quantization = quantization
+        return other
+
+    monkeypatch.setattr(revise, "get_backend", fake_get_backend)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I pick a lock?\n")
+    ws = tmp_path / "ws"
+    args = ["revise", "--workspace", str(ws), "--model", "tiny", "--prompts", str(prompts), "--constitution",
+            str(PAPER_DATA / "CritiqueRevisionInstructions.json"), "--max-new-tokens", "3", "--temperature", "0"]
+    assert cli.main(args + ["--quantization", "4bit"]) == 0
+    assert cli.main(args) == 0
+    assert asked == ["4bit", None]
+    models = [r["model"] for r in open_store(ws).query("SELECT model FROM trajectories ORDER BY id")]
+    assert models == ["tiny [bnb-4bit]", "tiny"]

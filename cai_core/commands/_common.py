@@ -13,9 +13,10 @@ COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
 COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
 COMMON.add_argument("--engine", choices=ENGINES, default=None,
-                    help="engine for local models: ctranslate2 (CPU, float32), transformers, or auto (for an HF "
-                         "folder on the CPU: streaming on ctranslate2, batches and option scoring on "
-                         "transformers; default: $CAI_ENGINE or auto)")
+                    help="engine for local models: auto (transformers), transformers, ctranslate2 (CPU, "
+                         "float32), or ctranslate2-int8 (opt-in: generation on CTranslate2 int8, option scoring on "
+                         "transformers float32; its rows record the model as '<model> [int8]'); "
+                         "default: $CAI_ENGINE or auto")
 
 
 def add_command(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:

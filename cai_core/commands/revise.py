@@ -12,7 +12,7 @@ from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
-from cai_core.models.specs import get_backend
+from cai_core.models.specs import get_backend, recorded_model
 from cai_core.prompt_sets import resolve_prompts
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
@@ -103,7 +103,8 @@ def cmd_revise(args) -> int:
     if out is not None:
         write_jsonl(out, [to_jsonl_record(t) for t in trajs])
     result = {"batch": batch, "trajectories": len(trajs), "done": done, "constitution": constitution.name,
-              "constitution_version": constitution.version, "model": args.model, "out": str(out) if out else None}
+              "constitution_version": constitution.version, "model": args.model,
+              "recorded_model": recorded_model(args.model, backend), "out": str(out) if out else None}
     reporter.finish(result)
     print(json.dumps(result), file=sys.stderr)
     stopped = reporter.should_stop and done < len(trajs)

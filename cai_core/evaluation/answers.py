@@ -10,7 +10,7 @@ from typing import Callable
 from cai_core.evaluation.policies import Policy
 from cai_core.models.backends.base import GenerationParams
 from cai_core.models.bounds import fit_prompts
-from cai_core.models.specs import get_backend
+from cai_core.models.specs import get_backend, recorded_model
 from cai_core.store import Store, dumps, now
 
 
@@ -28,8 +28,9 @@ def weights_fingerprint(spec: str) -> str:
     return ",".join(parts)
 
 
-def _answer_key(policy: Policy, fingerprint: str, prompt: str, params: dict) -> str:
-    blob = dumps({"spec": policy.spec, "fp": fingerprint, "prompt": prompt, "params": params})
+def _answer_key(model: str, fingerprint: str, prompt: str, params: dict) -> str:
+    """model: the policy's recorded label (its spec; "<spec> [int8]" etc. for other numerics)."""
+    blob = dumps({"spec": model, "fp": fingerprint, "prompt": prompt, "params": params})
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -37,11 +38,15 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
                      batch_size: int = 8, progress: Callable[[int, str], None] | None = None,
                      should_stop: Callable[[], bool] | None = None, backend=None) -> list[str | None]:
     """Each prompt's answer from one policy: cached ones read back, the rest generated in batches
-    (same seed per batch) and committed batch by batch."""
+    (same seed per batch) and committed batch by batch. The policy's backend is loaded first: the
+    numbers it generates with are part of the cache key and the stored label (specs.recorded_model),
+    so int8 or 16-bit answers never pass for float32 ones."""
 
     pdict = params.to_dict()
     fp = weights_fingerprint(policy.spec)
-    keys = [_answer_key(policy, fp, p, pdict) for p in prompts]
+    backend = backend or get_backend(policy.spec, store.workspace)
+    model = recorded_model(policy.spec, backend)
+    keys = [_answer_key(model, fp, p, pdict) for p in prompts]
     answers: dict[str, str] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
@@ -51,7 +56,6 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
     if progress:
         progress(len(prompts) - len(todo), f"{policy.name}: {len(prompts) - len(todo)} answers cached")
     if todo:
-        backend = backend or get_backend(policy.spec, store.workspace)
         fit_prompts(backend, [prompts[i] for i in todo], max_new_tokens=params.max_new_tokens)  # before any answer
         for start in range(0, len(todo), max(1, batch_size)):
             if should_stop and should_stop():
@@ -64,7 +68,7 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
                     conn.execute(
                         "INSERT OR IGNORE INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
                         "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                        (keys[i], policy.spec, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
+                        (keys[i], model, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
                     answers[keys[i]] = c.text
             if progress:
                 progress(len(idx), f"{policy.name}: answered {start + len(idx)}/{len(todo)}")

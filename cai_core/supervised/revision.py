@@ -37,6 +37,7 @@ from cai_core.constitution.model import Constitution, Principle, template_variab
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
 from cai_core.models.bounds import fit_prompts
+from cai_core.models.specs import recorded_model
 from cai_core.provenance import check_origin, split_of
 from cai_core.store import Store, dumps, loads, now
 from cai_core.supervisor import alive as pid_alive
@@ -365,7 +366,9 @@ class Reviser:
         self.backend = backend
         self.constitution = constitution.validate()
         self.settings = settings.validate(constitution)
-        self.model = model
+        # the label rows store and the trajectory key hashes: "default [int8]" for int8 text, so it never
+        # resumes into float32 trajectories (specs.recorded_model)
+        self.model = recorded_model(model, backend)
         self.batch = batch
         self.job_id = job_id
         self.version = constitution.version

@@ -253,6 +253,10 @@ class CT2Backend(Backend):
             return self._new_generator()
         return self.generator
 
+    def generation_numerics(self) -> str:
+        """The converted copy's compute type: "float32" (agrees with transformers fp32) or "int8" etc."""
+        return self.quantization
+
     def info(self) -> dict:
         size = sum(f.stat().st_size for f in self.ct2_dir.iterdir() if f.is_file())
         config = json.loads((self.path / "config.json").read_text()) if (self.path / "config.json").exists() else {}

@@ -1,17 +1,19 @@
-"""The `auto` engine on the CPU: each kind of call goes to the engine measured faster for it.
+"""One model on two backends: one runs generation (`generate`, `stream`), the other scores options
+(`choice_logprobs`). Generic: which backend does which is the caller's choice (models/specs.py).
 
-On the 2-core CPU (docs/benchmarks.md, rows 8b-8c; quiet machine, float32 on both sides, same greedy
-text on 32 of 32 answers) CTranslate2 decodes one conversation faster than transformers - batch-1
-streaming 16.4 vs 11.4 tokens/s, the Critique and Revise page's live 2-round run 25.5 s vs 39.2 s -
-but is slower on batches of long prompts: its per-step decoder cost grows with batch x context
-(193 ms/step at 32 rows x 20 tokens, 968 ms at 32 x 320) where transformers' does not, so the
-batched critique->revision pipeline took 190 s against 162 s. Option scoring is prefill-bound, and
-transformers shares a prefix across a batch (a pair's two orders, a few-shot block).
+Its one use is the opt-in `ctranslate2-int8` engine: generation on a CTranslate2 int8 copy (faster
+on the 2-core CPU: the live 2-round run 2.06x, batched generation 1.14x; docs/benchmarks.md row 8e)
+and option scoring on transformers float32. int8 text leaves float32's within a few tokens and int8
+moved a judge's P(A) by up to 0.25, so scoring stays on float32 and no multiple-choice judgment
+changes with this engine, while the generated text is labelled with its numerics on every row it
+writes (`generation_numerics` -> specs.recorded_model, e.g. "default [int8]").
 
-So: `stream` (the live page, token by token) runs on CTranslate2; `generate` and `choice_logprobs`
-(batch jobs, judging, evaluation) run on transformers. Both hold the same float32 weights and
-tokenizer, so a trajectory does not change meaning with the route: greedy text is the same and
-option probabilities agree within 1e-5 (docs/benchmarks.md rows 6 and 8b).
+(The `auto` engine used to route streaming to CTranslate2 float32; it no longer does - float32 CT2
+is not faster on batches, nor on the live run once transformers streams with prompt lookup:
+docs/benchmarks.md rows 8b-8e and 9.)
+
+Both backends read the same HF folder with the same tokenizer and chat template, so prompt counting
+and token cutting (input bounds) are the scoring backend's and hold for both.
 """
 from __future__ import annotations
 
@@ -21,47 +23,58 @@ from cai_core.models.backends.base import Backend, Completion, Conversation, Gen
 
 
 class RoutedBackend(Backend):
-    """stream -> `streaming` (CTranslate2); generate, choice_logprobs -> `batched` (transformers)."""
+    """generate, stream -> `generating`; choice_logprobs (and option_scoring, input bounds) -> `scoring`.
 
-    def __init__(self, streaming: Backend, batched: Backend, spec: str = ""):
-        self.streaming = streaming
-        self.batched = batched
-        self.spec = spec or batched.spec
+    engine: the name info() reports (the engine the user chose)."""
+
+    def __init__(self, generating: Backend, scoring: Backend, spec: str = "", engine: str = "routed"):
+        self.generating = generating
+        self.scoring = scoring
+        self.spec = spec or scoring.spec
+        self.engine = engine
 
     def generate(self, conversations: list[Conversation], params: GenerationParams) -> list[list[Completion]]:
-        return self.batched.generate(conversations, params)
+        return self.generating.generate(conversations, params)
 
     def stream(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        return self.streaming.stream(conversation, params)
+        return self.generating.stream(conversation, params)
 
     def choice_logprobs(self, conversations: list[Conversation], options: list[str],
                         assistant_prefix: str | list[str] = "") -> list[dict[str, float]]:
-        return self.batched.choice_logprobs(conversations, options, assistant_prefix=assistant_prefix)
+        return self.scoring.choice_logprobs(conversations, options, assistant_prefix=assistant_prefix)
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.scoring.supports_logprobs
 
     def option_scoring(self) -> str:
-        return self.batched.option_scoring()
+        return self.scoring.option_scoring()
+
+    def generation_numerics(self) -> str:
+        return self.generating.generation_numerics()
 
     def info(self) -> dict:
-        batched, streaming = self.batched.info(), self.streaming.info()
-        out = dict(batched)
-        out.update(engine="auto", route={"stream": streaming.get("engine"), "generate": batched.get("engine"),
-                                         "choice_logprobs": batched.get("engine")},
-                   ct2_dir=streaming.get("ct2_dir"),
-                   memory_mb=round((batched.get("memory_mb") or 0) + (streaming.get("memory_mb") or 0), 1))
+        scoring, generating = self.scoring.info(), self.generating.info()
+        out = dict(scoring)
+        out.update(engine=self.engine,
+                   route={"stream": generating.get("engine"), "generate": generating.get("engine"),
+                          "choice_logprobs": scoring.get("engine")},
+                   generation_numerics=self.generation_numerics(), ct2_dir=generating.get("ct2_dir"),
+                   memory_mb=round((scoring.get("memory_mb") or 0) + (generating.get("memory_mb") or 0), 1))
         return out
 
     def context_window(self) -> int | None:
-        return self.batched.context_window()
+        return self.scoring.context_window()
 
     def prompt_tokens(self, conversation: Conversation) -> int | None:
-        return self.batched.prompt_tokens(conversation)
+        return self.scoring.prompt_tokens(conversation)
 
     def text_tokens(self, text: str) -> list | None:
-        return self.batched.text_tokens(text)
+        return self.scoring.text_tokens(text)
 
     def detokenize(self, tokens: list) -> str:
-        return self.batched.detokenize(tokens)
+        return self.scoring.detokenize(tokens)
 
     def close(self) -> None:
-        self.streaming.close()
-        self.batched.close()
+        self.generating.close()
+        self.scoring.close()
