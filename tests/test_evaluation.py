@@ -199,3 +199,23 @@ def test_cli_evaluate_json(tiny_model_dir, adapter_dir, tmp_path):
     r = run_cli("evaluate", "--policies", "default", "--prompts", str(red), "--judge-model", "default",
                 "--workspace", str(ws))
     assert r.returncode == 2 and "at least two policies" in r.stderr
+
+
+def test_answers_from_other_numerics_are_cached_and_labelled_apart(store, tiny_backend, tiny_model_dir):
+    """A policy's answers generated in bfloat16 (or int8, 4 bits) are stored under "<spec> [bfloat16]"
+    and their own cache keys: they are never read back as the float32 answers, nor these as them."""
+    import copy
+
+    from cai_core.evaluation.answers import generate_answers
+    from cai_core.evaluation.policies import parse_policy
+    from cai_core.models.backends.base import GenerationParams
+
+    policy = parse_policy(f"tiny={tiny_model_dir}", store)
+    params = GenerationParams(max_new_tokens=4, temperature=0.0)
+    bf16 = copy.copy(tiny_backend)
+    bf16.generation_numerics = lambda: "bfloat16"
+    generate_answers(store, policy, ["hi", "why?"], params, backend=tiny_backend)
+    generate_answers(store, policy, ["hi", "why?"], params, backend=bf16)
+    generate_answers(store, policy, ["hi", "why?"], params, backend=bf16)  # read back, nothing new
+    specs = [r["policy_spec"] for r in store.query("SELECT policy_spec FROM eval_answers ORDER BY rowid")]
+    assert specs == [policy.spec] * 2 + [f"{policy.spec} [bfloat16]"] * 2

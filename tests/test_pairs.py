@@ -30,6 +30,26 @@ def test_sample_k_forms_every_distinct_pair_and_resumes(tiny_backend, store):
         sample_pairs(store, tiny_backend, "tiny", prompts, batch="../x", k=2)
 
 
+def test_samples_from_other_numerics_are_labelled_and_kept_apart(tiny_backend, store):
+    """Text from int8 (the ctranslate2-int8 engine) is recorded as "<model> [int8]" on both sides of
+    each pair, under its own sample keys: it never counts as the float32 run's samples."""
+    import copy
+
+    from cai_core.models.backends.base import Completion
+
+    int8 = copy.copy(tiny_backend)
+    int8.generation_numerics = lambda: "int8"  # what the ctranslate2-int8 engine reports
+    int8.generate = lambda convs, params: [[Completion(c.text + " (int8)", c.tokens) for c in row]
+                                           for row in tiny_backend.generate(convs, params)]  # its own text
+    prompts = [{"text": "Question number 1?"}]
+    plain = sample_pairs(store, tiny_backend, "tiny", prompts, batch="s", k=3, max_new_tokens=6, seed=1)
+    res = sample_pairs(store, int8, "tiny", prompts, batch="s", k=3, max_new_tokens=6, seed=1)
+    assert res["model"] == "tiny [int8]" and res["prompts_already_done"] == 0 and res["pairs_added"] > 0
+    rows = store.query("SELECT policy_a, policy_b FROM comparisons WHERE batch='s' ORDER BY id")
+    assert [r["policy_a"] for r in rows] == ["tiny"] * plain["pairs_added"] + ["tiny [int8]"] * res["pairs_added"]
+    assert all(r["policy_a"] == r["policy_b"] for r in rows)
+
+
 def test_import_pair_and_chosen_rejected_formats(tmp_path, store):
     f = write(tmp_path / "p.jsonl", [
         {"id": "x1", "prompt": "hi", "response_a": "a", "response_b": "b"},
