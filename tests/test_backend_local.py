@@ -331,3 +331,17 @@ def test_prompt_lookup_changes_no_greedy_text_and_keeps_seeded_samples_reproduci
     monkeypatch.setattr(local, "PROMPT_LOOKUP_TOKENS", None)
     if temperature == 0.0:
         assert first == "".join(text_backend.stream(convo, params))
+
+
+def test_ngram_draft_takes_the_latest_occurrence_and_never_a_single_token():
+    from cai_core.models.backends.local import ngram_draft
+
+    #          0  1  2  3  4  5  6  7  8  9 10 11
+    tokens = [1, 2, 3, 4, 5, 1, 2, 3, 9, 8, 1, 2, 3]
+    assert ngram_draft(tokens, 3) == [9, 8, 1], "after the latest earlier 1 2 3"
+    assert ngram_draft(tokens, 5) == [9, 8, 1, 2, 3]
+    assert ngram_draft(tokens, 10) == [4, 5, 1, 2, 3, 9, 8, 1, 2, 3], "the occurrence followed by the most"
+    assert ngram_draft([0] + [6] * 8, 4) == [6, 6, 6, 6], "in a loop: a full draft, not the 1 token after the latest"
+    assert ngram_draft([7, 4, 5, 6, 4, 5], 4) == [6, 4, 5], "a 2-gram when no 3-gram recurs"
+    assert ngram_draft([5, 1, 2, 3, 5], 4) == [], "one recurring token drafts nothing"
+    assert ngram_draft([1, 2], 4) == []

@@ -125,6 +125,7 @@ class LocalBackend(Backend):
         if not quantization:
             model.to(self.device)
         model.eval()
+        _draft_from_recent_ngrams(model)
         self.model = model
         self.path = path
         self.adapter = str(adapter) if adapter else None
@@ -188,7 +189,7 @@ class LocalBackend(Backend):
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if one_row:
-            kw.update(prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS, max_matching_ngram_size=PROMPT_LOOKUP_NGRAM)
+            kw.update(prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS)
         if params.temperature and params.temperature > 0:
             kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
@@ -390,17 +391,78 @@ class LocalBackend(Backend):
             self._torch.cuda.empty_cache()
 
 
-# Prompt lookup decoding for one-row generation (the live page's stream, a one-prompt batch): the
-# next PROMPT_LOOKUP_TOKENS tokens that followed the latest PROMPT_LOOKUP_NGRAM-gram where it last
-# occurred in the prompt or the text so far are proposed as a draft, and one forward pass checks the
-# whole draft; the model's own choice at the first mismatch is kept. Greedy text is therefore the
-# model's own (sampling keeps its distribution: each position is sampled from the model's
-# probabilities), and a revision that copies most of the answer it revises, or a critique that
-# quotes it, takes a fraction of the forward passes. One-row decoding on the CPU reads every weight
-# per step (memory-bound), so checking 20 drafted tokens costs about one step. Measured on the
-# default model: the live 2-round run 1.95x faster, the same text (docs/benchmarks.md row 8f).
+# Prompt lookup decoding for one-row generation (the live page's stream, a one-prompt batch): where
+# the text's last PROMPT_LOOKUP_NGRAM tokens (or, failing that, its last 2; never 1, which matches
+# almost anywhere and only wastes the check) occurred before in the prompt or the text so far, up to
+# PROMPT_LOOKUP_TOKENS tokens that followed them there are proposed as a draft (ngram_draft), and one
+# forward pass checks the whole draft; the model's own choice at the first mismatch is kept. Greedy
+# text is therefore the model's own (sampling keeps its distribution: each position is sampled from
+# the model's probabilities), and a revision that copies most of the answer it revises, or a
+# critique that quotes it, takes a fraction of the forward passes. One-row decoding on the CPU reads
+# every weight per step (memory-bound), so checking 20 drafted tokens costs about one step.
+# Measured on the default model: docs/benchmarks.md row 8f.
 PROMPT_LOOKUP_TOKENS = 20
 PROMPT_LOOKUP_NGRAM = 3
+MIN_LOOKUP_NGRAM = 2
+
+
+def ngram_draft(tokens: list[int], max_tokens: int, ngram: int = PROMPT_LOOKUP_NGRAM,
+                min_ngram: int = MIN_LOOKUP_NGRAM) -> list[int]:
+    """The draft for the next tokens: what followed an earlier occurrence of the text's last n tokens
+    (n from `ngram` down to `min_ngram`), at most max_tokens of it - the latest occurrence followed
+    by max_tokens, else the one followed by the most (in a loop the latest is followed by only one
+    or two); [] when none recurs."""
+    for n in range(min(ngram, len(tokens) - 1), min_ngram - 1, -1):
+        tail, best = tokens[-n:], []
+        for start in range(len(tokens) - n - 1, -1, -1):
+            if tokens[start:start + n] == tail:
+                follows = tokens[start + n: start + n + max_tokens]
+                if len(follows) == max_tokens:
+                    return follows
+                best = max(best, follows, key=len)
+        if best:
+            return best
+    return []
+
+
+def _draft_from_recent_ngrams(model) -> None:
+    """Make `model.generate(prompt_lookup_num_tokens=...)` draft with ngram_draft instead of
+    transformers' own lookup (the first occurrence of the last 1-3 tokens: a single recurring token
+    drafts 20 tokens that are almost never kept, which made novel text 23% slower). transformers
+    builds the drafter in GenerationMixin._get_candidate_generator (pinned 5.24); the tests count
+    forward passes, so a version that stops calling it fails them instead of running slower."""
+    import torch
+    from transformers.generation.candidate_generator import CandidateGenerator
+
+    class RecentNgramDrafts(CandidateGenerator):
+        def __init__(self, max_tokens: int, max_length: int, eos: list[int]):
+            self.max_tokens, self.max_length, self.eos = max_tokens, max_length, set(eos)
+
+        def get_candidates(self, input_ids, **kwargs):
+            room = self.max_length - input_ids.shape[1] - 1  # the model writes one token past the draft
+            draft = ngram_draft(input_ids[0].tolist(), min(self.max_tokens, room)) if room > 0 else []
+            for i, token in enumerate(draft):  # a drafted end token would end the text unchecked
+                if token in self.eos:
+                    draft = draft[:i]
+                    break
+            if not draft:
+                return input_ids, None
+            return torch.cat([input_ids, torch.tensor([draft], device=input_ids.device)], dim=1), None
+
+        def update_candidate_strategy(self, input_ids, scores, num_matches):
+            pass
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    own = target._get_candidate_generator
+
+    def candidate_generator(generation_config, *args, **kwargs):
+        if generation_config.prompt_lookup_num_tokens is None or kwargs.get("assistant_model") is not None:
+            return own(generation_config, *args, **kwargs)
+        eos = generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        return RecentNgramDrafts(generation_config.prompt_lookup_num_tokens, generation_config.max_length, eos)
+
+    target._get_candidate_generator = candidate_generator
 
 MIN_SHARED_PREFIX = 32  # tokens; below this a group's extra forward pass costs more than it saves
 MIN_SHARED_GENERATION = 64  # tokens every prompt of a generate call must share to prefill them once
