@@ -76,15 +76,9 @@ class Backend(ABC):
     def generation_numerics(self) -> str:
         """The numbers this backend's generated text (generate, stream) comes from: "float32",
         "bfloat16"/"float16", "bnb-4bit"/"bnb-8bit" (bitsandbytes), "int8" (CTranslate2 int8), or ""
-        when unknown (a server). Rows record it beside the model (specs.recorded_model), so text from
-        other numbers never passes for float32 text. Default: read from the backend's `quantization`
-        ("4bit"/"8bit": bitsandbytes) and `dtype` attributes, as transformers' LocalBackend sets
-        them; "" when it has neither."""
-        quantization = getattr(self, "quantization", None)
-        if quantization in ("4bit", "8bit"):
-            return f"bnb-{quantization}"
-        dtype = getattr(self, "dtype", None)
-        return str(dtype).replace("torch.", "") if dtype is not None else ""
+        when unknown (a server; the default). Rows record it beside the model (specs.recorded_model),
+        so text from other numbers never passes for float32 text."""
+        return ""
 
     def info(self) -> dict:
         return {"spec": self.spec}

@@ -180,6 +180,12 @@ class LocalBackend(Backend):
             "memory_mb": round(mem, 1) if mem is not None else None,
         }
 
+    def generation_numerics(self) -> str:
+        """"bnb-4bit"/"bnb-8bit" with bitsandbytes, else the weights' dtype ("float32", "bfloat16", ...)."""
+        if self.quantization:
+            return f"bnb-{self.quantization}"
+        return str(self.dtype).replace("torch.", "")
+
     # -- generation ------------------------------------------------------------------------
     def _gen_kwargs(self, params: GenerationParams, one_row: bool = False) -> dict:
         """generate() arguments; one_row (a single conversation, one sample: the live page's stream)
