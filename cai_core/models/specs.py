@@ -11,8 +11,8 @@ HF folder on the CPU, CTranslate2. The engine (`--engine`, the sidebar, $CAI_ENG
 
 - "auto" (the default): transformers for every call, CPU and GPU; nothing is converted. Float32
   CTranslate2 gives the same numbers but is not faster where it matters: slower on the batched
-  pipeline (0.85-0.98x) and only 1.07-1.4x on the live run, a gain transformers' prompt-lookup
-  streaming takes over (docs/benchmarks.md rows 8b-8e, 9 and the rows after them);
+  pipeline (0.66-0.98x) and 1.08x on the live run, where transformers with prompt lookup is 2.02x
+  plain decoding with the same text (docs/benchmarks.md rows 8b-8f);
 - "transformers": the same, named;
 - "ctranslate2": CTranslate2 float32 for all three calls (agrees with transformers fp32: same greedy
   text, option P(A) within 1e-5);

@@ -9,8 +9,8 @@ changes with this engine, while the generated text is labelled with its numerics
 writes (`generation_numerics` -> specs.recorded_model, e.g. "default [int8]").
 
 (The `auto` engine used to route streaming to CTranslate2 float32; it no longer does - float32 CT2
-is not faster on batches, nor on the live run once transformers streams with prompt lookup:
-docs/benchmarks.md rows 8b-8e and 9.)
+is not faster on batches, nor on the live run, where transformers streams with prompt lookup:
+docs/benchmarks.md rows 8b-8f.)
 
 Both backends read the same HF folder with the same tokenizer and chat template, so prompt counting
 and token cutting (input bounds) are the scoring backend's and hold for both.
