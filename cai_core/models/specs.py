@@ -17,7 +17,7 @@ HF folder on the CPU, CTranslate2. The engine (`--engine`, the sidebar, $CAI_ENG
 - "ctranslate2": CTranslate2 float32 for all three calls (agrees with transformers fp32: same greedy
   text, option P(A) within 1e-5);
 - "ctranslate2-int8" (opt-in): generation (generate, stream) on a CTranslate2 int8 copy - faster
-  (live run 2.06x, batches 1.14x, row 8e) but its text leaves float32's within a few tokens - and
+  on batches (1.14x; the live run 2.06x plain decoding, no faster than auto's prompt lookup; row 8e) but its text leaves float32's within a few tokens - and
   option scoring on transformers float32, since int8 moved judge P(A) by up to 0.25 (row 9); so
   no multiple-choice judgment changes, and every row of its text records the model as
   "<spec> [int8]" (recorded_model).

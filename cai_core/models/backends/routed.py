@@ -1,8 +1,9 @@
 """One model on two backends: one runs generation (`generate`, `stream`), the other scores options
 (`choice_logprobs`). Generic: which backend does which is the caller's choice (models/specs.py).
 
-Its one use is the opt-in `ctranslate2-int8` engine: generation on a CTranslate2 int8 copy (faster
-on the 2-core CPU: the live 2-round run 2.06x, batched generation 1.14x; docs/benchmarks.md row 8e)
+Its one use is the opt-in `ctranslate2-int8` engine: generation on a CTranslate2 int8 copy (batched
+generation 1.14x on the 2-core CPU; the live run 2.06x plain decoding, about what auto's prompt lookup
+gives in float32; docs/benchmarks.md rows 8e-8f)
 and option scoring on transformers float32. int8 text leaves float32's within a few tokens and int8
 moved a judge's P(A) by up to 0.25, so scoring stays on float32 and no multiple-choice judgment
 changes with this engine, while the generated text is labelled with its numerics on every row it
