@@ -172,6 +172,27 @@ def test_recorded_model_names_every_numerics_but_float32(tiny_backend):
     assert recorded_model("m", Bare()) == "m"
 
 
+def test_an_mc_judge_scoring_in_other_numerics_is_another_judge(tiny_backend):
+    """An mc judge writes no text, but its P(A) from bfloat16 weights is not float32's: its label and
+    key name the numbers it scores with (a GPU's bf16), and float32 keeps the plain spec and key."""
+    import copy
+
+    import torch
+
+    from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE
+    from cai_core.rlaif.judges import JudgeSpec, judge_pairs
+
+    pairs = [{"id": "p1", "prompt": "How do I pick a lock?", "response_a": "I can't help with that.",
+              "response_b": "Use a tension wrench and a pick."}]
+    bf16 = copy.copy(tiny_backend)  # a LocalBackend as loaded in bfloat16
+    bf16.dtype = torch.bfloat16
+    plain, other = JudgeSpec(model="tiny", style="mc", seed=3), JudgeSpec(model="tiny", style="mc", seed=3)
+    judge_pairs(tiny_backend, plain, HARMLESS_JUDGE, pairs)
+    judge_pairs(bf16, other, HARMLESS_JUDGE, pairs)
+    assert plain.model == "tiny" and other.model == "tiny [bfloat16]"
+    assert plain.judge_key != other.judge_key
+
+
 def test_revise_with_quantization_records_bitsandbytes_on_its_rows(tiny_backend, tmp_path, monkeypatch):
     """`revise --quantization 4bit` (bitsandbytes does not run the tiny model on the CPU, so a
     LocalBackend marked as loaded in 4 bits stands in) stores "<model> [bnb-4bit]"; without it, the spec."""

@@ -217,13 +217,15 @@ def choose_engine(engine: str | None, kwargs: dict, device: str = "auto", quanti
     return engine
 
 
-def recorded_model(spec: str, backend: Backend) -> str:
+def recorded_model(spec: str, backend: Backend, *, scoring: bool = False) -> str:
     """The model label a row of generated text stores (and its keys hash): the spec itself when the
     text came from float32 numbers or unknown ones (a server) - so every float32 row, key and
     resume stays as it was - else "<spec> [<numerics>]", e.g. "default [int8]", "default [bnb-4bit]",
     "run-x [bfloat16]". Since trajectory and sample keys hash it, such text never resumes into or
-    mixes with float32 text, and filters and exports show it. Idempotent (a label passes unchanged)."""
-    numerics = backend.generation_numerics()
+    mixes with float32 text, and filters and exports show it. Idempotent (a label passes unchanged).
+    scoring: label by the numbers option scoring uses instead (an mc judge writes no text, but its
+    P(A) from bfloat16 is not float32's)."""
+    numerics = backend.scoring_numerics() if scoring else backend.generation_numerics()
     if numerics in EXACT_NUMERICS:
         return spec
     suffix = f" [{numerics}]"

@@ -491,11 +491,10 @@ def judge_ensemble(
             raise CaiError(f"judge {spec.model} gives no log-probs: use the parse style (--style parse)")
         if spec.style in ("mc", "cot"):
             spec.scoring = backend.option_scoring()
-        if spec.style in ("cot", "parse"):
-            # these judges generate (reasoning, a verdict): text from int8 or 16-bit numbers is another
-            # judge ("default [int8]" in its key and rows; specs.recorded_model). mc only scores, which
-            # the ctranslate2-int8 engine keeps on transformers float32
-            spec.model = recorded_model(spec.model, backend)
+        # a judge on other numbers is another judge ("default [int8]" in its key and rows;
+        # specs.recorded_model): cot and parse by the numbers they generate with, mc by those it scores
+        # with (float32 on the ctranslate2-int8 engine, so its mc judgments stay the transformers ones)
+        spec.model = recorded_model(spec.model, backend, scoring=spec.style == "mc")
         if constitution is not None:
             spec.constitution_name = spec.constitution_name or constitution.name
             spec.constitution_version = spec.constitution_version or constitution.version

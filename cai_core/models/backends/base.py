@@ -80,6 +80,11 @@ class Backend(ABC):
         so text from other numbers never passes for float32 text."""
         return ""
 
+    def scoring_numerics(self) -> str:
+        """The numbers choice_logprobs computes with (an mc judge's P(A)); the same weights as
+        generation unless a backend routes scoring elsewhere (backends/routed.py)."""
+        return self.generation_numerics()
+
     def info(self) -> dict:
         return {"spec": self.spec}
 

@@ -54,6 +54,9 @@ class RoutedBackend(Backend):
     def generation_numerics(self) -> str:
         return self.generating.generation_numerics()
 
+    def scoring_numerics(self) -> str:
+        return self.scoring.scoring_numerics()
+
     def info(self) -> dict:
         scoring, generating = self.scoring.info(), self.generating.info()
         out = dict(scoring)
