@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_fill_only_what_the_caller_left_open():
     assert with_defaults([], {}) == ["--server.address", "127.0.0.1", "--client.toolbarMode", "minimal",
-                                     "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "20"]
+                                     "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "20",
+                                     "--server.fileWatcherType", "none"]
     args = with_defaults(["--server.address=0.0.0.0", "--server.port", "9"], {})
     assert "127.0.0.1" not in args and args[-3:] == ["--server.address=0.0.0.0", "--server.port", "9"]
     assert "--server.address" not in with_defaults([], {"STREAMLIT_SERVER_ADDRESS": "10.0.0.1"})

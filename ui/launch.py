@@ -37,6 +37,11 @@ DEFAULTS = {
     # every uploader takes text files, capped by cai_core.uploads at 20 MB: the browser refuses a bigger one
     # before sending it (Streamlit's default, 200 MB, was read into memory first)
     "server.maxUploadSize": str(MAX_TEXT_FILE_BYTES // 2**20),
+    # no source watching: Streamlit watched the whole repository (.venv and workspace/ included), and the
+    # store's writes during a live run overflowed inotify; re-scanning the tree after every overflow took
+    # the CPU from the model (a live 2-round run crawled at ~1 token/s in the app, ~25 in a script).
+    # A developer who wants reload-on-save passes --server.fileWatcherType auto
+    "server.fileWatcherType": "none",
 }
 
 

@@ -18,7 +18,7 @@ ENGINE_LABELS = {
     "auto": "auto (transformers)",
     "ctranslate2": "CTranslate2 float32 (CPU)",
     "transformers": "transformers (GPU, adapters, GGUF)",
-    "ctranslate2-int8": "CTranslate2 int8 generation (CPU, opt-in)",
+    "ctranslate2-int8": "CTranslate2 int8 (opt-in)",
 }
 
 
