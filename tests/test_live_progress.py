@@ -1,4 +1,4 @@
-"""A live critique/revision run (issue 15 item 3): its progress line (stage, round, tokens/s, ETA) and its
+"""A live critique/revision run (issue 15 item 3): its progress line (stage, round, words/s, ETA) and its
 Stop - closing the stream ends the model's generation at the next token, and nothing half-written is stored."""
 from __future__ import annotations
 
@@ -20,28 +20,35 @@ class Clock:
 
 def test_progress_names_the_stage_and_estimates_from_what_was_written():
     clock = Clock()
-    p = LiveProgress(rounds=2, max_new_tokens=50, clock=clock)
+    p = LiveProgress(rounds=2, max_new_tokens=80, clock=clock)  # 80 tokens: about 60 words
     p.on_event(Event("start", 0, None, "", {"stored": False}))
-    assert "stage 1 of 5" in p.text() and "waiting for the first tokens" in p.text() and p.eta_s() is None
-    for _ in range(20):  # the answer: 20 tokens in 2 s
-        p.on_event(Event("initial", 0, None, "w", None))
+    assert "stage 1 of 5" in p.text() and "waiting for the first words" in p.text() and p.eta_s() is None
+    for _ in range(20):  # the answer: 20 words in 2 s
+        p.on_event(Event("initial", 0, None, "w ", None))
         clock.now += 0.1
     assert "stage 1 of 5 - answer" in p.text()
     assert abs(p.rate() - 10.0) < 0.01
-    assert abs(p.eta_s() - (30 + 4 * 50) / 10.0) < 0.01  # before a stage ends its length is max_new_tokens
-    p.on_event(Event("initial_done", 0, None, "w" * 20, None))
+    assert abs(p.eta_s() - (40 + 4 * 60) / 10.0) < 0.01  # before a stage ends its length is max_new_tokens' words
+    p.on_event(Event("initial_done", 0, None, "w " * 20, None))
     p.on_event(Event("round", 1, "harm", "Harm", None))
-    for _ in range(10):
-        p.on_event(Event("critique", 1, "harm", "w", None))
-        clock.now += 0.1
+    for _ in range(5):  # 10 words in 1 s, in pieces of two (prompt lookup hands over a run of tokens at once)
+        p.on_event(Event("critique", 1, "harm", "w w ", None))
+        clock.now += 0.2
     text = p.text()
-    assert "stage 2 of 5 - round 1 of 2: critique" in text and "tokens/s" in text and "left" in text
-    assert abs(p.eta_s() - ((20 - 10) + 3 * 20) / 10.0) < 0.01  # now a stage is about 20 tokens
+    assert "stage 2 of 5 - round 1 of 2: critique" in text and "words/s" in text and "left" in text
+    assert abs(p.eta_s() - ((20 - 10) + 3 * 20) / 10.0) < 0.01  # now a stage is about 20 words
     assert p.fraction() == 1 / 5
     p.on_event(Event("critique_done", 1, "harm", "fine", {"violation": 0, "stopped": True}))
     assert p.stages == 4  # stopped early: round 1 has no revision
     p.on_event(Event("done", 2, None, "x", {}))
-    assert p.fraction() == 1.0 and p.text().startswith("done: 30 tokens written")
+    assert p.fraction() == 1.0 and p.text().startswith("done: 30 words written")
+
+
+def test_a_word_split_across_pieces_counts_once():
+    p = LiveProgress(rounds=1, max_new_tokens=50, clock=Clock())
+    for piece in ["lock", "pick", "ing is ", "an old", " craft"]:  # a token-by-token engine splits words
+        p.on_event(Event("initial", 0, None, piece, None))
+    assert p.words == 5  # lockpicking, is, an, old, craft
 
 
 def test_replayed_stages_do_not_count_towards_the_speed():
@@ -49,7 +56,7 @@ def test_replayed_stages_do_not_count_towards_the_speed():
     p = LiveProgress(rounds=1, max_new_tokens=50, clock=clock)
     p.on_event(Event("initial", 0, None, "a whole stored answer", {"stored": True}))
     p.on_event(Event("initial_done", 0, None, "a whole stored answer", None))
-    assert p.tokens == 0 and p.rate() is None and p.done_stages == 1
+    assert p.words == 0 and p.rate() is None and p.done_stages == 1
 
 
 def test_closing_the_stream_stops_the_model_at_once(tiny_backend, monkeypatch):

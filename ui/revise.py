@@ -71,22 +71,31 @@ def render_trajectory(traj: dict, names: dict[str, str] | None = None) -> None:
             show_step_transcripts(step)
 
 
-class LiveProgress:
-    """Where a streamed run is (stage, round), how fast it writes (tokens/s) and about how long it has left.
+WORDS_PER_TOKEN = 0.75  # English text through a BPE tokenizer: the first stage's length guess, in words
 
-    Stages: the answer, then a critique and a revision per round. A stage's length is guessed from the
-    stages already written (max_new_tokens before the first ends); stored stages replayed from the
-    store count as done but not towards the speed."""
+
+class LiveProgress:
+    """Where a streamed run is (stage, round), how fast it writes (words/s) and about how long it has left.
+
+    Speed is counted in words of the text written so far, not in streamed pieces: a piece is whatever
+    the engine hands over at once (a word, a token, or a whole drafted run of tokens under prompt
+    lookup), so pieces/s would say little. Stages: the answer, then a critique and a revision per
+    round. A stage's length is guessed from the stages already written (max_new_tokens in words before
+    the first ends); stored stages replayed from the store count as done but not towards the speed."""
 
     def __init__(self, rounds: int, max_new_tokens: int, clock=time.monotonic):
-        self.rounds, self.max_new, self.clock = rounds, max_new_tokens, clock
+        self.rounds, self.max_new, self.clock = rounds, max_new_tokens * WORDS_PER_TOKEN, clock
         self.stages = 1 + 2 * rounds
         self.done_stages = 0
         self.stage = "starting"
-        self.stage_tokens = 0
-        self.tokens = 0  # written live (not replayed)
-        self.written: list[int] = []  # tokens of each finished live stage
+        self.stage_text = ""
+        self.stage_words = 0
+        self.words = 0  # written live (not replayed)
+        self.written: list[int] = []  # words of each finished live stage
         self.started: float | None = None
+
+    def _new_stage(self, label: str) -> None:
+        self.stage, self.stage_text, self.stage_words = label, "", 0
 
     def on_event(self, ev) -> None:
         stored = bool(ev.data and ev.data.get("stored"))
@@ -94,37 +103,39 @@ class LiveProgress:
             label = {"initial": "answer", "critique": f"round {ev.round} of {self.rounds}: critique",
                      "revision": f"round {ev.round} of {self.rounds}: revision"}[ev.kind]
             if label != self.stage:
-                self.stage, self.stage_tokens = label, 0
+                self._new_stage(label)
             if not stored:
                 if self.started is None:
                     self.started = self.clock()
-                self.stage_tokens += 1
-                self.tokens += 1
+                self.stage_text += ev.text or ""
+                words = len(self.stage_text.split())
+                self.words += words - self.stage_words
+                self.stage_words = words
         elif ev.kind in ("initial_done", "critique_done", "revision_done"):
-            if self.stage_tokens:
-                self.written.append(self.stage_tokens)
+            if self.stage_words:
+                self.written.append(self.stage_words)
             self.done_stages += 1
-            self.stage_tokens = 0
+            self._new_stage(self.stage)
             if ev.kind == "critique_done" and (ev.data or {}).get("stopped"):
                 self.stages -= 1  # no violation: no revision in this round
         elif ev.kind == "done":
             self.done_stages, self.stage = self.stages, "done"
         if ev.kind == "round":
-            self.stage, self.stage_tokens = f"round {ev.round} of {self.rounds}: critique", 0
+            self._new_stage(f"round {ev.round} of {self.rounds}: critique")
 
     def rate(self) -> float | None:
-        """Tokens per second written live so far (None before two tokens)."""
-        if self.started is None or self.tokens < 2:
+        """Words per second written live so far (None before two words)."""
+        if self.started is None or self.words < 2:
             return None
         elapsed = self.clock() - self.started
-        return self.tokens / elapsed if elapsed > 0 else None
+        return self.words / elapsed if elapsed > 0 else None
 
     def eta_s(self) -> float | None:
         rate = self.rate()
         if rate is None:
             return None
         per_stage = sum(self.written) / len(self.written) if self.written else self.max_new
-        left_in_stage = max(0.0, min(self.max_new, per_stage) - self.stage_tokens)
+        left_in_stage = max(0.0, min(self.max_new, per_stage) - self.stage_words)
         later = max(0, self.stages - self.done_stages - 1) * per_stage
         return (left_in_stage + later) / rate
 
@@ -133,10 +144,10 @@ class LiveProgress:
 
     def text(self) -> str:
         if self.stage == "done":
-            return f"done: {self.tokens} tokens written" + (f" at {self.rate():.1f} tokens/s" if self.rate() else "")
+            return f"done: {self.words} words written" + (f" at {self.rate():.1f} words/s" if self.rate() else "")
         rate, eta = self.rate(), self.eta_s()
         parts = [f"stage {min(self.done_stages + 1, self.stages)} of {self.stages} - {self.stage}"]
-        parts.append(f"{rate:.1f} tokens/s" if rate else "waiting for the first tokens")
+        parts.append(f"{rate:.1f} words/s" if rate else "waiting for the first words")
         if eta is not None:
             parts.append(f"about {fmt_eta(eta)}")
         return " · ".join(parts)

@@ -2,7 +2,7 @@
 
 1. the demo's last step claims only what the workspace shows: with no evaluation it says so, offers the button
    that makes one (and the button opens that page), and never claims a comparison with confidence intervals;
-3. a live 2-round critique/revision shows its stage, round, tokens/s and ETA while it writes, and its Stop ends
+3. a live 2-round critique/revision shows its stage, round, words/s and ETA while it writes, and its Stop ends
    the generation: the page says it stopped, the unfinished step is not stored, and nothing more is written.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_live_run_shows_progress_and_stop_ends_it(page, app_server, app_store):
     progress.wait_for()
     text = progress.inner_text()
     page.get_by_role("button", name="Stop", exact=True).click()
-    assert "stage 2 of 5" in text and "tokens/s" in text and "left" in text, text
+    assert "stage 2 of 5" in text and "words/s" in text and "left" in text, text
     row = app_store.one("SELECT id, status FROM trajectories ORDER BY id DESC LIMIT 1")
     page.get_by_text("Stopped during the round", exact=False).first.wait_for()
     settle(page)
