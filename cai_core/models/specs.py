@@ -289,17 +289,16 @@ def get_backend(
             if chosen == "transformers":
                 backend = LocalBackend(quantization=quantization, device=device, dtype=dtype, progress=progress,
                                        **kwargs)
-            elif chosen == "ctranslate2":
+            else:
                 source = Path(kwargs["path"])
-                backend = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source), quantization=CT2_QUANTIZATION,
-                                     display_name=kwargs.get("display_name"), progress=progress)
-            else:  # ctranslate2-int8: int8 generates, transformers float32 scores (backends/routed.py)
-                source = Path(kwargs["path"])
-                ct2 = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source, CT2_INT8), quantization=CT2_INT8,
+                compute = CT2_QUANTIZATION if chosen == "ctranslate2" else CT2_INT8
+                ct2 = CT2Backend(source, ct2_dir=ct2_cache_dir(workspace, source, compute), quantization=compute,
                                  display_name=kwargs.get("display_name"), progress=progress)
-                # scoring in float32 whatever dtype was asked: int8's P(A) moved by up to 0.25 (row 9)
-                backend = RoutedBackend(ct2, LocalBackend(device=device, dtype="float32", progress=progress, **kwargs),
-                                        spec=ct2.spec, engine=chosen)
+                # ctranslate2-int8: int8 generates, transformers float32 scores whatever dtype was asked -
+                # int8's P(A) moved by up to 0.25 (row 9; backends/routed.py)
+                backend = ct2 if chosen == "ctranslate2" else RoutedBackend(
+                    ct2, LocalBackend(device=device, dtype="float32", progress=progress, **kwargs),
+                    spec=ct2.spec, engine=chosen)
         with _cache_lock:
             _cache[key] = backend
         return backend

@@ -562,10 +562,6 @@ class HttpBackend(Backend):
         self._supports_logprobs = True
         return out
 
-    def generation_numerics(self) -> str:
-        """Unknown: the server decides (rows record the spec alone)."""
-        return ""
-
     def info(self) -> dict:
         return {
             "spec": self.spec, "kind": "http", "url": self.base_url, "model": self.model,
