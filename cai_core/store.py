@@ -18,6 +18,7 @@ from cai_core.errors import CaiError
 from cai_core.workspace import Workspace
 
 BUSY_TIMEOUT_MS = 30_000
+_counter_lock = threading.Lock()  # Store.change_counter and its own-commit count
 
 
 def now() -> float:
@@ -85,6 +86,30 @@ class Store:
             raise
         else:
             conn.execute("COMMIT")
+            with _counter_lock:
+                self._own_commits = getattr(self, "_own_commits", 0) + 1
+
+    def change_counter(self) -> str:
+        """A token that changes whenever committed data may have changed (for caches keyed by it).
+
+        Equal tokens from one Store in one process mean no transaction committed in between, by this
+        process or any other. On SQLite: `PRAGMA data_version` read on a dedicated connection that
+        never writes (so every other connection's commit, in this process or another, moves it), the
+        connection's generation (a reopened one restarts its count), and this process's own count
+        of committed write transactions. Cheap (one pragma); not comparable across processes.
+        """
+        with _counter_lock:
+            watch = getattr(self, "_watch", None)
+            if watch is None:
+                try:
+                    watch = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                            check_same_thread=False)
+                except sqlite3.Error as exc:
+                    raise CaiError(f"cannot open the store {self.path}: {exc}") from exc
+                self._watch = watch
+                self._watch_gen = getattr(self, "_watch_gen", 0) + 1
+            version = watch.execute("PRAGMA data_version").fetchone()[0]
+            return f"{self._watch_gen}.{version}.{getattr(self, '_own_commits', 0)}"
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, params).fetchall()
