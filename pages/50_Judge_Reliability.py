@@ -8,6 +8,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
+from cai_core.headlines import HEADLINE_N_BOOT
 from cai_core.reliability.paper_evals import PAPER_DATA_ENV, PAPER_EVAL_SETS, paper_data_dir, paper_eval_path
 from cai_core.reliability.gold import (
     best_gold_set,
@@ -124,7 +125,8 @@ with tab_dash:
         chosen = c1.multiselect("Judges", keys, default=default, key=f"rel_judges_{gold_name}",
                                 format_func=lambda k: f"{judge_name[k]} ({covered.get(k, 0)} items of this set)",
                                 help="Judge keys: " + "; ".join(keys))
-        n_boot = c2.number_input("Bootstrap resamples", 100, 5000, 500, step=100, key="rel_nboot")
+        n_boot = c2.number_input("Bootstrap resamples", 100, 5000, HEADLINE_N_BOOT, step=100, key="rel_nboot",
+                                 help="The Demo and the reports use the default, so their intervals match these.")
         if chosen:
             report = cached_report(tuple(chosen), json.dumps(gold_rows), data_version(), int(n_boot))
             st.session_state["rel_report"] = report

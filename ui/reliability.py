@@ -1,5 +1,5 @@
-"""Charts and tables of the Judge reliability page (plotly figures built from reliability reports), judges
-named in words, and the rule for when a number is too thin to conclude from."""
+"""Charts and tables of the Judge reliability page (plotly figures built from reliability reports) and judges
+named in words. The headline figures, their n and the "too few items" rule are cai_core.headlines'."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,11 +8,12 @@ import streamlit as st
 
 from cai_core.constitution.versions import get_by_version
 from cai_core.errors import CaiError
+from cai_core.headlines import MIN_ITEMS, num, pct, pct_range, reliability_headlines, too_few
+from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE
 from cai_core.rlaif.judges import APPROX_KEY_SUFFIX
 
-# Below this many judged gold items the page says "too few items for a conclusion": at n=30 the 95% CI of
-# an accuracy near 70% is still about +-16 points wide, enough to cover both chance and the MT-Bench levels.
-MIN_ITEMS = 30
+__all__ = ["MIN_ITEMS", "too_few", "pct", "num", "ci_text"]  # the owner's rule and formats, re-exported for pages
+BUILTIN_JUDGES = {c.version: c.name for c in (HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE)}
 STYLE_WORDS = {"mc": "multiple choice (log-probs)", "cot": "chain of thought", "parse": "parsed verdict"}
 
 # (report key, label, dash, label position): 85% and 81% lie close, so one label goes above its
@@ -39,28 +40,14 @@ def judge_words(store, judge_key: str, model: str | None = None, style: str | No
     if version and version != "-":
         try:
             constitution = f"{get_by_version(store, version).name}@{version}"
-        except CaiError:
-            constitution = f"constitution {version}"
+        except CaiError:  # a built-in judge constitution (evaluation, eval-judge) is not a stored one
+            constitution = (f"built-in {BUILTIN_JUDGES[version]} question" if version in BUILTIN_JUDGES
+                            else f"unsaved constitution {version}")
     approx = " (approximate: first-token top-k)" if APPROX_KEY_SUFFIX in parts[0] else ""
     return f"{model} · {STYLE_WORDS.get(style, style)}{approx} · {principle_words} · {constitution}"
 
 
-def too_few(n: int) -> bool:
-    return n < MIN_ITEMS
-
-
-def pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def ci_text(ci) -> str:
-    if not ci or ci[0] is None:
-        return "-"
-    return f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
-
-
-def num(v, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
+ci_text = pct_range  # the owner's interval format (headlines.pct_range)
 
 
 def agreement_table(report: dict, names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -153,33 +140,27 @@ def group_figure(rows: list[dict], field: str, reference: dict, names: dict[str,
     return fig
 
 
-def _n(report: dict, key: str) -> str:
-    value = report.get(key)
-    return "n=-" if value is None else f"n={value}"
-
-
 def metric_cards(report: dict) -> None:
-    """The headline numbers, each with the n it rests on: accuracy, flip rate, first-position wins, length
-    bias, calibration, kappa; and a plain warning when there are too few items to conclude anything."""
-    if too_few(report["n"]):
-        st.warning(f"Too few items for a conclusion: {report['n']} judged gold item(s), fewer than {MIN_ITEMS}. "
-                   "The intervals below are wide; judge more items of this gold set (or pick a larger one).")
+    """The headline numbers (cai_core.headlines.reliability_headlines), each with the n its own number was
+    computed over: accuracy, flip rate, first-position wins, length bias, calibration, kappa; and a plain
+    warning when there are too few items to conclude anything (the owner's rule and words)."""
+    h = reliability_headlines(report)
+    warning = h["accuracy"].warning
+    if warning:
+        st.warning(warning + " Judge more items of this gold set (or pick a larger one).")
     c = st.columns(5)
-    c[0].metric("Accuracy vs gold", pct(report["accuracy"]), help=f"95% CI {ci_text(report['accuracy_ci'])}; "
-                "MT-Bench GPT-4 vs human: 66% with ties, 85% without; chance 50%")
-    c[0].caption(f"95% CI {ci_text(report['accuracy_ci'])} - n={report['n']}")
-    c[1].metric("Flip rate (A/B swap)", pct(report.get("flip_rate")),
-                help="Share of pairs whose verdict changes when the two answers swap places.")
-    c[1].caption(f"first-shown answer wins {pct(report.get('first_position_win_rate'))} (50% = unbiased) - "
-                 f"{_n(report, 'n_swapped')}")
-    c[2].metric("Longer answer wins", pct(report.get("longer_win_rate")),
-                help="Share of the judge's non-tie verdicts on unequal-length pairs that chose the longer answer.")
-    c[2].caption(f"gold picks the longer {pct(report.get('gold_longer_win_rate'))}; "
-                 f"corr(P(A), length diff) {num(report.get('length_corr'), 2)} - {_n(report, 'n_length')}")
-    c[3].metric("Calibration error (ECE)", num(report.get("ece")),
-                help="Expected calibration error of P(A) against the gold labels (0 = perfectly calibrated).")
-    c[3].caption(f"Brier score {num(report.get('brier'))} - {_n(report, 'n_calibrated')}")
-    c[4].metric("Cohen's kappa", num(report["cohen_kappa"]), help="Agreement beyond chance (0 = chance, 1 = perfect).")
-    kci = report["cohen_kappa_ci"]
-    c[4].caption(("95% CI -" if kci[0] is None else f"95% CI {kci[0]:.2f} to {kci[1]:.2f}") + f" - n={report['n']}")
-
+    for col, key, extra in ((c[0], "accuracy", ""), (c[1], "flip_rate", ""), (c[2], "longer", ""),
+                            (c[3], "ece", ""), (c[4], "kappa", "")):
+        card = h[key]
+        col.metric(card.label, card.value_text, help=card.help or None)
+        col.caption(card.caption())
+    c[1].caption(f"{h['first_position'].label.lower()} {h['first_position'].value_text} (50% = unbiased) - "
+                 f"{h['first_position'].n_text}")
+    c[2].caption(f"{h['gold_longer'].label.lower()} {h['gold_longer'].value_text} - {h['gold_longer'].n_text}; "
+                 f"corr(P(A), length diff) {num(report.get('length_corr'), 2)} - n={report.get('n_length') or 0} items "
+                 "with both lengths")
+    c[3].caption(f"Brier score {num(report.get('brier'))}")
+    thin = [card for key, card in h.items() if key != "accuracy" and card.n and card.too_few]
+    if thin and not warning:
+        st.caption("Few items behind: " + "; ".join(f"{card.label.lower()} n={card.n}" for card in thin)
+                   + f" (fewer than {MIN_ITEMS}).")

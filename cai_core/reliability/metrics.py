@@ -176,8 +176,8 @@ def position_bias(pairs: Iterable[tuple[float | None, float | None]], tie_margin
     """Position bias from (p_a_ab, p_a_ba): P(original A better) when A was shown first / second.
 
     flip_rate: share of items whose verdict changes when the order is swapped.
-    first_position_win_rate: over all single-order verdicts that are not ties, how often the
-    answer shown first won (0.5 = no position bias).
+    first_position_win_rate: over all single-order verdicts that are not ties (n_first_decided of
+    them), how often the answer shown first won (0.5 = no position bias).
     """
     flips = both = first_wins = decided = 0
     first_p = []
@@ -199,6 +199,7 @@ def position_bias(pairs: Iterable[tuple[float | None, float | None]], tie_margin
             flips += label_from_p(p_ab, tie_margin) != label_from_p(p_ba, tie_margin)
     return {
         "n_swapped": both,
+        "n_first_decided": decided,  # the denominator of first_position_win_rate
         "flip_rate": flips / both if both else NAN,
         "first_position_win_rate": first_wins / decided if decided else NAN,
         "mean_p_first": sum(first_p) / len(first_p) if first_p else NAN,
@@ -229,8 +230,10 @@ def length_bias(items: Iterable[dict]) -> dict:
 
     length_corr: Pearson correlation of (len_a - len_b) with the judge's preference for A
     (p_a - 0.5 where known, else +1 / -1 / 0 from the label).
-    longer_win_rate: share of non-tie verdicts on unequal-length pairs that picked the longer.
-    gold_longer_win_rate: the same for the gold labels, as the baseline to compare against.
+    longer_win_rate: share of non-tie verdicts on unequal-length pairs that picked the longer
+    (over n_longer_decided such verdicts, not over every item).
+    gold_longer_win_rate: the same for the gold labels, as the baseline to compare against
+    (over n_gold_longer_decided).
     """
     diffs, prefs = [], []
     longer = decided = g_longer = g_decided = 0
@@ -250,7 +253,9 @@ def length_bias(items: Iterable[dict]) -> dict:
                 g_decided += 1
                 g_longer += (gold == "A") == (la > lb)
     return {
-        "n_length": len(diffs),
+        "n_length": len(diffs),                # the n of length_corr
+        "n_longer_decided": decided,           # the denominator of longer_win_rate
+        "n_gold_longer_decided": g_decided,    # the denominator of gold_longer_win_rate
         "length_corr": pearson(diffs, prefs),
         "longer_win_rate": longer / decided if decided else NAN,
         "gold_longer_win_rate": g_longer / g_decided if g_decided else NAN,
