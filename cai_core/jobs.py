@@ -124,10 +124,12 @@ class Job:
     @property
     def eta_s(self) -> float | None:
         """Seconds left, from the rate so far (None until one item is done)."""
-        if not self.total or not self.done or not self.started_at or self.status in TERMINAL:
+        prog = self.progress
+        worked = prog.done + prog.failed  # skipped items took no time
+        if not prog.total or not worked or not self.started_at or self.status in TERMINAL:
             return None
         elapsed = (self.updated_at or now()) - self.started_at
-        return elapsed / self.done * (self.total - self.done)
+        return elapsed / worked * max(0, prog.total - prog.processed)
 
     def pinned(self) -> dict[str, str]:
         """The inputs the job works on, in words (batch, constitution@version, model, ...)."""

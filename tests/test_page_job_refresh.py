@@ -59,7 +59,7 @@ def _show_revise_job():
 
 
 def test_job_progress_names_what_it_counts():
-    """A 2-prompt revise batch is 6 generation steps: the bar says "6/6 steps", not a bare "6/6"
+    """A 2-prompt revise batch is 6 generation steps: the bar says "6 of 6 steps", not a bare "6/6"
     next to the page's "2/2 prompts done"."""
     from streamlit.testing.v1 import AppTest
 
@@ -67,4 +67,4 @@ def test_job_progress_names_what_it_counts():
     at.run()
     assert not at.exception
     [bar] = at.get("progress")
-    assert "6/6 steps" in bar.proto.text
+    assert "6 of 6 steps" in bar.proto.text

@@ -7,7 +7,9 @@ import time
 import streamlit as st
 
 from cai_core.errors import CaiError
-from cai_core.settings import get_current, get_setting, set_current, set_setting
+from cai_core.constitution.versions import constitution_names
+from cai_core.prompt_sets import list_prompt_sets
+from cai_core.settings import get_current, set_current, set_default_current
 from cai_core.store import Store, open_store
 from ui.markdown import md_escape
 
@@ -28,15 +30,13 @@ def get_store() -> Store:
 
 
 def active_model() -> str:
-    if ACTIVE_MODEL_KEY not in st.session_state:
-        fallback = os.environ.get("CAI_MODEL", "default")
-        st.session_state[ACTIVE_MODEL_KEY] = get_setting(get_store(), ACTIVE_MODEL_KEY, fallback)
-    return st.session_state[ACTIVE_MODEL_KEY]
+    """The workspace's active model spec, read from the store on every call (no per-session copy: a
+    model picked in another tab or with `python -m cai_core models use` shows at the next rerun)."""
+    return get_current(get_store(), "model", os.environ.get("CAI_MODEL", "default"))
 
 
 def set_active_model(spec: str) -> None:
-    st.session_state[ACTIVE_MODEL_KEY] = spec
-    set_setting(get_store(), ACTIVE_MODEL_KEY, spec)
+    set_current(get_store(), "model", spec)
 
 
 def current_item(kind: str) -> str | None:
@@ -45,27 +45,72 @@ def current_item(kind: str) -> str | None:
 
 
 def set_current_item(kind: str, name: str | None, *, keep: str | None = None) -> None:
-    """Make `name` current; every picker of that kind (except `keep`, the one the user just changed)
-    starts on it at its next render."""
+    """Make `name` the workspace's current item. The store is the one source of truth: every picker
+    that shows the current item reads it before it is drawn (pick_current), so nothing else is reset
+    here. `keep` is accepted for old callers and not needed any more."""
     set_current(get_store(), kind, name)
-    for key in st.session_state.get("_current_pickers", {}).get(kind, ()):
-        if key != keep:
-            st.session_state.pop(key, None)
+
+
+def item_names(kind: str) -> list[str]:
+    """The names of the stored items of a kind ("constitution" | "prompt_set")."""
+    store = get_store()
+    if kind == "constitution":
+        return constitution_names(store)
+    return [s["name"] for s in list_prompt_sets(store)]
+
+
+def _picked(kind: str, key: str) -> None:
+    """A current-item picker's callback: a real item becomes current; a pseudo option ("(default)")
+    stays this picker's own choice."""
+    value = st.session_state.get(key)
+    if value in item_names(kind):
+        set_current_item(kind, value)
 
 
 def pick_current(container, kind: str, label: str, options: list[str], *, key: str, in_form: bool = False,
-                 **kwargs) -> str | None:
-    """A select box over item names (stable ids, never positions) that starts on the workspace's
-    current item and keeps the user's pick across reruns while it exists; outside a form, picking
-    makes it current (a form's widgets have no callbacks: call set_current_item on submit)."""
-    st.session_state.setdefault("_current_pickers", {}).setdefault(kind, set()).add(key)
-    if key in st.session_state and st.session_state[key] not in options:
-        del st.session_state[key]  # the picked item is gone (deleted): start on the current one again
+                 local: bool = False, **kwargs) -> str | None:
+    """A select box over item names (stable ids, never positions) tied to the workspace's current item.
+
+    By default the box IS the current item: before it is drawn its value is set from the store
+    (st.session_state[key] = current, which Streamlit also sends to the browser's box; `index=` never
+    changes a box the browser already shows, which is how the sidebar and a page came to name different
+    constitutions), and picking writes the store. An option that is not a stored item (e.g. "(default)")
+    is kept as this box's own pick and does not change the current item.
+
+    With local=True, or in_form=True (a form's widgets have no callbacks), the box is plainly a local
+    view, and its help says so: it starts on the current item, follows it until the user picks another
+    option there, and picking never changes the current item.
+    """
+    items = item_names(kind)
     current = current_item(kind)
-    index = options.index(current) if current in options else 0
-    if not in_form:
-        kwargs["on_change"] = lambda: set_current_item(kind, st.session_state.get(key), keep=key)
-    return container.selectbox(label, options, index=index, key=key, **kwargs)
+    value = st.session_state.get(key)
+    if current not in items:  # none chosen yet, or the current one was deleted: choose one for everybody
+        set_default_current(get_store(), {kind: items})
+        current = current_item(kind)
+        if current not in items and items:
+            fallback = value if value in items and value in options else next((o for o in options if o in items), None)
+            if fallback is not None:
+                set_current_item(kind, fallback)
+                current = fallback
+    if local or in_form:
+        base_key = f"_pick_base_{key}"  # the current item this local box last started on
+        following = value == st.session_state.get(base_key)
+        if value not in options or (following and current in options and value != current):
+            start = current if current in options else options[0]
+            st.session_state[key] = st.session_state[base_key] = start
+        what = kind.replace("_", " ")
+        note = (f"A local pick: it starts on the workspace's current {what} (sidebar) and picking here "
+                f"does not change that.")
+        kwargs["help"] = f"{kwargs['help']} {note}" if kwargs.get("help") else note
+    else:
+        pseudo = value in options and value not in items  # the user's own pick of a non-item option
+        if current in options and not pseudo and value != current:
+            st.session_state[key] = current
+        elif value not in options:
+            st.session_state[key] = current if current in options else options[0]
+        kwargs["on_change"] = _picked
+        kwargs["args"] = (kind, key)
+    return container.selectbox(label, options, key=key, **kwargs)
 
 
 def api_key() -> str | None:
@@ -108,21 +153,14 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s left" if seconds >= 60 else f"{seconds}s left"
 
 
-# What a job's done/total counts, where it is not obvious (a revise batch counts generation steps:
-# prompts x (answer + critique and revision per round)).
-JOB_UNITS = {"revise": "steps", "judge": "judgments", "eval-judge": "judgments", "pairs-sample": "prompts"}
-
-
 def job_progress(job) -> None:
-    """One job's progress bar with ETA and status line."""
-    label = f"{md_escape(job.title or job.kind)} - {job.status}"
-    if job.total:
-        label += f" - {job.done}/{job.total}"
-        if job.kind in JOB_UNITS:
-            label += f" {JOB_UNITS[job.kind]}"
-        if job.status == "running":
-            label += f" - {fmt_eta(job.eta_s)}"
-    st.progress(job.fraction if job.total else (1.0 if job.status == "finished" else 0.0), text=label)
+    """One job's progress bar in the job's own unit (cai_core.jobs.Job.progress: what the store
+    holds, e.g. "stopped - 16 of 112 judgments"), with ETA while it runs and its status line."""
+    prog = job.progress
+    label = f"{md_escape(job.title or job.kind)} - {md_escape(prog.text())}"
+    if prog.state == "running" and prog.total:
+        label += f" - {fmt_eta(job.eta_s)}"
+    st.progress(prog.fraction, text=label)
     pinned = job.pinned()
     if pinned:  # what the job works on, as started: never re-read from the page's current picks
         st.caption(" · ".join(f"{k}: {v}" for k, v in pinned.items()))

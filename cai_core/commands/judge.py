@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,9 @@ from cai_core.constitution.versions import save_constitution
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
-from cai_core.models.bounds import fit_prompts, pair_text
+from cai_core.models.bounds import TRUNCATE_FLAG
 from cai_core.models.specs import get_backend
+from cai_core.rlaif.judge_bounds import fit_pairs
 from cai_core.rlaif.judges import STYLES, JudgeSpec, judge_ensemble
 from cai_core.rlaif.pairs import add_pairs, comparisons_for, file_origin, load_pairs_file
 from cai_core.store import open_store
@@ -43,6 +45,10 @@ def register(sub) -> None:
                    help="judge without the constitution's judge examples (shown first by default when it has them)")
     p.add_argument("--out", default=None, help="write one JSON line per pair (id, p_a, label, p_a_ab, p_a_ba, flipped, invalid)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(TRUNCATE_FLAG, action="store_true",
+                   help="cut a pair too long for a judge model's context to fit (the conversation loses its middle, "
+                        "each answer its tail; the stored comparison keeps its full text) instead of refusing the "
+                        "batch; the summary counts them")
     p.set_defaults(func=cmd_judge)
 
 
@@ -83,17 +89,29 @@ def cmd_judge(args) -> int:
         if not out_dir.is_dir():
             raise CaiError(f"--out folder {out_dir} does not exist")
     backends = [get_backend(m, store.workspace) for m in models]  # a bad model spec fails before any write
-    texts = [pair_text(p) for p in pairs]
-    for backend in backends:  # a pair too long for a judge fails here, not after half the batch is judged
-        fit_prompts(backend, texts, max_new_tokens=args.max_new_tokens if style != "mc" else 1, what="pair")
+    fitted_pairs = pairs
+    for backend, spec in zip(backends, specs):  # a pair too long for a judge fails here, not after half the batch
+        fitted_pairs = fit_pairs(backend, spec, constitution, fitted_pairs, truncate=args.truncate_prompts).pairs
+    truncated = [str(p["id"]) for p, f in zip(pairs, fitted_pairs) if f is not p]
     if constitution is not None and args.constitution and is_file_spec(args.constitution):
         save_constitution(store, constitution, note=f"used by judge from {args.constitution}")
     if args.pairs:
         add_pairs(store, pairs, origin=file_origin(args.pairs, pairs), batch=Path(args.pairs).stem)
-    reporter = JobReporter(store, args.job_id)
+    if truncated:  # the judges read the cut copies (with the comparison ids add_pairs gave); the store keeps the full text
+        cut = {str(p["id"]): p for p in fitted_pairs}
+        pairs = [{**cut[str(p["id"])], "comparison_id": p.get("comparison_id")} if str(p["id"]) in truncated else p
+                 for p in pairs]
+        print(f"{len(truncated)} pair(s) cut to fit the judge's context ({TRUNCATE_FLAG})", file=sys.stderr)
+    reporter = JobReporter(store, args.job_id, unit="judgments")
+    plan = {"done": 0, "total": None, "skipped": 0}
 
     def progress(done, total, message):
-        reporter.progress(done, total, message)
+        # the engine counts the judgments left to do; those already stored are skipped ones
+        if plan["total"] is None:
+            found = re.match(r"(\d+) judgments already stored", message or "")
+            plan["skipped"] = int(found.group(1)) if found else 0
+        plan["done"], plan["total"] = done, total
+        reporter.count(total=total + plan["skipped"], done=done, skipped=plan["skipped"], message=message)
         if not args.job_id and sys.stderr.isatty():
             print(f"\r{message}", end="", file=sys.stderr)
 
@@ -107,10 +125,9 @@ def cmd_judge(args) -> int:
         "A": labels.get("A", 0), "B": labels.get("B", 0), "tie": labels.get("tie", 0),
         "no_valid_judgment": labels.get("invalid", 0), "invalid_judgments": sum(v.invalid for v in verdicts),
         "flipped": sum(v.flipped for v in verdicts), "disagreements": sum(v.disagreement for v in verdicts),
-        "stopped": reporter.should_stop, "out": args.out,
+        "stopped": reporter.should_stop, "out": args.out, "truncated": len(truncated),
     }
-    reporter.progress(len(verdicts), len(verdicts), "done", force=True)
-    reporter.finish(summary)
+    reporter.finish(summary, counts={"done": plan["done"]})  # in judgments, not pairs (it read "4/4" after 16 of 112)
     if args.json:
         print(json.dumps(summary))
     else:
