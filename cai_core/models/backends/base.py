@@ -13,6 +13,7 @@ from typing import Iterator
 from cai_core.errors import CaiError
 
 Conversation = list[dict]
+DEFAULT_IN_FLIGHT = 8  # rows per batched call of an in-process model on the CPU (the historic --batch-size)
 
 
 @dataclass
@@ -32,6 +33,17 @@ class GenerationParams:
         data = dict(data or {})
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+class RequestFailed(CaiError):
+    """One request that still failed after its retries (an HTTP backend's connection errors,
+    timeouts, 429 and 5xx): a batch stores the item as failed with this message and goes on.
+    reason: short cause ("HTTP 503", "timeout", "connection refused", ...); attempts: tries made;
+    code: the last HTTP status, if any."""
+
+    def __init__(self, message: str, *, reason: str = "", attempts: int = 1, code: int | None = None):
+        super().__init__(message)
+        self.reason, self.attempts, self.code = reason, attempts, code
 
 
 @dataclass
@@ -87,6 +99,25 @@ class Backend(ABC):
 
     def info(self) -> dict:
         return {"spec": self.spec}
+
+    def fault_counts(self) -> dict:
+        """Faults met and handled so far (an HTTP backend: retries, http_503, connection, failed, ...);
+        {} for a backend without transient faults (a model in this process)."""
+        return {}
+
+    # -- keeping it busy (cai_core.models.dispatch) ----------------------------------------------
+    def max_in_flight(self) -> int:
+        """How much work to keep outstanding: for a server (`concurrent`), the requests it serves at
+        once (its concurrency, times its replicas); for a model in this process, the rows of one
+        batched call (sized by memory). A batch's --batch-size overrides it."""
+        return DEFAULT_IN_FLIGHT
+
+    @property
+    def concurrent(self) -> bool:
+        """True when separate calls run at the same time (an HTTP server: the dispatcher sends one
+        request per conversation from threads); False when calls run one at a time (a model in this
+        process holds a lock: the dispatcher groups ready requests into batched calls)."""
+        return False
 
     # -- input bounds (cai_core.models.bounds checks prompts with these before any work) --------
     def context_window(self) -> int | None:

@@ -28,15 +28,17 @@ The API key comes from the argument or CAI_API_KEY / OPENAI_API_KEY and is never
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import os
+import random
+import re
 import socket
 import string
 import threading
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +49,7 @@ from cai_core.models.backends.base import (
     Completion,
     Conversation,
     GenerationParams,
+    RequestFailed,
     apply_stop,
     assistant_prefixes,
     natural_boundary,
@@ -58,33 +61,160 @@ FIRST_REQUEST_TIMEOUT = 30.0   # the first completion: a hung server fails fast 
 TOP_LOGPROBS = 20
 APPROXIMATE_SCORING = "approximate: first-token top-k"
 
-# Requests in flight per endpoint kind (from /v1/models owned_by). Continuous-batching servers
-# (vLLM, TGI) serve many at once, so a deep queue is throughput; llama-cpp-python's server handles
-# one request at a time, and extra ones only wait on its lock (and time out).
-CONCURRENCY = {"vllm": 32, "tgi": 32, "llama-cpp-python": 1}
+# Requests in flight per endpoint kind (from /v1/models owned_by), per replica. Continuous-batching
+# servers (vLLM, TGI) serve many at once, so a deep queue is throughput: 64 keeps a server that
+# answers in 0.5 s as busy as a 32-thread client even while a pipeline's stages hand over (bench_scale);
+# llama-cpp-python's server handles one request at a time, and extra ones only wait on its lock (and time out).
+CONCURRENCY = {"vllm": 64, "tgi": 64, "llama-cpp-python": 1}
 DEFAULT_CONCURRENCY = 4
-SETTINGS = ("model", "template", "concurrency")
+SETTINGS = ("model", "template", "concurrency", "retries", "timeout")
+SHARED_SETTINGS = ("model", "template", "retries", "timeout")  # one model: the same for every replica
+
+# Faults (issue 21): what is retried, how often, how long between tries.
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRIES = 6              # retries of one request after its first try ("#retries=N"; 0: none)
+TIMEOUT_RETRIES = 1      # of those, after a timeout (each try may wait the whole timeout)
+BACKOFF_BASE = 0.25      # s before the first retry; doubles per retry of the same request
+BACKOFF_CAP = 8.0        # s, the longest wait (a Retry-After beyond it is capped too); with jitter x0.5-1
+PROBE_RETRIES = 2        # the health probe retries transient faults only a little (fast failure)
+REPLICA_FAILURES = 3     # consecutive connection faults/timeouts that leave a replica out for a while
+REPLICA_COOLDOWN = 2.0   # s a replica is left out (refused at once), doubling per failure...
+REPLICA_COOLDOWN_CAP = 30.0  # ...up to this; then it gets requests again and shows whether it is back
+IDLE_REUSE = 4.0         # s a kept-alive connection may sit idle and be reused (uvicorn closes after 5 s)
+STALE_AFTER = 1.0        # a reused connection idle this long that fails is retried at once, uncounted
+FAULT_KEYS = ("retries", "http_429", "http_503", "http_5xx", "connection", "timeout", "failed", "replica_down")
+_REPLICA_SPLIT = re.compile(r"\s*,\s*(?=https?://)")
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """Split "http://host:port/v1#model=NAME&template=PATH&concurrency=N" into (base_url, settings)."""
+    """Split "http://host:port/v1#model=NAME&template=PATH&concurrency=N&retries=N&timeout=S" into
+    (base_url, settings). One endpoint; several replicas: parse_replicas."""
+    if len(_REPLICA_SPLIT.split(spec.strip())) > 1:
+        raise CaiError(f"{spec} names several endpoints: parse it with parse_replicas")
     base, _, fragment = spec.strip().partition("#")
     settings = dict(urllib.parse.parse_qsl(fragment)) if fragment else {}
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise CaiError(f"{spec}: unknown setting(s) {', '.join(sorted(unknown))} after '#' "
-                       "(use model=, template=, concurrency=)")
-    if "concurrency" in settings:
+                       "(use model=, template=, concurrency=, retries=, timeout=)")
+    for key, low, high, what in (("concurrency", 1, 1024, "a whole number from 1 to 1024"),
+                                 ("retries", 0, 20, "a whole number from 0 to 20")):
+        if key in settings:
+            try:
+                settings[key] = int(settings[key])
+            except ValueError:
+                settings[key] = low - 1
+            if not low <= settings[key] <= high:
+                raise CaiError(f"{spec}: {key} must be {what}")
+    if "timeout" in settings:
         try:
-            settings["concurrency"] = int(settings["concurrency"])
+            settings["timeout"] = float(settings["timeout"])
         except ValueError:
-            settings["concurrency"] = 0
-        if not 1 <= settings["concurrency"] <= 1024:
-            raise CaiError(f"{spec}: concurrency must be a whole number from 1 to 1024")
+            settings["timeout"] = 0.0
+        if not 0 < settings["timeout"] <= 3600:
+            raise CaiError(f"{spec}: timeout must be seconds, more than 0 and at most 3600")
     parsed = urllib.parse.urlparse(base)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise CaiError(f"{spec} is not an http(s) URL such as http://127.0.0.1:8080/v1")
     return base.rstrip("/"), settings
+
+
+def parse_replicas(spec: str) -> tuple[list[tuple[str, dict]], dict]:
+    """Several replicas of one model, comma-separated: "http://a:8000/v1,http://b:8000/v1#concurrency=16".
+    Returns ([(base_url, {"concurrency": n}) per replica], shared settings). Settings after the LAST
+    URL apply to every replica (the usual case); settings after an earlier URL are that replica's
+    own. model=, template=, retries= and timeout= are one model's: given on several URLs they must
+    agree. One URL is the one-endpoint spec (parse_spec)."""
+    parts = [p for p in _REPLICA_SPLIT.split(spec.strip())]
+    if any(not p for p in parts):
+        raise CaiError(f"{spec}: an empty endpoint between commas")
+    parsed = [parse_spec(p) for p in parts]
+    last = parsed[-1][1]
+    shared: dict = {}
+    for key in SHARED_SETTINGS:
+        values = {str(s[key]) for _, s in parsed if key in s}
+        if len(values) > 1:
+            raise CaiError(f"{spec}: the replicas disagree on {key}= ({', '.join(sorted(values))}); "
+                           "they serve one model, so give it once after the last URL")
+        found = [s[key] for _, s in parsed if key in s]
+        if found:
+            shared[key] = found[0]
+    urls = [base for base, _ in parsed]
+    if len(set(urls)) != len(urls):
+        raise CaiError(f"{spec}: an endpoint is named twice")
+    replicas = [(base, {"concurrency": s.get("concurrency", last.get("concurrency"))}) for base, s in parsed]
+    return replicas, shared
+
+
+class Replica:
+    """One endpoint of a (possibly replicated) model, with its load and health (HttpBackend's lock guards them)."""
+
+    def __init__(self, url: str, concurrency: int | None = None):
+        self.url = url
+        parsed = urllib.parse.urlparse(url)
+        self.scheme, self.host = parsed.scheme, parsed.hostname or ""
+        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.prefix = parsed.path.rstrip("/")
+        self.root_prefix = self.prefix[:-3] if self.prefix.endswith("/v1") else self.prefix
+        self.origin = f"{parsed.scheme}://{parsed.netloc}"
+        self.explicit_concurrency = concurrency
+        self.server_kind = ""
+        self.outstanding = 0          # requests sent and not yet answered (least-outstanding routing)
+        self.failures = 0             # consecutive connection faults / timeouts
+        self.down_until = 0.0         # time.monotonic() before which it gets no requests
+        self.idle: list = []          # kept-alive connections: (HTTPConnection, time last used)
+
+    @property
+    def concurrency(self) -> int:
+        if self.explicit_concurrency:
+            return max(1, int(self.explicit_concurrency))
+        return CONCURRENCY.get(self.server_kind, DEFAULT_CONCURRENCY)
+
+    def path(self, path: str, root: bool = False) -> str:
+        return (self.root_prefix if root else self.prefix) + path
+
+    def url_of(self, path: str, root: bool = False) -> str:
+        return self.origin + self.path(path, root)
+
+    def info(self) -> dict:
+        return {"url": self.url, "server_kind": self.server_kind or "unknown", "concurrency": self.concurrency,
+                "up": self.down_until <= time.monotonic(), "outstanding": self.outstanding}
+
+
+class _Fault(Exception):
+    """One failed try worth retrying: kind is timeout | refused | connection | http."""
+
+    def __init__(self, kind: str, message: str, reason: str, status: "HttpStatusError | None" = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.kind, self.message, self.reason, self.status, self.retry_after = kind, message, reason, status, retry_after
+
+    @property
+    def counter(self) -> str:
+        if self.kind in ("refused", "connection"):
+            return "connection"
+        if self.kind == "timeout":
+            return "timeout"
+        code = self.status.code if self.status else 0
+        return {429: "http_429", 503: "http_503"}.get(code, "http_5xx")
+
+
+def _connection_reason(exc: BaseException) -> str:
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the server"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the answer was cut off"
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def env_api_key() -> str | None:
@@ -190,14 +320,19 @@ def _norm(text: str) -> str:
 
 class HttpBackend(Backend):
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, template: str | None = None, concurrency: int | None = None,
-                 check: bool = True):
-        """concurrency: requests in flight; None lets "#concurrency=N" or the endpoint's kind decide."""
+                 timeout: float | None = None, template: str | None = None, concurrency: int | None = None,
+                 check: bool = True, retries: int | None = None):
+        """base_url: the spec, one endpoint or several replicas of one model separated by commas
+        (parse_replicas). concurrency: requests in flight per replica; None lets "#concurrency=N" or
+        the endpoint's kind decide. retries: retries of a failed request (RETRIES; "#retries=N")."""
         self.spec = base_url.strip()
-        self.base_url, settings = parse_spec(self.spec)
+        parts, settings = parse_replicas(self.spec)
+        self.replicas = [Replica(url, concurrency or own.get("concurrency")) for url, own in parts]
+        self.base_url = self.replicas[0].url
         self.model = model or settings.get("model")
-        self.timeout = float(timeout)
-        self._concurrency = concurrency or settings.get("concurrency")
+        self.timeout = float(timeout or settings.get("timeout") or DEFAULT_TIMEOUT)
+        self.retries = RETRIES if retries is None and "retries" not in settings else int(
+            settings["retries"] if retries is None else retries)
         self.server_kind = ""               # vllm | tgi | llama-cpp-python | llama.cpp | "" (unknown)
         self._first_done = False            # the probe's completion succeeded (see probe)
         self._probe_lock = threading.Lock()
@@ -210,6 +345,9 @@ class HttpBackend(Backend):
         self._approximate = False           # an option was scored from first-token top-k
         self._supports_logprobs: bool | None = None
         self._lock = threading.Lock()
+        self._slots = threading.Condition()  # guards every replica's outstanding / down_until / idle
+        self._faults: dict[str, int] = dict.fromkeys(FAULT_KEYS, 0)
+        self._rng = random.Random()
         self.server_models: list[str] = []
         if check:
             self._discover()
@@ -220,61 +358,242 @@ class HttpBackend(Backend):
 
     def _root_url(self, path: str) -> str:
         """A path at the server root (llama.cpp puts /apply-template there, not under /v1)."""
-        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        return root + path
+        return self.replicas[0].url_of(path, root=True)
 
-    def _request(self, url: str, payload: dict | None = None, *, stream: bool = False, timeout: float | None = None):
+    def fault_counts(self) -> dict:
+        """Faults met and what was done about them, since this backend was made: retries (requests
+        sent again), http_429, http_503, http_5xx (other 5xx and 408), connection (reset, dropped,
+        refused), timeout, failed (requests given up: RequestFailed), replica_down (a replica left
+        out for a while after it refused or kept dropping connections)."""
+        with self._slots:
+            return dict(self._faults)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._slots:
+            self._faults[key] = self._faults.get(key, 0) + n
+
+    def _acquire(self, avoid: "Replica | None" = None) -> "Replica":
+        """A slot on the replica with the least outstanding load (relative to its concurrency) among
+        those up; `avoid` (the replica a request just failed on) only when no other has room. Waits
+        while every replica is full; while all are down, until the first is due back."""
+        with self._slots:
+            while True:
+                now = time.monotonic()
+                up = [r for r in self.replicas if r.down_until <= now]
+                if not up:
+                    self._slots.wait(max(0.01, min(r.down_until for r in self.replicas) - now))
+                    continue
+                free = [r for r in up if r.outstanding < r.concurrency]
+                others = [r for r in free if r is not avoid]
+                if others:
+                    free = others
+                if free:
+                    best = min(free, key=lambda r: (r.outstanding / r.concurrency, r.outstanding))
+                    best.outstanding += 1
+                    return best
+                self._slots.wait(0.5)
+
+    def _release(self, replica: "Replica", fault: "_Fault | None" = None) -> None:
+        with self._slots:
+            replica.outstanding -= 1
+            if fault is None:
+                replica.failures = 0
+            elif fault.kind in ("refused", "connection", "timeout") and len(self.replicas) > 1:
+                # several replicas: one that refuses (not listening) or keeps failing is left out for
+                # a while, doubling; its requests go to the others. One replica is never left out:
+                # there is nowhere else to go, and the request's own backoff paces it.
+                replica.failures += 1
+                if fault.kind == "refused" or replica.failures >= REPLICA_FAILURES:
+                    if replica.down_until <= time.monotonic():
+                        self._faults["replica_down"] += 1
+                    pause = min(REPLICA_COOLDOWN_CAP, REPLICA_COOLDOWN * 2 ** min(10, replica.failures - 1))
+                    replica.down_until = time.monotonic() + pause
+            self._slots.notify_all()
+
+    def _connection(self, replica: "Replica", timeout: float):
+        """A kept-alive connection to the replica (idle less than IDLE_REUSE s), else a new one;
+        returns (connection, seconds it sat idle or None when new)."""
+        now = time.monotonic()
+        conn, idle = None, None
+        with self._slots:
+            while replica.idle:
+                c, since = replica.idle.pop()
+                if now - since < IDLE_REUSE:
+                    conn, idle = c, now - since
+                    break
+                c.close()
+        if conn is None:
+            cls = http.client.HTTPSConnection if replica.scheme == "https" else http.client.HTTPConnection
+            conn = cls(replica.host, replica.port, timeout=timeout)
+        else:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+        return conn, idle
+
+    def _keep(self, replica: "Replica", conn) -> None:
+        with self._slots:
+            if len(replica.idle) < replica.concurrency + 4:
+                replica.idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def _headers(self, stream: bool) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        data = json.dumps(payload).encode() if payload is not None else None
-        req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
-        try:
-            return urllib.request.urlopen(req, timeout=timeout or self.timeout)  # noqa: S310 - the user's endpoint
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode("utf-8", "replace")[:400].strip()
-            hint = " (check CAI_API_KEY / OPENAI_API_KEY)" if exc.code in (401, 403) else ""
-            raise HttpStatusError(exc.code, f"{url} answered HTTP {exc.code}{hint}: {body or exc.reason}") from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ConnectionRefusedError):
-                msg = "connection refused - is the server running on that port?"
-            elif isinstance(reason, (socket.timeout, TimeoutError)):
-                msg = f"no answer within {timeout or self.timeout:g} s"
-            else:
-                msg = str(reason)
-            raise CaiError(f"cannot reach {url}: {msg}") from None
-        except (socket.timeout, TimeoutError):
-            raise CaiError(f"cannot reach {url}: no answer within {timeout or self.timeout:g} s") from None
-        except (ConnectionError, OSError) as exc:
-            raise CaiError(f"cannot reach {url}: {exc}") from None
+        return headers
 
-    def _post(self, path: str, payload: dict, url: str | None = None, timeout: float | None = None) -> dict:
-        url = url or self._url(path)
-        timeout = timeout or self.timeout
-        try:
-            with self._request(url, payload, timeout=timeout) as resp:
+    def _send(self, replica: "Replica", path: str, payload: dict | None, *, root: bool, timeout: float,
+              stream: bool = False):
+        """One attempt on one replica: the body (bytes), or for a stream (connection, response).
+        Faults worth retrying raise _Fault; other HTTP errors HttpStatusError."""
+        url = replica.url_of(path, root)
+        data = json.dumps(payload).encode() if payload is not None else None
+        method = "POST" if data is not None else "GET"
+        for fresh_try in (False, True):
+            conn, idle = self._connection(replica, timeout)
+            try:
+                conn.request(method, replica.path(path, root), body=data, headers=self._headers(stream))
+                resp = conn.getresponse()
+                if stream and resp.status < 400:
+                    return conn, resp
                 raw = resp.read()
-        except (socket.timeout, TimeoutError):
-            raise CaiError(f"cannot reach {url}: no answer within {timeout:g} s") from None
+                break
+            except (socket.timeout, TimeoutError):
+                conn.close()
+                raise _Fault("timeout", f"cannot reach {url}: no answer within {timeout:g} s", "timeout") from None
+            except ConnectionRefusedError:
+                conn.close()
+                raise _Fault("refused", f"cannot reach {url}: connection refused - is the server running on "
+                                        "that port?", "connection refused") from None
+            except (http.client.HTTPException, OSError) as exc:
+                conn.close()
+                if idle is not None and idle > STALE_AFTER and not fresh_try:
+                    continue  # a kept-alive connection the server closed while idle: once more, on a new one
+                reason = _connection_reason(exc)
+                raise _Fault("connection", f"cannot reach {url}: {reason}", reason) from None
+        if resp.status >= 400:
+            if resp.will_close:
+                conn.close()
+            else:
+                self._keep(replica, conn)
+            body = raw.decode("utf-8", "replace")[:400].strip()
+            hint = " (check CAI_API_KEY / OPENAI_API_KEY)" if resp.status in (401, 403) else ""
+            error = HttpStatusError(resp.status, f"{url} answered HTTP {resp.status}{hint}: {body or resp.reason}")
+            if resp.status in RETRY_STATUS:
+                raise _Fault("http", str(error), f"HTTP {resp.status}", status=error,
+                             retry_after=_retry_after(resp.getheader("Retry-After")))
+            raise error
+        if resp.will_close:
+            conn.close()
+        else:
+            self._keep(replica, conn)
+        return raw
+
+    def _call(self, path: str, payload: dict | None = None, *, root: bool = False, timeout: float | None = None,
+              stream: bool = False, probe: bool = False):
+        """Send a request with retries: connection faults, timeouts, 429 and 5xx are tried again
+        (at most `retries` times, timeouts TIMEOUT_RETRIES times), after a capped exponential
+        backoff with jitter (honouring Retry-After up to the cap), on the least-loaded replica other
+        than the one that failed where there is one. Every fault is counted (fault_counts); a request
+        that still fails raises RequestFailed. The probe gives up at once on a timeout (a hung
+        server), and on a refusal when there is no other replica (fast failure at load time).
+        Returns the body, or for a stream (replica, connection, response) - the caller then
+        releases the replica's slot (_release)."""
+        timeout = timeout or self.timeout
+        attempt, timeouts, avoid = 0, 0, None
+        while True:
+            attempt += 1
+            replica = self._acquire(avoid)
+            try:
+                out = self._send(replica, path, payload, root=root, timeout=timeout, stream=stream)
+            except _Fault as fault:
+                self._release(replica, fault)
+                self._count(fault.counter)
+                timeouts += fault.kind == "timeout"
+                limit = PROBE_RETRIES if probe else self.retries
+                give_up = attempt > limit or timeouts > TIMEOUT_RETRIES
+                if probe and (fault.kind == "timeout" or (fault.kind == "refused" and len(self.replicas) == 1)):
+                    give_up = True
+                if give_up:
+                    self._count("failed")
+                    tail = f" (gave up after {attempt} tries)" if attempt > 1 else ""
+                    raise RequestFailed(fault.message + tail, reason=fault.reason, attempts=attempt,
+                                        code=fault.status.code if fault.status else None) from None
+                self._count("retries")
+                avoid = replica
+                time.sleep(self._backoff(attempt, fault))
+                continue
+            except BaseException:
+                self._release(replica)
+                raise
+            if stream:
+                return replica, out[0], out[1]
+            self._release(replica)
+            return out
+
+    def _backoff(self, attempt: int, fault: "_Fault") -> float:
+        """Seconds before retry number `attempt`: BACKOFF_BASE doubling, capped at BACKOFF_CAP, with
+        jitter (half to all of it); the first retry of a request goes at once to another replica
+        when there is one up; a 429/503's Retry-After counts up to the cap."""
+        if attempt == 1 and len(self.replicas) > 1:
+            now = time.monotonic()
+            with self._slots:
+                if sum(r.down_until <= now for r in self.replicas) > 1 or fault.kind == "refused":
+                    return 0.0
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+        with self._slots:
+            delay *= 0.5 + 0.5 * self._rng.random()
+        if fault.retry_after is not None:
+            delay = max(delay, min(BACKOFF_CAP, fault.retry_after))
+        return delay
+
+    def _post(self, path: str, payload: dict, *, root: bool = False, timeout: float | None = None,
+              probe: bool = False) -> dict:
+        raw = self._call(path, payload, root=root, timeout=timeout, probe=probe)
         try:
             return json.loads(raw)
         except ValueError:
+            url = self.replicas[0].url_of(path, root)
             raise CaiError(f"{url} did not answer with JSON: {raw[:200]!r}") from None
 
     def _discover(self) -> None:
         """Check the endpoint answers (clear error at load time) and learn the served model's name
-        and the server's kind (from owned_by, which sets the concurrency)."""
-        url = self._url("/models")
+        and the server's kind (from owned_by, which sets the concurrency). With several replicas,
+        one that cannot be reached is left out for now (its requests go to the others) as long as
+        one answers; kinds are learnt per replica."""
+        errors: list[CaiError] = []
+        for replica in self.replicas:
+            try:
+                self._discover_one(replica)
+            except _Fault as fault:
+                errors.append(CaiError(fault.message))
+                with self._slots:
+                    replica.failures = REPLICA_FAILURES
+                    replica.down_until = time.monotonic() + REPLICA_COOLDOWN
+                    self._faults["replica_down"] += 1
+        if len(errors) == len(self.replicas):
+            raise errors[0]
+        known = [r.server_kind for r in self.replicas if r.server_kind]
+        for replica in self.replicas:  # a replica not reached yet is taken to be what the others are
+            if not replica.server_kind and known and replica.down_until > 0:
+                replica.server_kind = known[0]
+        self.server_kind = known[0] if known else ""
+
+    def _discover_one(self, replica: "Replica") -> None:
+        url = replica.url_of("/models")
+        timeout = min(self.timeout, 15.0)
         try:
-            with self._request(url, timeout=min(self.timeout, 15.0)) as resp:
-                raw = resp.read()
+            raw = self._send(replica, "/models", None, root=False, timeout=timeout)
         except HttpStatusError as exc:
             if exc.code in (401, 403):
                 raise
             return  # some servers have no /models; generation will still tell
-        except (socket.timeout, TimeoutError):
-            raise CaiError(f"cannot reach {url}: no answer within {min(self.timeout, 15.0):.0f} s") from None
+        except _Fault as fault:
+            if fault.status is not None and fault.status.code not in (408, 429, 503):
+                return  # a 5xx on /models: generation will still tell
+            raise
         try:
             data = json.loads(raw or b"{}")
         except ValueError:
@@ -283,25 +602,33 @@ class HttpBackend(Backend):
         if not isinstance(data, dict) or not isinstance(data.get("data", []), list):
             raise CaiError(f"{url} answered JSON without a model list ('data'): {str(data)[:200]}")
         models = [m for m in data.get("data", []) if isinstance(m, dict)]
-        self.server_models = [m.get("id") for m in models if m.get("id")]
-        if not self.model and self.server_models:
-            self.model = self.server_models[0]
+        ids = [m.get("id") for m in models if m.get("id")]
+        if not self.server_models:
+            self.server_models = ids
+        if not self.model and ids:
+            self.model = ids[0]
         owners = {str(m.get("owned_by") or "").lower() for m in models}
         if "vllm" in owners:
-            self.server_kind = "vllm"
+            replica.server_kind = "vllm"
         elif owners & {"tgi", "text-generation-inference"}:
-            self.server_kind = "tgi"
+            replica.server_kind = "tgi"
         elif "llamacpp" in owners:
-            self.server_kind = "llama.cpp"
-        elif "me" in owners and any(m.endswith(".gguf") for m in self.server_models):
-            self.server_kind = "llama-cpp-python"   # it names the model by its .gguf path, owned by "me"
+            replica.server_kind = "llama.cpp"
+        elif "me" in owners and any(m.endswith(".gguf") for m in ids):
+            replica.server_kind = "llama-cpp-python"   # it names the model by its .gguf path, owned by "me"
 
     @property
     def concurrency(self) -> int:
-        """Requests in flight: the explicit setting, else the endpoint kind's (CONCURRENCY)."""
-        if self._concurrency:
-            return max(1, int(self._concurrency))
-        return CONCURRENCY.get(self.server_kind, DEFAULT_CONCURRENCY)
+        """Requests in flight over all replicas: each replica's explicit setting, else its kind's (CONCURRENCY)."""
+        return sum(r.concurrency for r in self.replicas)
+
+    def max_in_flight(self) -> int:
+        """Requests worth keeping outstanding (dispatch): the sum of the replicas' concurrency."""
+        return self.concurrency
+
+    @property
+    def concurrent(self) -> bool:
+        return True  # the server serves separate requests at once: one per conversation, from threads
 
     def _body(self, extra: dict) -> dict:
         body = dict(extra)
@@ -313,18 +640,20 @@ class HttpBackend(Backend):
         """One one-token completion under the short first-request timeout, once per backend, before
         the first real request (generate, stream and choice_logprobs call it; get_backend too): a
         broken or hung endpoint ends here with the cause, before a batch of requests waits the long
-        timeout and before any caller writes a row for it."""
+        timeout and before any caller writes a row for it. Transient faults (503, 429, a dropped
+        connection) are retried a little (PROBE_RETRIES); a hang or a refusal is not."""
         with self._probe_lock:
             if self._first_done:
                 return
             timeout = min(self.timeout, FIRST_REQUEST_TIMEOUT)
             body = self._body({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0.0})
             try:
-                data = self._post("/chat/completions", body, timeout=timeout)
-            except CaiError as exc:
-                if "no answer within" in str(exc):
-                    raise CaiError(f"{exc} to the first completion request: the server accepts connections and "
-                                   "lists models but is not generating (still loading, stuck, or overloaded)") from None
+                data = self._post("/chat/completions", body, timeout=timeout, probe=True)
+            except RequestFailed as exc:
+                if exc.reason == "timeout":
+                    raise RequestFailed(f"{exc} to the first completion request: the server accepts connections and "
+                                        "lists models but is not generating (still loading, stuck, or overloaded)",
+                                        reason=exc.reason, attempts=exc.attempts) from None
                 raise
             if not isinstance(data, dict) or not data.get("choices"):
                 raise CaiError(f"{self._url('/chat/completions')} answered without a completion: {str(data)[:200]}")
@@ -370,11 +699,12 @@ class HttpBackend(Backend):
         return [outs[i * n:(i + 1) * n] for i in range(len(conversations))]
 
     def stream(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        url = self._url("/chat/completions")
         body = self._body({"messages": conversation, "stream": True, **self._sampling(params, params.seed)})
         produced = ""
         self.probe()
-        resp = self._request(url, body, stream=True)
+        # faults before the first byte are retried as any request's; a stream cut off midway is an error
+        replica, conn, resp = self._call("/chat/completions", body, stream=True)
+        url = replica.url_of("/chat/completions")
         try:
             for raw in _lines(resp, url, self.timeout):
                 line = raw.decode("utf-8", "replace").strip()
@@ -402,6 +732,8 @@ class HttpBackend(Backend):
                 yield piece
         finally:
             resp.close()
+            conn.close()
+            self._release(replica)
 
     # -- option probabilities ------------------------------------------------------------------
     @property
@@ -433,7 +765,7 @@ class HttpBackend(Backend):
             return self._template.render(conversation)
         if self._server_template and self.server_kind != "vllm":
             try:
-                data = self._post("", {"messages": conversation}, url=self._root_url("/apply-template"))
+                data = self._post("/apply-template", {"messages": conversation}, root=True)
                 if isinstance(data.get("prompt"), str):
                     return data["prompt"]
             except HttpStatusError:
@@ -442,10 +774,10 @@ class HttpBackend(Backend):
         if self._server_tokenize:
             # vLLM: the template applied by the server (/tokenize with messages), as text (/detokenize)
             try:
-                ids = self._post("", self._body({"messages": conversation, "add_generation_prompt": True}),
-                                 url=self._root_url("/tokenize")).get("tokens")
+                ids = self._post("/tokenize", self._body({"messages": conversation, "add_generation_prompt": True}),
+                                 root=True).get("tokens")
                 if isinstance(ids, list) and ids:
-                    text = self._post("", self._body({"tokens": ids}), url=self._root_url("/detokenize")).get("prompt")
+                    text = self._post("/detokenize", self._body({"tokens": ids}), root=True).get("prompt")
                     if isinstance(text, str):
                         return text
             except CaiError:  # not vLLM (404, an HTML page, ...): the template stays unknown
@@ -564,11 +896,13 @@ class HttpBackend(Backend):
 
     def info(self) -> dict:
         return {
-            "spec": self.spec, "kind": "http", "url": self.base_url, "model": self.model,
+            "spec": self.spec, "kind": "http", "url": ",".join(r.url for r in self.replicas), "model": self.model,
             "device": "server", "dtype": None, "memory_mb": None,
             "api_key": "set" if self._api_key else "none",
             "logprobs": {None: "unknown", True: "yes", False: "no"}[self._supports_logprobs],
             "server_kind": self.server_kind or "unknown", "concurrency": self.concurrency,
+            "replicas": [r.info() for r in self.replicas] if len(self.replicas) > 1 else None,
+            "faults": self.fault_counts(),
         }
 
 
@@ -579,6 +913,9 @@ def _lines(resp, url: str, timeout: float):
             raw = resp.readline()
         except (socket.timeout, TimeoutError):
             raise CaiError(f"{url} stopped streaming: no data within {timeout:.0f} s") from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise RequestFailed(f"{url} stopped streaming: {_connection_reason(exc)}", reason="connection",
+                                attempts=1) from None
         if not raw:
             return
         yield raw
