@@ -2,7 +2,8 @@
 
 Runs on every app start, so it must be cheap and idempotent: once the samples have been loaded a
 marker in settings makes it return after one query, and a sample the user deleted later is not
-brought back. Items that already exist under the same name are left alone.
+brought back. Items that already exist under the same name are left alone. A fresh workspace
+starts on the pair the README walks through (settings.DEFAULT_CURRENT: harmless_helpful + red_team).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cai_core.constitution.files import load_constitution_file
 from cai_core.constitution.versions import list_constitutions, save_constitution
 from cai_core.errors import CaiError
 from cai_core.prompt_sets import import_prompt_set, list_prompt_sets
-from cai_core.settings import get_setting, set_setting
+from cai_core.settings import get_setting, set_default_current, set_setting
 from cai_core.store import Store
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
@@ -55,5 +56,7 @@ def ensure_samples(store: Store, sample_dir: Path = SAMPLE_DIR, force: bool = Fa
                 raise  # a real problem, not another process winning the race
             continue
         added["prompt_sets"].append(name)
+    set_default_current(store, {"constitution": [c["name"] for c in list_constitutions(store)],
+                                "prompt_set": [s["name"] for s in list_prompt_sets(store)]})
     set_setting(store, MARKER, True)
     return added

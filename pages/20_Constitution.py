@@ -1,6 +1,8 @@
 """Constitution: edit principles (new version on save), diff versions, import/export, prompt sets."""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -36,21 +38,32 @@ constitutions = list_constitutions(store)
 names = [c["name"] for c in constitutions]
 
 # -- pick constitution + version ---------------------------------------------------------------
+# The Constitution box IS the workspace's current constitution (the sidebar's box shows the same one);
+# the Version box is this page's own view. The edit widgets hold exactly one (name, version): its
+# unsaved draft when there is one (ui.constitution.show), so switching away and back loses nothing.
 if names:
     c1, c2 = st.columns([2, 3])
     with c1:
         name = pick_current(st, "constitution", "Constitution", names, key="ce_name",
-                            help="The workspace's current constitution: every page starts on it.")
+                            help="The workspace's current constitution (the sidebar shows the same one): "
+                                 "every page starts on it. Unsaved edits stay with their own version when "
+                                 "you switch, and come back when you return.")
     versions = list_versions(store, name)
-    labels = {v["version"]: f"{v['version']} - {age(v['created_at'])}" + (f" - {v['note']}" if v["note"] else "")
-              for v in versions}
+    vids = [v["version"] for v in versions]
+    # a fixed saved time, not "12s ago": an option label that changes between reruns would not match the pick
+    labels = {v["version"]: f"{v['version']} - {time.strftime('%Y-%m-%d %H:%M', time.localtime(v['created_at']))}"
+                            + (f" - {v['note']}" if v["note"] else "") for v in versions}
+    seen = st.session_state.setdefault("ce_version_of", {})  # name -> the version last shown here
+    if st.session_state.get("ce_version_next") in vids:  # a version made below after the box was drawn
+        st.session_state["ce_version"] = st.session_state.pop("ce_version_next")
+    if st.session_state.get("ce_version") not in vids:
+        st.session_state["ce_version"] = seen.get(name) if seen.get(name) in vids else vids[0]
     with c2:
-        if st.session_state.get("ce_version") not in labels:
-            st.session_state["ce_version"] = versions[0]["version"]
-        version = st.selectbox("Version", list(labels), format_func=labels.get, key="ce_version",
-                               help="newest first")
-    if st.session_state.get("ce_loaded") != (name, version):
-        ce.load_draft(get_constitution(store, name, version), name, version)
+        # labels fixed between reruns: a label that changes (e.g. "unsaved") no longer matches the pick
+        version = st.selectbox("Version", vids, format_func=labels.get, key="ce_version", help="newest first")
+    seen[name] = version
+    ce.show(lambda n, v: get_constitution(store, n, v), name, version)
+    ce.drafts_caption(name, version)
 else:
     name = version = None
     st.info("No constitution yet: import one below (or the samples load on the app's first start).")
@@ -60,14 +73,15 @@ tab_edit, tab_versions, tab_io, tab_prompts = st.tabs(["Edit", "Versions and dif
 
 def _save() -> None:
     """Button callback: validate the draft, save a new version and select it."""
-    draft = ce.draft_constitution(st.session_state["ce_loaded"][0])
+    loaded_name, parent = st.session_state["ce_loaded"]  # the (name, version) the widgets hold
+    draft = ce.draft_constitution(loaded_name)
     problems = draft.problems()
     if problems:
         st.session_state["ce_flash"] = ("error", "Not saved: " + "; ".join(problems))
         return
     try:
         new_version, created = save_edited(store, draft, note=st.session_state.get("ce_note") or None,
-                                           parent_version=st.session_state["ce_loaded"][1])
+                                           parent_version=parent)
     except CaiError as exc:
         st.session_state["ce_flash"] = ("error", f"Not saved: {exc}")
         return
@@ -76,9 +90,10 @@ def _save() -> None:
         st.session_state["ce_note"] = ""
     else:
         st.session_state["ce_flash"] = ("info", f"No changes: this content is version {new_version}.")
+    ce.forget_draft(loaded_name, parent)  # saved: the parent version has no unsaved edits any more
     st.session_state["ce_version"] = new_version
-    st.session_state["ce_loaded"] = (draft.name, new_version)
-    set_current_item("constitution", draft.name, keep="ce_name")  # the one just edited is current everywhere
+    st.session_state["ce_loaded"] = (draft.name, new_version)  # the widgets hold the new version's text
+    set_current_item("constitution", draft.name)  # the one just edited is current everywhere
 
 
 # -- edit --------------------------------------------------------------------------------------
@@ -160,10 +175,13 @@ with tab_edit:
                        + "\n".join(f"- {md_escape(msg)}" for msg in all_problems))
         elif changed:
             st.caption(f"Unsaved changes: saving makes version {draft.version} (parent {version}).")
-        s1, s2 = st.columns([4, 1], vertical_alignment="bottom")
+        s1, s2, s3 = st.columns([4, 1, 1], vertical_alignment="bottom")
         s1.text_input("Note for this version", key="ce_note", placeholder="what changed and why")
         s2.button("Save new version", type="primary", key="ce_save", on_click=_save,
                   disabled=not changed and not all_problems)
+        s3.button("Discard edits", key="ce_discard", on_click=ce.discard, args=(name, version),
+                  disabled=not changed, help=f"Back to the text of version {version} as saved")
+        ce.remember_draft()  # kept under (name, version) for a switch or another page and back
 
 # -- versions and diff -------------------------------------------------------------------------
 with tab_versions:
@@ -205,8 +223,8 @@ with tab_io:
             show_error(exc)
         else:
             # current, and a rerun: the pickers above were drawn before the import
-            set_current_item("constitution", imported.name)
-            st.session_state.pop("ce_version", None)  # its newest version: the one just imported
+            set_current_item("constitution", imported.name)  # both boxes read it before they are drawn
+            st.session_state["ce_version_next"] = v  # the version just imported, set before the rerun draws its box
             st.session_state["ce_import_flash"] = (
                 f"Imported {md_escape(repr(imported.name))} version {v} ({len(imported.principles)} principles, "
                 f"{len(imported.few_shot)} few-shot examples, {len(imported.judge_examples)} judge examples).")

@@ -3,6 +3,11 @@
 The draft lives in widget keys named `ce{gen}_{uid}_{field}`: a principle keeps its uid when it is
 moved, so reordering never mixes up texts, and loading another version bumps `gen` so every
 widget starts fresh from the stored text.
+
+A draft belongs to exactly one (name, version): `ce_loaded` says which one the widgets hold, and an
+edited draft is kept in `ce_drafts[(name, version)]` after every run (Streamlit drops a widget's state
+when the page is not shown), so switching to another constitution, version or page and back brings the
+unsaved edits back, and a draft is only ever loaded into the widgets of its own (name, version).
 """
 from __future__ import annotations
 
@@ -24,6 +29,65 @@ from ui.markdown import md_escape, segments_markdown
 
 def key(uid: str, fld: str) -> str:
     return f"ce{st.session_state.get('ce_gen', 0)}_{uid}_{fld}"
+
+
+def drafts() -> dict:
+    """(name, version) -> the unsaved edited Constitution of that version (this browser session)."""
+    return st.session_state.setdefault("ce_drafts", {})
+
+
+def has_draft(name: str, version: str | None = None) -> bool:
+    return any(n == name and (version is None or v == version) for n, v in drafts())
+
+
+def widgets_hold(name: str, version: str) -> bool:
+    """Whether the edit widgets hold (name, version) right now (their state is gone after another page)."""
+    return (st.session_state.get("ce_loaded") == (name, version)
+            and f"ce{st.session_state.get('ce_gen', 0)}_description" in st.session_state)
+
+
+def remember_draft() -> None:
+    """Keep what the widgets hold as the draft of their own (name, version), or forget the draft when
+    it equals the saved version. Called before the widgets are loaded with another version and after
+    every run of the Edit tab."""
+    loaded = st.session_state.get("ce_loaded")
+    if not loaded or f"ce{st.session_state.get('ce_gen', 0)}_description" not in st.session_state:
+        return
+    draft = draft_constitution(loaded[0])
+    if draft.version != loaded[1]:
+        drafts()[tuple(loaded)] = draft
+    else:
+        drafts().pop(tuple(loaded), None)
+
+
+def drafts_caption(name: str, version: str) -> None:
+    """Which (name, version)s hold unsaved edits in this session, the shown one first."""
+    remember_draft()  # the widgets' own edits of this run count too
+    held = sorted(drafts(), key=lambda nv: nv != (name, version))
+    if held:
+        st.caption("Unsaved edits: " + ", ".join(
+            f"{md_escape(n)} @ {v}" + (" (shown)" if (n, v) == (name, version) else "") for n, v in held)
+            + ". Each stays with its own version; save or discard it there.")
+
+
+def forget_draft(name: str, version: str) -> None:
+    drafts().pop((name, version), None)
+
+
+def discard(name: str, version: str) -> None:
+    """Button callback: drop the unsaved edits of (name, version); the widgets reload the saved text."""
+    forget_draft(name, version)
+    st.session_state["ce_loaded"] = None
+
+
+def show(get, name: str, version: str) -> None:
+    """Make the edit widgets hold (name, version): its unsaved draft when there is one, else the stored
+    text (`get(name, version)`). The draft the widgets held before is kept under its own (name, version)."""
+    if widgets_hold(name, version):
+        return
+    remember_draft()
+    draft = drafts().get((name, version))
+    load_draft(draft if draft is not None else get(name, version), name, version)
 
 
 def load_draft(c: Constitution, name: str, version: str) -> None:

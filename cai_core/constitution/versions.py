@@ -19,7 +19,8 @@ def save_constitution(store: Store, constitution: Constitution, note: str | None
     version = constitution.version
     with store.tx() as conn:
         conn.execute(
-            "INSERT OR IGNORE INTO constitutions (name, version, parent_version, content_json, note, created_at) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO constitutions (name, version, parent_version, content_json, note, created_at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (name, version) DO NOTHING",
             (constitution.name, version, parent_version, dumps(constitution.canonical()), note, now()),
         )
     return version
@@ -54,6 +55,11 @@ def list_constitutions(store: Store) -> list[dict]:
         out.append({"name": r["name"], "version": c.version, "versions": r["versions"],
                     "principles": len(c.principles), "updated": r["updated"]})
     return out
+
+
+def constitution_names(store: Store) -> list[str]:
+    """The stored constitution names, sorted (one query; list_constitutions also reads each newest version)."""
+    return [r["name"] for r in store.query("SELECT DISTINCT name FROM constitutions ORDER BY name")]
 
 
 def list_versions(store: Store, name: str) -> list[dict]:
