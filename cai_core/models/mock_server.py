@@ -194,6 +194,9 @@ class MockServer:
         try:
             loop.run_forever()
         finally:
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -210,6 +213,8 @@ class MockServer:
 
         def halt():
             self._die()
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
             self._loop.call_soon(self._loop.stop)
             done.set()
 
