@@ -11,6 +11,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import time
 import traceback
 
 from cai_core import commands as _commands_pkg
@@ -68,8 +69,8 @@ def _mark_job_failed(args, error: str) -> None:
         try:
             store = open_store(args.workspace)
             store.execute(
-                "UPDATE jobs SET status='failed', error=?, exit_code=2, ended_at=strftime('%s','now'), updated_at=strftime('%s','now') WHERE id=? AND status NOT IN ('finished','stopped')",
-                (error, args.job_id),
+                "UPDATE jobs SET status='failed', error=?, exit_code=2, ended_at=?, updated_at=? WHERE id=? AND status NOT IN ('finished','stopped')",
+                (error, time.time(), time.time(), args.job_id),
             )
         except Exception:  # noqa: BLE001 - the error itself was already printed
             pass

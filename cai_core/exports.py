@@ -8,7 +8,6 @@ can flag its prompts that a training dataset already contains (contamination che
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from typing import Iterable
 
 from cai_core.store import Store, dumps, loads, now
@@ -25,13 +24,13 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(" ".join(str(prompt).split()).encode("utf-8")).hexdigest()[:32]
 
 
-def record_export(conn: sqlite3.Connection, name: str, kind: str, path: str, card: dict,
+def record_export(conn, name: str, kind: str, path: str, card: dict,
                   prompts: Iterable[str] = ()) -> None:
     """Record (or replace) an export, with the hashes of the prompts it holds, inside the caller's transaction."""
     conn.execute("DELETE FROM exports WHERE name=?", (name,))
-    export_id = conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?)",
-                             (name, kind, path, dumps(card), now())).lastrowid
-    conn.executemany("INSERT OR IGNORE INTO export_prompts (export_id, prompt_hash) VALUES (?,?)",
+    export_id = conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?) RETURNING id",
+                             (name, kind, path, dumps(card), now())).fetchone()[0]
+    conn.executemany("INSERT INTO export_prompts (export_id, prompt_hash) VALUES (?,?) ON CONFLICT DO NOTHING",
                      [(export_id, h) for h in {prompt_hash(p) for p in prompts}])
 
 

@@ -162,13 +162,13 @@ def start_job(store: Store, spec: JobSpec, *, title: str | None = None, total: i
     with store.tx() as conn:
         cur = conn.execute(
             "INSERT INTO jobs (kind, title, status, argv_json, spec_json, total, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
             (spec.KIND, title or spec.title(), "queued", dumps(args), dumps(spec.to_dict()), total, now(), now()),
         )
-        job_id = int(cur.lastrowid)
+        job_id = int(cur.fetchone()[0])
     log_path = store.workspace.jobs_dir / f"{job_id}.log"
     argv = cli_argv(args, store.workspace.root, python=sys.executable) + ["--job-id", str(job_id)]
-    pid = supervisor.spawn(argv, log_path, env=env)
+    pid = supervisor.spawn(argv, log_path, env={**store.child_env(), **(env or {})})  # a PostgreSQL store's URL too
     store.execute(
         "UPDATE jobs SET pid=?, log_path=?, argv_json=?, updated_at=? WHERE id=?",
         (pid, str(log_path), dumps(argv), now(), job_id),

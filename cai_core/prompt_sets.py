@@ -160,9 +160,9 @@ def import_prompt_set(store: Store, name: str, path_or_items, kind: str = "red-t
             conn.execute("DELETE FROM prompts WHERE set_id=?", (existing[0],))
             conn.execute("DELETE FROM prompt_sets WHERE id=?", (existing[0],))
         set_id = conn.execute(
-            "INSERT INTO prompt_sets (name, kind, source, created_at) VALUES (?,?,?,?)",
+            "INSERT INTO prompt_sets (name, kind, source, created_at) VALUES (?,?,?,?) RETURNING id",
             (name, kind, source, now()),
-        ).lastrowid
+        ).fetchone()[0]
         conn.executemany(
             "INSERT INTO prompts (set_id, idx, text, category, meta_json) VALUES (?,?,?,?,?)",
             [(set_id, i, it["text"], it["category"], dumps(it["meta"]) if it["meta"] else None)

@@ -1,6 +1,9 @@
 """The workspace: one folder with the SQLite store, runs/, exports/ and models/.
 
-Default ./workspace; CAI_WORKSPACE or --workspace overrides. Every name a user types that becomes
+Default ./workspace; CAI_WORKSPACE or --workspace overrides. With a PostgreSQL store shared by
+several machines, each machine names its own root for the same shared folder: the store keeps the
+paths of runs and exports relative to the root (`store_path`), and `resolve` finds them under
+this machine's root (an absolute path, from rows written before, is used as it is). Every name a user types that becomes
 a path goes through `child_path`, so run and export names can never escape the folder.
 """
 from __future__ import annotations
@@ -94,6 +97,23 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    def store_path(self, path: str | os.PathLike) -> str:
+        """How the store records a file or folder: relative to the root when inside it (so another
+        machine mounting the same folder elsewhere finds it), else absolute."""
+        target = Path(path).expanduser().resolve()
+        try:
+            return target.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(target)
+
+    def resolve(self, stored: str | os.PathLike | None) -> Path | None:
+        """The path a store row names, on this machine: a relative one under the root; an absolute
+        one (rows written before paths were relative) as it is."""
+        if stored is None or str(stored) == "":
+            return None
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
 
     def child_path(self, area: str, name: str) -> Path:
         """A path for a user-named item inside one area of the workspace; refuses escapes."""

@@ -66,8 +66,8 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
                 for i, out in zip(idx, outs):
                     c = out[0]
                     conn.execute(
-                        "INSERT OR IGNORE INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
-                        "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                        "INSERT INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
+                        "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                         (keys[i], model, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
                     answers[keys[i]] = c.text
             if progress:

@@ -147,8 +147,8 @@ def evaluation_row(store: Store, name: str, kind: str, spec: JobSpec, job_id: in
                       (dumps(spec.to_dict()), job_id, existing["id"]))
         return int(existing["id"])
     return int(store.execute(
-        "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?)",
-        (name, kind, dumps(spec.to_dict()), None, job_id, now())).lastrowid)
+        "INSERT INTO evaluations (name, kind, spec_json, result_json, job_id, created_at) VALUES (?,?,?,?,?,?) "
+        "RETURNING id", (name, kind, dumps(spec.to_dict()), None, job_id, now())).fetchone()[0])
 
 
 def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | None = None,

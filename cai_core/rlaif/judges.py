@@ -387,8 +387,8 @@ JUDGMENT_COLUMNS = ("comparison_id", "judge_key", "judge_model", "constitution_v
 
 def register_judge(store: Store, spec: JudgeSpec) -> None:
     store.execute(
-        "INSERT OR IGNORE INTO judges (judge_key, model, constitution_name, constitution_version, style, spec_json, created_at) "
-        "VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO judges (judge_key, model, constitution_name, constitution_version, style, spec_json, created_at) "
+        "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         (spec.judge_key, spec.model, spec.constitution_name or None, spec.constitution_version or None,
          spec.style, dumps(spec.to_dict()), now()),
     )
@@ -419,7 +419,8 @@ def _save(store: Store, record: dict, job_id: int | None) -> None:
     cols = JUDGMENT_COLUMNS + ("job_id", "created_at")
     values = [record[c] for c in JUDGMENT_COLUMNS] + [job_id, now()]
     with store.tx() as conn:
-        conn.execute(f"INSERT OR IGNORE INTO judgments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+        conn.execute(f"INSERT INTO judgments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                     "ON CONFLICT DO NOTHING", values)
 
 
 # -- aggregation -------------------------------------------------------------------------------

@@ -177,8 +177,9 @@ def add_pairs(store: Store, pairs: list[dict], *, origin: str, batch: str | None
             if pair.get("question"):
                 meta["question"] = pair["question"]
             conn.execute(
-                "INSERT OR IGNORE INTO comparisons (key, source, origin, split, batch, prompt, response_a, response_b, "
-                "category, gold_label, policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO comparisons (key, source, origin, split, batch, prompt, response_a, response_b, "
+                "category, gold_label, policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
                 (key, origin, origin, split, batch, pair["prompt"], pair["response_a"], pair["response_b"],
                  pair.get("category"), pair.get("gold_label"), pair.get("policy_a"), pair.get("policy_b"),
                  dumps(meta), now()),

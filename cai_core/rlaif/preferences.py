@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -26,7 +25,7 @@ from cai_core.label_rule import TIE_MARGIN, confidence, export_exclusion, label_
 from cai_core.provenance import parse_splits
 from cai_core.rlaif.judges import COMBINES, stored_verdicts
 from cai_core.rlaif.pairs import comparison_filter
-from cai_core.store import Store, loads, now
+from cai_core.store import IntegrityError, Store, loads, now
 from cai_core.workspace import safe_name
 
 LABELS = ("A", "B", "tie", "skip", "both_bad")
@@ -77,15 +76,16 @@ def add_label(store: Store, comparison_id: int, label: str, annotator: str, *, r
         with store.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO human_labels (comparison_id, annotator, label, reason, is_override, blind, client_id, "
-                "created_at) VALUES (?,?,?,?,?,?,?,?)",
+                "created_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                 (comparison_id, annotator, label, reason, int(is_override), int(bool(blind)), client_id, now()),
             )
-    except sqlite3.IntegrityError as exc:
+            label_id = int(cur.fetchone()[0])
+    except IntegrityError as exc:
         if client_id is None or "client_id" not in str(exc):
             raise
         raise DuplicateLabel(f"comparison {comparison_id} already has the label of client id {client_id!r} "
                              f"from {annotator}; a repeated answer is not stored twice") from exc
-    return {"client_id": client_id, "id": int(cur.lastrowid), "comparison_id": comparison_id, "label": label, "annotator": annotator,
+    return {"client_id": client_id, "id": label_id, "comparison_id": comparison_id, "label": label, "annotator": annotator,
             "reason": reason, "is_override": is_override, "ai_label": ai_label,
             "ai_p_a": verdict.p_a if verdict else None, "blind": bool(blind)}
 
@@ -149,14 +149,14 @@ def _verdict_cte(judge_keys: list[str] | None) -> tuple[str, list, str]:
         SELECT comparison_id, judge_key, principle_id,
                AVG(CASE WHEN order_shown='AB' AND parse_status='ok' THEN p_a END) AS pab,
                AVG(CASE WHEN order_shown='BA' AND parse_status='ok' THEN p_a END) AS pba,
-               SUM(parse_status!='ok') AS invalid
+               SUM(CASE WHEN parse_status!='ok' THEN 1 ELSE 0 END) AS invalid
         FROM judgments{where} GROUP BY comparison_id, judge_key, principle_id
     ), mp AS (
         SELECT *, CASE WHEN pab IS NULL THEN pba WHEN pba IS NULL THEN pab ELSE (pab+pba)/2 END AS p FROM m
     ), v AS (
         SELECT comparison_id, AVG(p) AS p, AVG(CASE WHEN p IS NOT NULL THEN pab END) AS pab,
                AVG(CASE WHEN p IS NOT NULL THEN pba END) AS pba, SUM(invalid) AS invalid,
-               COUNT(DISTINCT CASE WHEN p IS NOT NULL THEN {sign.format(x='p')} END) > 1 AS disagreement
+               CASE WHEN COUNT(DISTINCT CASE WHEN p IS NOT NULL THEN {sign.format(x='p')} END) > 1 THEN 1 ELSE 0 END AS disagreement
         FROM mp GROUP BY comparison_id
     ), lab AS (
         SELECT h.comparison_id, h.label, h.annotator, h.is_override, h.created_at FROM human_labels h
@@ -415,7 +415,7 @@ def export_preferences(
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     with store.tx() as conn:
-        record_export(conn, name, "preference", str(target), card, prompts=prompts)
+        record_export(conn, name, "preference", store.workspace.store_path(target), card, prompts=prompts)
     card["path"] = str(target)
     return card
 

@@ -110,6 +110,11 @@ class Store:
             raise CaiError(f"cannot open the store {self.path}: {exc}") from exc
         return conn
 
+    def child_env(self) -> dict[str, str]:
+        """What a job this process starts needs in its environment to open the same store: the
+        database URL (given on the command line or in the app's secrets), never in its argv."""
+        return {DATABASE_URL_ENV: self.url} if self.url else {}
+
     def for_update(self) -> str:
         """The clause that row-locks what a SELECT inside tx() read, for claims: `FOR UPDATE SKIP
         LOCKED` on PostgreSQL (a row another transaction holds is skipped: read as taken); empty on

@@ -839,19 +839,32 @@ def list_batches(store: Store) -> list[dict]:
 
 def principle_stats(store: Store, *, batch: str | None = None, constitution_version: str | None = None) -> list[dict]:
     """Per principle: rounds, how often its critique found a violation, mean word edit distance of
-    its revisions, and refusals its revisions introduced."""
-    where, params = _where(batch, constitution_version, status=None)
+    its revisions, and refusals its revisions introduced.
+
+    Two aggregates over narrow indexes (migration 0085), never the critique/revision texts: the
+    counts per principle, and the steps without a revision (a partial index); a batch / version
+    filter selects the trajectories by id first."""
+    clauses, params = trajectory_filter(batch=batch, constitution_version=constitution_version, status=None)
+    scope = (f" AND s.trajectory_id IN (SELECT t.id FROM trajectories t WHERE {' AND '.join(clauses)})"
+             if clauses else "")
     rows = store.query(
-        "SELECT s.principle_id, COUNT(*) AS rounds, SUM(s.violation=1) AS violations, SUM(s.violation=0) AS clean, "
-        "SUM(s.violation IS NULL) AS unclear, SUM(s.revision IS NOT NULL) AS revisions, "
+        "SELECT s.principle_id, COUNT(*) AS rounds, SUM(CASE WHEN s.violation=1 THEN 1 ELSE 0 END) AS violations, "
+        "SUM(CASE WHEN s.violation=0 THEN 1 ELSE 0 END) AS clean, "
+        "SUM(CASE WHEN s.violation IS NULL THEN 1 ELSE 0 END) AS unclear, "
         "AVG(s.edit_words) AS mean_edit_words, SUM(COALESCE(s.refusal_introduced, 0)) AS refusals_introduced "
-        f"FROM trajectory_steps s JOIN trajectories t ON t.id=s.trajectory_id{where} "
+        f"FROM trajectory_steps s WHERE 1=1{scope} "
         "GROUP BY s.principle_id ORDER BY s.principle_id",
         tuple(params),
     )
+    unrevised = {r[0]: r[1] for r in store.query(
+        f"SELECT s.principle_id, COUNT(*) FROM trajectory_steps s WHERE s.revision IS NULL{scope} "
+        "GROUP BY s.principle_id", tuple(params))}
     out = []
     for r in rows:
         d = dict(r)
+        revisions = d["rounds"] - unrevised.get(d["principle_id"], 0)
+        d = {**{k: d[k] for k in ("principle_id", "rounds", "violations", "clean", "unclear")}, "revisions": revisions,
+             "mean_edit_words": d["mean_edit_words"], "refusals_introduced": d["refusals_introduced"]}
         judged = (d["violations"] or 0) + (d["clean"] or 0)
         d["violation_rate"] = (d["violations"] or 0) / judged if judged else None
         d["refusal_rate"] = (d["refusals_introduced"] or 0) / d["revisions"] if d["revisions"] else None

@@ -215,6 +215,6 @@ def export_sft(store: Store, name: str, *, batch: str | None = None, constitutio
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     with store.tx() as conn:
-        record_export(conn, name, "sft", str(target), card, prompts=[r["messages"][0]["content"] for r in rows])
+        record_export(conn, name, "sft", store.workspace.store_path(target), card, prompts=[r["messages"][0]["content"] for r in rows])
     return {**card, "path": str(target)}
 

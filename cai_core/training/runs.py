@@ -77,10 +77,12 @@ class Run:
     ended_at: float | None
 
     @classmethod
-    def from_row(cls, row) -> "Run":
+    def from_row(cls, row, workspace=None) -> "Run":
+        """`workspace` resolves the stored run folder (relative to the workspace root) on this machine."""
+        run_dir = workspace.resolve(row["run_dir"]) if workspace is not None else Path(row["run_dir"])
         return cls(
             id=row["id"], name=row["name"], kind=row["kind"], spec=loads(row["spec_json"], {}), status=row["status"],
-            pid=row["pid"], command=row["command"], run_dir=Path(row["run_dir"]), parent_run_id=row["parent_run_id"],
+            pid=row["pid"], command=row["command"], run_dir=run_dir, parent_run_id=row["parent_run_id"],
             export_id=row["export_id"], exit_code=row["exit_code"], error=row["error"], log_tail=row["log_tail"],
             final_metrics=loads(row["final_metrics_json"], {}) or {}, created_at=row["created_at"],
             started_at=row["started_at"], ended_at=row["ended_at"],
@@ -133,7 +135,7 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
         run_dir = store.workspace.child_path("runs", name)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise CaiError(f"run folder {run_dir} already exists and is not empty; choose another --out or name")
-    if store.one("SELECT 1 FROM runs WHERE run_dir=?", (str(run_dir),)):
+    if store.one("SELECT 1 FROM runs WHERE run_dir=? OR run_dir=?", (str(run_dir), store.workspace.store_path(run_dir))):
         raise CaiError(f"run folder {run_dir} belongs to another run")
     parent_name = spec.parent_run or (spec.model if run_output_dir(store, spec.model) else None)
     parent_id = store.scalar("SELECT id FROM runs WHERE name=?", (parent_name,)) if parent_name else None
@@ -146,10 +148,11 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
     with store.tx() as conn:
         cur = conn.execute(
             "INSERT INTO runs (name, kind, spec_json, status, run_dir, parent_run_id, export_id, created_at) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            (name, spec.kind, dumps(spec.to_dict()), status, str(run_dir), parent_id, ref.export_id, now()),
+            "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
+            (name, spec.kind, dumps(spec.to_dict()), status, store.workspace.store_path(run_dir), parent_id,
+             ref.export_id, now()),
         )
-        run_id = int(cur.lastrowid)
+        run_id = int(cur.fetchone()[0])
     argv = command or train_command(store, run_dir, run_id)
     RunPaths(run_dir).command.write_text(shlex.join(argv) + "\n", encoding="utf-8")
     store.execute("UPDATE runs SET command=? WHERE id=?", (shlex.join(argv), run_id))
@@ -202,7 +205,7 @@ def train_command(store: Store, run_dir: Path, run_id: int, *, resume: bool = Fa
 
 
 def _spawn(store: Store, run: Run, argv: list[str], env: dict | None = None) -> Run:
-    pid = supervisor.spawn(argv, run.paths.log, env=env, header=f"\n$ {shlex.join(argv)}\n")
+    pid = supervisor.spawn(argv, run.paths.log, env={**store.child_env(), **(env or {})}, header=f"\n$ {shlex.join(argv)}\n")
     store.execute("UPDATE runs SET pid=? WHERE id=?", (pid, run.id))
     return get_run(store, run.id)
 
@@ -224,7 +227,7 @@ def get_run(store: Store, ref: int | str) -> Run:
         row = store.one("SELECT * FROM runs WHERE name=?", (ref,))
     if row is None:
         raise CaiError(f"no run {ref!r}")
-    return Run.from_row(row)
+    return Run.from_row(row, store.workspace)
 
 
 def list_runs(store: Store, kind: str | None = None, limit: int = 200) -> list[Run]:
@@ -233,7 +236,7 @@ def list_runs(store: Store, kind: str | None = None, limit: int = 200) -> list[R
         rows = store.query("SELECT * FROM runs WHERE kind=? ORDER BY id DESC LIMIT ?", (kind, limit))
     else:
         rows = store.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-    return [Run.from_row(r) for r in rows]
+    return [Run.from_row(r, store.workspace) for r in rows]
 
 
 def read_metrics(store: Store, run_id: int, since_step: int | None = None) -> list[dict]:
@@ -338,7 +341,7 @@ def refresh(store: Store) -> list[int]:
     """Reattach: runs whose process is gone are marked failed with the reason from their log."""
     failed = []
     for row in store.query("SELECT * FROM runs WHERE status IN ('queued','running')"):
-        run = Run.from_row(row)
+        run = Run.from_row(row, store.workspace)
         if run.pid is None:
             if now() - run.created_at > QUEUED_GRACE_S:
                 store.execute("UPDATE runs SET status='failed', error=?, ended_at=? WHERE id=? AND status='queued'",

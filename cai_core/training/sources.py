@@ -175,7 +175,7 @@ def lineage_summary(card: dict) -> dict:
 # -- models ------------------------------------------------------------------------------------
 def run_output_dir(store: Store, name: str) -> Path | None:
     row = store.one("SELECT run_dir FROM runs WHERE name=?", (name,))
-    return Path(row["run_dir"]) if row else None
+    return store.workspace.resolve(row["run_dir"]) if row else None
 
 
 def is_model_dir(path: Path) -> bool:
