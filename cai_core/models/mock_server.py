@@ -4,6 +4,8 @@ What a client of vLLM sees, without a model: any number of requests served at on
 thread per request; an answer after `latency` seconds whatever the load, as continuous batching
 looks from outside), plus the faults of a real deployment, each drawn per POST request:
 
+- latency applies to model work (/chat/completions, /completions); /tokenize, /detokenize,
+  /apply-template and /v1/models answer at once, as a real server's do;
 - fail_rate: HTTP 503 {"error": "overloaded"} (vLLM/TGI under load, a proxy in front of them);
 - drop_rate: the connection is closed with a reset after the request was read, no answer at all;
 - rate_limit_rate: HTTP 429 with Retry-After: 0 (hosted APIs);
@@ -158,7 +160,8 @@ class MockServer:
         self.options = (options or MockOptions(**kw)).check()
         self.host, self.port = host, port
         self.stats = {"requests": 0, "posts": 0, "answered": 0, "failed_503": 0, "dropped": 0, "rate_limited": 0,
-                      "in_flight": 0, "peak_in_flight": 0, "by_path": {}, "dead": False}
+                      "in_flight": 0, "peak_in_flight": 0, "by_path": {}, "dead": False,
+                      "model_requests": 0, "first_model_at": None, "last_model_at": None}
         self._rng = random.Random(self.options.seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -325,14 +328,17 @@ class MockServer:
             st["rate_limited"] += 1
             return self._send(writer, 429, {"error": {"message": "rate limited", "code": 429}}, keep,
                               extra={"Retry-After": "0"})
-        st["in_flight"] += 1
+        route = path.rstrip("/")
+        model_work = route.endswith("/completions")  # chat or text completions; tokenizing is instant, as in vLLM
+        st["in_flight"] += model_work
         st["peak_in_flight"] = max(st["peak_in_flight"], st["in_flight"])
+        if model_work:
+            st["first_model_at"] = st.get("first_model_at") or time.time()
         try:
-            if o.latency:
+            if o.latency and model_work:
                 await asyncio.sleep(o.latency)
             if st["dead"]:
                 raise _Drop
-            route = path.rstrip("/")
             if route.endswith("/chat/completions"):
                 if body.get("stream"):
                     await self._stream(writer, body)
@@ -352,7 +358,10 @@ class MockServer:
             st["answered"] += code == 200
             return self._send(writer, code, answer, keep)
         finally:
-            st["in_flight"] -= 1
+            st["in_flight"] -= model_work
+            if model_work:
+                st["model_requests"] += 1
+                st["last_model_at"] = time.time()
 
     def _send(self, writer, code: int, body: dict, keep: bool, extra: dict | None = None) -> bool:
         data = json.dumps(body).encode()
