@@ -9,7 +9,7 @@ import streamlit as st
 from cai_core.errors import CaiError
 from cai_core.constitution.versions import constitution_names
 from cai_core.prompt_sets import list_prompt_sets
-from cai_core.settings import get_current, set_current, set_default_current
+from cai_core.settings import DEFAULT_CURRENT, get_current, set_current
 from cai_core.store import Store, open_store
 from ui.markdown import md_escape
 
@@ -27,6 +27,21 @@ def workspace_root() -> str:
 
 def get_store() -> Store:
     return _store(workspace_root())
+
+
+def store_cached(fn, *args, **kwargs):
+    """fn(store, *args, **kwargs) for the workspace store, computed once per store change: cached
+    (every session of this process) under Store.change_counter(), which moves on every commit by
+    this process or another, so a page never shows data older than its render. Arguments must be
+    hashable by st.cache_data (str, int, tuples, lists); the result is a copy (safe to mutate)."""
+    store = get_store()
+    return _store_cached(workspace_root(), store.change_counter(), f"{fn.__module__}.{fn.__qualname__}", fn,
+                         args, tuple(sorted(kwargs.items())))
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _store_cached(root: str, counter: str, name: str, _fn, args: tuple, kwargs: tuple):
+    return _fn(get_store(), *args, **dict(kwargs))
 
 
 def active_model() -> str:
@@ -85,13 +100,12 @@ def pick_current(container, kind: str, label: str, options: list[str], *, key: s
     current = current_item(kind)
     value = st.session_state.get(key)
     if current not in items:  # none chosen yet, or the current one was deleted: choose one for everybody
-        set_default_current(get_store(), {kind: items})
-        current = current_item(kind)
-        if current not in items and items:
-            fallback = value if value in items and value in options else next((o for o in options if o in items), None)
-            if fallback is not None:
-                set_current_item(kind, fallback)
-                current = fallback
+        wanted = DEFAULT_CURRENT.get(kind)
+        fallback = (wanted if wanted in items else value if value in items and value in options
+                    else next((o for o in options if o in items), None))
+        if fallback is not None:
+            set_current_item(kind, fallback)
+            current = fallback
     if local or in_form:
         base_key = f"_pick_base_{key}"  # the current item this local box last started on
         following = value == st.session_state.get(base_key)
