@@ -8,7 +8,10 @@ prompts and max new tokens) into a throwaway store, through `HttpBackend(URL#con
 prefix cache warmed by it only helps the other run's first batch slightly (prompts differ per
 stage). ratio = chosen-concurrency prompts/s / concurrency-4 prompts/s.
 
-    python bench/bench_http_concurrency.py --url http://127.0.0.1:8000/v1 [--prompts 32]
+Without --url it starts the project's own server (cai_core/models/mock_server.py, vLLM-like,
+answering after --latency s however many requests arrive) and stops it afterwards.
+
+    python bench/bench_http_concurrency.py [--url http://127.0.0.1:8000/v1] [--prompts 32] [--latency 0.2]
 """
 from __future__ import annotations
 
@@ -19,13 +22,29 @@ TARGET = 1.0
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--url", required=True, help="the server's base URL (…/v1)")
+    p.add_argument("--url", default=None, help="the server's base URL (…/v1); default: start the project's "
+                   "mock server (vLLM-like, --latency s per completion)")
+    p.add_argument("--latency", type=float, default=0.2, help="the mock server's seconds per completion (without --url)")
     p.add_argument("--prompts", type=int, default=None, help="number of prompts (default 32; 8 with --quick)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="per stage (default 64; 16 with --quick)")
     args = p.parse_args()
     n = args.prompts or (8 if args.quick else 32)
     max_new = args.max_new_tokens or (16 if args.quick else 64)
+    if args.url is None:
+        from cai_core.models.mock_server import start_process
 
+        server = start_process(latency=args.latency)
+        args.url = server.url
+        print(f"started the mock server at {args.url} (latency {args.latency:g} s)")
+        try:
+            run(args, n, max_new)
+        finally:
+            server.kill()
+    else:
+        run(args, n, max_new)
+
+
+def run(args, n: int, max_new: int) -> None:
     from cai_core.constitution.files import load_constitution_file
     from cai_core.models.backends.http import HttpBackend
     from cai_core.supervised.revision import ReviseSettings, run_revision

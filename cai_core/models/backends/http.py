@@ -694,8 +694,11 @@ class HttpBackend(Backend):
             seed = None if params.seed is None else params.seed + j
             return self._one(conversations[i], params, seed)
 
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(jobs)))) as pool:
-            outs = list(pool.map(run, jobs))
+        if len(jobs) == 1:  # the dispatcher's per-item call: no pool of one thread
+            outs = [run(jobs[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(jobs)))) as pool:
+                outs = list(pool.map(run, jobs))
         return [outs[i * n:(i + 1) * n] for i in range(len(conversations))]
 
     def stream(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
@@ -885,8 +888,11 @@ class HttpBackend(Backend):
             return self._score_first_token(conversations[i], options)
 
         try:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(conversations)))) as pool:
-                out = list(pool.map(score, range(len(conversations))))
+            if len(conversations) == 1:
+                out = [score(0)]
+            else:
+                with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(conversations)))) as pool:
+                    out = list(pool.map(score, range(len(conversations))))
         except HttpStatusError as exc:
             if exc.code in (400, 404, 422, 501):
                 raise self._no_logprobs(str(exc)) from None
