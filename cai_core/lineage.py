@@ -10,6 +10,8 @@ not what a form intended. `notebook_html` writes the same view as one self-conta
 from __future__ import annotations
 
 import html
+import textwrap
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,40 @@ LAYERS = ("constitution", "revision batch", "pair batch", "judge", "export", "ru
 COLOURS = {"constitution": "#8250df", "revision batch": "#1a7f37", "pair batch": "#0969da", "judge": "#bf8700",
            "export": "#cf222e", "run": "#953800", "evaluation": "#116329"}
 MAX_GRAPH_NODES = 400  # beyond this the picture is unreadable; the tables still list everything
+PLURALS = {"revision batch": "revision batches", "pair batch": "pair batches"}
+
+# Each link read both ways: (label) src -> dst. In an item's "fed" column a link reads from the source
+# ("edited into v2"), in its "from" column from the result ("edited from v1"), so neither reads backwards.
+EDGE_WORDS = {
+    "edited into": ("edited into", "edited from"),
+    "revised": ("revised batch", "revised with"),
+    "judges with": ("principles of judge", "judges with"),
+    "judged by": ("judged by", "judged pairs of"),
+    "exported": ("exported to", "exported from"),
+    "labels from": ("labels in", "labels from"),
+    "trained on": ("trained", "trained on"),
+    "started from": ("started", "started from"),
+    "rewarded by": ("rewarded", "rewarded by"),
+    "evaluated": ("evaluated in", "evaluated"),
+    "arm A": ("arm A of", "arm A:"),
+    "arm B": ("arm B of", "arm B:"),
+}
+
+
+def kind_title(kind: str, n: int | None = None) -> str:
+    """'Revision batches', 'Runs', 'Pair batch' (n=1): the heading of a kind, correctly plural."""
+    word = kind if n == 1 else PLURALS.get(kind, kind + "s")
+    return word[0].upper() + word[1:]
+
+
+def fed_words(label: str) -> str:
+    """A link as its source's "fed" column says it."""
+    return EDGE_WORDS.get(label, (label, label))[0]
+
+
+def from_words(label: str) -> str:
+    """A link as its result's "from" column says it."""
+    return EDGE_WORDS.get(label, (label, "from " + label))[1]
 
 
 @dataclass
@@ -115,7 +151,8 @@ def workspace_lineage(store: Store) -> Lineage:
         lin.link(versions.get(r["constitution_version"] or ""), nid, "judges with")
     for r in store.query("SELECT j.judge_key, c.batch, COUNT(DISTINCT c.id) AS n FROM judgments j "
                          "JOIN comparisons c ON c.id = j.comparison_id GROUP BY j.judge_key, c.batch"):
-        lin.link(f"judge:{r['judge_key']}", f"pairs:{r['batch'] or '(no batch)'}", "judged")
+        # pairs -> judge: the judge's verdicts are made from the pairs (and feed the exports after it)
+        lin.link(f"pairs:{r['batch'] or '(no batch)'}", f"judge:{r['judge_key']}", "judged by")
 
     for r in store.query("SELECT id, name, kind, path, card_json, created_at FROM exports ORDER BY id"):
         card = loads(r["card_json"], {}) or {}
@@ -173,7 +210,36 @@ def workspace_lineage(store: Store) -> Lineage:
             elif isinstance(spec.get(arm), str) and "@" in spec[arm]:
                 name, _, version = spec[arm].partition("@")
                 lin.link(versions.get(version) or _cid(name, version), nid, f"arm {arm[-1].upper()}")
+    _distinct_labels(lin)
     return lin
+
+
+def _distinct_labels(lin: Lineage) -> None:
+    """Two items never share a label: judges that read the same in words (style, model, constitution) get
+    the parts of their keys that differ (principles, settings hash); anything else still alike a number."""
+    by_label: dict[tuple[str, str], list[Node]] = defaultdict(list)
+    for n in lin.nodes.values():
+        by_label[(n.kind, n.label)].append(n)
+    for (kind, _), group in by_label.items():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda n: (n.created_at, n.id))
+        if kind == "judge":  # key: style|model|constitution version|principles|settings hash
+            keys = [str(n.detail.get("key") or n.id).split("|") for n in group]
+            parts = {"principles": -2, "settings": -1}
+            differ = [(word, i) for word, i in parts.items()
+                      if all(len(k) >= 5 for k in keys) and len({k[i] for k in keys}) > 1]
+            for n, k in zip(group, keys):
+                extra = ", ".join(f"{word} {k[i][:10]}" for word, i in differ)
+                if extra:
+                    n.label = f"{n.label} · {extra}"
+    seen = Counter((n.kind, n.label) for n in lin.nodes.values())
+    count: Counter = Counter()
+    for n in sorted(lin.nodes.values(), key=lambda n: (n.created_at, n.id)):
+        key = (n.kind, n.label)
+        if seen[key] > 1:
+            count[key] += 1
+            n.label = f"{n.label} (#{count[key]})"
 
 
 def _run_of_path(runs_by_dir: dict[str, str], text: str) -> str | None:
@@ -194,34 +260,167 @@ def _plain(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
+@dataclass
+class Layout:
+    """A layered drawing of the graph (Sugiyama style): every item at (rank, -slot); a link that spans
+    several ranks passes through its own waypoints, one free slot per rank between its ends, so no line
+    is drawn through an item (every segment joins two neighbouring ranks, and items sit only on ranks)."""
+    pos: dict[str, tuple[float, float]]            # item id -> (x, y)
+    paths: list[tuple[Edge, list[tuple[float, float]]]]  # each link: its points, source first
+    rank_kinds: list[list[str]]                    # the kinds of the items on each rank (for the axis)
+
+
+def _ranks(lin: Lineage, ids: set[str]) -> dict[str, int]:
+    """Ranks left to right: kinds in LAYERS order, each kind on its own ranks after the earlier kinds; a
+    link between two items of one kind (a version edited into the next, a run started from another)
+    moves its result one rank right. Every link then runs from a lower rank to a higher one."""
+    same: dict[str, list[str]] = defaultdict(list)
+    for e in lin.edges:
+        if e.src in ids and e.dst in ids and lin.nodes[e.src].kind == lin.nodes[e.dst].kind:
+            same[e.dst].append(e.src)
+    depth: dict[str, int] = {}
+
+    def depth_of(nid: str, stack: frozenset = frozenset()) -> int:  # longest same-kind chain; a cycle is cut
+        if nid not in depth:
+            parents = [p for p in same.get(nid, []) if p not in stack]
+            depth[nid] = 1 + max((depth_of(p, stack | {nid}) for p in parents), default=-1)
+        return depth[nid]
+
+    ranks: dict[str, int] = {}
+    start = 0
+    for kind in LAYERS:
+        group = [n for n in lin.of_kind(kind) if n.id in ids]
+        if not group:
+            continue
+        for n in group:
+            ranks[n.id] = start + depth_of(n.id)
+        start = max(ranks[n.id] for n in group) + 1
+    return ranks
+
+
+def _crossings(upper: list[str], lower: list[str], segments: list[tuple[str, str]]) -> int:
+    """How many of the segments between two neighbouring ranks cross (a Fenwick-tree inversion count)."""
+    pu, pl = {v: i for i, v in enumerate(upper)}, {v: i for i, v in enumerate(lower)}
+    pairs = sorted((pu[a], pl[b]) for a, b in segments if a in pu and b in pl)
+    tree = [0] * (len(lower) + 1)
+    seen = crossings = 0
+    k = 0
+    while k < len(pairs):
+        group = [b for a, b in pairs[k:] if a == pairs[k][0]]
+        for b in group:  # earlier segments (smaller upper slot) that end below this one cross it
+            i, not_below = b + 1, 0
+            while i > 0:
+                not_below += tree[i]
+                i -= i & -i
+            crossings += seen - not_below
+        for b in group:
+            i = b + 1
+            while i <= len(lower):
+                tree[i] += 1
+                i += i & -i
+        seen += len(group)
+        k += len(group)
+    return crossings
+
+
+def layout(lin: Lineage, ids: set[str] | None = None, sweeps: int = 8) -> Layout:
+    """Layered layout of the items `ids` (all by default): ranks (`_ranks`), a waypoint per rank crossed
+    by a long link, then the order within each rank by barycentre sweeps (down and up, keeping the order
+    with the fewest crossings), starting from creation order."""
+    ids = set(lin.nodes) if ids is None else set(ids)
+    rank = _ranks(lin, ids)
+    edges = [e for e in lin.edges if e.src in ids and e.dst in ids]
+    layers: dict[int, list[str]] = defaultdict(list)
+    for n in sorted((lin.nodes[i] for i in ids), key=lambda n: (LAYERS.index(n.kind), n.created_at, n.id)):
+        layers[rank[n.id]].append(n.id)
+    chains: list[tuple[Edge, list[str]]] = []
+    segments: list[tuple[str, str]] = []  # (upper rank vertex, next rank vertex)
+    for k, e in enumerate(edges):
+        a, b = (e.src, e.dst) if rank[e.src] < rank[e.dst] else (e.dst, e.src)
+        chain = [a]
+        for r in range(rank[a] + 1, rank[b]):
+            way = f"~{k}:{r}"
+            rank[way] = r
+            layers[r].append(way)
+            chain.append(way)
+        chain.append(b)
+        segments += list(zip(chain, chain[1:]))
+        chains.append((e, chain if a == e.src else chain[::-1]))
+    top = max(layers, default=-1)
+    order = [list(layers.get(r, [])) for r in range(top + 1)]
+    up: dict[str, list[str]] = defaultdict(list)
+    down: dict[str, list[str]] = defaultdict(list)
+    for a, b in segments:
+        down[a].append(b)
+        up[b].append(a)
+
+    by_rank: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for a, b in segments:
+        by_rank[rank[a]].append((a, b))
+
+    def total(o: list[list[str]]) -> int:
+        return sum(_crossings(o[r], o[r + 1], by_rank.get(r, [])) for r in range(len(o) - 1))
+
+    best, best_cost = [list(x) for x in order], total(order)
+    for sweep in range(sweeps):
+        ranks_seq = range(1, len(order)) if sweep % 2 == 0 else range(len(order) - 2, -1, -1)
+        for r in ranks_seq:
+            ref = order[r - 1] if sweep % 2 == 0 else order[r + 1]
+            where = {v: i for i, v in enumerate(ref)}
+            near = up if sweep % 2 == 0 else down
+            current = {v: i for i, v in enumerate(order[r])}
+
+            def key(v: str) -> tuple[float, int]:
+                ns = [where[u] for u in near.get(v, []) if u in where]
+                return (sum(ns) / len(ns) if ns else current[v], current[v])
+
+            order[r] = sorted(order[r], key=key)
+        cost = total(order)
+        if cost < best_cost:
+            best, best_cost = [list(x) for x in order], cost
+    coords = {v: (float(r), -float(i)) for r, vs in enumerate(best) for i, v in enumerate(vs)}
+    pos = {v: xy for v, xy in coords.items() if v in ids}
+    paths = [(e, [coords[v] for v in chain]) for e, chain in chains]
+    rank_kinds = [sorted({lin.nodes[v].kind for v in vs if v in ids}, key=LAYERS.index) for vs in best]
+    return Layout(pos, paths, rank_kinds)
+
+
 def positions(lin: Lineage) -> dict[str, tuple[float, float]]:
-    """Layered layout: one column per kind (LAYERS), items top to bottom by creation time."""
-    pos = {}
-    for x, kind in enumerate(LAYERS):
-        for y, node in enumerate(lin.of_kind(kind)):
-            pos[node.id] = (float(x), -float(y))
-    return pos
+    """Where each item is drawn (`layout`)."""
+    return layout(lin).pos
+
+
+def wrap_label(text: str, width: int = 18, lines: int = 3) -> list[str]:
+    """A label in lines of at most `width` characters (long words broken), at most `lines` lines; what
+    does not fit ends in an ellipsis, so a name is shortened at its end, never cut off at the plot edge."""
+    out = textwrap.wrap(str(text), width=width, break_long_words=True, break_on_hyphens=True) or [""]
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = out[-1][:max(1, width - 1)].rstrip() + "…"
+    return out
 
 
 def lineage_figure(lin: Lineage):
-    """The lineage graph (plotly): nodes by kind in columns, arrows from source to result; hover shows
-    the details and what each arrow means."""
+    """The lineage graph (plotly): items in layered columns (`layout`), each link a line from source to
+    result through its waypoints with an arrowhead at the result; labels wrapped to fit their column and
+    hover shows the full name, the details and where the item came from."""
     import plotly.graph_objects as go
 
     nodes = sorted(lin.nodes.values(), key=lambda n: (LAYERS.index(n.kind), n.created_at))[:MAX_GRAPH_NODES]
-    shown = {n.id for n in nodes}
-    pos = positions(Lineage({n.id: n for n in nodes}, []))
+    lay = layout(lin, {n.id for n in nodes})
+    pos = lay.pos
+    n_ranks = max(1, len(lay.rank_kinds))
+    width = max(10, min(22, 160 // n_ranks))  # characters per label line: narrower columns, narrower lines
     fig = go.Figure()
     ex, ey = [], []
-    for e in lin.edges:
-        if e.src in shown and e.dst in shown:
-            (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
-            ex += [x0, x1, None]
-            ey += [y0, y1, None]
-            fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
-                               showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#8c959f",
-                               standoff=8, startstandoff=8)
-    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line={"color": "#d0d7de", "width": 1}, hoverinfo="skip",
+    for e, points in lay.paths:
+        ex += [x for x, _ in points] + [None]
+        ey += [y for _, y in points] + [None]
+        (x0, y0), (x1, y1) = points[-2], points[-1]
+        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
+                           showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="#8c959f",
+                           standoff=8, startstandoff=0)
+    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line={"color": "#afb8c1", "width": 1}, hoverinfo="skip",
                              showlegend=False))
     for kind in LAYERS:
         group = [n for n in nodes if n.kind == kind]
@@ -230,19 +429,20 @@ def lineage_figure(lin: Lineage):
         hover = []
         for n in group:
             lines = [f"{kind}: {n.label}"] + [f"{k}: {v}" for k, v in n.detail.items() if v not in (None, "", [])]
-            lines += [f"← {label}: {p.label}" for p, label in lin.parents(n.id)]
+            lines += [f"← {from_words(label)} {p.label}" for p, label in lin.parents(n.id)]
             hover.append("<br>".join(_plain(s) for s in lines))
         fig.add_trace(go.Scatter(
             x=[pos[n.id][0] for n in group], y=[pos[n.id][1] for n in group], mode="markers+text", name=kind,
-            text=[_plain(n.label if len(n.label) <= 40 else n.label[:37] + "...") for n in group],
+            text=["<br>".join(_plain(line) for line in wrap_label(n.label, width)) for n in group],
             textposition="bottom center", textfont={"size": 10}, hovertext=hover, hoverinfo="text",
             marker={"size": 14, "color": COLOURS[kind], "line": {"width": 1, "color": "white"}}))
     depth = max((-y for _, y in pos.values()), default=0)
+    ticks = [" / ".join(kinds) for kinds in lay.rank_kinds]
     fig.update_layout(
-        height=max(320, 90 * (depth + 1) + 120), margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis={"tickvals": list(range(len(LAYERS))), "ticktext": list(LAYERS), "side": "top", "showgrid": False,
-               "zeroline": False, "range": [-0.5, len(LAYERS) - 0.5]},
-        yaxis={"visible": False, "range": [-depth - 0.7, 0.5]},
+        height=max(320, 110 * (depth + 1) + 120), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis={"tickvals": list(range(len(ticks))), "ticktext": ticks, "side": "top", "showgrid": False,
+               "zeroline": False, "range": [-0.6, len(ticks) - 0.4]},
+        yaxis={"visible": False, "range": [-depth - 0.9, 0.5]},
         legend={"orientation": "h", "y": -0.02}, hovermode="closest")
     return fig
 
@@ -253,8 +453,8 @@ def notebook_rows(lin: Lineage, kind: str) -> list[dict]:
     for n in lin.of_kind(kind):
         row = {"item": n.label, **{k: (", ".join(map(str, v)) if isinstance(v, list) else v)
                                    for k, v in n.detail.items()}}
-        row["from"] = "; ".join(f"{label} {p.label}" for p, label in lin.parents(n.id)) or "-"
-        row["fed"] = "; ".join(f"{label} {c.label}" for c, label in lin.children(n.id)) or "-"
+        row["from"] = "; ".join(f"{from_words(label)} {p.label}" for p, label in lin.parents(n.id)) or "-"
+        row["fed"] = "; ".join(f"{fed_words(label)} {c.label}" for c, label in lin.children(n.id)) or "-"
         rows.append(row)
     return rows
 
@@ -268,6 +468,6 @@ def notebook_html(store: Store, title: str = "Experiment notebook") -> str:
         report.figure(lineage_figure(lin))
     for kind in LAYERS:
         rows = notebook_rows(lin, kind)
-        report.heading(f"{kind[0].upper()}{kind[1:]}s ({len(rows)})")
+        report.heading(f"{kind_title(kind)} ({len(rows)})")
         report.table(rows)
     return report.html()

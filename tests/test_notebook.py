@@ -60,7 +60,7 @@ def test_the_graph_follows_what_the_commands_recorded(built):
     assert ("constitution", "revised", "revision:rev1") in edges
     assert ("revision", "exported", "export:sl1") in edges
     assert ("constitution", "judges with", judge) in edges
-    assert ("judge", "judged", "pairs:pairs1") in edges
+    assert ("pairs", "judged by", judge) in edges  # pairs -> judge -> export: drawn left to right
     assert ("pairs", "exported", "export:prefs1") in edges
     assert ("export", "trained on", "run:sft1") in edges
     eval_id = built.scalar("SELECT id FROM evaluations WHERE name='ev1'")
@@ -68,7 +68,7 @@ def test_the_graph_follows_what_the_commands_recorded(built):
     assert lin.nodes[f"constitution:{HOSTILE}@{version}"].label == f"{HOSTILE}@{version[:8]}"
     rows = {r["item"]: r for r in notebook_rows(lin, "run")}
     assert "trained on sl1 (sft)" in rows["sft1 (sft, finished)"]["from"]
-    assert rows["sft1 (sft, finished)"]["fed"] == "evaluated ev1 (policies)"
+    assert rows["sft1 (sft, finished)"]["fed"] == "evaluated in ev1 (policies)"
 
 
 @pytest.mark.slow  # the module's workspace is built by the real CLI (trains, evaluates)
@@ -80,6 +80,7 @@ def test_the_html_notebook_is_self_contained_and_escapes_names(built, tmp_path):
     assert "<b>x</b>" not in text and "&lt;b&gt;x&lt;/b&gt;" in text  # tables and graph labels alike
     assert "<script src=" not in text and "Plotly" in text  # plotly.js inline: opens offline
     assert "sft1 (sft, finished)" in text
+    assert "Revision batches (1)" in text and "Pair batches (1)" in text and "batchs" not in text
     data = json.loads(_ok("notebook", "--json", "--workspace", str(built.workspace.root)).stdout)
     assert {n["kind"] for n in data["nodes"]} >= {"constitution", "revision batch", "pair batch", "judge", "export",
                                                  "run", "evaluation"}
@@ -93,6 +94,7 @@ def test_the_page_shows_counts_graph_tables_and_builds_the_html(built, monkeypat
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Runs"] == "1" and metrics["Evaluations"] == "1" and metrics["Exports"] == "2"
+    assert metrics["Revision batches"] == "1" and metrics["Pair batches"] == "1"  # not "batchs"
     assert at.get("plotly_chart")
     assert not any("<b>" in m.value for m in at.markdown)
     at.button(key="nb_build").click().run()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cai_core.lineage import LAYERS, Lineage, lineage_figure, notebook_html, notebook_rows
+from cai_core.lineage import LAYERS, Lineage, kind_title, lineage_figure, notebook_html, notebook_rows
 from cai_core.store import Store
 from ui.common import show_error
 
@@ -15,7 +15,7 @@ from ui.common import show_error
 def counts(lin: Lineage) -> None:
     cols = st.columns(len(LAYERS))
     for col, kind in zip(cols, LAYERS):
-        col.metric(f"{kind[0].upper()}{kind[1:]}s", len(lin.of_kind(kind)))
+        col.metric(kind_title(kind), len(lin.of_kind(kind)))
 
 
 def graph(lin: Lineage) -> None:
@@ -25,13 +25,14 @@ def graph(lin: Lineage) -> None:
         return
     st.plotly_chart(lineage_figure(lin), width="stretch", key="nb_graph")
     st.caption("Columns run in the order CAI work feeds the next step; an arrow goes from a source to what was "
-               "made from it. Hover an item for its details and its sources.")
+               "made from it, and a link that spans columns bends around the items between. Hover an item for "
+               "its full name, its details and its sources.")
 
 
 def tables(lin: Lineage) -> None:
     for kind in LAYERS:
         rows = notebook_rows(lin, kind)
-        with st.expander(f"{kind[0].upper()}{kind[1:]}s ({len(rows)})", expanded=False):
+        with st.expander(f"{kind_title(kind)} ({len(rows)})", expanded=False):
             if rows:
                 st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True, width="stretch")
             else:

@@ -1,0 +1,126 @@
+"""The notebook's graph (issue 22, item 10): a layered layout whose links never pass through an item,
+links that read the right way in both columns, distinct labels, correct plurals, labels that fit."""
+from __future__ import annotations
+
+import math
+
+from cai_core.lineage import (
+    Lineage,
+    Node,
+    _distinct_labels,
+    kind_title,
+    layout,
+    lineage_figure,
+    notebook_rows,
+    wrap_label,
+)
+
+X_PX, Y_PX, MARKER_PX = 150.0, 110.0, 7.0  # the drawing's scale (a rank ~150 px wide, a slot 110 px tall)
+
+
+def _workspace() -> Lineage:
+    """The shape that drew an export 'from a judge': pairs feed both a judge and (directly) the export the
+    judge labels; a second judge and an evaluation arm span several columns; two versions of one
+    constitution; two judges that read the same in words."""
+    lin = Lineage()
+    t = iter(range(100))
+
+    def add(nid, kind, label, **detail):
+        lin.add(Node(nid, kind, label, detail, float(next(t))))
+
+    add("c1", "constitution", "redteam@aaaa")
+    add("c2", "constitution", "redteam@bbbb")
+    add("c3", "constitution", "helpful@cccc")
+    add("rev", "revision batch", "rev1")
+    add("rev2", "revision batch", "rev2")
+    add("p1", "pair batch", "pairs1")
+    add("p2", "pair batch", "pairs2")
+    add("j1", "judge", "mc · default · redteam@bbbb", key="mc|default|bbbb|random|1111aaaa")
+    add("j2", "judge", "mc · default · redteam@bbbb", key="mc|default|bbbb|random|2222bbbb")
+    add("e1", "export", "sl1 (sft)")
+    add("e2", "export", "prefs1 (preference)")
+    add("r1", "run", "sft1 (sft, finished)")
+    add("r2", "run", "dpo1 (dpo, finished)")
+    add("ev", "evaluation", "ev1 (policies)")
+    add("ab", "evaluation", "ab1 (ab-experiment)")
+    for src, dst, label in [("c1", "c2", "edited into"), ("c2", "rev", "revised"), ("c3", "rev2", "revised"),
+                            ("c2", "j1", "judges with"), ("c2", "j2", "judges with"),
+                            ("p1", "j1", "judged by"), ("p2", "j2", "judged by"), ("p1", "e2", "exported"),
+                            ("j1", "e2", "labels from"), ("rev", "e1", "exported"), ("rev2", "e1", "exported"),
+                            ("e1", "r1", "trained on"), ("e2", "r2", "trained on"), ("r1", "r2", "started from"),
+                            ("r1", "ev", "evaluated"), ("r2", "ev", "evaluated"),
+                            ("c1", "ab", "arm A"), ("c2", "ab", "arm B")]:
+        lin.link(src, dst, label)
+    _distinct_labels(lin)
+    return lin
+
+
+def _distance(p, a, b) -> float:
+    """Pixels from point p to segment ab."""
+    (px, py), (ax, ay), (bx, by) = [(x * X_PX, y * Y_PX) for x, y in (p, a, b)]
+    dx, dy = bx - ax, by - ay
+    t = max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy or 1.0)))
+    return math.hypot(px - (ax + t * dx), py - (ay + t * dy))
+
+
+def test_no_link_is_drawn_through_an_item_and_links_run_left_to_right():
+    lin = _workspace()
+    lay = layout(lin)
+    assert set(lay.pos) == set(lin.nodes)
+    assert len(set(lay.pos.values())) == len(lay.pos)  # no two items on one spot
+    assert len(lay.paths) == len(lin.edges)
+    for edge, points in lay.paths:
+        assert points[0] == lay.pos[edge.src] and points[-1] == lay.pos[edge.dst]
+        xs = [x for x, _ in points]
+        assert all(b - a == 1 for a, b in zip(xs, xs[1:])), (edge, points)  # one rank per segment, rightwards
+        for a, b in zip(points, points[1:]):
+            for nid, p in lay.pos.items():
+                if p in (a, b):
+                    continue
+                assert _distance(p, a, b) > MARKER_PX + 1, (edge.src, edge.dst, nid)
+
+
+def test_the_export_is_not_drawn_as_coming_from_the_judge_it_passes():
+    """pairs1 -> prefs1 crosses the judges' column through a waypoint of its own, not through a judge."""
+    lin = _workspace()
+    lay = layout(lin)
+    (path,) = [pts for e, pts in lay.paths if (e.src, e.dst) == ("p1", "e2")]
+    assert len(path) == 3  # pairs rank -> waypoint on the judges' rank -> export rank
+    judges_at = {lay.pos["j1"], lay.pos["j2"]}
+    assert path[1] not in judges_at and path[1][0] == lay.pos["j1"][0]
+
+
+def test_links_read_the_right_way_in_from_and_fed():
+    lin = _workspace()
+    versions = {r["item"]: r for r in notebook_rows(lin, "constitution")}
+    assert versions["redteam@bbbb"]["from"] == "edited from redteam@aaaa"  # was "edited into redteam@aaaa"
+    assert "edited into redteam@bbbb" in versions["redteam@aaaa"]["fed"]
+    runs = {r["item"]: r for r in notebook_rows(lin, "run")}
+    assert runs["sft1 (sft, finished)"]["from"] == "trained on sl1 (sft)"
+    assert "evaluated in ev1 (policies)" in runs["sft1 (sft, finished)"]["fed"]
+    judges = notebook_rows(lin, "judge")
+    assert all("judged pairs of pairs" in j["from"] for j in judges)
+
+
+def test_two_judges_that_read_alike_get_distinct_labels():
+    lin = _workspace()
+    labels = [n.label for n in lin.of_kind("judge")]
+    assert len(set(labels)) == 2 and all(l.startswith("mc · default · redteam@bbbb · settings ") for l in labels)
+    lin2 = Lineage()
+    for k in range(3):
+        lin2.add(Node(f"x{k}", "export", "same", {}, float(k)))
+    _distinct_labels(lin2)
+    assert sorted(n.label for n in lin2.nodes.values()) == ["same (#1)", "same (#2)", "same (#3)"]
+
+
+def test_plurals_and_labels_that_fit():
+    assert kind_title("revision batch") == "Revision batches" and kind_title("pair batch") == "Pair batches"
+    assert kind_title("run") == "Runs" and kind_title("judge", 1) == "Judge"
+    lines = wrap_label("a-very-long-constitution-name-that-goes-on-and-on-and-on@12345678", 18, 3)
+    assert len(lines) == 3 and all(len(l) <= 18 for l in lines) and lines[-1].endswith("…")
+    assert lines[0].startswith("a-very")  # shortened at its end, not cut at the left
+    fig = lineage_figure(_workspace())
+    texts = [t for tr in fig.data if tr.mode == "markers+text" for t in tr.text]
+    assert all(len(line) <= 22 for t in texts for line in t.split("<br>"))
+    xmin = fig.layout.xaxis.range[0]
+    assert xmin <= -0.5  # room left of the first column for its centred labels
