@@ -4,7 +4,10 @@
   once into workspace/models/ as safetensors so it reloads in under a second;
 - a local folder (HF format, or a run's output: merged model or LoRA adapter) or a .gguf file;
 - "hf:ORG/NAME": a hub ID (only with CAI_ALLOW_HUB=1);
-- "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint.
+- "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint; several replicas
+  of one model as one spec, comma-separated: "http://a:8000/v1,http://b:8000/v1" (requests go to the
+  least-loaded replica; a replica that dies has its requests retried on the others; settings after
+  the last URL apply to all - backends/http.py parse_replicas).
 
 Local models run on transformers (training, GPU, LoRA adapters, GGUF files, bitsandbytes) or, for an
 HF folder on the CPU, CTranslate2. The engine (`--engine`, the sidebar, $CAI_ENGINE) is one of:
