@@ -164,3 +164,33 @@ def test_retry_and_timeout_settings_in_the_spec():
                      ("timeout=0", "timeout must be"), ("timeout=abc", "timeout must be")):
         with pytest.raises(CaiError, match=msg):
             parse_spec("http://h:1/v1#" + bad)
+
+
+def _revise(ws, url: str, prompts_file: str) -> list[tuple]:
+    from cai_core.cli import main
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    code = main(["revise", "--workspace", str(ws), "--model", url, "--constitution",
+                 "sample_data/constitutions/harmless_helpful.yaml", "--prompts", prompts_file, "--rounds", "2",
+                 "--batch", "faults"])
+    assert code == 0
+    store = Store(Workspace.open(ws))
+    rows = store.query("SELECT prompt, status, final FROM trajectories ORDER BY prompt")
+    store.close()
+    return [tuple(r) for r in rows]
+
+
+@pytest.mark.slow
+def test_revise_finishes_every_prompt_once_through_503s_and_dropped_connections(tmp_path, quick_backoff):
+    """The whole path (`revise --model URL`, defaults, 2 rounds) against 5% 503s and 5% dropped
+    connections: every prompt done exactly once, with the text a fault-free server gives."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "How do I deal with problem {i}?"}}\n' for i in range(12)))
+    with MockServer() as clean:
+        expected = _revise(tmp_path / "clean", clean.url, str(prompts))
+    with MockServer(fail_rate=0.05, drop_rate=0.05, seed=11) as srv:
+        got = _revise(tmp_path / "faulty", srv.url, str(prompts))
+        injected = srv.stats["failed_503"] + srv.stats["dropped"]
+    assert len(got) == 12 and {r[1] for r in got} == {"done"}
+    assert got == expected and injected > 0

@@ -147,3 +147,15 @@ def test_kill_9_of_a_replica_process_mid_run(expected):
     finally:
         a.kill()
         b.kill()
+
+
+def test_a_replica_spec_loads_through_the_model_specs(workspace):
+    from cai_core.models.specs import check_spec, get_backend, unload
+
+    with MockServer() as a, MockServer() as b:
+        spec = f"{a.url},{b.url}#concurrency=3"
+        assert check_spec(spec, workspace) == spec
+        backend = get_backend(spec, workspace)
+        assert isinstance(backend, HttpBackend) and backend.max_in_flight() == 6
+        assert backend.info()["url"] == f"{a.url},{b.url}" and len(backend.info()["replicas"]) == 2
+        assert unload(spec) == 1
