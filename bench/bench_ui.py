@@ -10,10 +10,12 @@ ratio = the slowest page's warm render time in seconds. Target < 1.5 s (N = 10,0
 """
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import random
 import time
+from pathlib import Path
 
 from benchlib import ROOT, finish, parser, setup, temp_store
 
@@ -80,9 +82,34 @@ def seed(store, n: int) -> None:
                                                              "learning_rate": 1e-4}), t0 + s) for s in range(1, 501)])
 
 
+_PROFILE: dict = {"now": None}
+
+
+def _profile_script_thread() -> None:
+    """AppTest runs the page in its own thread: profile that thread with the current _PROFILE."""
+    from streamlit.testing.v1.local_script_runner import LocalScriptRunner
+
+    inner = LocalScriptRunner._run_script_thread
+
+    def run(self) -> None:
+        prof = _PROFILE["now"]
+        if prof is None:
+            return inner(self)
+        prof.enable()
+        try:
+            return inner(self)
+        finally:
+            prof.disable()
+
+    LocalScriptRunner._run_script_thread = run
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=None, help="trajectories and comparisons (default 10000; 1000 with --quick)")
+    p.add_argument("--pages", default=None, help="only the pages whose file name contains one of these comma-separated words")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="write a cProfile of each page's first and warm render to DIR/<page>.{first,warm}.prof")
     args = p.parse_args()
     setup(args)
     n = args.rows or (1000 if args.quick else 10000)
@@ -98,14 +125,25 @@ def main() -> None:
     args.quick = n < 10000
     from streamlit.testing.v1 import AppTest
 
+    if args.profile:
+        _profile_script_thread()
+
     results, errors = {}, {}
-    for page in sorted((ROOT / "pages").glob("[0-9]*_*.py")):
+    pages = sorted((ROOT / "pages").glob("[0-9]*_*.py"))
+    if args.pages:
+        pages = [pg for pg in pages if any(w.strip().lower() in pg.stem.lower() for w in args.pages.split(","))]
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    for page in pages:
         times = []
-        for _ in range(2):  # a fresh session each time (AppTest re-sends widget states, which go stale)
+        for which in ("first", "warm"):  # a fresh session each time (AppTest re-sends widget states, which go stale)
             at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
             at.switch_page(str(page.relative_to(ROOT)))
+            prof = _PROFILE["now"] = cProfile.Profile() if args.profile else None
             t = time.perf_counter()
             at.run()
+            if prof:
+                prof.dump_stats(str(Path(args.profile) / f"{page.stem}.{which}.prof"))
             times.append(time.perf_counter() - t)
         if at.exception:
             errors[page.stem] = str(at.exception[0].value)[:200]

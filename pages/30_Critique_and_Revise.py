@@ -29,7 +29,7 @@ from cai_core.supervised.revision import (
 from cai_core.exports import list_exports
 from cai_core.workspace import safe_name
 from ui.common import (active_model, age, api_key, get_store, job_progress, pick_current, rerun_when_jobs_end,
-                       show_error)
+                       show_error, store_cached)
 from ui.command_preview import form_spec, preview_button, resume_page_job, start_from_form
 from ui.markdown import md_code, md_escape
 from ui.revise import LiveView, render_trajectory
@@ -235,11 +235,11 @@ with batch_tab:
 
 # -- results ---------------------------------------------------------------------------------------
 with results_tab:
-    batches = list_batches(store)
+    batches = store_cached(list_batches)
     f1, f2, f3, f4 = st.columns([2, 2, 2, 3])
     batch_filter = f1.selectbox("Batch", ["(all)"] + [b["batch"] for b in batches], key="res_batch")
-    principle_ids = sorted({s["principle_id"] for s in principle_stats(
-        store, batch=None if batch_filter == "(all)" else batch_filter)})
+    principle_ids = sorted({s["principle_id"] for s in store_cached(
+        principle_stats, batch=None if batch_filter == "(all)" else batch_filter)})
     principle_filter = f2.selectbox("Principle", ["(any)"] + principle_ids, key="res_principle")
     change = f3.selectbox("Changed", list(CHANGE_FILTERS), key="res_change",
                           help="How much the final answer differs from the first (by words)")
@@ -247,10 +247,10 @@ with results_tab:
     filters = dict(batch=None if batch_filter == "(all)" else batch_filter,
                    principle=None if principle_filter == "(any)" else principle_filter,
                    change=None if change == "any" else change, search=search or None)
-    _, total = list_trajectories(store, limit=1, **filters)
+    _, total = store_cached(list_trajectories, limit=1, **filters)
     pages = max(1, -(-total // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages}; {total} trajectories)", 1, pages, 1, key="res_page")
-    rows, total = list_trajectories(store, limit=PAGE_SIZE, offset=(int(page) - 1) * PAGE_SIZE, **filters)
+    rows, total = store_cached(list_trajectories, limit=PAGE_SIZE, offset=(int(page) - 1) * PAGE_SIZE, **filters)
     if not rows:
         st.info("No finished trajectories match. Run a batch or a live prompt first.")
     else:
@@ -274,9 +274,9 @@ with results_tab:
 with stats_tab:
     st.caption("Which wording does what: how often a principle's critique finds a violation, how much its "
                "revisions change the text, and how many refusals they introduce.")
-    batches = list_batches(store)
+    batches = store_cached(list_batches)
     s_batch = st.selectbox("Batch", ["(all)"] + [b["batch"] for b in batches], key="stats_batch")
-    stats = principle_stats(store, batch=None if s_batch == "(all)" else s_batch)
+    stats = store_cached(principle_stats, batch=None if s_batch == "(all)" else s_batch)
     if not stats:
         st.info("No critique rounds stored yet.")
     else:
@@ -296,7 +296,7 @@ with stats_tab:
 with sft_tab:
     st.caption("Export (prompt, final revision) pairs as a TRL conversational dataset: data.jsonl and a "
                "datasets folder (load_from_disk), with a card listing constitution version, model and counts.")
-    batches = list_batches(store)
+    batches = store_cached(list_batches)
     with st.form("sft_form"):
         name = st.text_input("Export name", key="sft_name", placeholder="sl-cai-v1")
         scope = st.radio("Which trajectories", ["All finished", "One batch", "One constitution version"],

@@ -28,7 +28,7 @@ from cai_core.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import fresh_name, safe_name
 from ui.command_preview import form_spec, preview_button, start_from_form
-from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error
+from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error, store_cached
 from ui.pair import show_pair
 from ui.reliability import judge_words
 from ui.markdown import md_escape
@@ -44,10 +44,10 @@ st.caption("The RL phase of Constitutional AI: an AI judge compares two response
            "override it by hand, and the resolved preferences become a reward-model / DPO dataset.")
 
 ALL = "(all)"
-batches = list_batches(store)
+batches = store_cached(list_batches)
 batch_names = list(dict.fromkeys(b["batch"] for b in batches if b["batch"]))  # newest first: what was just sampled
 
-s = stats(store)
+s = store_cached(stats)
 m = st.columns(5)
 m[0].metric("Comparisons", s["comparisons"])
 m[1].metric("Judged", s["judged"])
@@ -74,7 +74,7 @@ with tab_annotate:
     status = c4.selectbox("Show", STATUSES, key="queue_status")
     c5, c6 = st.columns(2)
     q_batch = c5.selectbox("Batch", [ALL] + batch_names, key="queue_batch")
-    judges = list_judges(store)
+    judges = store_cached(list_judges)
     judge_name = {j["judge_key"]: judge_words(store, j["judge_key"], j["model"], j["style"]) for j in judges}
     judge_key_help = "Judge keys: " + "; ".join(judge_name)
     judge_keys = c6.multiselect("Judges (AI verdict)", [j["judge_key"] for j in judges], key="queue_judges",
@@ -83,7 +83,7 @@ with tab_annotate:
     batch_filter = None if q_batch == ALL else q_batch
     offset = st.session_state.setdefault("queue_offset", 0)
 
-    page = queue(store, order=order, status=status, batch=batch_filter, judge_keys=judge_keys or None,
+    page = store_cached(queue, order=order, status=status, batch=batch_filter, judge_keys=judge_keys or None,
                  limit=1, offset=offset, seed=int(get_setting(store, "queue_seed", 0) or 0))
     last = st.session_state.get("last_answer")
     if last:

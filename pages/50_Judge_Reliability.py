@@ -52,9 +52,8 @@ def cached_report(judges: tuple[str, ...], gold_json: str, version: tuple, n_boo
     return json_safe(judge_vs_gold(get_store(), list(judges), json.loads(gold_json), n_boot=n_boot))
 
 
-def data_version() -> tuple:
-    counts = workspace_counts(store)
-    return (counts["comparisons"], counts["judgments"], counts["human_labels"])
+def data_version() -> str:
+    return store.change_counter()  # moves on every commit (a relabel or a re-judged pair too, not only new rows)
 
 
 # -- gold sets -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import streamlit as st
 
 from cai_core.lineage import workspace_lineage
 from ui.command_preview import show_command
-from ui.common import get_store
+from ui.common import get_store, store_cached
 from ui.lineage import counts, graph, html_export, tables
 
 store = get_store()
@@ -16,7 +16,7 @@ st.caption("Everything this workspace holds and where each piece came from: whic
            "revised which batch, which judges labelled which pairs, which export fed which run, and where "
            "each run was evaluated. Read from the store as recorded, not from what a form intended.")
 
-lin = workspace_lineage(store)
+lin = store_cached(workspace_lineage)
 counts(lin)
 graph(lin)
 tables(lin)

@@ -18,6 +18,8 @@ import random
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from cai_core.evaluation.stats import bootstrap_ci, paired_bootstrap_diff
 
 from cai_core.label_rule import label_from_p
@@ -372,6 +374,37 @@ def _acc_no_ties(items: list[dict]) -> float:
 
 def _kappa(items: list[dict]) -> float:
     return cohen_kappa([i["label"] for i in items], [i["gold"] for i in items])
+
+
+def _acc_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
+    """_acc of every resample (row of idx) at once: the same values (count / n, exact counts)."""
+    same = np.fromiter((i["label"] == i["gold"] for i in items), dtype=bool, count=len(items))
+    return same[idx].sum(axis=1) / idx.shape[1]
+
+
+def _kappa_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
+    """_kappa of every resample at once, with cohen_kappa's arithmetic (integer counts, then the
+    same divisions), so each value equals the per-resample one; NaN where chance agreement is 1."""
+    codes: dict = {}
+    for i in items:
+        codes.setdefault(i["label"], len(codes))
+        codes.setdefault(i["gold"], len(codes))
+    a = np.fromiter((codes[i["label"]] for i in items), dtype=np.int64, count=len(items))
+    b = np.fromiter((codes[i["gold"]] for i in items), dtype=np.int64, count=len(items))
+    rows, n, k = idx.shape[0], idx.shape[1], len(codes)
+    ra, rb = a[idx], b[idx]
+    p_o = (ra == rb).sum(axis=1) / n
+    offset = (np.arange(rows, dtype=np.int64) * k)[:, None]
+    ca = np.bincount((ra + offset).ravel(), minlength=rows * k).reshape(rows, k)
+    cb = np.bincount((rb + offset).ravel(), minlength=rows * k).reshape(rows, k)
+    p_e = (ca * cb).sum(axis=1) / (n * n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (p_o - p_e) / (1.0 - p_e)
+    return np.where(p_e >= 1.0, np.nan, out)
+
+
+_acc.batch = _acc_batch  # type: ignore[attr-defined]  # bootstrap_ci's vectorised path
+_kappa.batch = _kappa_batch  # type: ignore[attr-defined]
 
 
 def agreement(items: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, n_bins: int = 10) -> dict:
