@@ -900,6 +900,15 @@ class HttpBackend(Backend):
         self._supports_logprobs = True
         return out
 
+    def close(self) -> None:
+        """Close the kept-alive connections (unload)."""
+        with self._slots:
+            idle = [conn for r in self.replicas for conn, _ in r.idle]
+            for r in self.replicas:
+                r.idle.clear()
+        for conn in idle:
+            conn.close()
+
     def info(self) -> dict:
         return {
             "spec": self.spec, "kind": "http", "url": ",".join(r.url for r in self.replicas), "model": self.model,
