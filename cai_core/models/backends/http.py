@@ -4,7 +4,8 @@ Only the standard library (urllib), so it works wherever the app does. The spec 
 optionally with settings after '#': "http://127.0.0.1:8080/v1#model=NAME&template=PATH".
 
 - generate: one /chat/completions request per sample, run concurrently by a thread pool whose
-  size the endpoint sets (see CONCURRENCY): servers with continuous batching (vLLM, TGI) get many
+  size the endpoint sets (see CONCURRENCY; requests in flight are bounded per replica whatever the
+  number of calling threads): servers with continuous batching (vLLM, TGI) get many
   requests in flight, llama-cpp-python's server (one request at a time) gets one; "#concurrency=N"
   overrides. n>1 is not supported by every server, so samples are separate requests.
 - stream: /chat/completions with stream=true (server-sent events).
@@ -22,7 +23,18 @@ optionally with settings after '#': "http://127.0.0.1:8080/v1#model=NAME&templat
 - faults: /models answering with something that is not JSON is an error at load time, not
   "ready"; before the first real request one one-token completion runs under a short timeout
   (`probe`, FIRST_REQUEST_TIMEOUT), so a server that lists models but hangs on completions fails
-  fast with the cause instead of a batch of requests each waiting the long timeout.
+  fast with the cause instead of a batch of requests each waiting the long timeout. After that,
+  connection errors (refused, reset, dropped), timeouts, 429 and 5xx (RETRY_STATUS) are retried:
+  at most RETRIES times per request ("#retries=N"), timeouts TIMEOUT_RETRIES times, after
+  BACKOFF_BASE s doubling up to BACKOFF_CAP s with jitter (x0.5-1; a Retry-After counts, capped);
+  every fault is counted (`fault_counts`), and a request that still fails raises RequestFailed
+  (base.py) with the cause, which a batch stores against its item.
+- replicas: "http://a:8000/v1,http://b:8000/v1" is one model served by several endpoints
+  (parse_replicas). Each replica keeps its own concurrency (its kind's, or "#concurrency=N"); a
+  request goes to the replica with the least outstanding load; one that refuses connections (or
+  fails REPLICA_FAILURES times in a row) is left out for REPLICA_COOLDOWN s, doubling, and its
+  requests are retried on the others at once. max_in_flight() is the sum of the replicas' concurrency.
+- connections are kept alive per replica (http.client; reused when idle < IDLE_REUSE s).
 
 The API key comes from the argument or CAI_API_KEY / OPENAI_API_KEY and is never stored.
 """
