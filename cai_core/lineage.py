@@ -242,6 +242,99 @@ def _distinct_labels(lin: Lineage) -> None:
             n.label = f"{n.label} (#{count[key]})"
 
 
+def ancestors(lin: Lineage, node_ids) -> list[Node]:
+    """Every item the given items came from, directly or not (nearest first)."""
+    seen: dict[str, Node] = {}
+    todo = list(node_ids)
+    while todo:
+        nid = todo.pop(0)
+        for p, _ in lin.parents(nid):
+            if p.id not in seen:
+                seen[p.id] = p
+                todo.append(p.id)
+    return list(seen.values())
+
+
+def work_origin(store: Store, lin: Lineage | None = None) -> dict:
+    """The constitution, model and runs that PRODUCED the workspace's work (the Demo describes these, not
+    the newest-created constitution, which may be unused):
+
+    - runs: the trained runs of the newest finished policy evaluation, else the newest finished runs;
+    - constitution: the stored version that revised the most finished trajectories among what those runs
+      came from (their exports' revision batches), else among all trajectories (A/B arms and the demo's
+      own live run last), else the stored constitution of a judge whose labels were used; None when
+      nothing was produced yet. Always a stored name@version (one the Constitution page lists);
+    - model: the model that wrote those trajectories, else the runs' base model.
+
+    {"constitution": {"name", "version"} | None, "model", "runs", "evaluation", "batches",
+     "trajectories", "basis": how it was chosen, in words}."""
+    lin = lin or workspace_lineage(store)
+    evaluation, runs = None, []
+    for ev in reversed([n for n in lin.of_kind("evaluation")
+                        if n.detail.get("kind") == "policies" and n.detail.get("finished")]):
+        runs = [p for p, _ in lin.parents(ev.id) if p.kind == "run"]
+        if runs:
+            evaluation = ev
+            break
+    if not runs:
+        runs = [n for n in lin.of_kind("run") if n.detail.get("status") == "finished"][-3:]
+    up = ancestors(lin, [r.id for r in runs])
+    batches = [n.detail["batch"] for n in up if n.kind == "revision batch"]
+    stored = {(r["name"], r["version"]) for r in store.query("SELECT name, version FROM constitutions")}
+
+    def most_used(batch_filter: list[str] | None) -> dict | None:
+        sql = ("SELECT constitution_name AS name, constitution_version AS version, model, batch, COUNT(*) AS n "
+               "FROM trajectories WHERE status='done'")
+        params: list = []
+        if batch_filter is not None:
+            if not batch_filter:
+                return None
+            sql += f" AND batch IN ({','.join('?' * len(batch_filter))})"
+            params += batch_filter
+        tally: Counter = Counter()
+        models: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        for r in store.query(sql + " GROUP BY constitution_name, constitution_version, model, batch", params):
+            if (r["name"], r["version"]) not in stored:
+                continue
+            batch = str(r["batch"] or "")
+            # a plain batch outweighs an A/B experiment's arms and the demo's own live run
+            demoted = batch_filter is None and (batch.startswith("ab-") or batch == "demo")
+            weight = int(r["n"]) * (1e-6 if demoted else 1.0)
+            tally[(r["name"], r["version"])] += weight
+            models[(r["name"], r["version"])][r["model"]] += int(r["n"])
+        if not tally:
+            return None
+        (name, version), _ = max(tally.items(), key=lambda kv: (kv[1], kv[0][1]))
+        count = sum(models[(name, version)].values())
+        return {"name": name, "version": version, "model": models[(name, version)].most_common(1)[0][0], "n": count}
+
+    found = most_used(batches) if runs else None
+    basis = ""
+    if found:
+        basis = (f"revised {found['n']} answer(s) that the run(s) {', '.join(r.detail['name'] for r in runs)} "
+                 "learned from")
+    else:
+        found = most_used(None)
+        if found:
+            basis = f"revised {found['n']} of the workspace's critiqued and revised answers (the most)"
+    if not found:
+        used = [n for n in (up or lin.of_kind("judge")) if n.kind == "judge"]
+        for judge in reversed(used):
+            for p, label in lin.parents(judge.id):
+                if p.kind == "constitution" and (p.detail["name"], p.detail["version"]) in stored:
+                    found = {"name": p.detail["name"], "version": p.detail["version"], "model": judge.detail.get("model"),
+                             "n": 0}
+                    basis = "the principles the AI judge compared pairs with"
+                    break
+            if found:
+                break
+    model = (found or {}).get("model") or next((r.detail.get("model") for r in runs if r.detail.get("model")), None)
+    return {"constitution": {"name": found["name"], "version": found["version"]} if found else None,
+            "model": model, "runs": [r.detail["name"] for r in runs],
+            "evaluation": evaluation.detail.get("name") if evaluation else None, "batches": batches,
+            "trajectories": (found or {}).get("n", 0), "basis": basis}
+
+
 def _run_of_path(runs_by_dir: dict[str, str], text: str) -> str | None:
     """The run whose folder holds this path (a policy or reward model given as a folder)."""
     try:

@@ -9,11 +9,11 @@ from cai_core.models.specs import get_backend
 from cai_core.evaluation.reports import leaderboard_figure, tradeoff_figure
 from cai_core.supervised.revision import ReviseSettings, stream_revision
 from ui.common import active_model, beside_half, get_store, show_error
-from ui.demo import (demo_constitution, demo_evaluation, demo_findings, demo_preference, demo_prompt, demo_reliability,
-                     demo_trajectory, is_trained, type_text)
+from ui.demo import (best_record, demo_constitution, demo_evaluation, demo_findings, demo_origin, demo_preference,
+                     demo_prompt, demo_reliability, demo_trajectory, is_trained, origin_sentence, type_text)
 from ui.markdown import md_escape
 from ui.pair import show_pair
-from ui.reliability import MIN_ITEMS, judge_words, too_few
+from ui.reliability import judge_words
 from ui.revise import LiveView
 
 STEPS = ["Constitutional AI in one minute", "The constitution", "Critique and revision",
@@ -46,7 +46,8 @@ if step == 0:
     st.caption("Bai et al. 2022, Constitutional AI: Harmlessness from AI Feedback.")
 
 elif step == 1:
-    constitution = demo_constitution(store)
+    origin = demo_origin(store)
+    constitution = demo_constitution(store, origin)
     if constitution is None:
         st.info("No constitution in this workspace yet - create or import one on the Constitution page.")
         make_it("pages/20_Constitution.py", "Create or import a constitution", "demo_make_constitution")
@@ -54,6 +55,7 @@ elif step == 1:
         st.header(f"{len(constitution.enabled_principles())} principles")
         st.caption(f"{md_escape(constitution.name)} · version {constitution.version} "
                    "(a content hash: every edit is a new version)")
+        st.markdown(md_escape(origin_sentence(store, origin, constitution)))
         for p in constitution.enabled_principles()[:6]:
             with st.container(border=True):
                 st.subheader(md_escape(p.id if p.name in ("", p.id) else f"{p.id} - {p.name}"))
@@ -62,7 +64,8 @@ elif step == 1:
             st.caption(f"... and {len(constitution.enabled_principles()) - 6} more.")
 
 elif step == 2:
-    traj = demo_trajectory(store)
+    origin = demo_origin(store)
+    traj = demo_trajectory(store, origin)
     if traj is not None:
         st.header("A prompt, critiqued and revised")
         st.text(traj["prompt"])
@@ -80,7 +83,7 @@ elif step == 2:
         st.caption(f"Stored trajectory {traj['id']} · model {md_escape(traj['model'])} · constitution "
                    f"{md_escape(traj['constitution_name'])}@{traj['constitution_version']}")
     else:
-        constitution = demo_constitution(store)
+        constitution = demo_constitution(store, origin)
         if constitution is None:
             st.info("No stored critique/revision yet, and no constitution to run one live: import a constitution first.")
             make_it("pages/20_Constitution.py", "Create or import a constitution", "demo_make_constitution2")
@@ -133,19 +136,19 @@ elif step == 4:
                 "(the paper's 438 HHH evaluations can be imported as a gold set).")
         make_it("pages/50_Judge_Reliability.py", "Check the judge", "demo_make_reliability")
     else:
-        r = rel["report"]
+        acc = rel["accuracy"]  # the dashboard's own figure (cai_core.headlines): same value, CI and n
         st.header("Agreement with human labels")
         c1, c2, c3, c4 = st.columns(4)
-        acc, ci = r.get("accuracy"), r.get("accuracy_ci") or [None, None]
-        c1.metric("Judge accuracy", f"{acc:.0%}" if acc == acc and acc is not None else "-")
-        c2.metric("95% CI", f"{ci[0]:.0%} - {ci[1]:.0%}" if None not in ci and ci[0] == ci[0] else "-")
+        c1.metric("Judge accuracy", acc.value_text)
+        c2.metric("95% CI", acc.ci_text)
         c3.metric("Chance", "50%")
-        c4.metric("Items (n)", r.get("n", 0))
-        if too_few(r.get("n", 0)):
-            st.warning(f"Too few items for a conclusion: {r.get('n', 0)} judged gold item(s), fewer than {MIN_ITEMS}.")
+        c4.metric("Items (n)", acc.n)
+        if acc.warning:
+            st.warning(acc.warning)
             make_it("pages/50_Judge_Reliability.py", "Judge more gold items", "demo_more_gold")
-        st.caption(f"{r.get('n', 0)} labelled comparisons from {md_escape(rel['gold'])} · judge "
-                   + md_escape(judge_words(store, rel["judge"])), help=rel["judge"])
+        st.caption(f"{acc.n} labelled comparisons from {md_escape(rel['gold'])} · judge "
+                   + md_escape(judge_words(store, rel["judge"])) + " · the same figure as the Judge Reliability "
+                   "dashboard shows for this gold set and judge", help=rel["judge"])
 
 elif step == 5:
     data = demo_evaluation(store)
@@ -162,14 +165,21 @@ elif step == 5:
         st.header("Harmlessness against helpfulness, one point per model")
         st.plotly_chart(tradeoff_figure(result), width="stretch", key="demo_tradeoff")
         board = {r["policy"]: r for r in data["board"]}
-        if data["best"]:
+        rec = best_record(data)
+        if data["best"] and rec is not None:
             c1, c2, c3 = st.columns(3)
             best = board[data["best"]]
-            c1.metric(f"{md_escape(data['best'])} wins vs others", f"{best['win_rate']:.0%}" if best["win_rate"] is not None else "-")
+            vs = rec["vs_base"]
+            c1.metric(f"{md_escape(data['best'])} vs the others", rec["record"],
+                      help=f"Out of {rec['n']} judged comparisons. Win rate {rec['win_rate'].value_text} "
+                           f"({rec['win_rate'].help}), 95% CI {rec['win_rate'].ci_text}.")
+            c1.caption(f"win rate {rec['win_rate'].value_text} ({rec['win_rate'].help}) - n={rec['n']}")
             c2.metric("Harmlessness score", f"{best['bt_score']:.0f}",
-                      delta=f"{best['bt_score'] - board[data['base']]['bt_score']:+.0f} vs {data['base']}"
-                      if data["base"] in board else None)
+                      delta=None if vs is None else f"{vs['diff']:+.0f} vs {md_escape(data['base'])}",
+                      delta_color="off" if vs is not None and vs["caution"] else "normal")
             c3.metric("Evasive answers", f"{best['evasive_rate']:.0%}" if best["evasive_rate"] is not None else "-")
+            if vs is not None and vs["caution"]:
+                st.warning(md_escape(f"Not a conclusion: {vs['text']}."))
         ex = data["example"]
         if ex:
             st.subheader("Before and after training, on the same prompt" if trained else "Two policies, one prompt")

@@ -70,7 +70,7 @@ def test_demo_with_stored_results(ws):
     at.session_state["demo_step"] = 4
     at.run()
     vals = {m.label: m.value for m in at.metric}
-    assert vals["Judge accuracy"] == "100%" and vals["Chance"] == "50%"
+    assert vals["Judge accuracy"] == "100.0%" and vals["Chance"] == "50%"
     at.session_state["demo_step"] = 5
     at.run()
     vals = {m.label: m.value for m in at.metric}
@@ -133,7 +133,7 @@ def test_demo_before_after_uses_the_untrained_model_as_base(ws):
     at.run()
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
-    assert "tuned wins vs others" in labels, labels
+    assert "tuned vs the others" in labels, labels
     assert any("vs base" in str(m.delta) for m in at.metric if m.label == "Harmlessness score")
 
 
@@ -208,8 +208,10 @@ def test_the_last_step_reports_the_stored_evaluation_with_its_numbers(ws):
     store = open_store(ws)
     seed_evaluation(store, "demo-eval")
     plain = _last_step(AppTest.from_file(PAGE, default_timeout=60))[0].replace("\\", "")
-    assert ("The trained policy tuned was compared with base in 2 judged comparisons: harmlessness score 1100 "
-            "(95% CI 1050 to 1150) against 900, evasive in 50% of its answers.") in plain, plain
+    assert ("The trained policy tuned was compared with the others: 2 wins, 0 ties, 0 losses in 2 judged "
+            "comparison(s) (win rate 100.0%, a tie counts as half a win; 95% CI 100.0-100.0%); harmlessness score "
+            "+200 vs base (n=2, only 2 judged comparison(s) (fewer than 30): not a conclusion), evasive in 50% of "
+            "its answers. Too few items for a conclusion: n=2 judged comparisons") in plain, plain
     assert "Not yet: No evaluation yet" not in plain
 
 
@@ -246,3 +248,120 @@ def test_reliability_step_shows_n_and_says_when_it_is_too_few(ws):
     assert any("Too few items for a conclusion" in w.value for w in at.warning)
     caption = " ".join(c.value for c in at.caption).replace("\\", "")
     assert "judge j · multiple choice (log-probs) · one random principle per pair · no constitution" in caption
+
+
+def _seed_work(store):
+    """Work done with one constitution version; a newer, never-used constitution created after it."""
+    used = Constitution(name="redteam", principles=[
+        Principle(id="harm", name="Harm", critique_request="Is the answer harmful?", revision_request="Fix it.")])
+    version = save_constitution(store, used)
+    with store.tx() as conn:
+        tid = conn.execute(
+            "INSERT INTO trajectories (key, prompt, constitution_name, constitution_version, model, params_json, seed, "
+            "initial, final, status, rounds, batch, created_at, updated_at) VALUES ('t','Red-team prompt','redteam',?,"
+            "'the-model','{}',0,'first','final','done',1,'rev1',0,0)", (version,)).lastrowid
+        conn.execute("INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, violation, revision, "
+                     "created_at) VALUES (?,1,'harm','It is harmful.',1,'final',0)", (tid,))
+    save_constitution(store, Constitution(name="zz-newest-unused", principles=[
+        Principle(id="a", name="A", critique_request="A?", revision_request="A."),
+        Principle(id="b", name="B", critique_request="B?", revision_request="B.")]))
+    return version
+
+
+def test_demo_describes_the_constitution_and_model_that_produced_the_work(ws):
+    """Issue 22 item 8: the demo showed the newest-created constitution (2 principles, never used)."""
+    store = open_store(ws)
+    version = _seed_work(store)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 1
+    at.run()
+    assert not at.exception, at.exception
+    assert at.header[0].value == "1 principles"
+    shown = " ".join(c.value for c in at.caption) + " ".join(m.value for m in at.markdown)
+    assert f"redteam · version {version}" in shown and "zz-newest-unused" not in shown
+    assert "the-model" in shown.replace("\\", "")
+    plain = _last_step(at)[0].replace("\\", "")
+    assert f"The constitution redteam@{version}" in plain and "zz-newest-unused" not in plain
+
+
+def test_demo_names_no_constitution_the_constitution_page_does_not_list(ws):
+    """The evaluation's built-in judge constitution (a hash the store does not hold) is named in words, and the
+    demo's AI preference comes from a judge of the workspace's own constitution."""
+    from cai_core.constitution.versions import list_constitutions
+    from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE
+    from cai_core.rlaif.pairs import add_pairs
+
+    store = open_store(ws)
+    version = _seed_work(store)
+    own = add_pairs(store, [{"id": "s", "prompt": "sampled q", "response_a": "a", "response_b": "b"}], origin="sampled")
+    ev = add_pairs(store, [{"id": "e", "prompt": "eval q", "response_a": "a", "response_b": "b"}],
+                   origin="evaluation:ev1")
+    with store.tx() as conn:
+        for cid, key in ((own[0], f"mc|m|{version}|random|x"), (ev[0], f"mc|m|{HARMLESS_JUDGE.version}|all|y")):
+            for order in ("AB", "BA"):
+                conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, "
+                             "order_shown, p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                             (cid, key, "m", "harm", "mc", order, 0.8, "ok", now()))
+    listed = {c["name"] for c in list_constitutions(store)}
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 3
+    at.run()
+    assert not at.exception, at.exception
+    judge_caption = next(c.value for c in at.caption if c.value.startswith("Judge: "))
+    assert f"redteam@{version}" in judge_caption.replace("\\", "") and "redteam" in listed
+    from ui.reliability import judge_words
+
+    words = judge_words(store, f"mc|m|{HARMLESS_JUDGE.version}|all|y")
+    assert HARMLESS_JUDGE.version not in words and "built-in eval-harmlessness question" in words
+
+
+def test_demo_judge_figure_is_the_dashboards_figure(ws):
+    """Issue 22 item 8: the demo's CI for the judge (30-70%) differed from the dashboard's (30.0-75.0%)."""
+    from cai_core.headlines import HEADLINE_N_BOOT, reliability_headlines
+    from cai_core.reliability.gold import judge_vs_gold, load_gold
+
+    store = open_store(ws)
+    with store.tx() as conn:
+        for k in range(20):
+            cid = conn.execute(
+                "INSERT INTO comparisons (key, source, prompt, response_a, response_b, gold_label, created_at) "
+                "VALUES (?,?,?,?,?,?,?)", (f"g{k}", "gold:hhh", f"p{k}", "a", "b", "A", now())).lastrowid
+            p = 0.8 if k % 2 else 0.3
+            for order in ("AB", "BA"):
+                conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, "
+                             "order_shown, p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                             (cid, "mc|j|-|random|s", "j", "harm", "mc", order, p, "ok", now()))
+    dashboard = reliability_headlines(judge_vs_gold(store, ["mc|j|-|random|s"], load_gold(store, "gold:hhh"),
+                                                    n_boot=HEADLINE_N_BOOT))["accuracy"]
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 4
+    at.run()
+    assert not at.exception, at.exception
+    vals = {m.label: m.value for m in at.metric}
+    assert vals["Judge accuracy"] == dashboard.value_text == "50.0%"
+    assert vals["95% CI"] == dashboard.ci_text and vals["Items (n)"] == "20"
+    assert any("Too few items for a conclusion: n=20" in w.value for w in at.warning)
+
+
+def test_demo_says_wins_ties_losses_and_cautions_a_score_gap_at_small_n(ws):
+    """Issue 22 item 8: 'sft1 wins vs others 67%' for 1 win and 2 ties; '+102 vs default' at n=3."""
+    import json
+
+    store = open_store(ws)
+    eid = seed_evaluation(store, "small")
+    result = json.loads(store.scalar("SELECT result_json FROM evaluations WHERE id=?", (eid,)))
+    result["axes"]["harmless"]["policies"]["tuned"].update(n=3, wins=1, ties=2, losses=0, win=1 / 3, tie=2 / 3,
+                                                           loss=0.0, win_rate=2 / 3, win_rate_ci=[0.5, 1.0], bt=1002.0)
+    result["axes"]["harmless"]["policies"]["base"]["bt"] = 900.0
+    store.execute("UPDATE evaluations SET result_json=? WHERE id=?", (json.dumps(result), eid))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["demo_step"] = 5
+    at.run()
+    assert not at.exception, at.exception
+    metric = next(m for m in at.metric if m.label == "tuned vs the others")
+    assert metric.value == "1 win, 2 ties, 0 losses"
+    assert any("win rate 66.7% (a tie counts as half a win) - n=3" in c.value for c in at.caption)
+    score = next(m for m in at.metric if m.label == "Harmlessness score")
+    assert score.delta == "+102 vs base"
+    assert any("Not a conclusion: +102 vs base (n=3, only 3 judged comparison(s)" in w.value.replace("\\", "")
+               for w in at.warning)

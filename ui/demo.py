@@ -14,27 +14,54 @@ import streamlit as st
 from cai_core.constitution.versions import get_constitution, list_constitutions
 from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import evaluation_comparisons, latest_evaluation, leaderboard
-from cai_core.reliability.gold import gold_sets, judge_keys, judge_labels, judge_vs_gold, load_gold
+from cai_core.headlines import judge_headline, policy_record, score_difference
+from cai_core.lineage import work_origin
+from cai_core.reliability.gold import judge_keys, judge_labels
+from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE
 from cai_core.rlaif.judges import stored_verdicts
+from cai_core.rlaif.pairs import get_comparison
 from cai_core.prompt_sets import get_prompts, list_prompt_sets
+from cai_core.settings import get_current
 from cai_core.supervised.revision import get_trajectory, list_trajectories, principle_stats
 from cai_core.training.runs import list_runs
-from ui.reliability import MIN_ITEMS, judge_words, too_few
 
 TRAINED_KINDS = ("run", "checkpoint")  # evaluation policy kinds that come from a training run
 FALLBACK_PROMPT = "How can I get into my neighbour's house when they are not home?"
 
 
-def demo_constitution(store):
-    """The most recently updated constitution, or None."""
-    rows = sorted(list_constitutions(store), key=lambda r: r["updated"] or 0, reverse=True)
+BUILTIN_JUDGE_VERSIONS = {c.version for c in (HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE)}
+
+
+def demo_origin(store) -> dict:
+    """What produced the workspace's work (cai_core.lineage.work_origin): the constitution, model, runs."""
+    return work_origin(store)
+
+
+def demo_constitution(store, origin: dict | None = None):
+    """The constitution that produced the work (a stored name@version the Constitution page lists);
+    with no work yet, the workspace's current constitution; None when there is none."""
+    origin = demo_origin(store) if origin is None else origin
+    c = origin.get("constitution")
+    try:
+        if c:
+            return get_constitution(store, c["name"], c["version"])
+        current = get_current(store, "constitution")
+        if current:
+            return get_constitution(store, current)
+    except CaiError:
+        pass
+    rows = list_constitutions(store)  # nothing produced and no current one: a stored one, said as such
     return get_constitution(store, rows[0]["name"]) if rows else None
 
 
-def demo_trajectory(store) -> dict | None:
-    """The newest finished trajectory that has at least one critique/revision round, preferring a
-    plain batch over an A/B experiment's arms (batches "ab-<experiment>-<arm>")."""
-    rows, _ = list_trajectories(store, status="done", limit=50)
+def demo_trajectory(store, origin: dict | None = None) -> dict | None:
+    """The newest finished trajectory with at least one critique/revision round, written with the
+    constitution that produced the work where one did, preferring a plain batch over an A/B experiment's
+    arms (batches "ab-<experiment>-<arm>")."""
+    origin = demo_origin(store) if origin is None else origin
+    version = (origin.get("constitution") or {}).get("version")
+    rows = list_trajectories(store, status="done", constitution_version=version, limit=50)[0] if version else []
+    rows = rows or list_trajectories(store, status="done", limit=50)[0]
     rows = sorted(rows, key=lambda r: str(r.get("batch") or "").startswith("ab-"))  # stable: newest first within
     for r in rows:
         if r.get("rounds"):
@@ -52,45 +79,35 @@ def demo_prompt(store) -> str:
     return FALLBACK_PROMPT
 
 
+def _is_builtin_judge(key: str) -> bool:
+    """A judge on a built-in evaluation / eval-judge question (not a constitution the workspace stores)."""
+    parts = key.split("|")
+    return len(parts) >= 5 and parts[-3] in BUILTIN_JUDGE_VERSIONS
+
+
 def demo_preference(store) -> dict | None:
-    """The newest comparison an AI judge has judged, with its verdict."""
-    keys = judge_keys(store)
-    for key in reversed(keys):
+    """The newest comparison an AI judge has judged, with its verdict: a judge of the workspace's own
+    constitutions before an evaluation's built-in judge, and a sampled pair before an evaluation's or
+    an A/B experiment's answers."""
+    keys = sorted(judge_keys(store), key=lambda k: _is_builtin_judge(k["judge_key"]))  # stable: own judges first
+    own = [k for k in keys if not _is_builtin_judge(k["judge_key"])] or keys
+    for key in reversed(own):
         rows = judge_labels(store, key["judge_key"])
         if not rows:
             continue
-        from cai_core.rlaif.pairs import get_comparison
-
-        # newest first, a sampled pair before an A/B experiment's final answers (origin "experiment:<name>")
         candidates = sorted({int(r["id"]) for r in rows}, reverse=True)
         comps = [get_comparison(store, cid) for cid in candidates[:50]]
-        comp = next((c for c in comps if not str(c.get("origin") or "").startswith("experiment:")), comps[0])
+        comp = next((c for c in comps if not str(c.get("origin") or "").startswith(("experiment:", "evaluation:"))),
+                    comps[0])
         verdict = stored_verdicts(store, [comp["id"]], [key["judge_key"]]).get(comp["id"])
         return {"comparison": comp, "verdict": verdict, "judge": key}
     return None
 
 
 def demo_reliability(store) -> dict | None:
-    """The judge measured on the most gold items (a 4-item spot check says little next to the paper's
-    438 HHH evaluations): its accuracy with the CI against chance."""
-    keys = [k["judge_key"] for k in judge_keys(store)]
-    if not keys:
-        return None
-    best = None  # (judged gold items, gold set name, gold rows, judge key)
-    for g in gold_sets(store):
-        try:
-            gold = load_gold(store, g["name"])
-        except CaiError:
-            continue
-        ids = [int(r["id"]) for r in gold if str(r["id"]).isdigit()]
-        for key in keys:
-            judged = len({r["id"] for r in judge_labels(store, key, ids)})
-            if judged and (best is None or judged > best[0]):
-                best = (judged, g["name"], gold, key)
-    if best is None:
-        return None
-    _, name, gold, key = best
-    return {"gold": name, "judge": key, "report": judge_vs_gold(store, [key], gold, n_boot=300)}
+    """The judge's agreement with gold exactly as the Judge Reliability dashboard headlines it
+    (cai_core.headlines.judge_headline: the same gold set, judge, resamples, CI and small-n rule)."""
+    return judge_headline(store)
 
 
 def demo_evaluation(store) -> dict | None:
@@ -133,19 +150,43 @@ class Finding:
     action: str | None = None
 
 
-def _pct(v) -> str:
-    return "-" if v is None or v != v else f"{v:.0%}"
+def best_record(data: dict, axis: str = "harmless") -> dict | None:
+    """The evaluated policy's record (cai_core.headlines.policy_record: wins / ties / losses, win rate with a
+    tie as half, its CI and n) and its score against the base (score_difference, with its caution)."""
+    if not data or not data.get("best"):
+        return None
+    result = data["evaluation"]["result"]
+    rec = policy_record(result, axis, data["best"])
+    if rec is None:
+        return None
+    return {**rec, "vs_base": score_difference(result, axis, data["best"], data["base"])}
+
+
+def origin_sentence(store, origin: dict, constitution) -> str:
+    """Which constitution, model and runs produced the work, in one sentence."""
+    if constitution is None:
+        return "No constitution yet."
+    used = origin.get("constitution")
+    head = f"The constitution {constitution.name}@{constitution.version} ({len(constitution.enabled_principles())} " \
+           "enabled principle(s))"
+    if not used or (used["name"], used["version"]) != (constitution.name, constitution.version):
+        return head + " is stored; no work has been produced with a stored constitution yet."
+    text = head + f" {origin['basis']}"
+    if origin.get("model"):
+        text += f", written by the model {origin['model']}"
+    return text + "."
 
 
 def demo_findings(store) -> list[Finding]:
-    """What the workspace shows, step by step of the CAI loop, in plain sentences (no claim without data)."""
+    """What the workspace shows, step by step of the CAI loop, in plain sentences (no claim without data);
+    every figure is the owner's (cai_core.headlines), with its n and its small-n caution."""
     out = []
-    constitution = demo_constitution(store)
+    origin = demo_origin(store)
+    constitution = demo_constitution(store, origin)
     if constitution is None:
         out.append(Finding("No constitution yet.", False, "pages/20_Constitution.py", "Create or import a constitution"))
     else:
-        out.append(Finding(f"The constitution {constitution.name}@{constitution.version} holds "
-                           f"{len(constitution.enabled_principles())} enabled principle(s).", True))
+        out.append(Finding(origin_sentence(store, origin, constitution), True))
     _, n_trajectories = list_trajectories(store, status="done", limit=1)
     stats = principle_stats(store)
     if n_trajectories:
@@ -165,13 +206,11 @@ def demo_findings(store) -> list[Finding]:
         out.append(Finding("The judge has not been checked against human labels yet.", False,
                            "pages/50_Judge_Reliability.py", "Check the judge"))
     else:
-        r = rel["report"]
-        lo, hi = (r.get("accuracy_ci") or [None, None])[:2]
-        text = (f"The judge agreed with the human labels of {rel['gold']} on {_pct(r.get('accuracy'))} of {r['n']} "
-                f"item(s) (95% CI {_pct(lo)} to {_pct(hi)}; chance is 50%).")
-        if too_few(r["n"]):
-            out.append(Finding(text + f" Too few items for a conclusion (fewer than {MIN_ITEMS}).", False,
-                               "pages/50_Judge_Reliability.py", "Judge more gold items"))
+        acc = rel["accuracy"]
+        text = (f"The judge agreed with the human labels of {rel['gold']} on {acc.value_text} of {acc.n} item(s) "
+                f"(95% CI {acc.ci_text}; chance is 50%).")
+        if acc.warning:
+            out.append(Finding(text + " " + acc.warning, False, "pages/50_Judge_Reliability.py", "Judge more gold items"))
         else:
             out.append(Finding(text, True))
     finished = [run for run in list_runs(store) if run.status == "finished"]
@@ -187,23 +226,26 @@ def demo_findings(store) -> list[Finding]:
     else:
         result = data["evaluation"]["result"]
         prompts = ", ".join(f"{n} {axis}" for axis, n in (result.get("prompts") or {}).items())
-        board = {row["policy"]: row for row in data["board"]}
-        best = board.get(data["best"]) if data["best"] else None
-        if best is None or not is_trained(data, data["best"]):
+        rec = best_record(data)
+        if rec is None or not is_trained(data, data["best"]):
             out.append(Finding(f"The latest evaluation compared {', '.join(p['name'] for p in result['policies'])}, "
                                "none of them a trained run.", False, "pages/70_Evaluate_and_Compare.py",
                                "Evaluate a trained run"))
         else:
-            text = (f"The trained policy {data['best']} was compared with {data['base']} "
-                    + (f"on {prompts} prompts" if prompts else f"in {best['n']} judged comparisons"))
-            if best["bt_ci_low"] is not None and best["bt_ci_high"] is not None:
-                text += (f": harmlessness score {best['bt_score']:.0f} (95% CI {best['bt_ci_low']:.0f} to "
-                         f"{best['bt_ci_high']:.0f})")
-                if data["base"] in board and board[data["base"]]["bt_score"] is not None:
-                    text += f" against {board[data['base']]['bt_score']:.0f}"
-            if best.get("evasive_rate") is not None:
-                text += f", evasive in {best['evasive_rate']:.0%} of its answers"
-            out.append(Finding(text + ".", True))
+            text = (f"The trained policy {data['best']} was compared with the others"
+                    + (f" on {prompts} prompts" if prompts else "")
+                    + f": {rec['record']} in {rec['n']} judged comparison(s) (win rate {rec['win_rate'].value_text}, "
+                      f"{rec['win_rate'].help}; 95% CI {rec['win_rate'].ci_text})")
+            vs = rec["vs_base"]
+            if vs is not None:
+                text += f"; harmlessness score {vs['text']}"
+            board = {row["policy"]: row for row in data["board"]}
+            if board.get(data["best"], {}).get("evasive_rate") is not None:
+                text += f", evasive in {board[data['best']]['evasive_rate']:.0%} of its answers"
+            caution = rec["win_rate"].warning
+            out.append(Finding(text + "." + (f" {caution}" if caution else ""), caution is None,
+                               None if caution is None else "pages/70_Evaluate_and_Compare.py",
+                               None if caution is None else "Evaluate on more prompts"))
     return out
 
 
