@@ -194,3 +194,20 @@ def test_revise_finishes_every_prompt_once_through_503s_and_dropped_connections(
         injected = srv.stats["failed_503"] + srv.stats["dropped"]
     assert len(got) == 12 and {r[1] for r in got} == {"done"}
     assert got == expected and injected > 0
+
+
+def test_a_kept_alive_connection_closed_while_idle_is_reopened_uncounted(monkeypatch):
+    """Servers close idle keep-alive connections (uvicorn after 5 s): the next request on one is
+    sent again on a new connection at once, not counted as a fault."""
+    monkeypatch.setattr(http, "STALE_AFTER", 0.0)
+    with MockServer() as srv:
+        b = HttpBackend(srv.url)
+        b.generate(convs(1), GREEDY)
+        assert b.replicas[0].idle  # the connection was kept
+        srv.stop()  # the server resets every open connection...
+        srv2 = MockServer(port=srv.port).start()  # ...and comes back on the same port
+        try:
+            assert b.generate(convs(1), GREEDY)[0][0].text
+            assert b.fault_counts()["retries"] == 0 and b.fault_counts()["connection"] == 0
+        finally:
+            srv2.stop()

@@ -422,13 +422,13 @@ class HttpBackend(Backend):
                     replica.down_until = time.monotonic() + pause
             self._slots.notify_all()
 
-    def _connection(self, replica: "Replica", timeout: float):
-        """A kept-alive connection to the replica (idle less than IDLE_REUSE s), else a new one;
-        returns (connection, seconds it sat idle or None when new)."""
+    def _connection(self, replica: "Replica", timeout: float, fresh: bool = False):
+        """A kept-alive connection to the replica (idle less than IDLE_REUSE s), else (or when
+        `fresh`) a new one; returns (connection, seconds it sat idle or None when new)."""
         now = time.monotonic()
         conn, idle = None, None
         with self._slots:
-            while replica.idle:
+            while replica.idle and not fresh:
                 c, since = replica.idle.pop()
                 if now - since < IDLE_REUSE:
                     conn, idle = c, now - since
@@ -464,7 +464,7 @@ class HttpBackend(Backend):
         data = json.dumps(payload).encode() if payload is not None else None
         method = "POST" if data is not None else "GET"
         for fresh_try in (False, True):
-            conn, idle = self._connection(replica, timeout)
+            conn, idle = self._connection(replica, timeout, fresh=fresh_try)
             try:
                 conn.request(method, replica.path(path, root), body=data, headers=self._headers(stream))
                 resp = conn.getresponse()
