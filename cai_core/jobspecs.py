@@ -197,6 +197,7 @@ class JudgeJobSpec(JobSpec):
     zero_shot: bool = False
     out: str | None = None
     json: bool = False
+    truncate_prompts: bool = False            # cut pairs too long for the judge's context (models.bounds)
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ class EvalJudgeSpec(JobSpec):
     zero_shot: bool = False
     out: str | None = None
     json: bool = False
+    truncate_prompts: bool = False            # cut items too long for the judge's context (rlaif.judge_bounds)
 
 
 SPECS: dict[str, type[JobSpec]] = {cls.KIND: cls for cls in (

@@ -19,7 +19,7 @@ def test_a_prompt_over_the_context_is_refused_with_both_numbers(tiny_backend):
     window = tiny_backend.context_window()
     assert window == 2048
     with pytest.raises(CaiError) as err:
-        fit_prompts(tiny_backend, ["short", LONG], max_new_tokens=64)
+        fit_prompts(tiny_backend, ["short", LONG], max_new_tokens=64, truncate=False)  # a caller with the flag
     msg = str(err.value)
     assert "prompt 2 ('word word" in msg and "2,048-token context" in msg and "64 new tokens" in msg
     n = tiny_backend.prompt_tokens([{"role": "user", "content": LONG}])

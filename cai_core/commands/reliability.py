@@ -9,6 +9,7 @@ from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jobspecs import EvalJudgeSpec
+from cai_core.models.bounds import TRUNCATE_FLAG
 from cai_core.reliability.eval_judge import DEFAULT_CONSTITUTION, labels_for_gold_file, run_eval_judge
 from cai_core.label_rule import label_from_p
 from cai_core.reliability.gold import read_labels
@@ -54,6 +55,10 @@ def register(sub) -> None:
                    help="local models: auto = bf16 on a capable GPU, fp32 on CPU")
     p.add_argument("--out", default=None, help="also write the judge's labels as label JSONL")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(TRUNCATE_FLAG, action="store_true",
+                   help="cut an item too long for the judge model's context to fit (the conversation loses its "
+                        "middle, each answer its tail; the stored item keeps its full text) instead of refusing "
+                        "the run; the report counts them")
     p.set_defaults(func=cmd_eval_judge)
 
 
@@ -176,7 +181,8 @@ def cmd_eval_judge(args) -> int:
     if args.out:
         write_labels(args.out, labels_for_gold_file(store, result.judge_rows))
     summary = {k: report.get(k) for k in ("judge_key", "gold_set", "n", "accuracy", "accuracy_ci", "cohen_kappa",
-                                          "cohen_kappa_ci", "flip_rate", "ece", "brier", "no_valid_verdict")}
+                                          "cohen_kappa_ci", "flip_rate", "ece", "brier", "no_valid_verdict",
+                                          "truncated", "context_window")}
     # judged now + already stored = every pair in each order (judge_pairs counted only those still to do)
     orders = report["items"] * (2 if report["swap"] else 1)
     reporter.progress(orders, orders, "done", force=True)
@@ -188,6 +194,10 @@ def cmd_eval_judge(args) -> int:
     print(f"judge {result.judge_key} on {report['gold_set']}: {report['n']} items judged"
           f"{' in both A/B orders' if report['swap'] else ''}, {report['no_valid_verdict']} without a valid verdict, "
           f"{report['judge_examples']} judge examples shown, {report['seconds']}s")
+    if report.get("truncated"):
+        print(f"{report['truncated']} of {report['items']} items cut to fit the judge's {report['context_window']:,}-token "
+              f"context (--truncate-prompts; comparison ids {', '.join(report['truncated_ids'][:10])}"
+              f"{', ...' if report['truncated'] > 10 else ''})")
     if acc is not None:
         print(f"accuracy {acc:.3f} {_ci(ci)} vs chance 0.500 "
               f"({'above' if ci[0] is not None and ci[0] > 0.5 else 'below' if ci[1] is not None and ci[1] < 0.5 else 'not distinguishable from'} chance)")

@@ -25,7 +25,6 @@ from cai_core.constitution.spec import resolve_constitution
 from cai_core.constitution.versions import get_constitution
 from cai_core.errors import CaiError
 from cai_core.jobspecs import EvalJudgeSpec
-from cai_core.models.bounds import fit_prompts, pair_text
 from cai_core.models.specs import get_backend
 from cai_core.reliability.gold import (
     comparison_meta,
@@ -35,6 +34,7 @@ from cai_core.reliability.gold import (
     load_gold_pairs,
 )
 from cai_core.reliability.metrics import json_safe, reliability_report
+from cai_core.rlaif.judge_bounds import fit_pairs
 from cai_core.rlaif.judge_defaults import HHH_JUDGE
 from cai_core.rlaif.judges import JudgeSpec, judge_pairs
 from cai_core.rlaif.pairs import add_pairs, comparisons_for
@@ -91,8 +91,8 @@ def run_eval_judge(store: Store, spec: EvalJudgeSpec, *, progress: Progress | No
         raise CaiError(f"the few-shot files hold no judge examples for the {jspec.style} style "
                        "(RLMadisonFewShotPrompts.json serves mc and parse, RLMadisonPrecogFewShotPrompts.json cot)")
     backend = get_backend(spec.judge_model, store.workspace, device=spec.device, dtype=spec.dtype)
-    fit_prompts(backend, [pair_text(p) for p in items], max_new_tokens=spec.max_new_tokens if spec.style != "mc" else 1,
-                what="pair")  # a pair too long for the judge is refused before anything is stored
+    # a pair too long for the judge is refused before anything is stored (or, --truncate-prompts, cut below)
+    fit_pairs(backend, jspec, constitution, items, truncate=spec.truncate_prompts)
     # validated: now write (the constitution is not saved as a side effect: the judge key names its version)
     set_name = Path(spec.gold).stem
     if kind == "paper":
@@ -100,6 +100,8 @@ def run_eval_judge(store: Store, spec: EvalJudgeSpec, *, progress: Progress | No
     else:
         ids = add_pairs(store, items, origin=f"gold:{set_name}", batch=set_name)
     pairs = comparisons_for(store, ids=ids)
+    fitted = fit_pairs(backend, jspec, constitution, pairs, truncate=spec.truncate_prompts)
+    pairs = fitted.pairs  # the judge reads the cut copies; the stored comparisons keep the full text
     judge_pairs(backend, jspec, constitution, pairs, store, progress=progress, should_stop=should_stop, job_id=job_id)
     id_set = {str(i) for i in ids}
     gold_rows = [g for g in gold_from_comparisons(store) if g["id"] in id_set]
@@ -113,6 +115,7 @@ def run_eval_judge(store: Store, spec: EvalJudgeSpec, *, progress: Progress | No
         "no_valid_verdict": no_verdict, "limit": spec.limit, "swap": jspec.swap, "device": spec.device,
         "dtype": spec.dtype, "seconds": round(time.time() - t0, 1),
         "stopped": bool(should_stop and should_stop()),
+        "truncated": len(fitted.truncated), "truncated_ids": fitted.truncated_ids, "context_window": fitted.window,
     })
     report.pop("disagreements", None)
     return EvalJudgeResult(json_safe(report), judge_rows, jspec.judge_key, report["stopped"])
