@@ -31,7 +31,7 @@ from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample
 from ui.command_preview import form_spec, start_from_form
 from ui.common import (active_model, get_store, job_progress, pick_current, read_upload, rerun_when_jobs_end,
-                       show_error)
+                       show_error, store_cached)
 from ui.markdown import md_escape
 from ui.pair import show_pair
 from ui.reliability import (accuracy_figure, agreement_table, calibration_figure, ci_text, confusion_figure,
@@ -57,7 +57,7 @@ def data_version() -> str:
 
 
 # -- gold sets -----------------------------------------------------------------------------------
-with st.expander("Add a gold set", expanded=not gold_sets(store)):
+with st.expander("Add a gold set", expanded=not store_cached(gold_sets)):
     st.markdown("The CAI paper's public human-labelled evals become comparisons with a gold label "
                 "(which answer is shown as A is randomised with a fixed seed). Human labels from the "
                 "Preferences page are a gold set too. Or upload a label file: one JSON object per line, "
@@ -84,11 +84,11 @@ with st.expander("Add a gold set", expanded=not gold_sets(store)):
         except (CaiError, UnicodeDecodeError) as exc:
             show_error(exc)
 
-judges = judge_keys(store)
+judges = store_cached(judge_keys)
 judge_name = {j["judge_key"]: judge_words(store, j["judge_key"], j["model"], j["style"]) for j in judges}
 judge_key_help = "Judge keys (style|model|constitution version|principles|settings hash): " + "; ".join(judge_name)
-golds = gold_sets(store)
-coverage = gold_coverage(store)
+golds = store_cached(gold_sets)
+coverage = store_cached(gold_coverage)
 gold_names = [g["name"] for g in golds] + ([UPLOADED] if st.session_state.get("rel_uploaded_rows") else [])
 tab_dash, tab_spot, tab_dis, tab_run = st.tabs(["Dashboard", "Spot check", "Disagreements", "Run a judge on a gold set"])
 
@@ -100,12 +100,12 @@ def pick_gold(key: str):
         return None, []
     # open on the gold set the most judged items cover, not on whichever sorts first (3 human labels
     # headlined "33%, CI 0-100%" while 12 judged paper items sat one click away)
-    best = best_gold_set(store)
+    best = store_cached(best_gold_set)
     name = st.selectbox("Gold set", gold_names, key=key, index=gold_names.index(best) if best in gold_names else 0,
                         format_func=lambda n: next((f"{g['name']} ({g['count']} items, "
                                                     f"{max(coverage.get(n, {}).values(), default=0)} judged)"
                                                     for g in golds if g["name"] == n), n))
-    rows = st.session_state.get("rel_uploaded_rows", []) if name == UPLOADED else load_gold(store, name)
+    rows = st.session_state.get("rel_uploaded_rows", []) if name == UPLOADED else store_cached(load_gold, name)
     return name, rows
 
 
@@ -288,18 +288,9 @@ with tab_run:
                 "next to chance (50%). Runs as a background job; results land in the store and on the dashboard.")
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
     model = c1.text_input("Judge model", value=active_model(), key="rel_run_model")
-    if model.strip().startswith(("http://", "https://")):
-        st.caption("An endpoint's numerics are the server's, not the workbench's: vLLM on a CPU serves bfloat16 unless "
-                   "started with `--dtype float32`, and moved this judge's P(A) by up to 0.064 against the local "
-                   "float32 engine (1e-5 with float32). Start it with `--dtype float32` to compare with a CPU judge.")
     gold_file = c2.selectbox("Gold set", PAPER_SETS, key="rel_run_gold")
     limit = c3.number_input("Limit (0 = all)", 0, 10_000, 50, key="rel_run_limit")
     style = c4.selectbox("Style", list(STYLES), key="rel_run_style")
-    truncate = st.checkbox("Cut items too long for the judge model to fit", key="rel_run_truncate",
-                           help="An item (conversation and both answers, inside the judge's template) longer than the "
-                                "judge model's context is refused before any work; this cuts it to fit instead (the "
-                                "conversation loses its middle, each answer its tail) and the result counts the cut "
-                                "items (--truncate-prompts). The paper's 438 HHH items need it on a 2,048-token model.")
     stored = {c["name"]: c["version"] for c in list_constitutions(store)}
     constitutions = ["(default)", "builtin"] + list(stored)
     constitution = pick_current(st, "constitution", "Constitution", constitutions, key="rel_run_constitution",
@@ -308,7 +299,7 @@ with tab_run:
 
     def _eval_judge_spec() -> EvalJudgeSpec:
         return EvalJudgeSpec(judge_model=model, gold=str(paper_eval_path(gold_file)), style=style,
-                             limit=int(limit) or None, truncate_prompts=truncate,
+                             limit=int(limit) or None,
                              constitution=(f"{constitution}@{stored[constitution]}" if constitution in stored  # pinned
                                            else None if constitution == "(default)" else constitution))
 
@@ -334,8 +325,5 @@ with tab_run:
                 st.caption(md_escape(f"{judge_name.get(key, key)} on {job.result['gold_set']}: accuracy "
                                      f"{pct(job.result['accuracy'])} (95% CI {ci_text(job.result['accuracy_ci'])}, "
                                      f"n={job.result['n']}) vs chance 50%"), help=key)
-                if job.result.get("truncated"):
-                    st.caption(f"{job.result['truncated']} of the items were cut to fit the judge's "
-                               f"{job.result.get('context_window') or '?'}-token context (--truncate-prompts)")
 
     eval_jobs()

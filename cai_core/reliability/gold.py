@@ -188,12 +188,14 @@ def judge_keys(store: Store) -> list[dict]:
         "SUM(g.parse_status != 'ok') AS invalid FROM judgments g GROUP BY g.judge_key ORDER BY MIN(g.created_at)")]
 
 
-def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | None = None) -> list[dict]:
+def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | None = None, *,
+                 meta: dict[str, dict] | None = None) -> list[dict]:
     """A stored judge's verdicts as interchange rows, one per (comparison, principle).
 
     Verdicts come from the judges module (both orders combined there); each row carries p_a,
     p_a_ab, p_a_ba, the principle, the judge's reasoning and the answers' lengths. Judgments
-    that could not be parsed give no row; their count is in `judge_keys`.
+    that could not be parsed give no row; their count is in `judge_keys`. `meta`: comparison_meta of
+    (at least) these comparisons, when the caller already read it.
     """
 
     if comparison_ids is None:
@@ -201,7 +203,8 @@ def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | N
             "SELECT DISTINCT comparison_id FROM judgments WHERE judge_key=? ORDER BY comparison_id", (judge_key,))]
     ids = [int(i) for i in comparison_ids]
     verdicts = stored_verdicts(store, ids, [judge_key])
-    meta = comparison_meta(store, [str(i) for i in verdicts])
+    if meta is None:
+        meta = comparison_meta(store, [str(i) for i in verdicts])
     rows = []
     for cid, verdict in sorted(verdicts.items()):
         info = meta.get(str(cid), {})
@@ -217,9 +220,10 @@ def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | N
     return rows
 
 
-def with_lengths(store: Store, rows: list[dict]) -> list[dict]:
+def with_lengths(store: Store, rows: list[dict], *, meta: dict[str, dict] | None = None) -> list[dict]:
     """Add len_a / len_b (and category) from stored comparisons to rows whose id is a comparison id."""
-    meta = comparison_meta(store, [r["id"] for r in rows])
+    if meta is None:
+        meta = comparison_meta(store, [r["id"] for r in rows])
     out = []
     for r in rows:
         info = meta.get(str(r["id"]))
@@ -264,6 +268,7 @@ def judge_vs_gold(store: Store, judge_keys: list[str], gold_rows: list[dict], *,
     """reliability_report of stored judges against gold rows whose ids are comparison ids."""
 
     ids = sorted({int(g["id"]) for g in gold_rows if str(g["id"]).isdigit()})
-    judge_rows = [r for key in judge_keys for r in judge_labels(store, key, ids)]
-    report = reliability_report(judge_rows, with_lengths(store, gold_rows), n_boot=n_boot, seed=seed)
+    meta = comparison_meta(store, [str(i) for i in ids])  # read once: the judges' rows and the gold rows share it
+    judge_rows = [r for key in judge_keys for r in judge_labels(store, key, ids, meta=meta)]
+    report = reliability_report(judge_rows, with_lengths(store, gold_rows, meta=meta), n_boot=n_boot, seed=seed)
     return report

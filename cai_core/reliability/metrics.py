@@ -384,20 +384,20 @@ def _acc_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
 
 def _kappa_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
     """_kappa of every resample at once, with cohen_kappa's arithmetic (integer counts, then the
-    same divisions), so each value equals the per-resample one; NaN where chance agreement is 1."""
+    same divisions), so each value equals the per-resample one; NaN where chance agreement is 1.
+    One joint code per item (judge label x gold label): one gather and one count per resample."""
     codes: dict = {}
     for i in items:
         codes.setdefault(i["label"], len(codes))
         codes.setdefault(i["gold"], len(codes))
-    a = np.fromiter((codes[i["label"]] for i in items), dtype=np.int64, count=len(items))
-    b = np.fromiter((codes[i["gold"]] for i in items), dtype=np.int64, count=len(items))
-    rows, n, k = idx.shape[0], idx.shape[1], len(codes)
-    ra, rb = a[idx], b[idx]
-    p_o = (ra == rb).sum(axis=1) / n
-    offset = (np.arange(rows, dtype=np.int64) * k)[:, None]
-    ca = np.bincount((ra + offset).ravel(), minlength=rows * k).reshape(rows, k)
-    cb = np.bincount((rb + offset).ravel(), minlength=rows * k).reshape(rows, k)
-    p_e = (ca * cb).sum(axis=1) / (n * n)
+    k = len(codes)
+    joint = np.fromiter((codes[i["label"]] * k + codes[i["gold"]] for i in items), dtype=np.int64, count=len(items))
+    rows, n = idx.shape
+    cells = joint[idx]
+    cells += (np.arange(rows, dtype=np.int64) * (k * k))[:, None]
+    table = np.bincount(cells.ravel(), minlength=rows * k * k).reshape(rows, k, k)  # [resample, judge, gold]
+    p_o = np.trace(table, axis1=1, axis2=2) / n
+    p_e = (table.sum(axis=2) * table.sum(axis=1)).sum(axis=1) / (n * n)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (p_o - p_e) / (1.0 - p_e)
     return np.where(p_e >= 1.0, np.nan, out)
