@@ -288,9 +288,18 @@ with tab_run:
                 "next to chance (50%). Runs as a background job; results land in the store and on the dashboard.")
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
     model = c1.text_input("Judge model", value=active_model(), key="rel_run_model")
+    if model.strip().startswith(("http://", "https://")):
+        st.caption("An endpoint's numerics are the server's, not the workbench's: vLLM on a CPU serves bfloat16 unless "
+                   "started with `--dtype float32`, and moved this judge's P(A) by up to 0.064 against the local "
+                   "float32 engine (1e-5 with float32). Start it with `--dtype float32` to compare with a CPU judge.")
     gold_file = c2.selectbox("Gold set", PAPER_SETS, key="rel_run_gold")
     limit = c3.number_input("Limit (0 = all)", 0, 10_000, 50, key="rel_run_limit")
     style = c4.selectbox("Style", list(STYLES), key="rel_run_style")
+    truncate = st.checkbox("Cut items too long for the judge model to fit", key="rel_run_truncate",
+                           help="An item (conversation and both answers, inside the judge's template) longer than the "
+                                "judge model's context is refused before any work; this cuts it to fit instead (the "
+                                "conversation loses its middle, each answer its tail) and the result counts the cut "
+                                "items (--truncate-prompts). The paper's 438 HHH items need it on a 2,048-token model.")
     stored = {c["name"]: c["version"] for c in list_constitutions(store)}
     constitutions = ["(default)", "builtin"] + list(stored)
     constitution = pick_current(st, "constitution", "Constitution", constitutions, key="rel_run_constitution",
@@ -299,7 +308,7 @@ with tab_run:
 
     def _eval_judge_spec() -> EvalJudgeSpec:
         return EvalJudgeSpec(judge_model=model, gold=str(paper_eval_path(gold_file)), style=style,
-                             limit=int(limit) or None,
+                             limit=int(limit) or None, truncate_prompts=truncate,
                              constitution=(f"{constitution}@{stored[constitution]}" if constitution in stored  # pinned
                                            else None if constitution == "(default)" else constitution))
 
@@ -325,5 +334,8 @@ with tab_run:
                 st.caption(md_escape(f"{judge_name.get(key, key)} on {job.result['gold_set']}: accuracy "
                                      f"{pct(job.result['accuracy'])} (95% CI {ci_text(job.result['accuracy_ci'])}, "
                                      f"n={job.result['n']}) vs chance 50%"), help=key)
+                if job.result.get("truncated"):
+                    st.caption(f"{job.result['truncated']} of the items were cut to fit the judge's "
+                               f"{job.result.get('context_window') or '?'}-token context (--truncate-prompts)")
 
     eval_jobs()
