@@ -37,6 +37,7 @@ from cai_core.constitution.model import Constitution, Principle, template_variab
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
 from cai_core.models.bounds import fit_prompts
+from cai_core.models.dispatch import Request, in_flight_for, run_chains
 from cai_core.models.specs import recorded_model
 from cai_core.provenance import check_origin, split_of
 from cai_core.store import Store, dumps, loads, now
@@ -51,6 +52,9 @@ COT_INSTRUCTION = (
     "Then write a final paragraph that starts with \"Verdict:\" and says \"violation\" or \"no violation\", "
     "followed by your critique."
 )
+PROGRESS_EVERY_S = 0.25  # a batch reports progress at most this often (and at its start and end)
+NO_LOGPROBS_NOTE = ("the endpoint offers no log-probs: the violation of critiques without a verdict line "
+                    "is left unknown (use --cot for a verdict line read from the text)")
 CRITIQUE_PREFIX = "CritiqueRequest: "
 REVISION_PREFIX = "RevisionRequest: "
 
@@ -373,6 +377,9 @@ class Reviser:
         self.job_id = job_id
         self.version = constitution.version
         self.writer = new_writer_id(job_id)
+        self.notes: list[str] = []      # things said once per run (an endpoint without log-probs)
+        self.counts: dict = {}          # the last run's done / failed / skipped / stopped prompts
+        self._report = None
 
     # -- store ---------------------------------------------------------------------------------
     def _load_or_create(self, item: PromptItem) -> _Traj:
@@ -382,9 +389,10 @@ class Reviser:
         if row is None:
             with self.store.tx() as conn:
                 conn.execute(
-                    "INSERT OR IGNORE INTO trajectories (key, job_id, batch, prompt_id, prompt, category, "
+                    "INSERT INTO trajectories (key, job_id, batch, prompt_id, prompt, category, "
                     "constitution_name, constitution_version, model, params_json, seed, status, meta_json, rounds, "
-                    "origin, split, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "origin, split, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT DO NOTHING",
                     (key, self.job_id, self.batch, item.prompt_id, item.text, item.category, self.constitution.name,
                      self.version, self.model, dumps(self.settings.key_params()), self.settings.seed, "pending",
                      dumps(item.meta) if item.meta else None, self.settings.rounds, self.origin,
@@ -408,7 +416,10 @@ class Reviser:
     def _claim(self, t: _Traj) -> bool:
         """Take the trajectory for this process unless another live process holds it (then False)."""
         with self.store.tx() as conn:
-            row = conn.execute("SELECT status, claimed_by, claimed_at FROM trajectories WHERE id=?", (t.id,)).fetchone()
+            row = conn.execute("SELECT status, claimed_by, claimed_at FROM trajectories WHERE id=?" + self.store.for_update(),
+                               (t.id,)).fetchone()
+            if row is None:  # PostgreSQL: another process's transaction holds the row (SKIP LOCKED): taken
+                return False
             if row["status"] == "done":
                 return False
             if row["claimed_by"] != self.writer and claim_is_live(row["claimed_by"], row["claimed_at"]):
@@ -425,7 +436,8 @@ class Reviser:
 
     def _holding(self, conn, t: _Traj) -> None:
         """Inside a save's transaction: refuse to write unless this process still holds the claim."""
-        row = conn.execute("SELECT claimed_by FROM trajectories WHERE id=?", (t.id,)).fetchone()
+        row = conn.execute("SELECT claimed_by FROM trajectories WHERE id=?" + self.store.for_update().replace(" SKIP LOCKED", ""),
+                           (t.id,)).fetchone()
         if row is None or row["claimed_by"] != self.writer:
             raise ClaimLost(f"trajectory {t.id} is now claimed by {row['claimed_by'] if row else 'nobody'}")
         conn.execute("UPDATE trajectories SET claimed_at=? WHERE claimed_by=?", (now(), self.writer))
@@ -485,7 +497,7 @@ class Reviser:
         with self.store.tx() as conn:
             self._holding(conn, t)
             conn.execute(
-                "UPDATE trajectories SET final=?, status='done', change_ratio=?, updated_at=? WHERE id=?",
+                "UPDATE trajectories SET final=?, status='done', error=NULL, change_ratio=?, updated_at=? WHERE id=?",
                 (final, change_ratio(t.initial or "", final), now(), t.id),
             )
         t.status = "done"
@@ -531,49 +543,169 @@ class Reviser:
             n += 2 if s.state in ("revised", "stopped") else 1
         return n
 
-    def run(self, items: Iterable, *, batch_size: int = 8,
+    def run(self, items: Iterable, *, batch_size: int | None = None,
             progress: Callable[[int, int, str], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> list[int]:
         """Run every prompt to the end (skipping stored steps); returns trajectory ids in input order.
-        Stops between generation calls when should_stop() says so (the rest resumes later).
 
-        Each chunk's trajectories are claimed first: prompts another live process is working on are
-        left to it (two processes on one batch split the work), and this one waits at the end until
-        they are done; a trajectory is never written by two live processes."""
+        Work in flight (models/dispatch.py): each prompt's chain - answer, then per round critique,
+        [violation question], revision - advances as soon as its own last request returns, with as
+        much outstanding as the backend serves (batch_size overrides Backend.max_in_flight()). Every
+        result is stored as it returns. A prompt whose request still fails (after the backend's
+        retries) is stored as failed with its error and the batch goes on; a re-run retries it.
+        Stops sending requests when should_stop() says so (the rest resumes later). self.counts:
+        done / failed / skipped (done before this run) / stopped prompts.
+
+        Each trajectory is claimed before its first request: prompts another live process is working
+        on are left to it (two processes on one batch split the work), and this one waits at the end
+        until they are done; a trajectory is never written by two live processes."""
         trajs = self.prepare(items)
         total = self.steps_total(trajs)
-        batch_size = max(1, int(batch_size))
-        position = {t.id: i for i, t in enumerate(trajs)}
+        in_flight = in_flight_for(self.backend, batch_size)
+        self._steps = {t.id: self.steps_done(t) for t in trajs}
+        self._steps_sum = sum(self._steps.values())
+        self.counts = {"prompts": len(trajs), "done": 0, "failed": 0,
+                       "skipped": sum(t.status == "done" for t in trajs), "stopped": 0,
+                       "requests": 0, "in_flight": in_flight, "max_in_flight": 0}
+        last = [0.0]
 
-        def report(msg: str) -> None:
-            if progress:
-                progress(sum(self.steps_done(t) for t in trajs), total, msg)
+        def report(msg: str | None = None, force: bool = False) -> None:
+            if progress and (force or time.time() - last[0] >= PROGRESS_EVERY_S):
+                last[0] = time.time()
+                c = self.counts
+                progress(self._steps_sum, total, msg or (f"{c['done']} done, {c['failed']} failed, "
+                                                         f"{c['skipped']} stored before, of {c['prompts']} prompts"))
+
+        self._report = report
 
         def stopping() -> bool:
             return bool(should_stop and should_stop())
 
-        report("starting")
+        report("starting", force=True)
         pending = [t for t in trajs if t.status != "done"]
+        busy: list[_Traj] = []
+
+        def ended(t: _Traj, outcome) -> None:
+            if outcome == "busy":
+                busy.append(t)
+            elif outcome == "done":
+                self.counts["done"] += 1
+            report()
+
+        def failed(t: _Traj, exc: BaseException) -> None:
+            self._fail(t, exc)
+            self.counts["failed"] += 1
+            report()
+
         try:
             while pending:
-                chunk, waiting = [], []
-                for t in pending:
-                    if len(chunk) < batch_size and self._claim(t):
-                        chunk.append(t)
-                    elif t.status != "done":
-                        waiting.append(t)
+                busy.clear()
+                result = run_chains(self.backend, ((t, self._chain(t)) for t in pending), in_flight=in_flight,
+                                    should_stop=stopping, on_done=ended, on_error=failed)
+                self.counts["requests"] += result.requests
+                self.counts["stopped"] += result.stopped
+                self.counts["max_in_flight"] = max(self.counts["max_in_flight"], result.max_in_flight)
+                if not busy or stopping():
+                    break
+                # every prompt left is another process's: wait for it to finish or die
+                report(f"waiting for {len(busy)} prompt(s) another process is generating", force=True)
+                time.sleep(CLAIM_WAIT_S)
+                for t in busy:
+                    self._reload(t)
+                pending = [t for t in busy if t.status != "done"]
+        finally:
+            self._release(trajs)
+        if self.notes:
+            self.counts["notes"] = list(self.notes)
+        report(force=True)
+        return [t.id for t in trajs]
+
+    def _chain(self, t: _Traj):
+        """One prompt's requests (a generator for models/dispatch.run_chains): answer, then per round
+        critique, the violation question where the critique gave no verdict, and revision; each
+        result is stored as it returns. Returns "done", "busy" (another live process holds it) or
+        "lost" (our claim was taken over meanwhile)."""
+        if t.status == "done":
+            return "done"
+        if not self._claim(t):
+            return "done" if t.status == "done" else "busy"
+        params = self.settings.params
+        if t.initial is None:
+            req = Request("generate", answer_conversation(t.prompt), params(0), stage=0)
+            out = yield req
+            self._save_or_drop(lambda: self._save_initial(t, _text(out), req.seconds), t)
+            if self._progressed(t):
+                return "lost"
+        for rnd in range(1, self.settings.rounds + 1):
+            if self._needs_critique(t, rnd):
+                conv = self._critique_conv(t, rnd)
+                req = Request("generate", conv, params(2 * rnd - 1), stage=2 * rnd - 1)
+                out = yield req
+                seconds = req.seconds
+                critique = parse_critique(_text(out), self.settings.cot)
+                if critique.violation is None:
+                    critique.violation = yield from self._violation(conv, critique.raw, 2 * rnd - 0.5)
+                self._save_or_drop(lambda: self._save_critique(t, rnd, critique, seconds, conv), t)
+                if self._progressed(t):
+                    return "lost"
+            if self._needs_revision(t, rnd):
+                conv = self._revision_conv(t, rnd)
+                req = Request("generate", conv, params(2 * rnd), stage=2 * rnd)
+                out = yield req
+                self._save_or_drop(lambda: self._save_revision(t, rnd, _text(out), req.seconds, conv), t)
+                if self._progressed(t):
+                    return "lost"
+        self._save_or_drop(lambda: self._finish(t), t)
+        return "lost" if self._progressed(t) else "done"
+
+    def _violation(self, conv: Conversation, raw: str, stage: float):
+        """The yes/no question after a critique without a verdict (a generator step of _chain): 1 / 0
+        from the log-probs of Yes and No; None - said once, never stopping the batch - where the
+        backend offers no log-probs."""
+        if not self.backend.supports_logprobs:
+            self._note(NO_LOGPROBS_NOTE)
+            return None
+        try:
+            dist = yield Request("choice", violation_question(conv, raw), options=VIOLATION_OPTIONS, stage=stage,
+                                follow_up=True)
+        except Exception as exc:  # noqa: BLE001 - only "no log-probs" is handled here; others fail the prompt
+            if self.backend.supports_logprobs:
+                raise
+            self._note(f"{NO_LOGPROBS_NOTE} ({exc})")
+            return None
+        return 1 if float(dist["Yes"]) > float(dist["No"]) else 0
+
+    def _note(self, text: str) -> None:
+        """Say something once per run (the command prints it; the job's result keeps it)."""
+        if not any(n.startswith(text[:40]) for n in self.notes):
+            self.notes.append(text)
+            if self._report:
+                self._report(text, force=True)
+
+    def _progressed(self, t: _Traj) -> bool:
+        """Count the trajectory's newly stored steps toward progress; True when it was lost."""
+        n = self.steps_done(t)
+        self._steps_sum += n - self._steps.get(t.id, 0)
+        self._steps[t.id] = n
+        return t.status == "lost"
+
+    def _fail(self, t: _Traj, exc: BaseException) -> None:
+        """Store the prompt as failed with its error (a re-run retries it); its stored steps stay."""
+        error = str(exc) or type(exc).__name__
+        self.store.execute("UPDATE trajectories SET status='failed', error=?, updated_at=? WHERE id=? AND claimed_by=? "
+                           "AND status!='done'", (error[:2000], now(), t.id, self.writer))
+        t.status = "failed"
+
+    def _run_lockstep(self, items: Iterable, *, batch_size: int = 8) -> list[int]:
+        """The engine before work in flight, kept as the reference the tests compare against: chunks
+        of batch_size prompts, each stage a batched call that waits for the chunk's slowest request."""
+        trajs = self.prepare(items)
+        pending = [t for t in trajs if t.status != "done"]
+        try:
+            for start in range(0, len(pending), max(1, int(batch_size))):
+                chunk = [t for t in pending[start:start + batch_size] if self._claim(t)]
                 if chunk:
-                    first, last = position[chunk[0].id] + 1, position[chunk[-1].id] + 1
-                    if not self._run_chunk(chunk, f"prompts {first}-{last} of {len(trajs)}", report, stopping):
-                        break
-                elif waiting:  # every prompt left is another process's: wait for it to finish or die
-                    if stopping():
-                        break
-                    report(f"waiting for {len(waiting)} prompt(s) another process is generating")
-                    time.sleep(CLAIM_WAIT_S)
-                    for t in waiting:
-                        self._reload(t)
-                pending = [t for t in chunk + waiting if t.status != "done"]
+                    self._run_chunk(chunk, "", lambda msg: None, lambda: False)
         finally:
             self._release(trajs)
         return [t.id for t in trajs]
@@ -680,6 +812,11 @@ class Reviser:
         yield Event("done", len(t.plan), None, t.final(), get_trajectory(self.store, t.id))
 
 
+def _text(out) -> str:
+    """The first completion's text of a generate answer ("" when the backend gave none)."""
+    return out[0].text if out else ""
+
+
 def _stored_critique_output(step: _Step, cot: bool) -> str:
     """Rebuild the critique as the model wrote it, for a step loaded from the store."""
     if cot and step.reasoning is not None and step.reasoning != step.critique:
@@ -708,7 +845,7 @@ def stream_revision(store: Store, backend: Backend, constitution: Constitution, 
 
 def run_revision(store: Store, backend: Backend, constitution: Constitution, prompts: Iterable,
                  settings: ReviseSettings, model: str, *, batch: str | None = None, job_id: int | None = None,
-                 batch_size: int = 8, progress=None, should_stop=None, origin: str = "sampled") -> list[int]:
+                 batch_size: int | None = None, progress=None, should_stop=None, origin: str = "sampled") -> list[int]:
     """Batch run (or resume) over prompts; returns trajectory ids in prompt order. origin: where the
     trajectories come from (sampled, or experiment:<name>: split eval, never in an SFT export by default)."""
     return Reviser(store, backend, constitution, settings, model, batch=batch, job_id=job_id, origin=origin).run(

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import (
+    DEFAULT_IN_FLIGHT,
     Backend,
     Completion,
     Conversation,
@@ -179,6 +180,24 @@ class LocalBackend(Backend):
             "parameters": params,
             "memory_mb": round(mem, 1) if mem is not None else None,
         }
+
+    def max_in_flight(self) -> int:
+        """Rows per batched call (dispatch): on a GPU, what the free memory holds of each row's KV
+        cache at the full context (a quarter kept back for activations), 1..64; on the CPU the
+        historic 8 (two cores gain nothing from wider batches, and the same batches keep sampled
+        text the same for a seed)."""
+        if self.device != "cuda":
+            return DEFAULT_IN_FLIGHT
+        try:
+            free, _ = self._torch.cuda.mem_get_info()
+            cfg = self.model.config
+            layers = int(getattr(cfg, "num_hidden_layers"))
+            heads = int(getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads"))
+            head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+            per_row = 2 * layers * heads * head_dim * (self.context_window() or 2048) * self._torch.finfo(self.dtype).bits // 8
+            return max(1, min(64, int(free * 0.75 // max(1, per_row))))
+        except Exception:  # noqa: BLE001 - an unusual config: the CPU figure
+            return DEFAULT_IN_FLIGHT
 
     def generation_numerics(self) -> str:
         """"bnb-4bit"/"bnb-8bit" with bitsandbytes, else the weights' dtype ("float32", "bfloat16", ...)."""

@@ -48,6 +48,13 @@ class RoutedBackend(Backend):
     def supports_logprobs(self) -> bool:
         return self.scoring.supports_logprobs
 
+    def max_in_flight(self) -> int:
+        return self.generating.max_in_flight()
+
+    @property
+    def concurrent(self) -> bool:
+        return self.generating.concurrent and self.scoring.concurrent
+
     def option_scoring(self) -> str:
         return self.scoring.option_scoring()
 
