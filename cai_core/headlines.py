@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai_core.evaluation.evaluate import evaluation_contamination
-from cai_core.evaluation.stats import BOOTSTRAP_RESAMPLES
+from cai_core.evaluation.stats import BOOTSTRAP_RESAMPLES, MIN_PAIRS_FOR_SIGNIFICANCE
 from cai_core.reliability.gold import best_gold_set, gold_coverage, judge_vs_gold, load_gold
 
 # Below this many items (judged gold items, judged comparisons of a policy) a figure is flagged "too few
@@ -221,13 +221,14 @@ def score_difference(result: dict, axis: str, policy: str, base: str) -> dict | 
             "text": f"{diff:+.0f} vs {base}" + (f" (n={n}, {'; '.join(cautions)})" if cautions else f" (n={n})")}
 
 
-def evaluation_warnings(store, evaluation: dict) -> list[str]:
+def evaluation_warnings(store, evaluation: dict, contamination: dict | None = None) -> list[str]:
     """Every warning the Evaluate page shows beside an evaluation, in words: prompts that a training
     export holds (contamination), axes and policies judged on too few comparisons, invalid verdicts.
-    The page and the HTML report both show exactly this list."""
+    The page and the HTML report both show exactly this list. `contamination`: the check, when the caller
+    already has it (`evaluate.evaluation_contamination`)."""
     result = evaluation.get("result") or {}
     out = []
-    check = evaluation_contamination(store, evaluation)
+    check = evaluation_contamination(store, evaluation) if contamination is None else contamination
     if check.get("flagged"):
         out.append(f"Contamination: {check['flagged']} of {check['checked']} evaluation prompts also occur in "
                    f"training export(s) {', '.join(check['exports'])}; scores on them may be inflated.")
@@ -240,4 +241,15 @@ def evaluation_warnings(store, evaluation: dict) -> list[str]:
                        f"{MIN_ITEMS} each, {judged} judged in all): the scores and win rates are not conclusions.")
         if ax.get("invalid"):
             out.append(f"{axis.capitalize()}: {ax['invalid']} comparison(s) without a valid verdict were left out.")
+    return out
+
+
+def experiment_warnings(result: dict) -> list[str]:
+    """Every warning the Constitution A/B tab shows beside an experiment: too few prompts for a conclusion,
+    and too few for any difference to be called significant. The tab and the HTML report show this list."""
+    n = int(result.get("prompts") or 0)
+    out = [w for w in [small_n_warning(n, "prompts")] if w]
+    if n < MIN_PAIRS_FOR_SIGNIFICANCE:
+        out.append(f"With fewer than {MIN_PAIRS_FOR_SIGNIFICANCE} prompts no difference is called significant: "
+                   "the bootstrap interval of so few pairs is too narrow to trust.")
     return out

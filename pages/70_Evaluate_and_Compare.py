@@ -12,6 +12,7 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import evaluation_contamination, get_evaluation, list_evaluations
 from cai_core.evaluation.policies import parse_policies, policy_options
 from cai_core.evaluation.evasiveness import detect, rules
+from cai_core.headlines import evaluation_warnings
 from cai_core.jobs import TERMINAL, list_jobs, stop_job
 from cai_core.jobspecs import ABExperimentSpec, EvaluateSpec
 from cai_core.prompt_sets import list_prompt_sets
@@ -73,7 +74,10 @@ with tab_lb:
         st.caption(f"judge {md_code(spec.get('judge_model'))} · red-team prompts {md_code(spec.get('prompts'))}"
                    + (f" · helpfulness prompts {md_code(spec.get('helpful_prompts'))}" if spec.get("helpful_prompts") else "")
                    + f" · seed {spec.get('seed')}")
-        render_contamination(evaluation_contamination(store, ev))
+        contamination = evaluation_contamination(store, ev)
+        for warning in evaluation_warnings(store, ev, contamination):  # the same list the HTML report carries
+            st.warning(md_escape(warning))
+        render_contamination(contamination, warn=False)
         render_evaluation(ev["result"])
         report_button(store, "evaluation", ev["id"], key="lb_report")
 

@@ -107,3 +107,25 @@ def test_a_mistyped_policy_is_refused_before_any_job_starts(ws, tmp_path):
     assert not at.exception, at.exception
     assert any("no such folder or file" in e.value for e in at.error), [e.value for e in at.error]
     assert list_jobs(store, kind="evaluate") == []
+
+
+def test_the_html_report_carries_every_warning_the_page_shows(ws):
+    """Issue 22 item 9: the evaluation's report left out the contamination warning the page showed and said
+    nothing about n=2 per policy; both now come from cai_core.headlines.evaluation_warnings."""
+    import html
+
+    from cai_core.evaluation.reports import report_html
+    from cai_core.exports import record_export
+
+    store = open_store(ws)
+    eid = seed_evaluation(store, "leaky")
+    prompt = store.scalar("SELECT prompt FROM comparisons WHERE source='evaluation:leaky' ORDER BY id LIMIT 1")
+    with store.tx() as conn:
+        record_export(conn, "sl-leak", "sft", "/x", {}, [prompt])
+    at = _run()
+    shown = [w.value.replace("\\", "") for w in at.warning]
+    assert any(w.startswith("Contamination: 1 of 2 evaluation prompts") for w in shown), shown
+    assert any("too few judged comparisons" in w and "n=2" in w for w in shown), shown
+    report = html.unescape(report_html(store, "evaluation", eid))
+    for warning in shown:
+        assert warning in report, warning

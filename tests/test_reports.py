@@ -106,6 +106,7 @@ def test_experiment_report(store, tiny_model_dir, tmp_path):
     assert "Plotly" in text and not re.search(r"<script[^>]+src=", text)
     assert XSS not in text
     assert "Per-principle attribution" in text and "harm" in text
+    assert 'class="warn"' in text and "n=2 prompts" in text  # the tab's small-n warnings, in the report too
 
 
 @pytest.mark.slow
@@ -168,3 +169,11 @@ def test_tradeoff_share_axis_spans_zero_to_one():
     assert list(fig.layout.xaxis.range) == [-0.05, 1.05]
     with_helpful = tradeoff_figure({"points": [{**p, "helpful": 1000.0} for p in points]})
     assert with_helpful.layout.xaxis.range is None  # Elo-scale scores keep plotly's autorange
+
+
+def test_the_experiment_report_carries_the_small_n_warnings_of_its_tab():
+    from cai_core.headlines import MIN_ITEMS, experiment_warnings
+
+    few = experiment_warnings({"prompts": 3})
+    assert len(few) == 2 and "n=3 prompts" in few[0] and "no difference is called significant" in few[1]
+    assert len(experiment_warnings({"prompts": 10})) == 1 and experiment_warnings({"prompts": MIN_ITEMS}) == []

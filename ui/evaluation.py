@@ -17,7 +17,7 @@ from cai_core.evaluation.reports import (
     report_html,
     tradeoff_figure,
 )
-from cai_core.evaluation.stats import MIN_PAIRS_FOR_SIGNIFICANCE
+from cai_core.headlines import experiment_warnings
 from ui.common import show_error
 from ui.markdown import md_code, md_escape
 from ui.pair import show_pair
@@ -46,14 +46,16 @@ def leaderboard_frame(result: dict, axis: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_contamination(check: dict) -> None:
-    """The leaderboard's contamination flag: evaluation prompts that a training export already holds."""
+def render_contamination(check: dict, warn: bool = True) -> None:
+    """The leaderboard's contamination flag: evaluation prompts that a training export already holds
+    (warn=False: the warning itself is shown with the others from cai_core.headlines.evaluation_warnings)."""
     if not check.get("flagged"):
         st.caption(f"Contamination check: none of the {check.get('checked', 0)} evaluation prompts occurs in a "
                    "training export.")
         return
-    st.warning(f"Contamination: {check['flagged']} of {check['checked']} evaluation prompts also occur in training "
-               f"export(s) {', '.join(md_escape(n) for n in check['exports'])}; scores on them may be inflated.")
+    if warn:
+        st.warning(f"Contamination: {check['flagged']} of {check['checked']} evaluation prompts also occur in training "
+                   f"export(s) {', '.join(md_escape(n) for n in check['exports'])}; scores on them may be inflated.")
     st.dataframe(pd.DataFrame([{"axis": p["axis"], "prompt #": p["prompt_index"], "prompt": p["prompt"],
                                 "in exports": ", ".join(p["exports"])} for p in check["prompts"]]),
                  hide_index=True, width="stretch")
@@ -130,9 +132,8 @@ def render_experiment(result: dict) -> None:
                                 "significant": "yes" if r["significant"] else
                                 ("no (too few prompts)" if r["too_few"] else "no")} for r in rows]),
                  hide_index=True, width="stretch")
-    if any(r["too_few"] for r in rows):
-        st.caption(f"With fewer than {MIN_PAIRS_FOR_SIGNIFICANCE} prompts no difference is called significant: "
-                   "the bootstrap interval of so few pairs is too narrow to trust.")
+    for warning in experiment_warnings(result):  # the same list the HTML report carries
+        st.warning(md_escape(warning))
     c1, c2 = st.columns(2)
     c1.plotly_chart(experiment_figure(result), width="stretch", key="ab_forest")
     c2.plotly_chart(edit_size_figure(result), width="stretch", key="ab_edits")

@@ -19,6 +19,7 @@ from cai_core.evaluation.evaluate import (
     leaderboard,
 )
 from cai_core.evaluation.experiments import experiment_table
+from cai_core.headlines import evaluation_warnings, experiment_warnings
 from cai_core.store import Store
 from cai_core.supervised.revision import get_trajectory
 from cai_core.textdiff import word_diff
@@ -36,6 +37,7 @@ pre{white-space:pre-wrap;word-wrap:break-word;background:#f6f8fa;border:1px soli
 padding:.6rem;font-size:.88rem;margin:.3rem 0}
 .cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:.8rem}
 .fig{margin:.6rem 0}.note{color:#59636e;font-size:.85rem}
+.warn{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .8rem;margin:.4rem 0}
 """
 
 
@@ -69,6 +71,10 @@ class Report:
 
     def text(self, text: str, cls: str | None = None) -> None:
         self.blocks.append(f'<p{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>{esc(text)}</p>')
+
+    def warning(self, text: str) -> None:
+        """A warning the page shows beside the same figures (contamination, too few items)."""
+        self.blocks.append(f'<p class="warn" role="alert">&#9888; {esc(text)}</p>')
 
     def pre(self, text: str | None, label: str | None = None) -> None:
         head = f"<h3>{esc(label)}</h3>" if label else ""
@@ -287,6 +293,8 @@ def evaluation_report(store: Store, ref) -> str:
                  f"judge {spec.get('judge_model')} · prompts {spec.get('prompts')}"
                  + (f" + {spec.get('helpful_prompts')}" if spec.get("helpful_prompts") else "")
                  + f" · seed {spec.get('seed')} · {len(result['policies'])} policies")
+    for warning in evaluation_warnings(store, ev):  # exactly the warnings the Evaluate page shows
+        rep.warning(warning)
     rep.heading("Policies")
     rep.table([{"policy": p["name"], "kind": p["kind"], "spec": p["spec"], "run": p.get("run"), "step": p.get("step")}
                for p in result["policies"]])
@@ -326,6 +334,8 @@ def experiment_report(store: Store, ref) -> str:
                  f"A = {r['constitution_a']['name']}@{r['constitution_a']['version']} · "
                  f"B = {r['constitution_b']['name']}@{r['constitution_b']['version']} · model {r['model']} · "
                  f"{r['prompts']} prompts · seed {r['settings'].get('seed')}")
+    for warning in experiment_warnings(r):  # exactly the warnings the Constitution A/B tab shows
+        rep.warning(warning)
     ch = r["principle_changes"]
     rep.heading("What changed")
     rep.table([{"principle": pid, "change": "changed: " + ", ".join(fields)} for pid, fields in ch["changed"].items()]
