@@ -202,15 +202,30 @@ def queue(store: Store, *, order: str = "uncertain", status: str = "unlabelled",
         "oldest": "c.id",
     }[order]
     base = f"FROM comparisons c LEFT JOIN v ON v.comparison_id=c.id LEFT JOIN lab ON lab.comparison_id=c.id WHERE {' AND '.join(where)}"
-    total = store.scalar(f"{cte} SELECT COUNT(*) {base}", params + wparams)
-    rows = store.query(
-        f"{cte} SELECT c.id, c.batch, c.source, c.origin, c.split, c.prompt, c.response_a, c.response_b, c.category, c.gold_label, "
-        f"c.meta_json, v.p AS ai_p_a, v.pab AS ai_p_a_ab, v.pba AS ai_p_a_ba, COALESCE(v.invalid, 0) AS invalid, "
+    # One pass over the verdicts: the page's narrow rows and the total (a window count), then the texts
+    # of just this page's comparisons. Only past the end (no row to carry the count) is it counted alone.
+    picked = store.query(
+        f"{cte} SELECT c.id, v.p AS ai_p_a, v.pab AS ai_p_a_ab, v.pba AS ai_p_a_ba, COALESCE(v.invalid, 0) AS invalid, "
         f"COALESCE(v.disagreement, 0) AS disagreement, {flipped} AS flipped, lab.label AS human_label, "
-        f"lab.annotator AS human_annotator, lab.is_override AS human_is_override "
+        f"lab.annotator AS human_annotator, lab.is_override AS human_is_override, COUNT(*) OVER () AS total_rows "
         f"{base} ORDER BY {order_sql} LIMIT ? OFFSET ?",
         params + wparams + [int(limit), int(offset)],
     )
+    if picked:
+        total = picked[0]["total_rows"]
+    else:
+        total = 0 if offset == 0 else store.scalar(f"{cte} SELECT COUNT(*) {base}", params + wparams)
+    texts = {}
+    if picked:
+        ids = [r["id"] for r in picked]
+        texts = {r["id"]: dict(r) for r in store.query(
+            "SELECT id, batch, source, origin, split, prompt, response_a, response_b, category, gold_label, meta_json "
+            f"FROM comparisons WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))}
+    rows = []
+    for r in picked:
+        d = dict(r)
+        d.pop("total_rows")
+        rows.append({**texts[d["id"]], **d})
     out = []
     for r in rows:
         d = dict(r)
