@@ -253,3 +253,20 @@ def experiment_warnings(result: dict) -> list[str]:
         out.append(f"With fewer than {MIN_PAIRS_FOR_SIGNIFICANCE} prompts no difference is called significant: "
                    "the bootstrap interval of so few pairs is too narrow to trust.")
     return out
+
+
+def evaluation_headline(result: dict) -> str | None:
+    """An evaluation in one line per axis, as the Notebook lists it: the top policy by score, its record
+    against the others (wins / ties / losses, n) and the small-n caution; None without a result."""
+    parts = []
+    for axis, ax in ((result or {}).get("axes") or {}).items():
+        ranked = sorted(((row.get("bt") if row.get("bt") is not None else float("-inf"), name)
+                         for name, row in (ax.get("policies") or {}).items()), reverse=True)
+        if not ranked:
+            continue
+        rec = policy_record(result, axis, ranked[0][1])
+        if rec is None:
+            continue
+        text = f"{axis}: {rec['policy']} first, {rec['record']} (n={rec['n']})"
+        parts.append(text + (" - too few for a conclusion" if rec["win_rate"].too_few else ""))
+    return "; ".join(parts) or None

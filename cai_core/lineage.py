@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai_core.evaluation.reports import Report
+from cai_core.headlines import evaluation_headline, experiment_warnings
 from cai_core.store import Store, loads
 
 # Columns of the graph, left to right: the order in which CAI work feeds the next step.
@@ -193,8 +194,13 @@ def workspace_lineage(store: Store) -> Lineage:
 
     for r in store.query("SELECT id, name, kind, spec_json, result_json, created_at FROM evaluations ORDER BY id"):
         spec, result = loads(r["spec_json"], {}) or {}, loads(r["result_json"]) or {}
-        nid = lin.add(Node(f"evaluation:{r['id']}", "evaluation", f"{r['name']} ({r['kind']})",
-                           {"name": r["name"], "kind": r["kind"], "finished": bool(result)}, r["created_at"] or 0))
+        detail = {"name": r["name"], "kind": r["kind"], "finished": bool(result)}
+        if result and r["kind"] == "policies":  # the owner's headline, with its n and small-n caution
+            detail["headline"] = evaluation_headline(result)
+        elif result and r["kind"] == "ab-experiment":
+            detail["headline"] = "; ".join(experiment_warnings(result)) or f"{result.get('prompts')} prompts"
+        nid = lin.add(Node(f"evaluation:{r['id']}", "evaluation", f"{r['name']} ({r['kind']})", detail,
+                           r["created_at"] or 0))
         for point in result.get("points") or []:  # what the evaluation really compared, resolved
             lin.link(f"run:{point['run']}" if point.get("run") else None, nid, "evaluated")
         for policy in spec.get("policies") or []:  # not finished yet: the policies as given

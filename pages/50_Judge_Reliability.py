@@ -8,7 +8,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
-from cai_core.headlines import HEADLINE_N_BOOT
+from cai_core.headlines import HEADLINE_N_BOOT, reliability_headlines, too_few
 from cai_core.reliability.paper_evals import PAPER_DATA_ENV, PAPER_EVAL_SETS, paper_data_dir, paper_eval_path
 from cai_core.reliability.gold import (
     best_gold_set,
@@ -228,9 +228,12 @@ with tab_spot:
                         show_error(exc)
             else:
                 gold = [{"id": i, "label": lab, "rater": annotator or "you"} for i, lab in answers.items()]
-                result = json_safe(agreement(match(items, gold), n_boot=1000))
-                st.success(f"Agreement with your blind labels: {pct(result['accuracy'])} "
-                           f"(95% CI {ci_text(result['accuracy_ci'])}, n={result['n']}); chance is 50%.")
+                result = json_safe(agreement(match(items, gold), n_boot=HEADLINE_N_BOOT))
+                spot = reliability_headlines(result)["accuracy"]
+                st.success(f"Agreement with your blind labels: {spot.value_text} "
+                           f"(95% CI {spot.ci_text}, n={spot.n}); chance is 50%.")
+                if spot.warning:
+                    st.warning(spot.warning)
                 c = st.columns(3)
                 c[0].metric("Accuracy w/o ties", pct(result["accuracy_no_ties"]), help=ci_text(result["accuracy_no_ties_ci"]))
                 c[1].metric("Cohen's kappa", num(result["cohen_kappa"]))
@@ -333,7 +336,9 @@ with tab_run:
                 key = job.result["judge_key"]
                 st.caption(md_escape(f"{judge_name.get(key, key)} on {job.result['gold_set']}: accuracy "
                                      f"{pct(job.result['accuracy'])} (95% CI {ci_text(job.result['accuracy_ci'])}, "
-                                     f"n={job.result['n']}) vs chance 50%"), help=key)
+                                     f"n={job.result['n']}) vs chance 50%"
+                                     + (" - too few items for a conclusion" if too_few(job.result["n"]) else "")),
+                           help=key)
                 if job.result.get("truncated"):
                     st.caption(f"{job.result['truncated']} of the items were cut to fit the judge's "
                                f"{job.result.get('context_window') or '?'}-token context (--truncate-prompts)")

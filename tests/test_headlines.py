@@ -113,3 +113,12 @@ def test_judge_headline_is_the_dashboards_default_pick_at_the_default_resamples(
     assert head["gold"] == best_gold_set(store) == "gold:big" and head["judge"] == "mc|b"
     same = judge_vs_gold(store, ["mc|b"], load_gold(store, "gold:big"), n_boot=HEADLINE_N_BOOT)
     assert head["report"]["accuracy_ci"] == same["accuracy_ci"] and head["accuracy"].n == same["n"] == 5
+
+
+def test_the_notebook_lists_an_evaluation_with_the_owners_headline(ws):
+    from cai_core.lineage import notebook_rows, workspace_lineage
+
+    store = open_store(ws)
+    seed_evaluation(store, "ev-nb")
+    (row,) = notebook_rows(workspace_lineage(store), "evaluation")
+    assert row["headline"] == "harmless: tuned first, 2 wins, 0 ties, 0 losses (n=2) - too few for a conclusion"

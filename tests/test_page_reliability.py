@@ -42,9 +42,19 @@ def test_dashboard_renders_all_charts(seeded):
     # the gold set the most judged items cover (5 paper items), not the 2 human-labelled ones listed first
     assert at.selectbox(key="rel_gold").value == "gold:438HHHEvaluations"
     assert at.selectbox(key="rel_gold").options[0].startswith("human-labels")
-    assert any("Too few items for a conclusion: 5 judged gold item(s), fewer than 30" in w.value for w in at.warning)
+    assert any("Too few items for a conclusion: n=5 judged gold items, fewer than 30" in w.value for w in at.warning)
     captions = " ".join(c.value for c in at.caption)
-    assert captions.count("n=5") >= 5, captions  # next to accuracy, flip rate, length bias, calibration, kappa
+    # each card's n is the denominator its own number was computed over (issue 22: "Longer answer wins
+    # 55.6% ... n=20" was 5 of 9 verdicts)
+    report = at.session_state["rel_report"]
+    assert captions.count("n=5 judged gold items") >= 2, captions  # accuracy and kappa
+    assert f"n={report['n_swapped']} pairs judged in both orders" in captions
+    assert f"n={report['n_longer_decided']} non-tie verdicts on unequal-length pairs" in captions
+    assert f"n={report['n_calibrated']} items with P(A) and a gold A/B" in captions
+    longer = next(m for m in at.metric if m.label == "Longer answer wins")
+    if report["n_longer_decided"]:  # k of n: the shown share times its n is a whole count (to display rounding)
+        k = float(longer.value.rstrip("%")) / 100 * report["n_longer_decided"]
+        assert abs(k - round(k)) <= 0.0005 * report["n_longer_decided"], (longer.value, report["n_longer_decided"])
     # judges named in words (model, style, principles, constitution@version); the raw keys on hover
     judges = at.multiselect(key="rel_judges_gold:438HHHEvaluations")
     words = [judges.format_func(k) for k in judges.value]

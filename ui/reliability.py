@@ -57,7 +57,8 @@ def agreement_table(report: dict, names: dict[str, str] | None = None) -> pd.Dat
     if len(rows) > 1:
         rows = [{**report, "rater": "combined (mean P(A))"}] + rows
     return pd.DataFrame([{
-        "judge": names.get(r["rater"], r["rater"]), "judge key": r["rater"] if r["rater"] in names else "", "n": r["n"],
+        "judge": names.get(r["rater"], r["rater"]), "judge key": r["rater"] if r["rater"] in names else "",
+        "n": f"{r['n']} (too few)" if too_few(r["n"]) else str(r["n"]),
         "accuracy": pct(r["accuracy"]), "95% CI": ci_text(r["accuracy_ci"]),
         "accuracy w/o ties": pct(r["accuracy_no_ties"]), "95% CI (w/o ties)": ci_text(r["accuracy_no_ties_ci"]),
         "Cohen's kappa": num(r["cohen_kappa"]),
