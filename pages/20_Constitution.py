@@ -6,6 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from cai_core.constitution.actions import DuplicateConstitution, NewConstitution, RenameAsNew
 from cai_core.constitution.files import build_import, dump_constitution
 from cai_core.constitution.diff import diff_constitutions
 from cai_core.constitution.versions import (
@@ -26,6 +27,7 @@ from cai_core.prompt_sets import (
     parse_prompts_text,
 )
 from ui import constitution as ce
+from ui.command_preview import show_command
 from ui.common import age, get_store, pick_current, read_upload, set_current_item, show_error
 from ui.markdown import md_escape
 
@@ -67,6 +69,51 @@ if names:
 else:
     name = version = None
     st.info("No constitution yet: import one below (or the samples load on the app's first start).")
+
+
+# -- new / duplicate / rename as new -----------------------------------------------------------
+MAKE = {"New": NewConstitution, "Duplicate": DuplicateConstitution, "Rename as new": RenameAsNew}
+
+
+def _make_action():
+    """The typed action the form describes (the same one `python -m cai_core constitution ...` builds)."""
+    how, new = st.session_state.get("ce_make_how") or "New", (st.session_state.get("ce_make_name") or "").strip()
+    if how == "New":
+        return NewConstitution(name=new)
+    return MAKE[how](source=f"{name}@{version}", name=new)
+
+
+def _make() -> None:
+    """Button callback: apply the action; the new name becomes current, so both boxes show it."""
+    action = _make_action()
+    try:
+        made, made_version = action.apply(store)
+    except CaiError as exc:
+        st.session_state["ce_make_flash"] = ("error", str(exc))
+        return
+    st.session_state["ce_make_flash"] = ("success", f"{action.command}: {made!r} version {made_version} is now "
+                                                    "the current constitution.")
+    st.session_state["ce_version"] = made_version
+    st.session_state["ce_make_name"] = ""
+
+
+with st.expander("New, duplicate or rename as new", icon=":material/add:",
+                 expanded="ce_make_flash" in st.session_state or not names):
+    m1, m2, m3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    m1.radio("Make", list(MAKE) if names else ["New"], horizontal=True, key="ce_make_how",
+             help="New: one starter principle to edit. Duplicate: a copy of the version shown under a new name. "
+                  "Rename as new: the version shown continues under a new name; the old name's versions stay "
+                  "stored and listed (runs and judgments name them).")
+    m2.text_input("New name", key="ce_make_name", placeholder="my_constitution")
+    m3.button("Create", key="ce_make", on_click=_make, disabled=not (st.session_state.get("ce_make_name") or "").strip())
+    make_flash = st.session_state.pop("ce_make_flash", None)
+    if make_flash:
+        (st.error if make_flash[0] == "error" else st.success)(md_escape(make_flash[1]))
+    if names and st.session_state.get("ce_make_how", "New") != "New" and ce.has_draft(name, version):
+        st.caption(f"Copies version {version} as saved: the unsaved edits stay with {md_escape(name)} @ {version} "
+                   "(save them first to carry them over).")
+    if (st.session_state.get("ce_make_name") or "").strip():
+        show_command(store, _make_action().to_argv(), note="The same from a shell:")
 
 tab_edit, tab_versions, tab_io, tab_prompts = st.tabs(["Edit", "Versions and diff", "Import / export", "Prompt sets"])
 
@@ -175,7 +222,7 @@ with tab_edit:
                        + "\n".join(f"- {md_escape(msg)}" for msg in all_problems))
         elif changed:
             st.caption(f"Unsaved changes: saving makes version {draft.version} (parent {version}).")
-        s1, s2, s3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+        s1, s2, s3 = st.columns([3, 1.2, 1], vertical_alignment="bottom")
         s1.text_input("Note for this version", key="ce_note", placeholder="what changed and why")
         s2.button("Save new version", type="primary", key="ce_save", on_click=_save,
                   disabled=not changed and not all_problems)

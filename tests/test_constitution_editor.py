@@ -186,3 +186,87 @@ def test_a_fresh_workspace_starts_on_the_readme_pair(ws):
     assert get_current(store, "constitution") == "seed", "a choice already made is kept"
     at = render_page("30_Critique_and_Revise.py")
     assert at.selectbox(key="batch_set").value == "red_team"
+
+
+def test_new_duplicate_and_rename_as_new_from_the_page(samples):
+    """Each makes the first version of a new name, current in both boxes; the page shows the command that
+    builds the same typed action."""
+    from cai_core.constitution.versions import get_constitution, list_versions
+    from cai_core.settings import get_current
+
+    at = _app_on_constitution_page()
+    at.text_input(key="ce_make_name").input("fresh one").run()
+    assert any(c.value == "python -m cai_core constitution new 'fresh one' --workspace " + str(samples.workspace.root)
+               for c in at.code)
+    at.button(key="ce_make").click().run()
+    assert not at.exception, at.exception
+    assert get_current(samples, "constitution") == "fresh one"
+    assert _boxes(at) == ("fresh one", "fresh one")
+    assert [t.value for t in at.text_input if t.key and t.key.endswith("_id")] == ["general_harm"]
+
+    at.selectbox(key="ce_name").set_value("anti_evasive").run()
+    source = get_constitution(samples, "anti_evasive")
+    at.radio(key="ce_make_how").set_value("Duplicate").run()
+    at.text_input(key="ce_make_name").input("anti_copy").run()
+    at.button(key="ce_make").click().run()
+    copy = get_constitution(samples, "anti_copy")
+    assert [p.critique_request for p in copy.principles] == [p.critique_request for p in source.principles]
+    assert list_versions(samples, "anti_copy")[0]["note"] == f"duplicated from anti_evasive@{source.version}"
+    assert _boxes(at) == ("anti_copy", "anti_copy")
+    assert at.selectbox(key="ce_version").value == copy.version
+
+    at.radio(key="ce_make_how").set_value("Rename as new").run()
+    at.text_input(key="ce_make_name").input("anti_copy").run()  # taken: refused, nothing made
+    at.button(key="ce_make").click().run()
+    assert any("exists already" in e.value for e in at.error)
+    at.text_input(key="ce_make_name").input("anti_v2").run()
+    at.button(key="ce_make").click().run()
+    assert list_versions(samples, "anti_v2")[0]["note"] == f"renamed from anti_copy@{copy.version}"
+    assert "anti_copy" in at.selectbox(key="ce_name").options, "the old name's versions stay listed"
+    assert _boxes(at) == ("anti_v2", "anti_v2")
+
+
+@pytest.mark.parametrize("argv", [["constitution", "new", "x1", "--description", "d"],
+                                  ["constitution", "duplicate", "anti_evasive", "x2"],
+                                  ["constitution", "rename-as-new", "seed@abc123", "x3"]])
+def test_the_command_builds_the_same_typed_action(argv):
+    import argparse
+
+    from cai_core.commands.constitution import register
+    from cai_core.constitution.actions import ACTIONS
+
+    def build_parser():  # the `constitution` group as cai_core.cli registers it
+        parser = argparse.ArgumentParser()
+        register(parser.add_subparsers(dest="command"))
+        return parser
+
+    args = build_parser().parse_args(argv)
+    action = ACTIONS[args.action_cls].from_args(args)
+    assert action.to_argv() == argv
+    assert ACTIONS[args.action_cls].from_args(build_parser().parse_args(action.to_argv())) == action
+
+
+@pytest.mark.parametrize("bad, why", [("", "give the new constitution a name"), ("a@b", "no '@'"),
+                                      ("x.yaml", "reads as a file path"), ("abcdef12", "reads as a version hash"),
+                                      ("seed", "exists already")])
+@pytest.mark.slow
+def test_the_cli_refuses_a_bad_new_name(samples, bad, why):
+    from tests.helpers import run_cli
+
+    r = run_cli("constitution", "new", bad, "--workspace", str(samples.workspace.root))
+    assert r.returncode != 0 and why in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_the_cli_duplicates_and_makes_it_current(samples):
+    from cai_core.constitution.versions import get_constitution
+    from cai_core.settings import get_current
+    from tests.helpers import run_cli
+
+    version = get_constitution(samples, "seed").version
+    r = run_cli("constitution", "duplicate", f"seed@{version[:8]}", "seed_copy", "--workspace",
+                str(samples.workspace.root))
+    assert r.returncode == 0, r.stderr
+    assert get_constitution(samples, "seed_copy").principles == get_constitution(samples, "seed").principles
+    assert get_current(samples, "constitution") == "seed_copy"
+    assert "now the current constitution" in r.stdout

@@ -1,4 +1,6 @@
-"""`constitution ...`: import, export, list, versions, diff and validate constitutions headless."""
+"""`constitution ...`: import, export, list, versions, diff and validate constitutions headless, and make
+one under a new name (new, duplicate, rename-as-new: the typed actions of cai_core.constitution.actions,
+the same ones the Constitution page applies)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cai_core.commands._common import add_command, add_group
+from cai_core.constitution.actions import ACTIONS
 from cai_core.constitution.diff import diff_constitutions
 from cai_core.constitution.files import load_import
 from cai_core.constitution.versions import (
@@ -60,6 +63,19 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_diff)
 
+    p = add_command(actions, "new", "a new constitution with one starter principle to edit (made current)")
+    p.add_argument("name", help="the new name (not taken; no '@', no file suffix)")
+    p.add_argument("--description", default="", help="its description")
+    p.set_defaults(func=cmd_new_name, action_cls="new")
+
+    for command, helptext in (("duplicate", "copy a stored version under a new name (made current); the source stays"),
+                              ("rename-as-new", "continue a constitution under a new name (made current); its old "
+                                                "versions stay stored and listed, since runs name them")):
+        p = add_command(actions, command, helptext)
+        p.add_argument("source", help="NAME (its newest version) or NAME@VERSION")
+        p.add_argument("name", help="the new name (not taken; no '@', no file suffix)")
+        p.set_defaults(func=cmd_new_name, action_cls=command)
+
     p = add_command(actions, "validate", "check a constitution file without storing anything")
     p.add_argument("file")
     p.add_argument("--comparisons", default=None, metavar="FILE")
@@ -82,6 +98,14 @@ def cmd_import(args) -> int:
     print(f"imported {c.name!r} version {version}: {len(c.principles)} principles "
           f"({len(c.critique_principles())} for critique/revision, {len(c.comparison_principles())} with a "
           f"comparison question), {len(c.few_shot)} few-shot examples, {len(c.judge_examples)} judge examples")
+    return 0
+
+
+def cmd_new_name(args) -> int:
+    """new / duplicate / rename-as-new: build the typed action (as the page does) and apply it."""
+    action = ACTIONS[args.action_cls].from_args(args)
+    name, version = action.apply(_store(args))
+    print(f"{action.command}: {name!r} version {version} (now the current constitution)")
     return 0
 
 

@@ -32,7 +32,7 @@ def _open_principle_1(page, name: str) -> None:
 
     first = load_constitution_file(SAMPLE_DIR / "constitutions" / f"{name}.yaml").principles[0]
     summary = page.locator("[data-testid='stMain'] [data-testid='stExpander'] summary").filter(
-        has_text=re.compile(r"(^|\W)1\. " + re.escape(first.name)))
+        has_text=re.compile(r"(^|[^0-9])1\. " + re.escape(first.name)))
     summary.first.click()
     settle(page, 200)
 
@@ -59,8 +59,10 @@ def _boxes(page) -> tuple[str, str]:
 
 def _replay(page, app_server, app_store, *, start: str, target: str, sidebar: bool, edit: str) -> None:
     from cai_core.constitution.versions import get_constitution, list_versions
+    from cai_core.sample_data import ensure_samples
     from cai_core.settings import set_current
 
+    ensure_samples(app_store)  # what the app's first start does; here before the first page is opened
     set_current(app_store, "constitution", start)
     other_before = _state(app_store, start)
     target_before = _state(app_store, target)
