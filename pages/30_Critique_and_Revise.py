@@ -297,6 +297,12 @@ with sft_tab:
     st.caption("Export (prompt, final revision) pairs as a TRL conversational dataset: data.jsonl and a "
                "datasets folder (load_from_disk), with a card listing constitution version, model and counts.")
     batches = store_cached(list_batches)
+    # a suggested free name, so the form never opens on "invalid export name ''" (issue 22 item 13); it is
+    # refreshed once an export took it, and a name the user typed is kept
+    taken = {e["name"] for e in list_exports(store, "sft")}
+    suggested = next(f"sl-cai-v{k}" for k in range(1, len(taken) + 2) if f"sl-cai-v{k}" not in taken)
+    if st.session_state.get("sft_name") in (None, st.session_state.get("sft_name_suggested")):
+        st.session_state["sft_name"] = st.session_state["sft_name_suggested"] = suggested
     with st.form("sft_form"):
         name = st.text_input("Export name", key="sft_name", placeholder="sl-cai-v1")
         scope = st.radio("Which trajectories", ["All finished", "One batch", "One constitution version"],
@@ -317,6 +323,8 @@ with sft_tab:
         submitted = st.form_submit_button("Export", type="primary")
 
     def _sft_spec() -> ExportSftSpec:
+        if not name.strip():
+            raise CaiError("give the export a name")
         safe_name(name, "export name")
         if not formats:
             raise CaiError("choose at least one format")
