@@ -477,11 +477,60 @@ def layout(lin: Lineage, ids: set[str] | None = None, sweeps: int = 8) -> Layout
         cost = total(order)
         if cost < best_cost:
             best, best_cost = [list(x) for x in order], cost
-    coords = {v: (float(r), -float(i)) for r, vs in enumerate(best) for i, v in enumerate(vs)}
+    ys = _coordinates(best, up, down, ids)
+    coords = {v: (float(r), ys[v]) for r, vs in enumerate(best) for v in vs}
     pos = {v: xy for v, xy in coords.items() if v in ids}
     paths = [(e, [coords[v] for v in chain]) for e, chain in chains]
     rank_kinds = [sorted({lin.nodes[v].kind for v in vs if v in ids}, key=LAYERS.index) for vs in best]
     return Layout(pos, paths, rank_kinds)
+
+
+# Vertical room between neighbours on one rank, in slots: two items (their labels sit below them), an item
+# and a waypoint (a line passes at least half a slot from an item), two waypoints.
+SEP_ITEMS, SEP_ITEM_WAY, SEP_WAYS = 1.0, 0.5, 0.25
+
+
+def _pool(targets: list[float], seps: list[float]) -> list[float]:
+    """The y's closest (least squares) to `targets` that keep their order top to bottom with at least
+    seps[i] between item i and i+1 (pool-adjacent-violators on y + the separations above it)."""
+    offsets = [0.0]
+    for sep in seps:
+        offsets.append(offsets[-1] + sep)
+    z = [t + o for t, o in zip(targets, offsets)]  # constraint: z non-increasing
+    blocks: list[list[float]] = []  # [mean, weight]
+    for value in z:
+        blocks.append([value, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            (m2, w2), (m1, w1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    out: list[float] = []
+    for mean, weight in blocks:
+        out += [mean] * int(weight)
+    return [v - o for v, o in zip(out, offsets)]
+
+
+def _coordinates(order: list[list[str]], up: dict, down: dict, ids: set[str], rounds: int = 6) -> dict[str, float]:
+    """y of every vertex: start stacked top-down, then pull each towards the mean y of its neighbours
+    (alternately the rank before and after), keeping the rank's order and separations (`_pool`)."""
+    y = {v: -float(i) for vs in order for i, v in enumerate(vs)}
+
+    def seps(vs: list[str]) -> list[float]:
+        return [SEP_ITEMS if (a in ids and b in ids) else SEP_WAYS if (a not in ids and b not in ids) else SEP_ITEM_WAY
+                for a, b in zip(vs, vs[1:])]
+
+    for k in range(rounds):
+        near = up if k % 2 == 0 else down
+        for vs in (order if k % 2 == 0 else order[::-1]):
+            if not vs:
+                continue
+            targets = []
+            for v in vs:
+                ns = [y[u] for u in near.get(v, [])] or [y[u] for u in (down if k % 2 == 0 else up).get(v, [])]
+                targets.append(sum(ns) / len(ns) if ns else y[v])
+            for v, value in zip(vs, _pool(targets, seps(vs))):
+                y[v] = value
+    top = max(y.values(), default=0.0)
+    return {v: value - top for v, value in y.items()}
 
 
 def positions(lin: Lineage) -> dict[str, tuple[float, float]]:
@@ -538,7 +587,7 @@ def lineage_figure(lin: Lineage):
     depth = max((-y for _, y in pos.values()), default=0)
     ticks = [" / ".join(kinds) for kinds in lay.rank_kinds]
     fig.update_layout(
-        height=max(320, 110 * (depth + 1) + 120), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        height=int(max(320, 110 * (depth + 1) + 120)), margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis={"tickvals": list(range(len(ticks))), "ticktext": ticks, "side": "top", "showgrid": False,
                "zeroline": False, "range": [-0.6, len(ticks) - 0.4]},
         yaxis={"visible": False, "range": [-depth - 0.9, 0.5]},
