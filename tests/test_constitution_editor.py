@@ -270,3 +270,18 @@ def test_the_cli_duplicates_and_makes_it_current(samples):
     assert get_constitution(samples, "seed_copy").principles == get_constitution(samples, "seed").principles
     assert get_current(samples, "constitution") == "seed_copy"
     assert "now the current constitution" in r.stdout
+
+
+def test_the_sidebar_engine_box_follows_the_store(samples, monkeypatch):
+    """The engine box also reads the store before it is drawn: an engine chosen in another tab or session
+    is sent to this browser's box instead of being overwritten by its stale value."""
+    from cai_core.models.specs import ENGINE_ENV
+    from cai_core.settings import set_setting
+
+    monkeypatch.setenv(ENGINE_ENV, "transformers")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    assert at.sidebar.selectbox(key="sb_engine").value == "transformers"
+    set_setting(samples, "engine", "ctranslate2")
+    at.run()
+    box = at.sidebar.selectbox(key="sb_engine")
+    assert box.value == "ctranslate2" and box.proto.set_value

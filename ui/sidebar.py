@@ -69,8 +69,9 @@ def render_sidebar(store, root: str, spec: str) -> None:
 
 
 def current_items(store) -> None:
-    """The current constitution (with its newest version) and prompt set: read fresh on every run, so
-    an item created or imported on any page is listed at once."""
+    """The current constitution (with its newest version) and prompt set: read fresh from the store on
+    every run (ui.common.pick_current), so an item created, imported or picked on any page, in another
+    tab or by a command shows here at once, and picking here makes it current everywhere."""
     constitutions = {c["name"]: c for c in list_constitutions(store)}
     if constitutions:
         name = pick_current(st, "constitution", "Current constitution", list(constitutions),
@@ -90,15 +91,21 @@ def engine_picker(store) -> None:
     saved = get_setting(store, "engine") or default_engine()
     if saved != default_engine():
         set_default_engine(saved)
-    choice = st.selectbox("Engine for local models", ENGINES, index=ENGINES.index(saved), key="sb_engine",
-                          format_func=ENGINE_LABELS.get,
-                          help="The same as --engine on the command line. auto: transformers for everything. "
-                               "ctranslate2: CTranslate2 float32 on the CPU (the same numbers as transformers). "
-                               "ctranslate2-int8: generation on CTranslate2 int8 (batches about 1.1x faster on the CPU; "
-                               "the live run no faster than auto's), but its text differs from float32's after a "
-                               "few tokens, so the rows it writes "
-                               "record the model as \"<model> [int8]\" (kept apart from float32 runs); option "
-                               "scoring and mc judges stay on transformers float32.")
-    if choice != saved:
-        set_setting(store, "engine", choice)
-        set_default_engine(choice)
+    if st.session_state.get("sb_engine") != saved:  # the store's choice, also sent to the browser's box
+        st.session_state["sb_engine"] = saved
+    st.selectbox("Engine for local models", ENGINES, key="sb_engine", on_change=_engine_picked, args=(store,),
+                 format_func=ENGINE_LABELS.get,
+                 help="The same as --engine on the command line. auto: transformers for everything. "
+                      "ctranslate2: CTranslate2 float32 on the CPU (the same numbers as transformers). "
+                      "ctranslate2-int8: generation on CTranslate2 int8 (batches about 1.1x faster on the CPU; "
+                      "the live run no faster than auto's), but its text differs from float32's after a "
+                      "few tokens, so the rows it writes "
+                      "record the model as \"<model> [int8]\" (kept apart from float32 runs); option "
+                      "scoring and mc judges stay on transformers float32.")
+
+
+def _engine_picked(store) -> None:
+    """The engine box's callback: the store holds the workspace's engine (one source for every session)."""
+    choice = st.session_state["sb_engine"]
+    set_setting(store, "engine", choice)
+    set_default_engine(choice)
