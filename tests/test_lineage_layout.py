@@ -124,3 +124,48 @@ def test_plurals_and_labels_that_fit():
     assert all(len(line) <= 22 for t in texts for line in t.split("<br>"))
     xmin = fig.layout.xaxis.range[0]
     assert xmin <= -0.5  # room left of the first column for its centred labels
+
+
+def test_random_workspaces_never_draw_a_link_through_an_item():
+    """Seeded random graphs of every kind, with same-kind chains and links that skip columns."""
+    import random
+
+    from cai_core.lineage import LAYERS
+
+    for seed in range(25):
+        rng = random.Random(seed)
+        lin = Lineage()
+        nodes = []
+        for k in range(rng.randint(3, 30)):
+            kind = rng.choice(LAYERS)
+            lin.add(Node(f"n{k}", kind, f"item {k}", {}, float(k)))
+            nodes.append(lin.nodes[f"n{k}"])
+        for _ in range(rng.randint(0, 45)):
+            a, b = rng.sample(nodes, 2)
+            ia, ib = LAYERS.index(a.kind), LAYERS.index(b.kind)
+            if ia > ib or (ia == ib and a.created_at > b.created_at):
+                a, b = b, a
+            lin.link(a.id, b.id, "exported")
+        lay = layout(lin)
+        assert len(set(lay.pos.values())) == len(lay.pos), seed
+        for edge, points in lay.paths:
+            xs = [x for x, _ in points]
+            assert all(b - a == 1 for a, b in zip(xs, xs[1:])), (seed, edge)
+            for a, b in zip(points, points[1:]):
+                for nid, p in lay.pos.items():
+                    if p not in (a, b):
+                        assert _distance(p, a, b) > MARKER_PX + 1, (seed, edge.src, edge.dst, nid)
+
+
+def test_the_html_notebook_has_plural_headings_and_the_layered_graph(ws):
+    import html as html_lib
+
+    from cai_core.lineage import notebook_html
+    from cai_core.store import open_store
+    from tests.helpers import seed_evaluation
+
+    store = open_store(ws)
+    seed_evaluation(store, "ev-html")
+    text = html_lib.unescape(notebook_html(store))
+    assert "Revision batches (0)" in text and "Pair batches (1)" in text and "batchs" not in text
+    assert "harmless: tuned first, 2 wins, 0 ties, 0 losses (n=2) - too few for a conclusion" in text
