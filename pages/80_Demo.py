@@ -170,10 +170,11 @@ elif step == 5:
             c1, c2, c3 = st.columns(3)
             best = board[data["best"]]
             vs = rec["vs_base"]
-            c1.metric(f"{md_escape(data['best'])} vs the others", rec["record"],
-                      help=f"Out of {rec['n']} judged comparisons. Win rate {rec['win_rate'].value_text} "
-                           f"({rec['win_rate'].help}), 95% CI {rec['win_rate'].ci_text}.")
-            c1.caption(f"win rate {rec['win_rate'].value_text} ({rec['win_rate'].help}) - n={rec['n']}")
+            c1.metric(f"{md_escape(data['best'])}: wins / ties / losses", f"{rec['wins']} / {rec['ties']} / {rec['losses']}",
+                      help=f"Against the other policies, out of {rec['n']} judged comparisons. Win rate "
+                           f"{rec['win_rate'].value_text} ({rec['win_rate'].help}), 95% CI {rec['win_rate'].ci_text}.")
+            c1.caption(f"{rec['record']}; win rate {rec['win_rate'].value_text} ({rec['win_rate'].help}) - "
+                       f"n={rec['n']}")
             c2.metric("Harmlessness score", f"{best['bt_score']:.0f}",
                       delta=None if vs is None else f"{vs['diff']:+.0f} vs {md_escape(data['base'])}",
                       delta_color="off" if vs is not None and vs["caution"] else "normal")

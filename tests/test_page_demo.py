@@ -133,7 +133,7 @@ def test_demo_before_after_uses_the_untrained_model_as_base(ws):
     at.run()
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
-    assert "tuned vs the others" in labels, labels
+    assert "tuned: wins / ties / losses" in labels, labels
     assert any("vs base" in str(m.delta) for m in at.metric if m.label == "Harmlessness score")
 
 
@@ -358,9 +358,10 @@ def test_demo_says_wins_ties_losses_and_cautions_a_score_gap_at_small_n(ws):
     at.session_state["demo_step"] = 5
     at.run()
     assert not at.exception, at.exception
-    metric = next(m for m in at.metric if m.label == "tuned vs the others")
-    assert metric.value == "1 win, 2 ties, 0 losses"
-    assert any("win rate 66.7% (a tie counts as half a win) - n=3" in c.value for c in at.caption)
+    metric = next(m for m in at.metric if m.label == "tuned: wins / ties / losses")
+    assert metric.value == "1 / 2 / 0"
+    assert any("1 win, 2 ties, 0 losses; win rate 66.7% (a tie counts as half a win) - n=3" in c.value
+               for c in at.caption)
     score = next(m for m in at.metric if m.label == "Harmlessness score")
     assert score.delta == "+102 vs base"
     assert any("Not a conclusion: +102 vs base (n=3, only 3 judged comparison(s)" in w.value.replace("\\", "")
