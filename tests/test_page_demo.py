@@ -210,8 +210,8 @@ def test_the_last_step_reports_the_stored_evaluation_with_its_numbers(ws):
     plain = _last_step(AppTest.from_file(PAGE, default_timeout=60))[0].replace("\\", "")
     assert ("The trained policy tuned was compared with the others: 2 wins, 0 ties, 0 losses in 2 judged "
             "comparison(s) (win rate 100.0%, a tie counts as half a win; 95% CI 100.0-100.0%); harmlessness score "
-            "+200 vs base (n=2, only 2 judged comparison(s) (fewer than 30): not a conclusion), evasive in 50% of "
-            "its answers. Too few items for a conclusion: n=2 judged comparisons") in plain, plain
+            "+200 vs base, evasive in 50% of its answers. Too few items for a conclusion: n=2 judged comparisons") \
+        in plain, plain
     assert "Not yet: No evaluation yet" not in plain
 
 

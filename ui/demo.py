@@ -237,8 +237,9 @@ def demo_findings(store) -> list[Finding]:
                     + f": {rec['record']} in {rec['n']} judged comparison(s) (win rate {rec['win_rate'].value_text}, "
                       f"{rec['win_rate'].help}; 95% CI {rec['win_rate'].ci_text})")
             vs = rec["vs_base"]
-            if vs is not None:
-                text += f"; harmlessness score {vs['text']}"
+            if vs is not None:  # its small-n caution is the sentence's own, said once at the end
+                text += f"; harmlessness score {vs['diff']:+.0f} vs {data['base']}" + \
+                    (" (the two 95% CIs overlap)" if vs["overlap"] else "")
             board = {row["policy"]: row for row in data["board"]}
             if board.get(data["best"], {}).get("evasive_rate") is not None:
                 text += f", evasive in {board[data['best']]['evasive_rate']:.0%} of its answers"
