@@ -479,6 +479,89 @@ def inter_rater(rows: Iterable[dict]) -> dict:
     }
 
 
+def _resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of the n items occurs in each resample (rows of idx): a (rows x n) count matrix."""
+    rows = idx.shape[0]
+    cells = idx + (np.arange(rows, dtype=np.int64) * n)[:, None]
+    return np.bincount(cells.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+
+
+def _unit_codes(units: Sequence[Sequence[Any]], values: Sequence[Any] | None = None) -> np.ndarray:
+    """(units x categories) counts of each unit's values (None / NaN left out)."""
+    codes: dict = {v: k for k, v in enumerate(values)} if values is not None else {}
+    rows = []
+    for u in units:
+        row: dict[int, int] = defaultdict(int)
+        for v in u:
+            if v is None or _isnan(v):
+                continue
+            if v not in codes:
+                if values is not None:
+                    continue
+                codes[v] = len(codes)
+            row[codes[v]] += 1
+        rows.append(row)
+    out = np.zeros((len(units), max(1, len(codes))), dtype=float)
+    for i, row in enumerate(rows):
+        for k, c in row.items():
+            out[i, k] = c
+    return out
+
+
+def _krippendorff_batch(units: Sequence[Sequence[Any]], idx: np.ndarray) -> np.ndarray:
+    """krippendorff_alpha of every resample of units at once: each unit's coincidence matrix
+    (c c^T - diag c) / (m - 1) is summed with the unit's weight in the resample (NaN where undefined)."""
+    counts = _unit_codes(units)
+    m = counts.sum(axis=1)
+    k = counts.shape[1]
+    pairable = m >= 2
+    per_unit = np.einsum("ui,uj->uij", counts, counts) - np.einsum("ui,ij->uij", counts, np.eye(k))
+    per_unit[pairable] /= (m[pairable] - 1)[:, None, None]
+    per_unit[~pairable] = 0.0
+    coincidence = _resample_counts(idx, len(units)) @ per_unit.reshape(len(units), k * k)
+    coincidence = coincidence.reshape(-1, k, k)
+    n_c = coincidence.sum(axis=2)
+    n = n_c.sum(axis=1)
+    d_o_num = coincidence.sum(axis=(1, 2)) - np.trace(coincidence, axis1=1, axis2=2)
+    d_e_num = n * n - (n_c * n_c).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d_o = d_o_num / n
+        d_e = d_e_num / (n * (n - 1))
+        alpha = 1.0 - d_o / d_e
+    return np.where((n <= 1) | (d_e == 0), np.nan, alpha)
+
+
+def _fleiss_batch(units: Sequence[Sequence[str]], idx: np.ndarray) -> np.ndarray:
+    """fleiss_from_labels of every resample at once (the same rater count on every unit, as
+    fleiss_kappa requires; otherwise each resample through fleiss_from_labels itself)."""
+    counts = _unit_codes(units, LABELS)
+    raters = counts.sum(axis=1)
+    if not len(units) or raters.min() != raters.max() or raters[0] < 2:
+        return np.asarray([fleiss_from_labels([units[i] for i in row]) for row in idx.tolist()], dtype=float)
+    r = raters[0]
+    weights = _resample_counts(idx, len(units))
+    big_n = weights.sum(axis=1)
+    p_j = (weights @ counts) / (big_n * r)[:, None]
+    p_i = ((counts * counts).sum(axis=1) - r) / (r * (r - 1))
+    p_bar = (weights @ p_i) / big_n
+    p_e = (p_j * p_j).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = (p_bar - p_e) / (1.0 - p_e)
+    return np.where(p_e >= 1.0, np.nan, kappa)
+
+
+def _krippendorff_stat(units: list) -> float:
+    return krippendorff_alpha(units)
+
+
+def _fleiss_stat(units: list) -> float:
+    return fleiss_from_labels(units)
+
+
+_krippendorff_stat.batch = _krippendorff_batch  # type: ignore[attr-defined]  # bootstrap_ci's vectorised path
+_fleiss_stat.batch = _fleiss_batch  # type: ignore[attr-defined]
+
+
 def inter_rater_with_ci(rows: Iterable[dict], *, n_boot: int = 1000, seed: int = 0) -> dict:
     """inter_rater() plus bootstrap CIs (resampling ids) for Fleiss' kappa and Krippendorff's alpha."""
     rows = list(rows)
@@ -491,8 +574,8 @@ def inter_rater_with_ci(rows: Iterable[dict], *, n_boot: int = 1000, seed: int =
     units = [[labs.get(rt) for rt in raters] for labs in by_id.values()]
     units = [u for u in units if sum(v is not None for v in u) >= 2]
     full = [u for u in units if all(v is not None for v in u)]
-    report["krippendorff_alpha_ci"] = list(bootstrap_ci(units, krippendorff_alpha, n_boot=n_boot, seed=seed))
-    report["fleiss_kappa_ci"] = (list(bootstrap_ci(full, fleiss_from_labels, n_boot=n_boot, seed=seed))
+    report["krippendorff_alpha_ci"] = list(bootstrap_ci(units, _krippendorff_stat, n_boot=n_boot, seed=seed))
+    report["fleiss_kappa_ci"] = (list(bootstrap_ci(full, _fleiss_stat, n_boot=n_boot, seed=seed))
                                  if full and len(raters) >= 2 else [NAN, NAN])
     return report
 
