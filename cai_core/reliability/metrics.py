@@ -306,6 +306,8 @@ def brier_score(p_a: Sequence[float], gold: Sequence[str]) -> float:
 # -- matching judge labels to gold -------------------------------------------------------------
 def resolve_labels(labels: Sequence[str]) -> str:
     """One label from several raters' labels: the most common; a tie for first place is 'tie'."""
+    if len(labels) == 1:  # one rater (most gold sets): no counting
+        return labels[0]
     counts = Counter(labels).most_common()
     if len(counts) > 1 and counts[0][1] == counts[1][1]:
         return "tie"
@@ -654,7 +656,7 @@ def reliability_report(judge_rows: Sequence[dict], gold_rows: Sequence[dict], *,
     report["disagreements"] = [
         {k: i.get(k) for k in ("id", "rater", "principle", "label", "gold", "gold_labels", "p_a", "p_a_ab", "p_a_ba",
                                "reasoning", "category")}
-        for i in disagreements(match(valid, gold_rows, ("rater", "id", "principle")))
+        for i in disagreements(per_principle)  # the same match as by_principle's
     ]
     return report
 
