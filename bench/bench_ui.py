@@ -4,9 +4,17 @@ The store is seeded directly (one transaction per table) with N trajectories (on
 round each), N comparisons in 10 batches with two judgments each (both orders), N/10 human labels,
 the sample constitutions and prompt sets, and a few finished runs with metrics. Each page is run
 twice through `app.py` (AppTest.switch_page), each time in a fresh session; the second (warm:
-imports and caches done, as for a user opening the page) is the figure, the first is printed too.
+imports and caches done, as for a user opening the page) is the figure, the first (the page's data
+computed for the first time since the store changed) is printed too, against its own target.
+pandas and plotly are imported before any page is timed: a server process pays that once, whichever
+page comes first, and it does not grow with the rows.
 
-ratio = the slowest page's warm render time in seconds. Target < 1.5 s (N = 10,000).
+Each render is timed on two clocks: wall (what a user waits, when the machine is free) and the
+process's CPU seconds (what the render costs; on a shared, loaded box the wall clock swings 5x while
+CPU seconds do not). `--clock` picks the one the targets are checked on (default wall).
+
+ratio = the slowest page's warm render time in seconds. Target < 1 s warm and < 2 s on the first
+render (issue 21: N = 100,000); `--rows 1000000` checks that the pages stay usable at 1M.
 """
 from __future__ import annotations
 
@@ -19,7 +27,8 @@ from pathlib import Path
 
 from benchlib import ROOT, finish, parser, setup, temp_store
 
-TARGET = 1.5
+TARGET = 1.0        # seconds, warm render, slowest page
+FIRST_TARGET = 2.0  # seconds, first render, slowest page
 
 
 def seed(store, n: int) -> None:
@@ -110,6 +119,9 @@ def main() -> None:
     p.add_argument("--pages", default=None, help="only the pages whose file name contains one of these comma-separated words")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="write a cProfile of each page's first and warm render to DIR/<page>.{first,warm}.prof")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="the clock the targets are checked on: wall seconds, or the process's CPU seconds "
+                        "(steady on a shared, loaded machine); both are printed")
     args = p.parse_args()
     setup(args)
     n = args.rows or (1000 if args.quick else 10000)
@@ -127,6 +139,8 @@ def main() -> None:
 
     if args.profile:
         _profile_script_thread()
+    import pandas  # noqa: F401  - imported once per server process, not per page (see the docstring)
+    import plotly.express  # noqa: F401
 
     results, errors = {}, {}
     pages = sorted((ROOT / "pages").glob("[0-9]*_*.py"))
@@ -134,30 +148,41 @@ def main() -> None:
         pages = [pg for pg in pages if any(w.strip().lower() in pg.stem.lower() for w in args.pages.split(","))]
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
+    cpu_results = {}
     for page in pages:
-        times = []
+        times, cpu = [], []
         for which in ("first", "warm"):  # a fresh session each time (AppTest re-sends widget states, which go stale)
             at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
             at.switch_page(str(page.relative_to(ROOT)))
             prof = _PROFILE["now"] = cProfile.Profile() if args.profile else None
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             at.run()
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             if prof:
                 prof.dump_stats(str(Path(args.profile) / f"{page.stem}.{which}.prof"))
-            times.append(time.perf_counter() - t)
         if at.exception:
             errors[page.stem] = str(at.exception[0].value)[:200]
         elif not at.title:
             errors[page.stem] = "rendered no title: did the page run?"
         results[page.stem] = times
-    slow = {k: round(v[1], 2) for k, v in results.items() if v[1] >= TARGET}
-    figures = {"rows": n, "seed_seconds": round(seeded, 1)}
+        cpu_results[page.stem] = cpu
+    checked = cpu_results if args.clock == "cpu" else results
+    slow = {k: round(v[1], 2) for k, v in checked.items() if v[1] >= TARGET}
+    slow_first = {k: round(v[0], 2) for k, v in checked.items() if v[0] >= FIRST_TARGET}
+    figures = {"rows": n, "seed_seconds": round(seeded, 1), "clock": args.clock}
     for k, (cold, warm) in results.items():
-        figures[k] = f"warm {warm:.2f}s (first {cold:.2f}s)" + ("  <- over target" if warm >= TARGET else "")
+        ccold, cwarm = cpu_results[k]
+        over = [w for w, bad in (("warm", checked[k][1] >= TARGET), ("first", checked[k][0] >= FIRST_TARGET)) if bad]
+        figures[k] = (f"warm {warm:.2f}s (first {cold:.2f}s); cpu warm {cwarm:.2f}s (first {ccold:.2f}s)"
+                      + (f"  <- over target ({', '.join(over)})" if over else ""))
     figures["pages_over_target"] = slow or "none"
+    figures["first_renders_over_target"] = slow_first or "none"
+    figures["slowest_first_render"] = round(max(v[0] for v in checked.values()), 3)
+    figures["first_target"] = FIRST_TARGET
     if errors:
         figures["page_exceptions"] = errors
-    finish(args, figures, max(v[1] for v in results.values()), TARGET, higher_is_better=False)
+    finish(args, figures, max(v[1] for v in checked.values()), TARGET, higher_is_better=False)
 
 
 if __name__ == "__main__":
