@@ -148,7 +148,7 @@ class ReviseSpec(JobSpec):
     top_p: float = 0.95
     early_stop: bool = False
     no_few_shot: bool = False
-    batch_size: int = 8
+    batch_size: int | None = None            # work in flight (None: what the backend serves; models/dispatch.py)
     limit: int | None = None
     batch: str | None = None
     quantization: str | None = None
@@ -171,6 +171,7 @@ class PairsSampleSpec(JobSpec):
     seed: int = 0
     limit: int | None = None
     truncate_prompts: bool = False
+    batch_size: int | None = None            # work in flight (None: what the backend serves)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class JudgeJobSpec(JobSpec):
     cot_clamp: str = "0.4,0.6"
     max_new_tokens: int = 160
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int | None = None            # work in flight (None: what the backend serves; models/dispatch.py)
     zero_shot: bool = False
     out: str | None = None
     json: bool = False
@@ -259,7 +260,7 @@ class EvaluateSpec(JobSpec):
     max_new_tokens: int = 128
     temperature: float = 0.7
     top_p: float = 0.95
-    batch_size: int = 8
+    batch_size: int | None = None            # work in flight (None: what the backend serves; models/dispatch.py)
     tie_margin: float = 0.0
     n_boot: int = 1000
     name: str | None = None
@@ -313,7 +314,7 @@ class EvalJudgeSpec(JobSpec):
     principles: str = "random"
     no_swap: bool = False
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int | None = None            # work in flight (None: what the backend serves; models/dispatch.py)
     max_new_tokens: int = 160
     n_boot: int = 1000
     device: str = "auto"

@@ -9,6 +9,7 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import leaderboard, run_evaluation, validate_spec
 from cai_core.jobs import JobReporter
 from cai_core.jobspecs import EvaluateSpec
+from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
 from cai_core.store import open_store
 
@@ -36,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument("--tie-margin", type=float, default=0.0,
                    help="|P(A) - 0.5| at or below this counts as a tie (a verdict that flips with the order always does)")
     add_n_boot(p)
@@ -67,8 +68,7 @@ def print_summary(result: dict) -> None:
 
 def cmd_evaluate(args) -> int:
     store = open_store(args.workspace)
-    if args.batch_size < 1:
-        raise CaiError("--batch-size must be at least 1")
+    check_batch_size(args.batch_size)
     if args.n_boot < 10:
         raise CaiError("--n-boot must be at least 10")
     out = output_file(args.out)

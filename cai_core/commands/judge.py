@@ -14,6 +14,7 @@ from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import TRUNCATE_FLAG
+from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.models.specs import get_backend
 from cai_core.rlaif.judge_bounds import fit_pairs
 from cai_core.rlaif.judges import STYLES, JudgeSpec, judge_ensemble
@@ -40,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--cot-clamp", default="0.4,0.6", help="LOW,HIGH clamp of CoT probabilities")
     p.add_argument("--max-new-tokens", type=int, default=160, help="reasoning (cot) or verdict (parse) length")
     p.add_argument("--seed", type=int, default=0, help="seed of the random principle draw and of generation")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument("--zero-shot", action="store_true",
                    help="judge without the constitution's judge examples (shown first by default when it has them)")
     p.add_argument("--out", default=None, help="write one JSON line per pair (id, p_a, label, p_a_ab, p_a_ba, flipped, invalid)")
@@ -63,6 +64,7 @@ def cmd_judge(args) -> int:
             raise ValueError
     except ValueError as exc:
         raise CaiError(f"--cot-clamp must be LOW,HIGH (e.g. 0.4,0.6), not {args.cot_clamp!r}") from exc
+    check_batch_size(args.batch_size)
     models = [args.judge_model] + [m.strip() for m in args.ensemble_models.split(",") if m.strip()]
     specs = [JudgeSpec(model=m, style=style, principles=args.principles, swap=not args.no_swap, cot_clamp=clamp,
                        seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -115,8 +117,10 @@ def cmd_judge(args) -> int:
         if not args.job_id and sys.stderr.isatty():
             print(f"\r{message}", end="", file=sys.stderr)
 
+    judged: dict = {}  # done / failed (a request that still failed after the backend's retries) / skipped
     verdicts = judge_ensemble(list(zip(backends, specs)), constitution, pairs, store, combine=args.combine,
-                              progress=progress, should_stop=lambda: reporter.should_stop, job_id=args.job_id)
+                              progress=progress, should_stop=lambda: reporter.should_stop, job_id=args.job_id,
+                              counts_out=judged)
     if args.out:
         write_jsonl(args.out, (v.out_row() for v in verdicts))
     labels = Counter(v.label or "invalid" for v in verdicts)
@@ -126,8 +130,12 @@ def cmd_judge(args) -> int:
         "no_valid_judgment": labels.get("invalid", 0), "invalid_judgments": sum(v.invalid for v in verdicts),
         "flipped": sum(v.flipped for v in verdicts), "disagreements": sum(v.disagreement for v in verdicts),
         "stopped": reporter.should_stop, "out": args.out, "truncated": len(truncated),
+        "failed_judgments": judged.get("failed", 0),
+        "faults": {k: v for b in backends for k, v in b.fault_counts().items()},
     }
-    reporter.finish(summary, counts={"done": plan["done"]})  # in judgments, not pairs (it read "4/4" after 16 of 112)
+    retries = sum(int(b.fault_counts().get("retries", 0)) for b in backends)
+    reporter.finish(summary, counts={"done": judged.get("done", plan["done"]), "failed": judged.get("failed", 0),
+                                     "retries": retries})  # in judgments, not pairs (it read "4/4" after 16 of 112)
     if args.json:
         print(json.dumps(summary))
     else:

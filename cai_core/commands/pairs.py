@@ -8,6 +8,7 @@ from cai_core.commands._common import add_command
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
+from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.models.specs import get_backend
 from cai_core.prompt_sets import resolve_prompts
 from cai_core.rlaif.pairs import (
@@ -33,6 +34,7 @@ def register(sub) -> None:
     s.add_argument("--max-new-tokens", type=int, default=128)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    s.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     s.add_argument(TRUNCATE_FLAG, action="store_true",
                    help="cut prompts too long for the model's context to fit (default: refuse them before any work)")
     s.set_defaults(func=cmd_sample)
@@ -56,6 +58,7 @@ def cmd_sample(args) -> int:
         raise CaiError("--k must be at least 2")
     if args.temperature <= 0:
         raise CaiError("--temperature must be > 0 to sample different responses")
+    check_batch_size(args.batch_size)
     prompts, _ = resolve_prompts(store, args.prompts, limit=args.limit)
     backend = get_backend(args.model, store.workspace)
     fitted = fit_prompts(backend, [p["text"] for p in prompts], max_new_tokens=args.max_new_tokens,
@@ -68,7 +71,7 @@ def cmd_sample(args) -> int:
     result = sample_pairs(store, backend, args.model, prompts, batch=args.batch, k=args.k,
                           temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                           seed=args.seed, progress=lambda d, t, m: reporter.progress(d, t, m),
-                          should_stop=lambda: reporter.should_stop)
+                          should_stop=lambda: reporter.should_stop, batch_size=args.batch_size)
     reporter.progress(len(prompts), len(prompts), "done", force=True)
     reporter.finish(result)
     print(json.dumps(result))

@@ -10,6 +10,7 @@ from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jobspecs import EvalJudgeSpec
 from cai_core.models.bounds import TRUNCATE_FLAG
+from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.reliability.eval_judge import DEFAULT_CONSTITUTION, labels_for_gold_file, run_eval_judge
 from cai_core.label_rule import label_from_p
 from cai_core.reliability.gold import read_labels
@@ -47,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--principles", default="random", help="random | all | comma-separated principle ids")
     p.add_argument("--no-swap", action="store_true", help="judge only the A/B order")
     p.add_argument("--seed", type=int, default=0, help="seed of the A/B randomisation, principle draw and bootstrap")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument("--max-new-tokens", type=int, default=160, help="reasoning length (cot) / verdict length (parse)")
     add_n_boot(p)
     p.add_argument("--device", default="auto", help="local models: auto | cpu | cuda | mps")
@@ -164,6 +165,7 @@ def format_table(report: dict) -> str:
 def cmd_eval_judge(args) -> int:
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise CaiError(f"--out folder {Path(args.out).resolve().parent} does not exist")
+    check_batch_size(args.batch_size)
     store = open_store(args.workspace)
     spec = EvalJudgeSpec.from_args(args)
     reporter = JobReporter(store, args.job_id)

@@ -12,15 +12,16 @@ from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
 from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
+from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.models.specs import get_backend, recorded_model
 from cai_core.prompt_sets import resolve_prompts
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
     ReviseSettings,
+    Reviser,
     as_prompt_items,
     default_batch_name,
     get_trajectories,
-    run_revision,
     to_jsonl_record,
 )
 from cai_core.workspace import safe_name
@@ -46,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--early-stop", action="store_true", help="stop a prompt when its critique finds no violation")
     p.add_argument("--no-few-shot", action="store_true", help="leave out the constitution's few-shot examples")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument(TRUNCATE_FLAG, action="store_true",
                    help="cut prompts too long for the model's context to fit (default: refuse them before any work)")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
@@ -62,8 +63,7 @@ def cmd_revise(args) -> int:
     from_file = is_file_spec(args.constitution)
     prompt_dicts, source = resolve_prompts(store, args.prompts, limit=args.limit)
     items = as_prompt_items(prompt_dicts)
-    if args.batch_size < 1:
-        raise CaiError("--batch-size must be at least 1")
+    check_batch_size(args.batch_size)
     settings = ReviseSettings(
         rounds=args.rounds, schedule=args.schedule, cot=args.cot, early_stop=args.early_stop,
         sequence=ReviseSettings.parse_sequence(args.sequence), few_shot=not args.no_few_shot,
@@ -87,26 +87,45 @@ def cmd_revise(args) -> int:
 
     bar = tqdm(total=None, unit="step", desc="revise", file=sys.stderr, mininterval=1.0)
 
+    reviser = Reviser(store, backend, constitution, settings, args.model, batch=batch, job_id=args.job_id)
+    said: set[str] = set()
+
+    def counts() -> dict:
+        c = reviser.counts
+        return {"total": c.get("prompts", len(items)), "done": c.get("done", 0), "failed": c.get("failed", 0),
+                "skipped": c.get("skipped", 0), "retries": int(backend.fault_counts().get("retries", 0))}
+
     def progress(done: int, total: int, message: str) -> None:
+        for note in reviser.notes:  # said once (an endpoint without log-probs)
+            if note not in said:
+                said.add(note)
+                print(f"note: {note}", file=sys.stderr)
         if bar.total != total:
             bar.total = total
         bar.n = done
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
         reporter.progress(done, total, message, force=done >= total)
+        if reviser.counts:
+            reporter.count(unit="prompts", message=message, **counts())
 
-    ids = run_revision(store, backend, constitution, items, settings, args.model, batch=batch, job_id=args.job_id,
-                       batch_size=args.batch_size, progress=progress, should_stop=lambda: reporter.should_stop)
+    ids = reviser.run(items, batch_size=args.batch_size, progress=progress, should_stop=lambda: reporter.should_stop)
     bar.close()
     trajs = get_trajectories(store, ids)
     done = sum(t["status"] == "done" for t in trajs)
+    failed = [t for t in trajs if t["status"] == "failed"]
     if out is not None:
         write_jsonl(out, [to_jsonl_record(t) for t in trajs])
     result = {"batch": batch, "trajectories": len(trajs), "done": done, "constitution": constitution.name,
               "constitution_version": constitution.version, "model": args.model,
-              "recorded_model": recorded_model(args.model, backend), "out": str(out) if out else None}
-    reporter.finish(result)
+              "recorded_model": recorded_model(args.model, backend), "out": str(out) if out else None,
+              "failed": len(failed), "errors": [f"{t['prompt'][:60]!r}: {t['error']}" for t in failed[:5]],
+              "requests": reviser.counts.get("requests"), "in_flight": reviser.counts.get("in_flight"),
+              "max_in_flight": reviser.counts.get("max_in_flight"), "faults": backend.fault_counts(),
+              "notes": list(reviser.notes)}
+    reporter.finish(result, counts=counts())
     print(json.dumps(result), file=sys.stderr)
     stopped = reporter.should_stop and done < len(trajs)
-    print(f"{done}/{len(trajs)} prompts done in batch {batch!r}" + (" (stopped; run again to resume)" if stopped else ""))
+    print(f"{done}/{len(trajs)} prompts done in batch {batch!r}" + (" (stopped; run again to resume)" if stopped else "")
+          + (f"; {len(failed)} failed (run again to retry them)" if failed else ""))
     return 0

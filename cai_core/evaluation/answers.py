@@ -10,6 +10,7 @@ from typing import Callable
 from cai_core.evaluation.policies import Policy
 from cai_core.models.backends.base import GenerationParams
 from cai_core.models.bounds import fit_prompts
+from cai_core.models.dispatch import Request, run_chains
 from cai_core.models.specs import get_backend, recorded_model
 from cai_core.store import Store, dumps, now
 
@@ -35,13 +36,16 @@ def _answer_key(model: str, fingerprint: str, prompt: str, params: dict) -> str:
 
 
 def generate_answers(store: Store, policy: Policy, prompts: list[str], params: GenerationParams, *,
-                     batch_size: int = 8, progress: Callable[[int, str], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None, backend=None) -> list[str | None]:
-    """Each prompt's answer from one policy: cached ones read back, the rest generated in batches
-    (same seed per batch) and committed batch by batch. The policy's backend is loaded first: the
+                     batch_size: int | None = None, progress: Callable[[int, str], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None, backend=None,
+                     errors: list[str] | None = None) -> list[str | None]:
+    """Each prompt's answer from one policy: cached ones read back, the rest generated in flight
+    (models/dispatch.py; the same seed for every answer) and stored as each returns (`errors`
+    collects those whose request still failed: they stay None for a re-run). The policy's backend is loaded first: the
     numbers it generates with are part of the cache key and the stored label (specs.recorded_model),
     so int8 or 16-bit answers never pass for float32 ones."""
 
+    errors = [] if errors is None else errors
     pdict = params.to_dict()
     fp = weights_fingerprint(policy.spec)
     backend = backend or get_backend(policy.spec, store.workspace)
@@ -57,19 +61,29 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
         progress(len(prompts) - len(todo), f"{policy.name}: {len(prompts) - len(todo)} answers cached")
     if todo:
         fit_prompts(backend, [prompts[i] for i in todo], max_new_tokens=params.max_new_tokens)  # before any answer
-        for start in range(0, len(todo), max(1, batch_size)):
-            if should_stop and should_stop():
-                break
-            idx = todo[start:start + max(1, batch_size)]
-            outs = backend.generate([[{"role": "user", "content": prompts[i]}] for i in idx], params)
-            with store.tx() as conn:
-                for i, out in zip(idx, outs):
-                    c = out[0]
-                    conn.execute(
-                        "INSERT INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
-                        "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                        (keys[i], model, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
-                    answers[keys[i]] = c.text
+        done = [0]
+
+        def answer(i: int):
+            out = yield Request("generate", [{"role": "user", "content": prompts[i]}], params)
+            c = out[0]
+            store.execute(
+                "INSERT INTO eval_answers (key, policy_spec, prompt, params_json, text, tokens, "
+                "finish_reason, created_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (keys[i], model, prompts[i], dumps(pdict), c.text, c.tokens, c.finish_reason, now()))
+            answers[keys[i]] = c.text
+
+        def ended(i: int, _value=None) -> None:
+            done[0] += 1
             if progress:
-                progress(len(idx), f"{policy.name}: answered {start + len(idx)}/{len(todo)}")
+                progress(1, f"{policy.name}: answered {done[0]}/{len(todo)}")
+
+        def failed(i: int, exc: BaseException) -> None:
+            errors.append(f"{prompts[i][:60]!r}: {exc}")
+            ended(i)
+
+        # in flight (models/dispatch.py): as many answers outstanding as the backend serves (batch_size
+        # overrides; a local model answers them in batched calls of that many, as before); each answer
+        # is stored as it returns, one that still fails is left unanswered (None) for a re-run
+        run_chains(backend, ((i, answer(i)) for i in todo), in_flight=batch_size, should_stop=should_stop,
+                   on_done=ended, on_error=failed)
     return [answers.get(k) for k in keys]

@@ -177,13 +177,16 @@ def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | Non
     params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
                               top_p=spec.top_p, seed=spec.seed)
     answers: dict[str, dict[str, list[str | None]]] = {}
+    answer_errors: list[str] = []   # answers whose request still failed after the backend's retries
+    judge_counts: dict[str, dict] = {}
     for axis, items in prompt_sets.items():
         texts = [it["text"] for it in items]
         for p in policies:
             if stopped():  # before the next policy's model loads, on either axis
                 return stopped_result
             answers.setdefault(axis, {})[p.name] = generate_answers(
-                store, p, texts, params, batch_size=spec.batch_size, progress=tick, should_stop=should_stop)
+                store, p, texts, params, batch_size=spec.batch_size, progress=tick, should_stop=should_stop,
+                errors=answer_errors)
     if stopped():
         return stopped_result
 
@@ -219,7 +222,8 @@ def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | Non
                 progress(min(done, total), total, f"{axis}: {msg}")
 
         verdicts = judge_pairs(judge_backend, judge_spec, constitution, to_judge, store=store,
-                               progress=judge_progress, should_stop=should_stop, job_id=job_id) if to_judge else []
+                               progress=judge_progress, should_stop=should_stop, job_id=job_id,
+                               counts_out=judge_counts.setdefault(axis, {})) if to_judge else []
         by_id = {v.comparison_id: v for v in verdicts}
         outcomes = [0.5 if r["response_a"] == r["response_b"] else outcome_of(by_id.get(cid), spec.tie_margin)
                     for cid, r in zip(ids, rows)]
@@ -245,6 +249,9 @@ def run_evaluation(store: Store, spec: EvaluateSpec, *, progress: Progress | Non
         "evasiveness": evasiveness,
         "points": _points(policies, axes_out, evasiveness),
         "generation": params.to_dict(),
+        # faults at scale: answers and judgments whose requests still failed (a re-run retries them)
+        "failed": {"answers": len(answer_errors), "judgments": sum(c.get("failed", 0) for c in judge_counts.values()),
+                   "errors": answer_errors[:5]},
         "finished_at": now(),
     }
     store.execute("UPDATE evaluations SET result_json=? WHERE id=?", (dumps(result), eval_id))

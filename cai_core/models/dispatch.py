@@ -80,6 +80,17 @@ class Counts:
                 "calls": self.calls, "max_in_flight": self.max_in_flight}
 
 
+BATCH_SIZE_HELP = ("work in flight: requests outstanding at an endpoint, rows per batched call of a local model "
+                   "(default: what the backend serves - the endpoint's concurrency, 8 rows on the CPU)")
+
+
+def check_batch_size(value: int | None) -> int | None:
+    """--batch-size as given (None: the backend decides); a bad value is refused before any work."""
+    if value is not None and int(value) < 1:
+        raise CaiError("--batch-size must be at least 1")
+    return value
+
+
 def in_flight_for(backend: Backend, override: int | None = None) -> int:
     """The work to keep outstanding: the override (--batch-size) when given, else the backend's."""
     if override is not None:

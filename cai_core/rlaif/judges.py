@@ -40,6 +40,7 @@ from cai_core.constitution.model import Constitution, JudgeExample, Principle
 from cai_core.errors import CaiError
 from cai_core.label_rule import is_flipped, label_from_p
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
+from cai_core.models.dispatch import Request, run_chains
 from cai_core.models.specs import recorded_model
 from cai_core.store import Store, dumps, now
 
@@ -68,7 +69,7 @@ class JudgeSpec:
     max_new_tokens: int = 160                  # reasoning (cot) or verdict (parse) length
     constitution_name: str = ""
     constitution_version: str = ""
-    batch_size: int = 8
+    batch_size: int | None = None              # judgments in flight (None: what the backend serves)
     scoring: str = "exact"                     # the backend's option_scoring(); set by judge_pairs
     few_shot: bool = True                      # show the constitution's judge examples first
     examples: int = 0                          # judge examples shown (set from the constitution when judging)
@@ -316,54 +317,61 @@ def _map_back(p_shown_a: float, order: str) -> float:
     return p_shown_a if order == "AB" else 1.0 - p_shown_a
 
 
-def _run_batch(backend: Backend, spec: JudgeSpec, batch: list[_Item]) -> list[dict]:
-    """Judge a batch of items; returns one judgment record per item."""
-    t0 = time.time()
-    convs = [it.conversation for it in batch]
-    reasonings: list[str | None] = [None] * len(batch)
-    raws: list[str | None] = [None] * len(batch)
-    probs: list[float | None] = [None] * len(batch)
-    status = ["ok"] * len(batch)
-    scored_after: list[str | None] = [None] * len(batch)
+def _judge_item(spec: JudgeSpec, it: _Item):
+    """One judgment's requests (a generator for models/dispatch.run_chains): mc scores the options
+    after MC_PREFIX; cot writes its reasoning, then scores the options after it; parse writes a
+    verdict and reads it. Returns the judgment record."""
+    conv = it.conversation
+    reasoning = raw = p = None
+    status, scored_after, seconds = "ok", None, 0.0
     if spec.style == "mc":
-        scored_after = [MC_PREFIX] * len(batch)
-        for k, dist in enumerate(backend.choice_logprobs(convs, OPTIONS, assistant_prefix=MC_PREFIX)):
-            probs[k] = float(dist["(A)"])
-            raws[k] = json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
+        req = Request("choice", conv, options=OPTIONS, prefix=MC_PREFIX)
+        dist = yield req
+        seconds, scored_after = req.seconds, MC_PREFIX
+        p, raw = float(dist["(A)"]), json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
     elif spec.style == "cot":
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, seed=spec.seed)
-        outs = backend.generate(convs, params)
-        reasonings = [o[0].text.strip() if o else "" for o in outs]
+        req = Request("generate", conv, params, stage=0)
+        out = yield req
+        reasoning = out[0].text.strip() if out else ""
+        scored_after = (reasoning + COT_SUFFIX) if reasoning else COT_SUFFIX.strip() + " "
+        score = Request("choice", conv, options=OPTIONS, prefix=scored_after, stage=1, follow_up=True)
+        dist = yield score
+        seconds = req.seconds + score.seconds
         lo, hi = spec.cot_clamp
-        prefixes = [(reasoning + COT_SUFFIX) if reasoning else COT_SUFFIX.strip() + " " for reasoning in reasonings]
-        scored_after = list(prefixes)
-        for k, dist in enumerate(backend.choice_logprobs(convs, OPTIONS, assistant_prefix=prefixes)):
-            raws[k] = json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
-            probs[k] = min(hi, max(lo, float(dist["(A)"])))
+        raw = json.dumps({"(A)": dist["(A)"], "(B)": dist["(B)"]})
+        p = min(hi, max(lo, float(dist["(A)"])))
     else:  # parse
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, seed=spec.seed)
-        outs = backend.generate(convs, params)
-        for k, o in enumerate(outs):
-            text = o[0].text if o else ""
-            raws[k] = text
-            verdict = parse_verdict(text)
-            if verdict is None:
-                status[k] = "invalid"
-            else:
-                probs[k] = 1.0 if verdict == "A" else 0.0
-    latency = (time.time() - t0) / max(1, len(batch))
-    records = []
-    for k, it in enumerate(batch):
-        records.append({
-            "pair_index": it.pair_index, "pair_id": it.pair_id, "comparison_id": it.comparison_id,
-            "judge_key": spec.judge_key, "judge_model": spec.model,
-            "constitution_version": spec.constitution_version or None,
-            "principle_id": it.principle_id, "style": spec.style, "order_shown": it.order,
-            "p_a": None if probs[k] is None else _map_back(probs[k], it.order),
-            "reasoning": reasonings[k], "raw_output": raws[k], "parse_status": status[k],
-            "latency_s": latency, "prompt_json": transcript_json(it.conversation, scored_after[k]),
-        })
-    return records
+        req = Request("generate", conv, params, stage=0)
+        out = yield req
+        seconds, raw = req.seconds, out[0].text if out else ""
+        verdict = parse_verdict(raw)
+        if verdict is None:
+            status = "invalid"
+        else:
+            p = 1.0 if verdict == "A" else 0.0
+    return _record(spec, it, p=p, reasoning=reasoning, raw=raw, status=status, seconds=seconds,
+                   scored_after=scored_after)
+
+
+def _record(spec: JudgeSpec, it: _Item, *, p, reasoning, raw, status, seconds, scored_after) -> dict:
+    return {
+        "pair_index": it.pair_index, "pair_id": it.pair_id, "comparison_id": it.comparison_id,
+        "judge_key": spec.judge_key, "judge_model": spec.model,
+        "constitution_version": spec.constitution_version or None,
+        "principle_id": it.principle_id, "style": spec.style, "order_shown": it.order,
+        "p_a": None if p is None else _map_back(p, it.order),
+        "reasoning": reasoning, "raw_output": raw, "parse_status": status,
+        "latency_s": seconds, "prompt_json": transcript_json(it.conversation, scored_after),
+    }
+
+
+def _failed_record(spec: JudgeSpec, it: _Item, exc: BaseException) -> dict:
+    """A judgment whose request still failed after the backend's retries: parse_status 'error' and
+    the error as its raw output (a re-run judges it again)."""
+    return _record(spec, it, p=None, reasoning=None, raw=f"error: {exc}"[:2000], status="error", seconds=0.0,
+                   scored_after=None)
 
 
 def transcript_json(messages: Conversation, scored_after: str | None) -> str:
@@ -409,8 +417,8 @@ def _existing(store: Store, judge_key: str, comparison_ids: list[int]) -> dict[t
     for start in range(0, len(comparison_ids), 500):
         chunk = comparison_ids[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for r in store.query(f"SELECT * FROM judgments WHERE judge_key=? AND comparison_id IN ({marks})",
-                             (judge_key, *chunk)):
+        for r in store.query(f"SELECT * FROM judgments WHERE judge_key=? AND comparison_id IN ({marks}) "
+                             "AND parse_status!='error'", (judge_key, *chunk)):  # a failed one is judged again
             found[(r["comparison_id"], r["principle_id"], r["order_shown"])] = dict(r)
     return found
 
@@ -418,9 +426,12 @@ def _existing(store: Store, judge_key: str, comparison_ids: list[int]) -> dict[t
 def _save(store: Store, record: dict, job_id: int | None) -> None:
     cols = JUDGMENT_COLUMNS + ("job_id", "created_at")
     values = [record[c] for c in JUDGMENT_COLUMNS] + [job_id, now()]
-    with store.tx() as conn:
+    updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in ("comparison_id", "judge_key", "principle_id",
+                                                                         "order_shown"))
+    with store.tx() as conn:  # a judgment stored as an error (its request failed) is replaced; others are kept
         conn.execute(f"INSERT INTO judgments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                     "ON CONFLICT DO NOTHING", values)
+                     f"ON CONFLICT (comparison_id, judge_key, principle_id, order_shown) DO UPDATE SET {updates} "
+                     "WHERE judgments.parse_status='error'", values)
 
 
 # -- aggregation -------------------------------------------------------------------------------
@@ -474,6 +485,7 @@ def judge_ensemble(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     job_id: int | None = None,
+    counts_out: dict | None = None,
 ) -> list[PairVerdict]:
     """Judge pairs with one or more (backend, spec) judges; returns one combined verdict per pair.
 
@@ -520,21 +532,42 @@ def judge_ensemble(
             items = pending
         todo.append((backend, spec, items))
     total = sum(len(items) for _, _, items in todo)
-    finished = 0
+    counts = {"done": 0, "failed": 0, "skipped": len(records), "total": total + len(records)}
     if progress:
         progress(0, total, f"{len(records)} judgments already stored, {total} to do")
+    last = [0.0]
     for backend, spec, items in todo:
-        for start in range(0, len(items), max(1, spec.batch_size)):
-            if should_stop and should_stop():
-                break
-            batch = items[start:start + max(1, spec.batch_size)]
-            for rec in _run_batch(backend, spec, batch):
-                if store is not None:
-                    _save(store, rec, job_id)
-                records.append(rec)
-            finished += len(batch)
-            if progress:
-                progress(finished, total, f"judged {finished}/{total} ({spec.model}, {spec.style})")
+        new: dict[int, dict] = {}
+
+        def stored(k: int, rec: dict, _spec=spec) -> None:
+            if store is not None:
+                _save(store, rec, job_id)
+            new[k] = rec
+            counts["failed" if rec["parse_status"] == "error" else "done"] += 1
+            finished = counts["done"] + counts["failed"]
+            if progress and (time.time() - last[0] >= 0.25 or finished == total):
+                last[0] = time.time()
+                progress(finished, total, f"judged {finished}/{total} ({_spec.model}, {_spec.style})"
+                         + (f", {counts['failed']} failed" if counts["failed"] else ""))
+
+        # in flight (models/dispatch.py): as many judgments outstanding as the backend serves
+        # (--batch-size overrides); a judgment whose request still fails is stored as an error
+        def failed(k: int, exc: BaseException, _spec=spec, _items=items, _backend=backend) -> None:
+            if _spec.style in ("mc", "cot") and not _backend.supports_logprobs:
+                no_logprobs.append(exc)  # the style cannot work on this endpoint: nothing is stored
+                return
+            stored(k, _failed_record(_spec, _items[k], exc))
+
+        no_logprobs: list[BaseException] = []
+        run_chains(backend, ((k, _judge_item(spec, it)) for k, it in enumerate(items)),
+                   in_flight=spec.batch_size, should_stop=lambda: bool(no_logprobs) or bool(should_stop and should_stop()),
+                   on_done=stored, on_error=failed)
+        if no_logprobs:
+            raise CaiError(f"judge {spec.model} gives no log-probs ({no_logprobs[0]}): use the parse style "
+                           "(--style parse)")
+        records += [new[k] for k in sorted(new)]  # item order, whatever order they came back in
+    if counts_out is not None:
+        counts_out.update(counts)
     by_pair: dict[int, list[dict]] = {}
     for rec in records:
         by_pair.setdefault(rec["pair_index"], []).append(rec)

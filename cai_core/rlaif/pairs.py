@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 from cai_core.errors import CaiError
 from cai_core.jsonl import jsonl_rows
 from cai_core.models.backends.base import Backend, GenerationParams
+from cai_core.models.dispatch import Request, run_chains
 from cai_core.models.specs import recorded_model
 from cai_core.provenance import check_origin, check_split, split_of
 from cai_core.reliability.paper_evals import load_paper_eval
@@ -266,6 +267,7 @@ def sample_pairs(
     seed: int = 0,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     """Sample k responses per prompt and store every pair of distinct responses (source "sampled").
 
@@ -284,34 +286,63 @@ def sample_pairs(
     model = recorded_model(model, backend)  # "default [int8]" for int8 text: its own sample keys and policy label
     done_keys = {(loads(r["meta_json"], {}) or {}).get("sample_key")
                  for r in store.query("SELECT meta_json FROM comparisons WHERE batch=? AND origin='sampled'", (batch,))}
-    made, identical, skipped = 0, 0, 0
-    for i, prompt in enumerate(prompts):
-        if should_stop and should_stop():
-            break
-        # a per-prompt seed keeps a resumed run identical to an uninterrupted one
+    made, identical, skipped, failed, finished = 0, 0, 0, 0, 0
+    errors: list[str] = []
+
+    def plan(i: int, prompt: dict):
+        # a per-prompt seed keeps a resumed run identical to an uninterrupted one, and makes each
+        # prompt's samples independent of what else is in flight
         pseed = (seed * 1_000_003 + int(hashlib.sha256(prompt["text"].encode()).hexdigest()[:8], 16)) % (2**31)
         params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                   seed=pseed, n=k)
         skey = _sample_key(prompt["text"], model, k, params)
         if skey in done_keys:
+            return "skipped"
+        outs = yield Request("generate", [{"role": "user", "content": prompt["text"]}], params)
+        texts = [o.text for o in outs]
+        pairs, same = [], 0
+        for a, b in itertools.combinations(range(len(texts)), 2):
+            if texts[a].strip() == texts[b].strip() or not texts[a].strip() or not texts[b].strip():
+                same += 1
+                continue
+            pairs.append({"id": f"{i}-{a}-{b}", "prompt": prompt["text"], "response_a": texts[a],
+                          "response_b": texts[b], "category": prompt.get("category"),
+                          "policy_a": model, "policy_b": model,
+                          "meta": {"sample_key": skey, "prompt_id": prompt.get("prompt_id"),
+                                   "samples": [a, b], "params": params.to_dict()}})
+        add_pairs(store, pairs, origin="sampled", batch=batch)
+        return len(pairs), same
+
+    def ended(i: int, outcome) -> None:
+        nonlocal made, identical, skipped, finished
+        finished += 1
+        if outcome == "skipped":
             skipped += 1
         else:
-            outs = backend.generate([[{"role": "user", "content": prompt["text"]}]], params)[0]
-            texts = [o.text for o in outs]
-            pairs = []
-            for a, b in itertools.combinations(range(len(texts)), 2):
-                if texts[a].strip() == texts[b].strip() or not texts[a].strip() or not texts[b].strip():
-                    identical += 1
-                    continue
-                pairs.append({"id": f"{i}-{a}-{b}", "prompt": prompt["text"], "response_a": texts[a],
-                              "response_b": texts[b], "category": prompt.get("category"),
-                              "policy_a": model, "policy_b": model,
-                              "meta": {"sample_key": skey, "prompt_id": prompt.get("prompt_id"),
-                                       "samples": [a, b], "params": params.to_dict()}})
-            add_pairs(store, pairs, origin="sampled", batch=batch)
-            made += len(pairs)
+            made, identical = made + outcome[0], identical + outcome[1]
+        tick()
+
+    def fail(i: int, exc: BaseException) -> None:
+        nonlocal failed, finished
+        failed, finished = failed + 1, finished + 1
+        if len(errors) < 5:
+            errors.append(f"prompt {i + 1}: {exc}")
+        tick()
+
+    def tick() -> None:
         if progress:
-            progress(i + 1, len(prompts), f"prompt {i + 1}/{len(prompts)}: {made} pairs so far")
+            progress(finished, len(prompts), f"prompt {finished}/{len(prompts)}: {made} pairs so far"
+                     + (f", {failed} failed" if failed else ""))
+
+    # in flight (models/dispatch.py): as many samples outstanding as the backend serves (batch_size
+    # overrides; a prompt's k samples count k); each prompt is one generate call of k samples, as before, so its
+    # samples are the same whatever else runs; a prompt whose request still fails is counted and
+    # left for a re-run (nothing was stored for it)
+    run_chains(backend, ((i, plan(i, p)) for i, p in enumerate(prompts)),
+               in_flight=batch_size, should_stop=should_stop, on_done=ended, on_error=fail)
     total = store.scalar("SELECT COUNT(*) FROM comparisons WHERE batch=? AND origin='sampled'", (batch,))
     return {"batch": batch, "model": model, "prompts": len(prompts), "pairs_added": made,
-            "identical_skipped": identical, "prompts_already_done": skipped, "pairs_in_batch": total}
+            "identical_skipped": identical, "prompts_already_done": skipped, "pairs_in_batch": total,
+            "counts": {"total": len(prompts), "done": finished - skipped - failed, "failed": failed,
+                       "skipped": skipped},
+            "errors": errors}
