@@ -17,7 +17,7 @@ import traceback
 from cai_core import commands as _commands_pkg
 from cai_core.errors import CaiError
 from cai_core.models.specs import set_default_engine
-from cai_core.store import open_store
+from cai_core.store import DATABASE_URL_ENV, check_url, open_store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        if getattr(args, "database_url", None):
+            check_url(args.database_url)
+            # the environment, not argv: the jobs this command starts open the same store, and the URL
+            # (with any password) never reaches a job's argv, its row or its log
+            os.environ[DATABASE_URL_ENV] = args.database_url
         if getattr(args, "engine", None):
             set_default_engine(args.engine)  # every backend this command (and its jobs) loads
         return int(args.func(args) or 0)

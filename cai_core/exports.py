@@ -29,7 +29,7 @@ def record_export(conn, name: str, kind: str, path: str, card: dict,
     """Record (or replace) an export, with the hashes of the prompts it holds, inside the caller's transaction."""
     conn.execute("DELETE FROM exports WHERE name=?", (name,))
     export_id = conn.execute("INSERT INTO exports (name, kind, path, card_json, created_at) VALUES (?,?,?,?,?) RETURNING id",
-                             (name, kind, path, dumps(card), now())).fetchone()[0]
+                             (name, kind, path, dumps(card), now())).fetchall()[0][0]
     conn.executemany("INSERT INTO export_prompts (export_id, prompt_hash) VALUES (?,?) ON CONFLICT DO NOTHING",
                      [(export_id, h) for h in {prompt_hash(p) for p in prompts}])
 

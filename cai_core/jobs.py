@@ -165,7 +165,7 @@ def start_job(store: Store, spec: JobSpec, *, title: str | None = None, total: i
             "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
             (spec.KIND, title or spec.title(), "queued", dumps(args), dumps(spec.to_dict()), total, now(), now()),
         )
-        job_id = int(cur.fetchone()[0])
+        job_id = int(cur.fetchall()[0][0])  # fetchall: the statement is finished before the commit
     log_path = store.workspace.jobs_dir / f"{job_id}.log"
     argv = cli_argv(args, store.workspace.root, python=sys.executable) + ["--job-id", str(job_id)]
     pid = supervisor.spawn(argv, log_path, env={**store.child_env(), **(env or {})})  # a PostgreSQL store's URL too

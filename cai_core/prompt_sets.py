@@ -162,7 +162,7 @@ def import_prompt_set(store: Store, name: str, path_or_items, kind: str = "red-t
         set_id = conn.execute(
             "INSERT INTO prompt_sets (name, kind, source, created_at) VALUES (?,?,?,?) RETURNING id",
             (name, kind, source, now()),
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         conn.executemany(
             "INSERT INTO prompts (set_id, idx, text, category, meta_json) VALUES (?,?,?,?,?)",
             [(set_id, i, it["text"], it["category"], dumps(it["meta"]) if it["meta"] else None)

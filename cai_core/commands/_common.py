@@ -11,6 +11,10 @@ from cai_core.models.specs import ENGINES
 
 COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or $CAI_WORKSPACE)")
+COMMON.add_argument("--database-url", default=None, metavar="URL",
+                    help="keep the store in PostgreSQL (postgresql://user@host:port/dbname; a password is better "
+                         "in ~/.pgpass or PGPASSWORD than here) instead of the workspace's SQLite file; "
+                         "default: $CAI_DATABASE_URL, else SQLite")
 COMMON.add_argument("--job-id", type=int, default=None, help=argparse.SUPPRESS)
 COMMON.add_argument("--engine", choices=ENGINES, default=None,
                     help="engine for local models: auto (transformers), transformers, ctranslate2 (CPU, "

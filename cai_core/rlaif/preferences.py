@@ -79,7 +79,7 @@ def add_label(store: Store, comparison_id: int, label: str, annotator: str, *, r
                 "created_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                 (comparison_id, annotator, label, reason, int(is_override), int(bool(blind)), client_id, now()),
             )
-            label_id = int(cur.fetchone()[0])
+            label_id = int(cur.fetchall()[0][0])  # fetchall: the statement is finished before the commit
     except IntegrityError as exc:
         if client_id is None or "client_id" not in str(exc):
             raise

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from cai_core.store.connection import (BUSY_TIMEOUT_MS, DATABASE_URL_ENV, Store, database_url, dumps, loads, now,
-                                       open_store)
+from cai_core.store.connection import (BUSY_TIMEOUT_MS, DATABASE_URL_ENV, Store, check_url, database_url, dumps,
+                                       loads, now, open_store)
 from cai_core.store.dialects import redact, redact_url
 from cai_core.store.migrations import _migrations, _split_sql, known_version
 
@@ -22,5 +22,5 @@ IntegrityError = sqlite3.IntegrityError
 DatabaseError = sqlite3.DatabaseError
 
 __all__ = ["BUSY_TIMEOUT_MS", "DATABASE_URL_ENV", "DatabaseError", "IntegrityError", "Store", "_migrations",
-           "_split_sql", "database_url", "dumps", "known_version", "loads", "now", "open_store", "redact",
+           "_split_sql", "check_url", "database_url", "dumps", "known_version", "loads", "now", "open_store", "redact",
            "redact_url"]

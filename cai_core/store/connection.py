@@ -184,8 +184,13 @@ class Store:
         return None if row is None else row[0]
 
     def execute(self, sql: str, params: tuple | dict = ()):
+        """One statement in its own transaction (joining an open one). With RETURNING the rows are
+        read before the commit (SQLite cannot commit under a statement that still has rows)."""
         with self.tx() as conn:
-            return conn.execute(sql, params)
+            cur = conn.execute(sql, params)
+            if not self.postgres and "RETURNING" in sql.upper():
+                return _Rows(cur.fetchall(), cur)
+            return cur
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -213,6 +218,25 @@ class Store:
         else:
             sql = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
         return sorted(r[0] for r in self.query(sql))
+
+
+class _Rows:
+    """A finished statement's rows, read like a cursor (fetchone/fetchall/iteration, rowcount)."""
+
+    def __init__(self, rows: list, cur):
+        self._rows = list(rows)
+        self.rowcount = cur.rowcount
+        self.lastrowid = getattr(cur, "lastrowid", None)
+
+    def fetchone(self):
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self):
+        return iter(self.fetchall())
 
 
 _stores: dict[tuple[Path, str | None], Store] = {}

@@ -62,8 +62,9 @@ def check_not_newer(applied: set[int], where: str) -> None:
             f"(git pull; pip install -r requirements.txt) before using this store")
 
 
-def migrate(conn, *, postgres: bool, where: str) -> list[int]:
-    """Apply pending migrations on a store connection (autocommit mode); the versions applied."""
+def migrate(conn, *, postgres: bool, where: str, upto: int | None = None) -> list[int]:
+    """Apply pending migrations on a store connection (autocommit mode); the versions applied
+    (`upto`: stop after that version, for tests of a store made by an older workbench)."""
     if postgres:
         conn.execute("BEGIN")
         try:
@@ -81,6 +82,8 @@ def migrate(conn, *, postgres: bool, where: str) -> list[int]:
     for version, name, sql in _migrations():
         if version in applied:
             continue
+        if upto is not None and version > upto:
+            break
         conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
         try:
             if postgres:

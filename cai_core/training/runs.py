@@ -152,7 +152,7 @@ def prepare_run(store: Store, spec: RunSpec, *, command: list[str] | None = None
             (name, spec.kind, dumps(spec.to_dict()), status, store.workspace.store_path(run_dir), parent_id,
              ref.export_id, now()),
         )
-        run_id = int(cur.fetchone()[0])
+        run_id = int(cur.fetchall()[0][0])  # fetchall: the statement is finished before the commit
     argv = command or train_command(store, run_dir, run_id)
     RunPaths(run_dir).command.write_text(shlex.join(argv) + "\n", encoding="utf-8")
     store.execute("UPDATE runs SET command=? WHERE id=?", (shlex.join(argv), run_id))
