@@ -40,6 +40,7 @@ test: $(STAMP)
 	-$(MAKE) --no-print-directory install-server
 	-$(MAKE) --no-print-directory install-vllm
 	-bash scripts/ensure_chromium.sh
+	-bash scripts/ensure_postgres.sh
 	$(BIN)/python -m pytest -q tests
 
 # The fast lane while editing: everything but the slow, browser, llama.cpp-server and vLLM tests (docs/testing.md).

@@ -17,8 +17,21 @@ ACTIVE_MODEL_KEY = "active_model"
 
 
 @st.cache_resource(show_spinner=False)
-def _store(root: str) -> Store:
-    return open_store(root)
+def _store(root: str, url: str | None = None) -> Store:
+    return open_store(root, url)
+
+
+def database_url() -> str | None:
+    """The PostgreSQL store's URL: CAI_DATABASE_URL, else `CAI_DATABASE_URL` in .streamlit/secrets.toml;
+    None keeps the store in the workspace's SQLite file. Never stored or shown (jobs get it through
+    their environment)."""
+    url = os.environ.get("CAI_DATABASE_URL")
+    if url:
+        return url
+    try:
+        return st.secrets.get("CAI_DATABASE_URL") or None  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - no secrets file is fine
+        return None
 
 
 def workspace_root() -> str:
@@ -26,7 +39,7 @@ def workspace_root() -> str:
 
 
 def get_store() -> Store:
-    return _store(workspace_root())
+    return _store(workspace_root(), database_url())
 
 
 def store_cached(fn, *args, **kwargs):
