@@ -169,3 +169,48 @@ def test_the_html_notebook_has_plural_headings_and_the_layered_graph(ws):
     text = html_lib.unescape(notebook_html(store))
     assert "Revision batches (0)" in text and "Pair batches (1)" in text and "batchs" not in text
     assert "harmless: tuned first, 2 wins, 0 ties, 0 losses (n=2) - too few for a conclusion" in text
+
+
+def test_the_notebook_page_reads_right_on_a_seeded_workspace(ws):
+    """AppTest of pages/90_Notebook.py: plural counts, 'edited from' on the newer version, two judges that
+    read alike listed apart, the graph drawn."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from cai_core.constitution.model import Constitution, Principle
+    from cai_core.constitution.versions import save_constitution
+    from cai_core.rlaif.pairs import add_pairs
+    from cai_core.store import now, open_store
+
+    store = open_store(ws)
+
+    def const(text):
+        return Constitution(name="redteam", principles=[Principle(id="harm", name="Harm", critique_request=text,
+                                                                  revision_request="Fix it.")])
+    v1 = save_constitution(store, const("Harmful?"))
+    v2 = save_constitution(store, const("Is it harmful?"), parent_version=v1)
+    (cid,) = add_pairs(store, [{"id": "s", "prompt": "q", "response_a": "a", "response_b": "b"}], origin="sampled",
+                       batch="pairs1")
+    with store.tx() as conn:
+        for k, key in enumerate((f"mc|m|{v2}|random|aaaa1111", f"mc|m|{v2}|random|bbbb2222")):
+            conn.execute("INSERT INTO judges (judge_key, model, constitution_name, constitution_version, style, "
+                         "spec_json, created_at) VALUES (?,?,?,?,?,?,?)", (key, "m", "redteam", v2, "mc", "{}", now() + k))
+            conn.execute("INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, "
+                         "order_shown, p_a, parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (cid, key, "m", "harm", "mc", "AB", 0.7, "ok", now()))
+    page = str(Path(__file__).resolve().parent.parent / "pages" / "90_Notebook.py")
+    at = AppTest.from_file(page, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pair batches"] == "1" and metrics["Revision batches"] == "0" and metrics["Judges"] == "2"
+    assert [e.label for e in at.expander][:3] == ["Constitutions (2)", "Revision batches (0)", "Pair batches (1)"]
+    frames = {tuple(df.value.columns): df.value for df in at.dataframe}
+    constitutions = next(f for cols, f in frames.items() if "version" in cols and "note" in cols)
+    newer = constitutions[constitutions["version"] == v2].iloc[0]
+    assert newer["from"] == f"edited from redteam@{v1[:8]}"
+    judges = next(f for cols, f in frames.items() if "style" in cols)
+    assert judges["item"].nunique() == 2 and all("settings" in item for item in judges["item"])
+    assert all(f.startswith(f"judges with redteam@{v2[:8]}; judged pairs of pairs1") for f in judges["from"])
+    assert at.get("plotly_chart")
