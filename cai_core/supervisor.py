@@ -6,7 +6,9 @@ processes started in their own session (so their process group is the whole job:
 
 - `spawn` starts one detached, its output appended to a log file;
 - `alive` says whether it still runs (a zombie, i.e. an exited child nobody reaped yet, does not);
-- `reap` collects the exit status of a child of this process (the app server, or a test);
+- `reap` collects the exit status of a child of this process (the app server, or a test); every
+  spawned child is also reaped by its own waiter thread the moment it ends (no zombies while the
+  app runs), and `reap` then answers from what that thread recorded;
 - `stop` ends the process group: SIGTERM, a grace period for the item in flight, then SIGKILL;
   it returns only once no process of the group is left, with how the process really ended;
 - `log_tail` / `failure_reason` read why a process died from its log.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +42,58 @@ def spawn(argv: list[str], log_path: str | Path, *, env: dict | None = None, hea
             log.flush()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=child_env, cwd=str(REPO_ROOT))
-    _CHILDREN[proc.pid] = proc  # keeps the Popen (and with it our right to reap) for reap()
+    with _LOCK:
+        _EXIT_CODES.pop(proc.pid, None)  # a reused pid: the old exit code is not this process's
+        _CHILDREN[proc.pid] = proc  # keeps the Popen (and with it our right to reap) for reap()
+        _REAPED[proc.pid] = threading.Event()
+    # reaped the moment it ends: an ended job left a zombie per job until the app stopped (issue 22)
+    threading.Thread(target=_reap_when_done, args=(proc,), name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}
 _EXIT_CODES: dict[int, int] = {}  # pid -> exit code (negative: killed by that signal), once reaped
+_REAPED: dict[int, threading.Event] = {}  # pid -> set once its waiter thread recorded the exit code
+_LOCK = threading.Lock()
+
+
+def _reap_when_done(proc: subprocess.Popen) -> None:
+    """Wait for one spawned child (in its own daemon thread) and record its exit code."""
+    try:
+        code = proc.wait()
+    except Exception:  # noqa: BLE001 - reap() still polls it
+        return
+    with _LOCK:
+        if _CHILDREN.get(proc.pid) is proc:
+            _EXIT_CODES[proc.pid] = code
+            _CHILDREN.pop(proc.pid, None)
+        event = _REAPED.pop(proc.pid, None)
+    if event is not None:
+        event.set()
+
+
+def _ended(pid: int) -> bool:
+    """Whether pid is gone or a zombie (ended, perhaps not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def reap_all() -> dict[int, int]:
+    """Reap every ended child spawned here (the waiter threads normally did already); {pid: exit code}."""
+    with _LOCK:
+        pids = list(_CHILDREN)
+    return {pid: code for pid in pids if (code := reap(pid)) is not None}
 
 
 def reap(pid: int | None) -> int | None:
@@ -52,24 +101,36 @@ def reap(pid: int | None) -> int | None:
     it still runs or is not our child. Reaping is remembered, so asking twice gives the same answer."""
     if not pid:
         return None
-    if pid in _EXIT_CODES:
-        return _EXIT_CODES[pid]
-    proc = _CHILDREN.get(pid)
+    with _LOCK:
+        if pid in _EXIT_CODES:
+            return _EXIT_CODES[pid]
+        proc = _CHILDREN.get(pid)
     if proc is not None:
         code = proc.poll()
         if code is None:
-            return None
-        _CHILDREN.pop(pid, None)
-        _EXIT_CODES[pid] = code
+            # poll() answers None while the waiter thread holds the Popen's wait lock, even for an
+            # ended child: when it has ended, let the waiter finish recording its exit code
+            with _LOCK:
+                event = _REAPED.get(pid)
+            if event is not None and (not _ended(pid) or not event.wait(5)):
+                return None  # still runs
+            with _LOCK:  # the waiter recorded it (or had already, event None)
+                return _EXIT_CODES.get(pid)
+        with _LOCK:
+            if _CHILDREN.get(pid) is proc:
+                _CHILDREN.pop(pid, None)
+            _EXIT_CODES[pid] = code
         return code
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return None
+        with _LOCK:  # its waiter thread may have reaped it between our two looks
+            return _EXIT_CODES.get(pid)
     if done == 0:
         return None
-    _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
-    return _EXIT_CODES[pid]
+    with _LOCK:
+        _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+        return _EXIT_CODES[pid]
 
 
 def alive(pid: int | None) -> bool:
