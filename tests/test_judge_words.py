@@ -45,3 +45,16 @@ def test_default_gold_set_is_the_one_the_most_judged_items_cover(store):
     assert gold_coverage(store) == {"gold:paper": {"mc|m|-|random|1": 4}, "human-labels": {"mc|m|-|random|1": 3}}
     assert best_gold_set(store) == "gold:paper"
     assert best_gold_set(store.__class__(store.workspace.__class__.open(store.workspace.root / "other"))) is None
+
+
+def test_a_built_in_judge_question_is_named_in_words_not_by_its_hash(tmp_path):
+    """Issue 22 item 8: the Demo named an evaluation constitution '02dce4bca312' that the Constitution page does
+    not list; the built-in evaluation / eval-judge questions are not stored constitutions."""
+    from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE
+    from cai_core.store import Store
+    from cai_core.workspace import Workspace
+
+    store = Store(Workspace.open(tmp_path / "ws"))
+    for c in (HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE):
+        words = judge_words(store, f"mc|m|{c.version}|all|1")
+        assert words == f"m · multiple choice (log-probs) · every principle · built-in {c.name} question"

@@ -42,7 +42,7 @@ def judge_words(store, judge_key: str, model: str | None = None, style: str | No
             constitution = f"{get_by_version(store, version).name}@{version}"
         except CaiError:  # a built-in judge constitution (evaluation, eval-judge) is not a stored one
             constitution = (f"built-in {BUILTIN_JUDGES[version]} question" if version in BUILTIN_JUDGES
-                            else f"unsaved constitution {version}")
+                            else f"constitution {version}")
     approx = " (approximate: first-token top-k)" if APPROX_KEY_SUFFIX in parts[0] else ""
     return f"{model} · {STYLE_WORDS.get(style, style)}{approx} · {principle_words} · {constitution}"
 
