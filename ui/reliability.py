@@ -150,8 +150,7 @@ def metric_cards(report: dict) -> None:
     if warning:
         st.warning(warning + " Judge more items of this gold set (or pick a larger one).")
     c = st.columns(5)
-    for col, key, extra in ((c[0], "accuracy", ""), (c[1], "flip_rate", ""), (c[2], "longer", ""),
-                            (c[3], "ece", ""), (c[4], "kappa", "")):
+    for col, key in zip(c, ("accuracy", "flip_rate", "longer", "ece", "kappa")):
         card = h[key]
         col.metric(card.label, card.value_text, help=card.help or None)
         col.caption(card.caption())
