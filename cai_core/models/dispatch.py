@@ -27,9 +27,10 @@ goes on; the counts say how many chains ended done, failed, or stopped.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
@@ -177,6 +178,7 @@ class _Concurrent(_Runner):
 
     def run(self, chains, should_stop, on_done, on_error) -> Counts:
         active: dict[Future, tuple[_Active, Request]] = {}
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # answered requests, in the order they came back
         load = 0
         exhausted = False
         lock = threading.Lock()
@@ -194,6 +196,15 @@ class _Concurrent(_Runner):
                 with lock:
                     peak[0] -= req.weight
 
+        def submit(chain: _Active, req: Request) -> None:
+            nonlocal load
+            fut = pool.submit(call, req)
+            active[fut] = (chain, req)
+            load += req.weight
+            self.counts.requests += req.weight
+            self.counts.calls += 1
+            fut.add_done_callback(finished.put)
+
         pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix="dispatch")
         try:
             while True:
@@ -207,13 +218,15 @@ class _Concurrent(_Runner):
                     chain = _Active(key, gen)
                     req = self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error)
                     if req is not None:
-                        active[pool.submit(call, req)] = (chain, req)
-                        load += req.weight
-                        self.counts.requests += req.weight
-                        self.counts.calls += 1
+                        submit(chain, req)
                 if not active:
                     break
-                done, _ = wait(list(active), return_when=FIRST_COMPLETED)
+                done = [finished.get()]
+                while True:  # everything else that came back meanwhile, in one go
+                    try:
+                        done.append(finished.get_nowait())
+                    except queue.Empty:
+                        break
                 stopping = should_stop()
                 for fut in done:
                     chain, req = active.pop(fut)
@@ -222,10 +235,7 @@ class _Concurrent(_Runner):
                     nxt = self.step(chain, None if err else fut.result(), err, stopping=stopping,
                                     on_done=on_done, on_error=on_error)
                     if nxt is not None:
-                        active[pool.submit(call, nxt)] = (chain, nxt)
-                        load += nxt.weight
-                        self.counts.requests += nxt.weight
-                        self.counts.calls += 1
+                        submit(chain, nxt)
         finally:
             for fut in active:
                 fut.cancel()
