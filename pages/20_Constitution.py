@@ -239,8 +239,11 @@ with tab_versions:
             st.info("Only one version so far: save an edit to compare versions.")
         else:
             d1, d2 = st.columns(2)
-            old_v = d1.selectbox("Old", list(labels), index=1, format_func=labels.get, key="ce_diff_old")
-            new_v = d2.selectbox("New", list(labels), index=0, format_func=labels.get, key="ce_diff_new")
+            # keyed by the constitution and its number of versions: another constitution, or a new save,
+            # starts on newest vs the one before instead of keeping picks from another list
+            diff_key = f"{name}\x1f{len(vids)}"
+            old_v = d1.selectbox("Old", list(labels), index=1, format_func=labels.get, key=f"ce_diff_old_{diff_key}")
+            new_v = d2.selectbox("New", list(labels), index=0, format_func=labels.get, key=f"ce_diff_new_{diff_key}")
             ce.render_changes(diff_constitutions(get_constitution(store, name, old_v), get_constitution(store, name, new_v)))
 
 # -- import / export ---------------------------------------------------------------------------

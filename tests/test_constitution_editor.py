@@ -285,3 +285,22 @@ def test_the_sidebar_engine_box_follows_the_store(samples, monkeypatch):
     at.run()
     box = at.sidebar.selectbox(key="sb_engine")
     assert box.value == "ctranslate2" and box.proto.set_value
+
+
+def test_the_diff_starts_on_newest_vs_previous_of_the_shown_constitution(samples):
+    from cai_core.constitution.versions import list_versions
+
+    at = _app_on_constitution_page()
+    for text in ("First edit.", "Second edit."):
+        _critique_box(at, "engage_not_evade").input(text).run()
+        at.button(key="ce_save").click().run()
+    versions = [v["version"] for v in list_versions(samples, "anti_evasive")]
+    olds = [s for s in at.selectbox if s.label == "Old"]
+    news = [s for s in at.selectbox if s.label == "New"]
+    assert (olds[0].value, news[0].value) == (versions[1], versions[0])
+    olds[0].set_value(versions[2]).run()
+    at.selectbox(key="ce_name").set_value("harmless_helpful").run()
+    assert not at.exception, at.exception
+    assert not [s for s in at.selectbox if s.label == "Old"], "one version: nothing to compare"
+    at.selectbox(key="ce_name").set_value("anti_evasive").run()
+    assert not at.exception, at.exception
