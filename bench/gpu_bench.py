@@ -7,6 +7,15 @@ QLoRA SFT, reward-model and PPO steps/s with peak memory - through the workbench
 --random-init-from CONFIG_DIR builds the model from a config + tokenizer with random weights
 (same architecture and size, so same speed and memory) for machines the weights can't reach.
 Prints a JSON summary and, last, `ratio=<bf16 batch-max vs batch-1 tokens/s> target=4.0`.
+
+    python bench/gpu_bench.py --memory      # the memory plan, checked (issue 21 item 8)
+
+--memory builds a random-initialised 7B-configuration model (Llama-2-7B shape, bf16) and a 1.1B one
+(its reward/value model), trains SFT LoRA and QLoRA, reward (LoRA), PPO LoRA and GRPO LoRA for a
+few steps each, and compares `estimate_memory(spec)["allocated_mb"]` with the run's
+torch.cuda.max_memory_allocated (the worker's sys/gpu_mem_mb); prints one row per run and, last,
+`ratio=<worst estimate/measured> target=1.2` (within 20% either way). Without a GPU it prints a
+skip line and exits 0.
 """
 from __future__ import annotations
 
@@ -141,6 +150,86 @@ def train(kind: str, args: list[str], workspace: Path, run_dir: Path) -> dict:
     return result
 
 
+# -- the memory plan, checked ------------------------------------------------------------------
+LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
+LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048}
+MEMORY_TOLERANCE = 0.2
+
+
+def random_llama(shape: dict, out: Path) -> Path:
+    """A random-initialised Llama of `shape`, saved in bf16 with the tiny model's tokenizer (ids < 512)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from cai_core.models.tiny import build_tiny_model
+
+    if (out / "config.json").exists():
+        return out
+    tiny = build_tiny_model(out.with_name(out.name + "-tok"))
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    config = LlamaConfig(**shape, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                         tie_word_embeddings=False, torch_dtype="bfloat16")
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
+def memory_check(ws, quick: bool) -> dict:
+    """estimate_memory vs torch.cuda.max_memory_allocated for the 7B configuration (module docstring)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("skip: --memory compares estimate_memory with torch.cuda.max_memory_allocated and needs a CUDA GPU; "
+              "none here (the CPU check is tests/test_memory_plan.py)", flush=True)
+        return {"skipped": "no CUDA device"}
+    from cai_core.training.specs import estimate_memory, new_spec
+
+    big = random_llama(LLAMA_7B, ws.models_dir / "random-7b")
+    small = random_llama(LLAMA_1B, ws.models_dir / "random-1b")
+    sft, prefs = write_datasets(ws.root / "data", 64)
+    steps = "2" if quick else "4"
+    common = ["--batch-size", "4", "--max-length", "512", "--precision", "bf16", "--set", "save_steps=100000",
+              "--set", "probe_steps=0", "--set", "merge_lora=false", "--set", "eval_split=0"]
+    online = ["--set", "response_length=64", "--reward-model", str(small)]
+    plans = [
+        ("sft", "sft-lora", ["--dataset", str(sft), "--lora"], {}),
+        ("sft", "sft-qlora", ["--dataset", str(sft), "--qlora"], {}),
+        ("reward", "reward-lora", ["--dataset", str(prefs), "--lora"], {}),
+        ("ppo", "ppo-lora", ["--dataset", str(prefs), "--lora", *online, "--set", "num_ppo_epochs=1"], {}),
+        ("grpo", "grpo-lora", ["--dataset", str(prefs), "--lora", *online, "--set", "num_generations=4"], {}),
+    ]
+    rows, worst = [], 1.0
+    for kind, name, extra, _ in plans:
+        args = ["--model", str(big), "--max-steps", steps, *common, *extra]
+        result = train(kind, args, ws.root, ws.runs_dir / name)
+        spec_path = ws.runs_dir / name / "spec.yaml"
+        row = {"run": name, "measured_mb": result.get("peak_gpu_mem_mb"), "exit_code": result["exit_code"]}
+        if spec_path.exists() and result.get("peak_gpu_mem_mb"):
+            from cai_core.training.specs import load_spec
+
+            spec = load_spec(spec_path)
+            est = estimate_memory(spec, big, small if kind in ("ppo", "rloo", "grpo") else None)
+            row.update(estimate_mb=round(est["allocated_mb"], 1), estimate_total_mb=round(est["total_mb"], 1),
+                       ratio=round(est["allocated_mb"] / result["peak_gpu_mem_mb"], 3))
+            row["within"] = abs(row["ratio"] - 1) <= MEMORY_TOLERANCE
+            worst = max(worst, row["ratio"], 1 / row["ratio"])
+        else:
+            row["error"] = result.get("error", "no spec.yaml or no sys/gpu_mem_mb in the metrics")[-600:]
+            worst = float("inf")
+        rows.append(row)
+        log(f"memory {name}: {row}")
+    return {"rows": rows, "worst_ratio": worst, "tolerance": MEMORY_TOLERANCE}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="model spec (default = embedded SmolLM2-135M-Instruct)")
@@ -149,6 +238,8 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="write summary.json here")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; use with a tiny model)")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--memory", action="store_true",
+                    help="only the memory plan check: estimate_memory vs max_memory_allocated on a random 7B config")
     a = ap.parse_args()
 
     import tempfile
@@ -157,6 +248,13 @@ def main() -> int:
     from cai_core.workspace import Workspace
 
     ws = Workspace.open(a.workspace or tempfile.mkdtemp(prefix="cai-gpu-bench-"))
+    if a.memory:
+        result = memory_check(ws, a.quick)
+        print(json.dumps(result, indent=2))
+        if "skipped" in result:
+            return 0
+        print(f"ratio={result['worst_ratio']:.3f} target={1 + MEMORY_TOLERANCE}")
+        return 0 if result["worst_ratio"] <= 1 + MEMORY_TOLERANCE else 1
     summary: dict = {"env": env_report(), "date": time.strftime("%Y-%m-%d %H:%M"), "model": a.model}
     log(json.dumps(summary["env"]))
     if a.random_init_from:

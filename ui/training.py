@@ -181,20 +181,42 @@ def new_run_form(store, default_model: str) -> None:
 def memory_estimate(mem: dict) -> None:
     """The estimate before launch: total against what the device has, and the breakdown."""
     total = mem["total_mb"]
-    avail = mem.get("available_mb")
     label = f"~{total / 1024:.2f} GB" if total > 1024 else f"~{total:.0f} MB"
     cols = st.columns(4)
-    cols[0].metric("Memory estimate", label, help="Rough peak: weights, gradients, AdamW states, activations, "
-                                                  "and the extra models of the kind (reference, reward, value).")
+    cols[0].metric("Memory estimate", label, help="Peak: weights, gradients, AdamW states, activations, the extra "
+                                                  "models of the kind (reference, reward, value), and the "
+                                                  "runtime (torch and friends; the CUDA context on a GPU).")
     cols[1].metric("Parameters", fmt_count(mem["params"]))
     cols[2].metric("Trainable", fmt_count(mem["trainable_params"]))
     cols[3].metric("Device / precision", f"{mem['device']} / {mem['precision']}")
     parts = {k[:-3].replace("_", " "): round(v, 1) for k, v in mem.items()
-             if k.endswith("_mb") and k not in ("total_mb", "available_mb")}
+             if k.endswith("_mb") and k not in ("total_mb", "available_mb", "allocated_mb", "advice_total_mb")}
     st.caption(" · ".join(f"{k} {v:g} MB" for k, v in parts.items()))
+    verdict = memory_verdict(mem)
     if mem.get("fits") is False:
-        st.warning(f"This may not fit: about {total:.0f} MB needed, {avail:.0f} MB available on {mem['device']}. "
-                   "Try LoRA/QLoRA, a smaller batch or max length, or gradient checkpointing.")
+        st.warning(verdict)
+    elif mem.get("fits"):
+        st.success(verdict)
+    else:
+        st.caption(verdict)
+
+
+def memory_verdict(mem: dict) -> str:
+    """Before launch, in words: whether the run fits the device and, if not, the first setting to change."""
+    total, avail, device = mem["total_mb"], mem.get("available_mb"), mem["device"]
+    where = "the GPU" if device == "cuda" else "this machine" if device == "cpu" else device
+    if mem.get("fits") is None:
+        return f"Needs about {total:,.0f} MB; how much {where} has is unknown, so whether it fits is not checked."
+    if mem["fits"]:
+        return f"Fits: about {total:,.0f} MB needed of {avail:,.0f} MB on {where}."
+    text = f"Does not fit: about {total:,.0f} MB needed, {avail:,.0f} MB on {where}."
+    if mem.get("advice"):
+        after = mem.get("advice_total_mb")
+        text += (f" First change: {mem['advice']} (about {after:,.0f} MB"
+                 + (", fits)." if mem.get("advice_fits") else "; not enough alone - change more settings)."))
+    else:
+        text += " No single setting brings it under; use a smaller model or a bigger device."
+    return text
 
 
 # -- run list and details -------------------------------------------------------------------------

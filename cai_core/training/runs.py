@@ -37,7 +37,7 @@ from cai_core.training.sources import (
     resolve_model_ref,
     run_output_dir,
 )
-from cai_core.training.specs import RunSpec, dump_spec, estimate_memory, spec_from_dict
+from cai_core.training.specs import RunSpec, dump_spec, memory_plan, spec_from_dict
 from cai_core.workspace import slug
 
 ACTIVE = ("queued", "running")
@@ -491,6 +491,6 @@ def preview(store: Store, spec: RunSpec) -> dict:
             dataset = {"location": ref.location, "export": ref.export_name, **lineage_summary(ref.card)}
         except CaiError as exc:
             problems.append(str(exc))
-    memory = estimate_memory(spec, model_dir_for_estimate(store, spec.parent_run or spec.model),
-                             model_dir_for_estimate(store, getattr(spec, "reward_model", None)))
+    memory = memory_plan(spec, model_dir_for_estimate(store, spec.parent_run or spec.model),
+                         model_dir_for_estimate(store, getattr(spec, "reward_model", None)))
     return {"problems": problems, "memory": memory, "dataset": dataset}

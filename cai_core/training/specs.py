@@ -448,13 +448,29 @@ def _lora_params(shape: dict, r: int, targets) -> int:
     return n * r * sum(chosen)
 
 
-def estimate_memory(spec: RunSpec, model_dir: str | Path | None = None, reward_dir: str | Path | None = None) -> dict:
-    """A rough peak-memory estimate (MB) before launch: weights, gradients, optimizer, activations, extras.
+# What a training process holds besides the model's own tensors (MB). CPU: python + torch + transformers +
+# trl + peft + datasets imported and a tiny-model run's peak RSS (tests/test_memory_plan.py measures it:
+# 521-530 MB on 2026-12-07, of which 487 MB before any model loads). CUDA: the context and cuBLAS
+# workspaces, which torch.cuda.max_memory_allocated does not count but the card must hold.
+RUNTIME_MB = {"cpu": 520.0, "cuda": 600.0, "mps": 520.0}
+RESERVE = 1.15   # allocator fragmentation and buffers over what is allocated
+FIT_SHARE = 0.9  # a run "fits" when its total is under 90% of the device's memory
+
+
+def estimate_memory(spec: RunSpec, model_dir: str | Path | None = None, reward_dir: str | Path | None = None,
+                    available_mb: float | None = None) -> dict:
+    """A peak-memory estimate (MB) before launch: weights, gradients, optimizer, activations, extras.
 
     Rules of thumb: full fine-tuning with AdamW costs ~16 bytes per parameter (fp32 master weights,
     gradients and two Adam moments); LoRA keeps the base frozen in 16-bit (or 4-bit for QLoRA) and
     pays 16 bytes only for the adapter; activations grow with batch x length x layers and the logits
     with batch x length x vocabulary. Online kinds hold extra models (reference, reward, value).
+
+    allocated_mb is the model's share (compare with torch.cuda.max_memory_allocated on a GPU, or with
+    a CPU run's peak RSS minus runtime_mb); total_mb = allocated x RESERVE + runtime_mb is what the
+    device must hold, and `fits` compares it with FIT_SHARE of the device's memory (available_mb, or
+    what the machine reports). Checked against measured peaks in tests/test_memory_plan.py (CPU) and
+    bench/gpu_bench.py --memory (GPU, a random-initialised 7B-configuration model).
     """
     shape = model_shape(model_dir)
     P = int(shape["params"])
@@ -494,11 +510,17 @@ def estimate_memory(spec: RunSpec, model_dir: str | Path | None = None, reward_d
         extras["reward_model"] = rp * (2 if half else 4)
         if spec.kind == "ppo":
             extras["value_model"] = rp * 4 + rp * 12  # trained in full: weights + grads + Adam
-    total = weights + grads + optimizer + activations + logits + sum(extras.values())
-    total *= 1.15  # CUDA context, allocator fragmentation, buffers
     device = spec.resolved_device_safe()
-    dev = detect_device()
-    available = dev.get("gpu_memory_mb") if device == "cuda" else system_memory_mb()
+    if spec.uses_peft and spec.merge_lora and device != "cuda":
+        # the merged copy: the base reloaded in the run's precision on the CPU, beside the trained model
+        # (worker.merge_adapter); on a GPU run it lives in host memory, not on the card
+        extras["merged_copy"] = P * (2 if half else 4)
+    allocated = weights + grads + optimizer + activations + logits + sum(extras.values())
+    runtime = RUNTIME_MB.get(device, RUNTIME_MB["cpu"]) * mb
+    total = allocated * RESERVE + runtime
+    if available_mb is None:
+        dev = detect_device()
+        available_mb = dev.get("gpu_memory_mb") if device == "cuda" else system_memory_mb()
     out = {
         "params": P,
         "trainable_params": int(trainable),
@@ -509,8 +531,59 @@ def estimate_memory(spec: RunSpec, model_dir: str | Path | None = None, reward_d
         "optimizer_mb": optimizer / mb,
         "activations_mb": (activations + logits) / mb,
         **{f"{k}_mb": v / mb for k, v in extras.items()},
+        "runtime_mb": runtime / mb,
+        "allocated_mb": allocated / mb,
         "total_mb": total / mb,
-        "available_mb": available,
+        "available_mb": available_mb,
     }
-    out["fits"] = None if available is None else out["total_mb"] < available * 0.9
+    out["fits"] = None if available_mb is None else out["total_mb"] < available_mb * FIT_SHARE
     return out
+
+
+def _halved(spec: RunSpec) -> RunSpec:
+    """Half the batch, twice the accumulation: the same effective batch."""
+    return spec.copy(batch_size=max(1, spec.batch_size // 2), grad_accum=spec.grad_accum * 2)
+
+
+def _changes(spec: RunSpec) -> list[tuple[str, RunSpec]]:
+    """The settings to try, in the order a user should: cheapest in quality and speed first."""
+    out: list[tuple[str, RunSpec]] = []
+    on_gpu = spec.resolved_device_safe() == "cuda"
+    if spec.adapter == "full":
+        out.append(("use LoRA (adapter lora) instead of training every weight", spec.copy(adapter="lora")))
+    if on_gpu and spec.adapter in ("full", "lora") and spec.kind not in ("reward", "ppo"):
+        out.append(("use QLoRA (adapter qlora: LoRA on a 4-bit base)", spec.copy(adapter="qlora")))
+    if on_gpu and not spec.resolved_gradient_checkpointing():
+        out.append(("turn on gradient checkpointing", spec.copy(gradient_checkpointing=True)))
+    if spec.batch_size > 1:
+        smaller = _halved(spec)
+        out.append((f"lower batch size to {smaller.batch_size} (gradient accumulation {smaller.grad_accum} keeps "
+                     "the effective batch)", smaller))
+    if not on_gpu and not spec.resolved_gradient_checkpointing():
+        out.append(("turn on gradient checkpointing", spec.copy(gradient_checkpointing=True)))
+    if spec.max_length > 128:
+        out.append((f"lower max length to {spec.max_length // 2}", spec.copy(max_length=spec.max_length // 2)))
+    return out
+
+
+def memory_plan(spec: RunSpec, model_dir: str | Path | None = None, reward_dir: str | Path | None = None,
+                available_mb: float | None = None) -> dict:
+    """Whether the run fits before launch and, if not, the first setting to change: the estimate plus
+    `advice` (None when it fits or the device's memory is unknown) and `advice_fits` (whether that one
+    change alone makes it fit; when none does, the change that saves the most is given)."""
+    est = estimate_memory(spec, model_dir, reward_dir, available_mb)
+    est.update(advice=None, advice_fits=None, advice_total_mb=None)
+    if est["fits"] is not False:
+        return est
+    tried = []
+    for label, changed in _changes(spec):
+        after = estimate_memory(changed, model_dir, reward_dir, est["available_mb"])
+        if after["fits"]:
+            est.update(advice=label, advice_fits=True, advice_total_mb=after["total_mb"])
+            return est
+        tried.append((after["total_mb"], label))
+    if tried:
+        total, label = min(tried)
+        if total < est["total_mb"]:
+            est.update(advice=label, advice_fits=False, advice_total_mb=total)
+    return est
