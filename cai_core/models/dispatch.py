@@ -121,10 +121,11 @@ def _call(backend: Backend, requests: list[Request]) -> list:
 
 
 class _Active:
-    __slots__ = ("key", "gen", "pending")
+    __slots__ = ("key", "gen", "multi", "values", "left")
 
     def __init__(self, key, gen: Chain):
-        self.key, self.gen, self.pending = key, gen, None
+        self.key, self.gen = key, gen
+        self.multi, self.values, self.left = False, [], 0
 
 
 def run_chains(backend: Backend, chains: Iterable[tuple[Any, Chain]], *, in_flight: int | None = None,
@@ -147,8 +148,8 @@ class _Runner:
         self.backend, self.limit, self.counts = backend, limit, counts
 
     def step(self, chain: _Active, value=None, exc: BaseException | None = None, *, stopping: bool,
-             on_done, on_error) -> Request | None:
-        """Feed a chain its answer (or error); its next request, or None when it ended."""
+             on_done, on_error) -> list[Request] | None:
+        """Feed a chain its answer (or error); its next requests, or None when it ended."""
         try:
             req = chain.gen.throw(exc) if exc is not None else chain.gen.send(value)
         except StopIteration as stop:
@@ -163,21 +164,38 @@ class _Runner:
             if on_error:
                 on_error(chain.key, err)
             return None
-        if not isinstance(req, Request):
+        multi = isinstance(req, (list, tuple))
+        reqs = list(req) if multi else [req]
+        if not reqs or not all(isinstance(r, Request) for r in reqs):
             chain.gen.close()
-            raise CaiError(f"a work item yielded {type(req).__name__}, not a Request")
-        if stopping and not req.follow_up:
+            raise CaiError(f"a work item yielded {type(req).__name__}, not a Request or a list of them")
+        if stopping and not any(r.follow_up for r in reqs):
             chain.gen.close()
             self.counts.stopped += 1
             return None
-        return req
+        chain.multi, chain.values, chain.left = multi, [None] * len(reqs), len(reqs)
+        return reqs
+
+    def answered(self, chain: _Active, index: int, value, exc: BaseException | None, *, stopping: bool,
+                 on_done, on_error) -> list[Request] | None:
+        """One of a chain's outstanding requests came back; its next requests once all did ([] while
+        it still waits, None when it ended). A single request's error is thrown into the chain; a
+        list's answers come back as a list holding each answer or its exception."""
+        chain.values[index] = exc if exc is not None else value
+        chain.left -= 1
+        if chain.left:
+            return []
+        if chain.multi:
+            return self.step(chain, chain.values, stopping=stopping, on_done=on_done, on_error=on_error)
+        return self.step(chain, None if exc is not None else value, exc, stopping=stopping,
+                         on_done=on_done, on_error=on_error)
 
 
 class _Concurrent(_Runner):
     """One request per conversation, `limit` outstanding, from threads."""
 
     def run(self, chains, should_stop, on_done, on_error) -> Counts:
-        active: dict[Future, tuple[_Active, Request]] = {}
+        active: dict[Future, tuple[_Active, Request, int]] = {}
         finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # answered requests, in the order they came back
         load = 0
         exhausted = False
@@ -196,14 +214,15 @@ class _Concurrent(_Runner):
                 with lock:
                     peak[0] -= req.weight
 
-        def submit(chain: _Active, req: Request) -> None:
+        def submit(chain: _Active, reqs: list[Request] | None) -> None:
             nonlocal load
-            fut = pool.submit(call, req)
-            active[fut] = (chain, req)
-            load += req.weight
-            self.counts.requests += req.weight
-            self.counts.calls += 1
-            fut.add_done_callback(finished.put)
+            for index, req in enumerate(reqs or ()):
+                fut = pool.submit(call, req)
+                active[fut] = (chain, req, index)
+                load += req.weight
+                self.counts.requests += req.weight
+                self.counts.calls += 1
+                fut.add_done_callback(finished.put)
 
         pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix="dispatch")
         try:
@@ -216,9 +235,7 @@ class _Concurrent(_Runner):
                         exhausted = True
                         break
                     chain = _Active(key, gen)
-                    req = self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error)
-                    if req is not None:
-                        submit(chain, req)
+                    submit(chain, self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error))
                 if not active:
                     break
                 done = [finished.get()]
@@ -229,13 +246,11 @@ class _Concurrent(_Runner):
                         break
                 stopping = should_stop()
                 for fut in done:
-                    chain, req = active.pop(fut)
+                    chain, req, index = active.pop(fut)
                     load -= req.weight
                     err = fut.exception()
-                    nxt = self.step(chain, None if err else fut.result(), err, stopping=stopping,
-                                    on_done=on_done, on_error=on_error)
-                    if nxt is not None:
-                        submit(chain, nxt)
+                    submit(chain, self.answered(chain, index, None if err else fut.result(), err, stopping=stopping,
+                                                on_done=on_done, on_error=on_error))
         finally:
             for fut in active:
                 fut.cancel()
@@ -248,12 +263,12 @@ class _Batched(_Runner):
     """Batched calls of ready requests, lowest stage first; chains admitted in cohorts of `limit`."""
 
     def run(self, chains, should_stop, on_done, on_error) -> Counts:
-        ready: list[tuple[_Active, Request]] = []
+        ready: list[tuple[_Active, Request, int]] = []   # (chain, request, its index in what the chain sent)
         exhausted = False
         while True:
-            follow_up = bool(ready) and all(r.follow_up for _, r in ready if r.group() == min(q.group() for _, q in ready))
+            follow_up = bool(ready) and all(r.follow_up for _, r, _ in ready if r.group() == min(q.group() for _, q, _ in ready))
             if not follow_up and should_stop():  # asked once per batched call, before it
-                for chain, _ in ready:
+                for chain in {id(c): c for c, _, _ in ready}.values():
                     chain.gen.close()
                     self.counts.stopped += 1
                 break
@@ -266,31 +281,30 @@ class _Batched(_Runner):
                         exhausted = True
                         break
                     chain = _Active(key, gen)
-                    req = self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error)
-                    if req is not None:  # a chain with nothing to send (stored, or another process's) takes no row
-                        ready.append((chain, req))
+                    reqs = self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error)
+                    if reqs:  # a chain with nothing to send (stored, or another process's) takes no row
+                        ready += [(chain, r, i) for i, r in enumerate(reqs)]
                         admitted += 1
             if not ready:
                 break
-            group = min(r.group() for _, r in ready)
-            batch = [(c, r) for c, r in ready if r.group() == group][: self.limit]
-            taken = {id(c) for c, _ in batch}
-            ready = [(c, r) for c, r in ready if id(c) not in taken]
+            group = min(r.group() for _, r, _ in ready)
+            batch = [entry for entry in ready if entry[1].group() == group][: self.limit]
+            taken = {id(entry) for entry in batch}
+            ready = [entry for entry in ready if id(entry) not in taken]
             self.counts.calls += 1
-            self.counts.requests += sum(r.weight for _, r in batch)
+            self.counts.requests += sum(r.weight for _, r, _ in batch)
             self.counts.max_in_flight = max(self.counts.max_in_flight, len(batch))
             t0 = time.time()
             try:
-                results = _call(self.backend, [r for _, r in batch])
+                results = _call(self.backend, [r for _, r, _ in batch])
                 errors: list[BaseException | None] = [None] * len(batch)
             except Exception as exc:  # noqa: BLE001 - the batch's items fail; the dispatch goes on
                 results, errors = [None] * len(batch), [exc] * len(batch)
-            for _, r in batch:
+            for _, r, _ in batch:
                 r.seconds = (time.time() - t0) / len(batch)
-            for (chain, _), value, err in zip(batch, results, errors):
-                nxt = self.step(chain, value, err, stopping=False, on_done=on_done, on_error=on_error)
-                if nxt is not None:
-                    ready.append((chain, nxt))
+            for (chain, _, index), value, err in zip(batch, results, errors):
+                reqs = self.answered(chain, index, value, err, stopping=False, on_done=on_done, on_error=on_error)
+                ready += [(chain, r, i) for i, r in enumerate(reqs or ())]
         return self.counts
 
 

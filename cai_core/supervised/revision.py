@@ -643,6 +643,13 @@ class Reviser:
                 out = yield req
                 seconds = req.seconds
                 critique = parse_critique(_text(out), self.settings.cot)
+                if critique.violation is None and not self.settings.early_stop and self.backend.supports_logprobs:
+                    # the revision does not wait for the verdict (only early stop reads it): the
+                    # violation question and the revision go out together
+                    yield from self._critique_and_revision(t, rnd, conv, critique, seconds)
+                    if self._progressed(t):
+                        return "lost"
+                    continue
                 if critique.violation is None:
                     critique.violation = yield from self._violation(conv, critique.raw, 2 * rnd - 0.5)
                 self._save_or_drop(lambda: self._save_critique(t, rnd, critique, seconds, conv), t)
@@ -657,6 +664,30 @@ class Reviser:
                     return "lost"
         self._save_or_drop(lambda: self._finish(t), t)
         return "lost" if self._progressed(t) else "done"
+
+    def _critique_and_revision(self, t: _Traj, rnd: int, conv: Conversation, critique: Critique, seconds: float):
+        """A generator step of _chain without early stop: the violation question and the revision at
+        once; the critique is stored with its verdict, then the revision. An endpoint found to offer
+        no log-probs leaves the violation unknown (said once)."""
+        principle = self.constitution.principle(t.plan[rnd - 1])
+        rev_conv = revision_conversation(self.constitution, principle, t.prompt, t.response_before(rnd), critique.raw,
+                                         self.settings)
+        question = Request("choice", violation_question(conv, critique.raw), options=VIOLATION_OPTIONS,
+                           stage=2 * rnd - 0.5, follow_up=True)
+        revision = Request("generate", rev_conv, self.settings.params(2 * rnd), stage=2 * rnd)
+        dist, out = yield [question, revision]
+        if isinstance(dist, BaseException):
+            if self.backend.supports_logprobs:
+                raise dist
+            self._note(f"{NO_LOGPROBS_NOTE} ({dist})")
+            critique.violation = None
+        else:
+            critique.violation = 1 if float(dist["Yes"]) > float(dist["No"]) else 0
+        self._save_or_drop(lambda: self._save_critique(t, rnd, critique, seconds, conv), t)
+        if isinstance(out, BaseException):
+            raise out
+        if t.status != "lost":
+            self._save_or_drop(lambda: self._save_revision(t, rnd, _text(out), revision.seconds, rev_conv), t)
 
     def _violation(self, conv: Conversation, raw: str, stage: float):
         """The yes/no question after a critique without a verdict (a generator step of _chain): 1 / 0
