@@ -29,7 +29,8 @@ def bootstrap_ci(items: Sequence[Any], statistic: Callable[[list], float] | None
     `statistic` gets a list of resampled items; None means the mean of numeric items (vectorised).
     A statistic with a `batch` attribute, batch(items, idx) -> one value per row of the index
     matrix idx (resamples x n), is vectorised too: the same resamples, the same values, without a
-    Python list per resample (the judge-reliability accuracy and kappa on 10k+ items).
+    Python list per resample (the judge-reliability accuracy, kappa, alpha). One with a `prepare`
+    attribute instead, prepare(items) -> f(idx), reads the items once for all blocks of resamples.
     Resamples where the statistic is undefined (None or NaN) are left out, and the interval is
     (nan, nan) when too few remain (fewer than max(10, n_boot // 10)), when there are no items, or
     when n_boot is 0. Seeded: the same items, statistic, n_boot and seed give the same interval.
@@ -40,15 +41,21 @@ def bootstrap_ci(items: Sequence[Any], statistic: Callable[[list], float] | None
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
     arr = np.asarray(items, dtype=float) if statistic is None else None
-    batch = getattr(statistic, "batch", None)
+    prepare, batch = getattr(statistic, "prepare", None), getattr(statistic, "batch", None)
+    if prepare is not None:
+        batch_of = prepare(items)
+    elif batch is not None:
+        batch_of = lambda idx: batch(items, idx)  # noqa: E731
+    else:
+        batch_of = None
     boots: list[float] = []
     per_draw = max(1, _ROWS_PER_DRAW // n)
     for start in range(0, n_boot, per_draw):
         idx = rng.integers(0, n, size=(min(per_draw, n_boot - start), n))
         if arr is not None:
             values = arr[idx].mean(axis=1).tolist()
-        elif batch is not None:
-            values = np.asarray(batch(items, idx), dtype=float).tolist()
+        elif batch_of is not None:
+            values = np.asarray(batch_of(idx), dtype=float).tolist()
         else:
             values = [statistic([items[i] for i in row]) for row in idx.tolist()]
         boots += [float(v) for v in values if v is not None and not math.isnan(v)]

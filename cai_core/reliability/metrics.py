@@ -378,13 +378,13 @@ def _kappa(items: list[dict]) -> float:
     return cohen_kappa([i["label"] for i in items], [i["gold"] for i in items])
 
 
-def _acc_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
+def _acc_batch(items: Sequence[dict]):
     """_acc of every resample (row of idx) at once: the same values (count / n, exact counts)."""
     same = np.fromiter((i["label"] == i["gold"] for i in items), dtype=bool, count=len(items))
-    return same[idx].sum(axis=1) / idx.shape[1]
+    return lambda idx: same[idx].sum(axis=1) / idx.shape[1]
 
 
-def _kappa_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
+def _kappa_batch(items: Sequence[dict]):
     """_kappa of every resample at once, with cohen_kappa's arithmetic (integer counts, then the
     same divisions), so each value equals the per-resample one; NaN where chance agreement is 1.
     One joint code per item (judge label x gold label): one gather and one count per resample."""
@@ -394,19 +394,22 @@ def _kappa_batch(items: Sequence[dict], idx: np.ndarray) -> np.ndarray:
         codes.setdefault(i["gold"], len(codes))
     k = len(codes)
     joint = np.fromiter((codes[i["label"]] * k + codes[i["gold"]] for i in items), dtype=np.int64, count=len(items))
-    rows, n = idx.shape
-    cells = joint[idx]
-    cells += (np.arange(rows, dtype=np.int64) * (k * k))[:, None]
-    table = np.bincount(cells.ravel(), minlength=rows * k * k).reshape(rows, k, k)  # [resample, judge, gold]
-    p_o = np.trace(table, axis1=1, axis2=2) / n
-    p_e = (table.sum(axis=2) * table.sum(axis=1)).sum(axis=1) / (n * n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (p_o - p_e) / (1.0 - p_e)
-    return np.where(p_e >= 1.0, np.nan, out)
+
+    def kappas(idx: np.ndarray) -> np.ndarray:
+        rows, n = idx.shape
+        cells = joint[idx]
+        cells += (np.arange(rows, dtype=np.int64) * (k * k))[:, None]
+        table = np.bincount(cells.ravel(), minlength=rows * k * k).reshape(rows, k, k)  # [resample, judge, gold]
+        p_o = np.trace(table, axis1=1, axis2=2) / n
+        p_e = (table.sum(axis=2) * table.sum(axis=1)).sum(axis=1) / (n * n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = (p_o - p_e) / (1.0 - p_e)
+        return np.where(p_e >= 1.0, np.nan, out)
+    return kappas
 
 
-_acc.batch = _acc_batch  # type: ignore[attr-defined]  # bootstrap_ci's vectorised path
-_kappa.batch = _kappa_batch  # type: ignore[attr-defined]
+_acc.prepare = _acc_batch  # type: ignore[attr-defined]  # bootstrap_ci's vectorised path (items read once)
+_kappa.prepare = _kappa_batch  # type: ignore[attr-defined]
 
 
 def agreement(items: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, n_bins: int = 10) -> dict:
