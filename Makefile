@@ -47,5 +47,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not browser and not server and not vllm" tests
 
+# Every bench script in its quick form (seconds to minutes each): the ones that need a server start the
+# project's own or say which they skip; gpu_bench's memory check says it skips without a GPU.
 bench-quick: $(STAMP)
-	for b in bench/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
+	for b in bench/bench_*.py; do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
+	$(BIN)/python bench/gpu_bench.py --memory --quick

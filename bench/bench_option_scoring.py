@@ -60,6 +60,9 @@ def main() -> None:
     for name, url in (("vllm", args.vllm), ("llama.cpp", args.llama), ("llama.cpp-quantized", args.llama_quantized)):
         if url:
             engines[name] = HttpBackend(url)
+        else:  # make bench-quick runs without servers: say which engines were left out
+            print(f"skip: {name} (no --{'llama-quantized' if name.endswith('quantized') else name.split('.')[0]} "
+                  "URL given; start that server and pass its URL to compare it)", flush=True)
     results, seconds, scoring = {}, {}, {}
     for name, backend in engines.items():
         scoring[name] = backend.option_scoring()

@@ -155,6 +155,8 @@ LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers"
             "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
             "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048}
+LLAMA_100M = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048}
 MEMORY_TOLERANCE = 0.2
 
 
@@ -170,7 +172,7 @@ def random_llama(shape: dict, out: Path) -> Path:
     tiny = build_tiny_model(out.with_name(out.name + "-tok"))
     tok = AutoTokenizer.from_pretrained(str(tiny))
     config = LlamaConfig(**shape, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-                         tie_word_embeddings=False, torch_dtype="bfloat16")
+                         tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -193,8 +195,12 @@ def memory_check(ws, quick: bool) -> dict:
         return {"skipped": "no CUDA device"}
     from cai_core.training.specs import estimate_memory, new_spec
 
-    big = random_llama(LLAMA_7B, ws.models_dir / "random-7b")
-    small = random_llama(LLAMA_1B, ws.models_dir / "random-1b")
+    if quick:  # minutes, not the full check: a 1.1B policy and a ~100M reward/value model
+        big = random_llama(LLAMA_1B, ws.models_dir / "random-1b")
+        small = random_llama(LLAMA_100M, ws.models_dir / "random-100m")
+    else:
+        big = random_llama(LLAMA_7B, ws.models_dir / "random-7b")
+        small = random_llama(LLAMA_1B, ws.models_dir / "random-1b")
     sft, prefs = write_datasets(ws.root / "data", 64)
     steps = "2" if quick else "4"
     common = ["--batch-size", "4", "--max-length", "512", "--precision", "bf16", "--set", "save_steps=100000",
