@@ -365,7 +365,7 @@ def test_get_backend_probes_before_anything_is_stored(fake_server, workspace, mo
 
 
 def test_concurrency_is_set_by_the_endpoint_and_the_spec_overrides(fake_server):
-    assert HttpBackend(fake_server("vllm")).concurrency == 64
+    assert HttpBackend(fake_server("vllm")).concurrency == 128
     assert HttpBackend(fake_server("llamapy")).concurrency == 1
     assert HttpBackend(fake_server("nologprobs")).concurrency == 4  # unknown kind: a small default
     url = fake_server("vllm")

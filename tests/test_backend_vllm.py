@@ -125,7 +125,7 @@ def local(vllm_model_dir):
 
 def test_endpoint_is_recognised_as_vllm(vllm_backend):
     info = vllm_backend.info()
-    assert info["server_kind"] == "vllm" and info["concurrency"] == 32
+    assert info["server_kind"] == "vllm" and info["concurrency"] == 128
     assert vllm_backend.option_scoring() == "exact"
     conv = _convs()[0]
     assert vllm_backend.prompt_text(conv).endswith("<|im_start|>assistant\n")

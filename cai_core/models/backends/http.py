@@ -74,10 +74,12 @@ TOP_LOGPROBS = 20
 APPROXIMATE_SCORING = "approximate: first-token top-k"
 
 # Requests in flight per endpoint kind (from /v1/models owned_by), per replica. Continuous-batching
-# servers (vLLM, TGI) serve many at once, so a deep queue is throughput: 64 keeps a server that
-# answers in 0.5 s as busy as a 32-thread client even while a pipeline's stages hand over (bench_scale);
+# servers (vLLM, TGI) serve many at once (vLLM batches up to 256 sequences by default), so a deep queue
+# is throughput: 128 keeps a server that answers in 0.5 s busier than a 32-thread client does, even
+# while a prompt's requests wait on each other and the client's CPU is shared (bench_scale: 64 gave a
+# ratio of 0.90 on the busy 2-core VM, 128 gave 1.2);
 # llama-cpp-python's server handles one request at a time, and extra ones only wait on its lock (and time out).
-CONCURRENCY = {"vllm": 64, "tgi": 64, "llama-cpp-python": 1}
+CONCURRENCY = {"vllm": 128, "tgi": 128, "llama-cpp-python": 1}
 DEFAULT_CONCURRENCY = 4
 SETTINGS = ("model", "template", "concurrency", "retries", "timeout")
 SHARED_SETTINGS = ("model", "template", "retries", "timeout")  # one model: the same for every replica
