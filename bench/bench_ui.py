@@ -82,12 +82,13 @@ def seed(store, n: int) -> None:
             run_dir.mkdir(exist_ok=True)
             cur = conn.execute(
                 "INSERT INTO runs (name, kind, spec_json, status, run_dir, created_at, started_at, ended_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                 (f"bench-run-{r}", "sft", json.dumps({"kind": "sft", "name": f"bench-run-{r}", "dataset": "d",
                                                       "model": "default"}),
                  "finished", str(run_dir), t0, t0, t0 + 60))
+            run_id = cur.fetchall()[0][0]
             conn.executemany("INSERT INTO run_metrics (run_id, step, data_json, created_at) VALUES (?,?,?,?)",
-                             [(cur.lastrowid, s, json.dumps({"step": s, "time": t0 + s, "loss": 2.0 / (s + 1),
+                             [(run_id, s, json.dumps({"step": s, "time": t0 + s, "loss": 2.0 / (s + 1),
                                                              "learning_rate": 1e-4}), t0 + s) for s in range(1, 501)])
 
 
@@ -122,8 +123,13 @@ def main() -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="the clock the targets are checked on: wall seconds, or the process's CPU seconds "
                         "(steady on a shared, loaded machine); both are printed")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="seed and render on PostgreSQL (postgresql://user@host:port/db, an empty database) "
+                        "instead of the temporary workspace's SQLite file")
     args = p.parse_args()
     setup(args)
+    if args.database_url:
+        os.environ["CAI_DATABASE_URL"] = args.database_url  # temp_store() and the pages open this store
     n = args.rows or (1000 if args.quick else 10000)
     store = temp_store()
     t = time.time()

@@ -117,7 +117,7 @@ def workspace_lineage(store: Store) -> Lineage:
 
     for r in store.query(
             "SELECT batch, constitution_name, constitution_version, model, COUNT(*) AS n, "
-            "SUM(status='done') AS done, MIN(created_at) AS t FROM trajectories "
+            "SUM(CASE WHEN status='done' THEN 1 ELSE 0 END) AS done, MIN(created_at) AS t FROM trajectories "
             "GROUP BY batch, constitution_name, constitution_version, model ORDER BY t"):
         batch = r["batch"] or "(no batch)"
         nid = f"revision:{batch}"

@@ -73,10 +73,10 @@ def seed_evaluation(store, name="ev1"):
                                            ("Sure, <b>bold</b> **md** answer", "Here is a safe way to do it.", "other")]):
             cur = conn.execute(
                 "INSERT INTO comparisons (key, source, origin, split, batch, prompt, response_a, response_b, category, "
-                "policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,'eval',?,?,?,?,?,?,?,?,?)",
+                "policy_a, policy_b, meta_json, created_at) VALUES (?,?,?,'eval',?,?,?,?,?,?,?,?,?) RETURNING id",
                 (f"k{k}", f"evaluation:{name}", f"evaluation:{name}", name, f"prompt {k} <img src=x onerror=alert(2)>", ra, rb, cat, "base", "tuned",
                  dumps({"axis": "harmless"}), now()))
-            ids.append(cur.lastrowid)
+            ids.append(cur.fetchall()[0][0])
             for order, p in (("AB", 0.3), ("BA", 0.4)):
                 conn.execute(
                     "INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, p_a, "

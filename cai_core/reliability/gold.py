@@ -185,7 +185,7 @@ def judge_keys(store: Store) -> list[dict]:
     return [dict(r) for r in store.query(
         "SELECT g.judge_key, MIN(g.judge_model) AS model, MIN(g.style) AS style, "
         "COUNT(DISTINCT g.comparison_id) AS comparisons, COUNT(*) AS judgments, "
-        "SUM(g.parse_status != 'ok') AS invalid FROM judgments g GROUP BY g.judge_key ORDER BY MIN(g.created_at)")]
+        "SUM(CASE WHEN g.parse_status != 'ok' THEN 1 ELSE 0 END) AS invalid FROM judgments g GROUP BY g.judge_key ORDER BY MIN(g.created_at)")]
 
 
 def judge_labels(store: Store, judge_key: str, comparison_ids: Iterable[int] | None = None, *,

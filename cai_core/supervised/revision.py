@@ -990,7 +990,7 @@ def list_trajectories(store: Store, *, batch: str | None = None, constitution_ve
         "SELECT t.id, t.batch, t.prompt, t.category, t.initial, t.final, t.status, t.change_ratio, t.rounds, "
         "t.constitution_name, t.constitution_version, t.model, t.seed, t.created_at, "
         "(SELECT GROUP_CONCAT(principle_id, ', ') FROM (SELECT principle_id FROM trajectory_steps s "
-        " WHERE s.trajectory_id=t.id ORDER BY s.round)) AS principles "
+        " WHERE s.trajectory_id=t.id ORDER BY s.round) AS o) AS principles "
         f"FROM trajectories t{where} ORDER BY t.id DESC LIMIT ? OFFSET ?",
         tuple(params) + (int(limit), int(offset)),
     )
@@ -1000,7 +1000,7 @@ def list_trajectories(store: Store, *, batch: str | None = None, constitution_ve
 def list_batches(store: Store) -> list[dict]:
     """Batches with their size and progress, newest first."""
     return [dict(r) for r in store.query(
-        "SELECT batch, COUNT(*) AS trajectories, SUM(status='done') AS done, MIN(created_at) AS created_at, "
+        "SELECT batch, COUNT(*) AS trajectories, SUM(CASE WHEN status='done' THEN 1 ELSE 0 END) AS done, MIN(created_at) AS created_at, "
         "GROUP_CONCAT(DISTINCT constitution_version) AS versions, GROUP_CONCAT(DISTINCT model) AS models "
         "FROM trajectories WHERE batch IS NOT NULL GROUP BY batch ORDER BY MIN(created_at) DESC")]
 
