@@ -8,7 +8,7 @@ from tests.helpers import render_page
 
 
 @pytest.fixture
-def ws(ws):
+def sampled(ws):
     """The page needs a constitution to draw its tabs: the samples."""
     from cai_core.sample_data import ensure_samples
     from cai_core.store import open_store
@@ -21,7 +21,8 @@ def _sft_previews(at) -> list[str]:
     return [c.value for c in at.code if c.value.startswith("python -m cai_core export-sft ")]
 
 
-def test_the_form_opens_on_a_free_suggested_name(ws):
+def test_the_form_opens_on_a_free_suggested_name(sampled):
+    ws = sampled
     from cai_core.exports import record_export
     from cai_core.store import open_store
 
@@ -37,7 +38,7 @@ def test_the_form_opens_on_a_free_suggested_name(ws):
     assert at.text_input(key="sft_name").value == "sl-cai-v2"
 
 
-def test_a_typed_name_is_kept_and_an_empty_one_is_refused_on_submit(ws):
+def test_a_typed_name_is_kept_and_an_empty_one_is_refused_on_submit(sampled):
     at = render_page("30_Critique_and_Revise.py")
     at.text_input(key="sft_name").set_value("my-export")
     at.button(key="sft_preview").click().run()
