@@ -317,3 +317,21 @@ def test_two_processes_on_one_batch_split_it_by_claims(tmp_path, pg_url, tiny_mo
     assert all(r["critique_writer"] == r["revision_writer"] == writer[r["trajectory_id"]] for r in steps)
     s.close()
 
+
+
+def test_ended_threads_hand_their_postgresql_connection_on(workspace, pg_url):
+    """Streamlit runs each rerun in a new thread: the store must not open a server connection per
+    thread that stays open after it (the server refuses clients past max_connections)."""
+    s = Store(workspace, pg_url)
+
+    def work(i):
+        s.execute("INSERT INTO settings (key, value_json) VALUES (?, '1')", (f"t{i}",))
+
+    for i in range(30):
+        t = threading.Thread(target=work, args=(i,))
+        t.start()
+        t.join()
+    assert s.scalar("SELECT COUNT(*) FROM settings") == 30
+    open_conns = s.scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()")
+    assert open_conns <= 3, open_conns
+    s.close()

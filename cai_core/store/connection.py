@@ -85,15 +85,42 @@ class Store:
             self.path = (sqlite_path_of(self.url) if self.url else None) or workspace.db_path
         self.where = redact_url(self.url) if self.postgres else str(self.path)
         self._local = threading.local()
+        self._conns: dict[int | None, tuple[threading.Thread, Any]] = {}  # thread -> its connection
+        self._idle: list = []  # connections of ended threads, for the next new thread
+        self._conns_lock = threading.Lock()
         self.migrate()
 
     # -- connections -------------------------------------------------------------------------
     def conn(self):
-        """This thread's connection: a sqlite3.Connection, or a PgConnection that takes the same SQL."""
+        """This thread's connection: a sqlite3.Connection, or a PgConnection that takes the same SQL.
+
+        Threads come and go (Streamlit runs every rerun of a page in a new thread): the connection of
+        a thread that has ended is handed to the next new thread rather than left open, so a long
+        app session holds about as many connections as it has live threads (a PostgreSQL server
+        refuses clients past max_connections)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._reuse_or_connect()
             self._local.conn = conn
+        return conn
+
+    def _reuse_or_connect(self):
+        if not self.postgres:  # a sqlite3 connection belongs to its thread; it closes when the thread's local goes
+            return self._connect()
+        me = threading.current_thread()
+        with self._conns_lock:
+            for ident, (thread, old) in list(self._conns.items()):
+                if not thread.is_alive():
+                    del self._conns[ident]
+                    if old.in_transaction or len(self._idle) >= 4:
+                        _close_quietly(old)
+                    else:
+                        self._idle.append(old)
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        with self._conns_lock:
+            self._conns[me.ident] = (me, conn)
         return conn
 
     def _connect(self):
@@ -197,6 +224,14 @@ class Store:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        with self._conns_lock:
+            self._conns.pop(threading.current_thread().ident, None)
+            for ident, (thread, other) in list(self._conns.items()):
+                if not thread.is_alive():
+                    del self._conns[ident]
+                    _close_quietly(other)
+            while self._idle:
+                _close_quietly(self._idle.pop())
         with _counter_lock:
             watch = getattr(self, "_watch", None)
             if watch is not None:
@@ -218,6 +253,13 @@ class Store:
         else:
             sql = "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
         return sorted(r[0] for r in self.query(sql))
+
+
+def _close_quietly(conn) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - a connection that cannot close cleanly is gone anyway
+        pass
 
 
 class _Rows:
