@@ -14,11 +14,13 @@ from cai_core.jobspecs import ExportPrefsSpec, JudgeJobSpec, PairsSampleSpec
 from cai_core.rlaif.judges import STYLES, judgment_rows, list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
+    ALL_JUDGES,
     ORDERS,
     STATUSES,
     DuplicateLabel,
     add_label,
     ai_verdict,
+    export_judges,
     label_history,
     override_label,
     queue,
@@ -32,7 +34,7 @@ from ui.common import active_model, get_store, job_progress, pick_current, rerun
 from ui.pair import show_pair
 from ui.reliability import judge_words
 from ui.markdown import md_escape
-from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_history, show_verdict
+from ui.preferences import CHOICES, fmt_p, jobs_panel, show_export, show_export_judge, show_history, show_verdict
 from ui.transcript import show_judgment_transcripts
 
 store = get_store()
@@ -307,8 +309,12 @@ with tab_export:
         e_name = c1.text_input("Export name", value="prefs-1")
         e_batch = c2.selectbox("Batch", [ALL] + batch_names, key="export_batch")
         e_combine = c3.selectbox("Combine AI judges", ["mean", "vote"], key="export_combine")
-        e_judges = st.multiselect("Judges for AI labels (empty: all)", [j["judge_key"] for j in judges],
-                                  key="export_judges", format_func=lambda k: judge_name.get(k, k), help=judge_key_help)
+        e_judges = st.multiselect("Judges for AI labels (empty: the newest complete judge)",
+                                  [ALL_JUDGES] + [j["judge_key"] for j in judges], key="export_judges",
+                                  format_func=lambda k: "all judges, combined" if k == ALL_JUDGES else judge_name.get(k, k),
+                                  help="Empty: ONE judge, the newest complete one (never a judge whose job stopped, "
+                                       "failed or still runs, nor one that judged only part of its batches); pick "
+                                       "judges to use them, partial ones included. " + judge_key_help)
         c4, c5, c6 = st.columns(3)
         soft = c4.toggle("Soft-label column (p_chosen)")
         margin = c5.toggle("Margin column (RewardTrainer)")
@@ -331,6 +337,9 @@ with tab_export:
                                min_confidence=float(min_conf) if min_conf > 0.5 else None)
 
     export_spec, export_problem = form_spec(store, _export_spec)
+    if not e_judges:  # which judge an export with no pick takes its AI labels from, and which it passes over
+        show_export_judge(store_cached(export_judges, batch=None if e_batch == ALL else e_batch,
+                                       include_splits=",".join(e_splits) or None), judge_name)
     if export_go:
         job = start_from_form(store, export_spec, export_problem, title=f"export {e_name}")
         if job is not None:

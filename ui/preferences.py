@@ -92,7 +92,8 @@ def job_summary(kind: str, result: dict) -> str:
         text = (f"Exported {r.get('exported', 0)} of {r.get('comparisons', 0)} comparison(s) "
                 f"(human {r.get('from_human', 0)}, gold {r.get('from_gold', 0)}, AI {r.get('from_ai', 0)})")
         left_out = _nonzero((("tie", r.get("excluded_tie")), ("both bad", r.get("excluded_both_bad")),
-                             ("invalid", r.get("excluded_invalid")), ("unjudged", r.get("excluded_unjudged"))))
+                             ("invalid", r.get("excluded_invalid")), ("unjudged", r.get("excluded_unjudged")),
+                             ("judged only by judges not used", r.get("excluded_other_judges"))))
         text += f"; left out: {left_out}" if left_out else ""
         text += f". Written to {r['path']}." if r.get("path") else "."
     else:
@@ -129,6 +130,36 @@ def _counts_text(counts: dict | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in (counts or {}).items()) or "-"
 
 
+def show_export_judge(choice: dict, judge_name: dict) -> None:
+    """Which judge an export with no judge picked takes its AI labels from, and why others are passed over."""
+    name = lambda key: judge_name.get(key, key)  # noqa: E731
+    if choice["default"]:
+        st.caption(f"AI labels from: {md_escape(name(choice['default']))} (the newest complete judge).")
+    elif choice["judges"]:
+        st.warning("No complete judge for these comparisons: the export uses no AI labels unless you pick a judge.")
+    passed = [j for j in choice["judges"] if j["judge_key"] != choice["default"]]
+    if passed:
+        st.caption("Passed over: " + "; ".join(
+            f"{md_escape(name(j['judge_key']))} ({md_escape(j['why'] or 'not the newest complete judge')})"
+            for j in passed))
+
+
+def _left_out_text(card: dict) -> str:
+    by_origin = card.get("left_out_by_origin")
+    if by_origin is None:  # an export from before issue 22
+        return ""
+    parts = [f"{origin}: " + ", ".join(f"{why} {n}" for why, n in reasons.items()) for origin, reasons in by_origin.items()]
+    return "\nleft out by origin: " + ("; ".join(parts) if parts else "none")
+
+
+def _ai_labels_text(card: dict) -> str:
+    ai = card.get("ai_labels")
+    if ai is None:
+        return ""
+    keys = ", ".join(ai.get("judge_keys") or []) or "-"
+    return f"\nAI labels: {ai.get('how')} ({keys})"
+
+
 def show_export(exp: dict) -> None:
     """One preference export: where it is, what went in, what was left out (from its card)."""
     card = exp["card"]
@@ -139,11 +170,13 @@ def show_export(exp: dict) -> None:
                 f"(human {counts.get('from_human')}, gold {counts.get('from_gold')}, AI {counts.get('from_ai')}); "
                 f"human overrides {counts.get('human_overrides')} ({card.get('share_human_overrides', 0):.1%}); "
                 f"excluded tie {counts.get('excluded_tie')}, both bad {counts.get('excluded_both_bad')}, "
-                f"invalid {counts.get('excluded_invalid')}, unjudged {counts.get('excluded_unjudged')}\n"
+                f"invalid {counts.get('excluded_invalid')}, unjudged {counts.get('excluded_unjudged')}, judged only by "
+                f"judges not used {counts.get('excluded_other_judges', 0)}\n"
                 f"AI verdicts left out: flipped with the order {counts.get('excluded_ai_flipped', 0)}, within the "
                 f"tie margin {counts.get('excluded_ai_within_margin', 0)}, below the minimum confidence "
                 f"{counts.get('excluded_ai_low_confidence', 0)}\n"
                 f"splits read: {', '.join(card.get('splits') or ['(before splits)'])}; rows by split "
                 f"{_counts_text(card.get('rows_by_split'))}; rows by origin {_counts_text(card.get('rows_by_origin'))}; "
                 f"held out {_counts_text(card.get('excluded_by_split'))}\n"
-                f"constitution versions: {', '.join(card.get('constitution_versions') or []) or '-'}")
+                f"constitution versions: {', '.join(card.get('constitution_versions') or []) or '-'}"
+                + _ai_labels_text(card) + _left_out_text(card))

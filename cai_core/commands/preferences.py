@@ -48,7 +48,10 @@ def register(sub) -> None:
                    help="keep AI verdicts that flipped with the A/B order (by their mean P(A)); default: left out")
     e.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="leave out AI verdicts with max(P(A), 1-P(A)) below P (0.5-1)")
-    e.add_argument("--judges", default=None, help="judge keys (comma-separated) for the AI labels (default: all)")
+    e.add_argument("--judges", default=None,
+                   help="judge keys (comma-separated) for the AI labels, or 'all' (every judge combined); default: "
+                        "the newest complete judge (never one whose newest job stopped, failed or runs, nor one "
+                        "that judged only part of its batches)")
     e.add_argument("--combine", choices=["mean", "vote"], default="mean")
     e.add_argument("--soft-labels", action="store_true", help="add a p_chosen column")
     e.add_argument("--margin", action="store_true", help="add a margin column (2*p_chosen-1) for RewardTrainer")
@@ -86,5 +89,6 @@ def cmd_export(args) -> int:
     reporter.finish({"path": card["path"], **card["counts"]})
     print(json.dumps({"path": card["path"], "counts": card["counts"], "splits": card["splits"],
                       "rows_by_origin": card["rows_by_origin"], "rows_by_split": card["rows_by_split"],
+                      "left_out_by_origin": card["left_out_by_origin"], "ai_labels": card["ai_labels"],
                       "share_human_overrides": card["share_human_overrides"]}))
     return 0

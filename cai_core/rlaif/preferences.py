@@ -29,6 +29,12 @@ from cai_core.store import IntegrityError, Store, loads, now
 from cai_core.workspace import safe_name
 
 LABELS = ("A", "B", "tie", "skip", "both_bad")
+# Why a comparison is left out of a preference export, in the card's words (left_out_by_origin).
+LEFT_OUT_WORDS = {"tie": "tie", "both_bad": "both bad", "invalid": "no valid AI verdict",
+                  "unjudged": "no label and no judgment",
+                  "other_judges": "judged only by judges not used for AI labels",
+                  "ai_flipped": "AI verdict flipped with the order", "ai_within_margin": "AI verdict within the tie margin",
+                  "ai_low_confidence": "AI verdict below the minimum confidence"}
 ORDERS = ("uncertain", "flips", "disagreement", "random", "newest", "oldest")
 STATUSES = ("unlabelled", "labelled", "all", "invalid", "overrides")
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):\s?", re.S)
@@ -275,6 +281,78 @@ def _atomic_dir(target: Path) -> Path:
     return tmp
 
 
+ALL_JUDGES = "all"  # --judges all: every judge combined (the export's default before issue 22)
+
+
+def judge_completeness(store: Store, comps: list) -> list[dict]:
+    """Every judge with judgments on these comparisons (rows with id and batch), newest first:
+    {judge_key, newest (time of its newest judgment), comparisons (judged), expected (comparisons of
+    the batches it judged), complete, why (None when complete)}.
+
+    A judge is complete when it judged every comparison of each batch it touched, each as often as
+    the others (every order and principle), and the newest job that wrote its judgments finished
+    (not stopped, failed or still running)."""
+    batch_of = {int(c["id"]): c["batch"] for c in comps}
+    per: dict[str, dict] = {}
+    ids = list(batch_of)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in store.query(
+                "SELECT judge_key, comparison_id, COUNT(*) AS n, MAX(job_id) AS job, MAX(created_at) AS newest "
+                f"FROM judgments WHERE comparison_id IN ({','.join('?' * len(chunk))}) "
+                "GROUP BY judge_key, comparison_id", chunk):
+            d = per.setdefault(r["judge_key"], {"counts": {}, "jobs": set(), "newest": 0.0})
+            d["counts"][int(r["comparison_id"])] = int(r["n"])
+            if r["job"] is not None:
+                d["jobs"].add(int(r["job"]))
+            d["newest"] = max(d["newest"], float(r["newest"] or 0.0))
+    job_ids = sorted({j for d in per.values() for j in d["jobs"]})
+    status = {}
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start:start + 500]
+        status.update({int(r["id"]): r["status"] for r in store.query(
+            f"SELECT id, status FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)})
+    out = []
+    for key, d in per.items():
+        counts = d["counts"]
+        batches = {batch_of[cid] for cid in counts}
+        expected = sum(1 for b in batch_of.values() if b in batches)
+        why = None
+        last_job = max(d["jobs"]) if d["jobs"] else None
+        if last_job is not None and status.get(last_job, "finished") != "finished":
+            why = f"its job {last_job} is {status[last_job]}"
+        elif len(counts) < expected:
+            why = f"judged {len(counts)} of the {expected} comparisons of its batch(es)"
+        elif min(counts.values()) < max(counts.values()):
+            short = sum(1 for n in counts.values() if n < max(counts.values()))
+            why = f"{short} comparison(s) lack some of its judgments (orders or principles)"
+        out.append({"judge_key": key, "newest": d["newest"], "comparisons": len(counts), "expected": expected,
+                    "job": last_job, "complete": why is None, "why": why})
+    out.sort(key=lambda j: (-j["newest"], j["judge_key"]))
+    return out
+
+
+def default_judge(store: Store, comps: list) -> tuple[str | None, list[dict]]:
+    """The AI label source when none is picked: the newest complete judge (judge_completeness) of
+    these comparisons, never a partial or stopped job's; (None, ...) when there is none."""
+    judges = judge_completeness(store, comps)
+    return next((j["judge_key"] for j in judges if j["complete"]), None), judges
+
+
+def export_judges(store: Store, *, batch: str | None = None, source: str | None = None,
+                  include_splits: str | list[str] | tuple | None = None) -> dict:
+    """What an export with these filters would take its AI labels from when no judge is picked:
+    {"default": judge key or None, "judges": judge_completeness rows} (the export form shows it)."""
+    where, params = comparison_filter(batch=batch, source=source, splits=parse_splits(include_splits))
+    comps = store.query(f"SELECT id, batch FROM comparisons WHERE 1=1{where}", params)
+    chosen, judges = default_judge(store, comps)
+    return {"default": chosen, "judges": judges}
+
+
+def _origin_kind(origin: str | None) -> str:
+    return (origin or "unknown").split(":", 1)[0]
+
+
 def export_preferences(
     store: Store,
     name: str,
@@ -303,7 +381,11 @@ def export_preferences(
     within the tie margin, or (with min_confidence) are less sure than max(P, 1-P) >= min_confidence
     are left out (label_rule.export_exclusion); keep_flipped keeps flipped ones by their mean P(A).
     Ties, both_bad and comparisons without a valid label are left out too; the card counts rows by
-    origin and split, and everything left out and why.
+    origin and split, and everything left out and why, by origin kind (left_out_by_origin).
+
+    AI labels come from ONE judge by default: the newest complete one (default_judge: never a
+    judge whose newest job stopped, failed or runs, nor one that judged only part of its batches);
+    judge_keys picks judges (any, partial ones included); ["all"] combines every judge.
     """
 
     safe_name(name, "export name")
@@ -316,8 +398,15 @@ def export_preferences(
     if (export_exists(store, name) or target.exists()) and not overwrite:
         raise CaiError(f"export {name!r} already exists; choose another name or overwrite")
     where, params = comparison_filter(batch=batch, source=source)
-    matching = store.query(f"SELECT split, COUNT(*) AS n FROM comparisons WHERE 1=1{where} GROUP BY split", params)
-    excluded_split = {r["split"] or "none": int(r["n"]) for r in matching if r["split"] not in splits}
+    matching = store.query(f"SELECT split, origin, COUNT(*) AS n FROM comparisons WHERE 1=1{where} GROUP BY split, origin",
+                           params)
+    excluded_split: Counter = Counter()
+    left_out: dict[str, Counter] = {}  # origin kind -> reason -> comparisons
+    for r in matching:
+        if r["split"] not in splits:
+            excluded_split[r["split"] or "none"] += int(r["n"])
+            left_out.setdefault(_origin_kind(r["origin"]), Counter())[f"held-out split {r['split'] or 'none'}"] += int(r["n"])
+    excluded_split = dict(excluded_split)
     where, params = comparison_filter(batch=batch, source=source, splits=splits)
     comps = store.query("SELECT id, prompt, response_a, response_b, gold_label, source, origin, split, batch "
                         f"FROM comparisons WHERE 1=1{where} ORDER BY id", params)
@@ -326,7 +415,26 @@ def export_preferences(
             if excluded_split else ""
         raise CaiError(f"no comparisons match (check the batch / source filter){held}")
     ids = [c["id"] for c in comps]
-    verdicts = stored_verdicts(store, ids, judge_keys, combine)
+    picked = bool(judge_keys)
+    judges_seen = judge_completeness(store, comps)
+    if judge_keys and list(judge_keys) == [ALL_JUDGES]:
+        judge_keys = [j["judge_key"] for j in judges_seen]
+    elif judge_keys:
+        known = {j["judge_key"] for j in judges_seen}
+        unknown = [k for k in judge_keys if k not in known]
+        if unknown:
+            raise CaiError(f"judge(s) {', '.join(map(repr, unknown))} judged none of these comparisons; judges that "
+                           f"did: {', '.join(sorted(known)) or 'none'}")
+    else:
+        chosen = next((j["judge_key"] for j in judges_seen if j["complete"]), None)
+        judge_keys = [chosen] if chosen else []
+    judged_by_any = set()
+    if judges_seen:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            judged_by_any.update(int(r[0]) for r in store.query(
+                f"SELECT DISTINCT comparison_id FROM judgments WHERE comparison_id IN ({','.join('?' * len(chunk))})", chunk))
+    verdicts = stored_verdicts(store, ids, judge_keys, combine) if judge_keys else {}
     labels: dict[int, list[dict]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
@@ -343,17 +451,20 @@ def export_preferences(
         history = labels.get(c["id"], [])
         label, src = resolve(history, c["gold_label"], ai_label)
         counts[f"source_{src}"] += 1
+        why = None
         if src == "ai":
             reason = export_exclusion(label, v.p_a, v.flipped, keep_flipped=keep_flipped,
                                       min_confidence=min_confidence)
             if reason is not None:
-                counts[f"excluded_ai_{reason}"] += 1
-                continue
-        if label in ("tie", "both_bad"):
-            counts[f"excluded_{label}"] += 1
-            continue
-        if label is None:
-            counts["excluded_invalid" if v is not None and v.invalid else "excluded_unjudged"] += 1
+                why = f"ai_{reason}"
+        if why is None and label in ("tie", "both_bad"):
+            why = label
+        if why is None and label is None:
+            why = ("invalid" if v is not None and v.invalid else
+                   "other_judges" if c["id"] in judged_by_any else "unjudged")
+        if why is not None:
+            counts[f"excluded_{why}"] += 1
+            left_out.setdefault(_origin_kind(c["origin"]), Counter())[LEFT_OUT_WORDS[why]] += 1
             continue
         newest = next((h for h in reversed(history) if h["label"] != "skip"), None)
         is_override = bool(src == "human" and ai_label is not None and label != ai_label)
@@ -382,9 +493,12 @@ def export_preferences(
         if progress and i % 200 == 0:
             progress(i, len(comps), f"resolved {i}/{len(comps)}")
     if not rows:
+        no_judge = ("" if picked or judge_keys else
+                    "; no complete judge (" + "; ".join(f"{j['judge_key']}: {j['why']}" for j in judges_seen) +
+                    "): pick one with --judges to use its verdicts" if judges_seen else "")
         raise CaiError(f"nothing to export: of {len(comps)} comparisons none has a usable A/B label "
                        f"({dict(counts)}; flipped or low-confidence AI verdicts are left out unless "
-                       f"--keep-flipped / a lower --min-confidence)")
+                       f"--keep-flipped / a lower --min-confidence){no_judge}")
     used_keys = sorted({m.judge_key for v in verdicts.values() for m in v.members})
     judges = [dict(r) for r in store.query(
         f"SELECT judge_key, model, style, constitution_name, constitution_version FROM judges "
@@ -392,6 +506,14 @@ def export_preferences(
     card = {
         "name": name, "kind": "preference", "format": "trl-conversational-preference",
         "columns": list(rows[0].keys()), "created_at": now(),
+        "ai_labels": {
+            "judge_keys": list(judge_keys), "picked": picked,
+            "how": ("picked" if picked else "the newest complete judge" if judge_keys else
+                    "none: no complete judge (pick one to use a partial judge's verdicts)"),
+            "passed_over": [{"judge_key": j["judge_key"], "why": j["why"] or "not the newest complete judge"}
+                            for j in judges_seen if j["judge_key"] not in judge_keys],
+        },
+        "left_out_by_origin": {kind: dict(sorted(c.items())) for kind, c in sorted(left_out.items())},
         "filters": {"batch": batch, "source": source, "judge_keys": judge_keys, "combine": combine,
                     "include_splits": list(splits), "keep_flipped": bool(keep_flipped),
                     "min_confidence": min_confidence},
@@ -408,6 +530,7 @@ def export_preferences(
             "human_overrides": counts["overrides"],
             "excluded_tie": counts["excluded_tie"], "excluded_both_bad": counts["excluded_both_bad"],
             "excluded_invalid": counts["excluded_invalid"], "excluded_unjudged": counts["excluded_unjudged"],
+            "excluded_other_judges": counts["excluded_other_judges"],
             "excluded_ai_flipped": counts["excluded_ai_flipped"],
             "excluded_ai_within_margin": counts["excluded_ai_within_margin"],
             "excluded_ai_low_confidence": counts["excluded_ai_low_confidence"],
@@ -454,5 +577,7 @@ def _readme(card: dict) -> str:
         f"unjudged {c['excluded_unjudged']}; AI verdicts flipped with the order {c.get('excluded_ai_flipped', 0)}, "
         f"within the tie margin {c.get('excluded_ai_within_margin', 0)}, below the minimum confidence "
         f"{c.get('excluded_ai_low_confidence', 0)}; held-out splits {json.dumps(card.get('excluded_by_split', {}))}\n"
+        f"- left out by origin: {json.dumps(card.get('left_out_by_origin', {}))}\n"
+        f"- AI labels: {card.get('ai_labels', {}).get('how', '-')}\n"
         f"- label resolution: {card['resolution']}\n\n## Judges\n\n{judges}\n"
     )

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from ui.navigation import page_url
 
 from tests.browser.helpers import click_tab, open_page, select_option, selected, settle, snap
-from tests.browser.test_workflow import assert_no_exception, page_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _assert_no_exception(page) -> None:
+    errors = page.locator("[data-testid='stException']")
+    assert errors.count() == 0, "the page shows a Python exception:\n" + errors.first.inner_text()
+
 
 PAIRS = 150  # x 2 orders: 300 judgments, far more than the tiny model judges before Stop
 
@@ -28,7 +36,7 @@ def _stored(store, job_id: int) -> int:
 
 def test_stop_a_judge_job_card_says_k_of_n_stopped(page, app_server, app_store):
     _seed(app_store)
-    open_page(page, app_server, page_url(page_file("40")), "Preferences")
+    open_page(page, app_server, page_url(sorted((ROOT / "pages").glob("40_*.py"))[0]), "Preferences")
     click_tab(page, "Sample and judge")
     if selected(page, "Batch") != "stopme":
         select_option(page, "Batch", "stopme")
@@ -68,5 +76,5 @@ def test_stop_a_judge_job_card_says_k_of_n_stopped(page, app_server, app_store):
     # the bar is not full: its value is k of N
     value = bar.first.get_by_role("progressbar").get_attribute("aria-valuenow")
     assert value is not None and float(value) < 100, value
-    assert_no_exception(page)
+    _assert_no_exception(page)
     snap(page, "judge_stopped_k_of_n", doc=False)
