@@ -43,7 +43,8 @@ def too_long_error(what: str, excerpt: str, n: int, max_new_tokens: int, window:
     command has that flag (offers_truncation)."""
     advice = (f"Shorten it, or let the workbench cut it to fit ({TRUNCATE_FLAG})" if offers_truncation
               else "Shorten it, or use a model with a longer context")
-    return CaiError(f"{what} ({excerpt!r}) is {n:,} tokens; with {max_new_tokens:,} new tokens it does not fit the "
+    new = f"{max_new_tokens:,} new token{'' if max_new_tokens == 1 else 's'}"
+    return CaiError(f"{what} ({excerpt!r}) is {n:,} tokens; with {new} it does not fit the "
                     f"{window:,}-token context of {spec} (at most {budget:,} prompt tokens). {advice}")
 
 
