@@ -99,6 +99,8 @@ class Store:
         app session holds about as many connections as it has live threads (a PostgreSQL server
         refuses clients past max_connections)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self.postgres and conn.broken:  # the server restarted or dropped us: reconnect
+            conn = None
         if conn is None:
             conn = self._reuse_or_connect()
             self._local.conn = conn
@@ -116,6 +118,8 @@ class Store:
                         _close_quietly(old)
                     else:
                         self._idle.append(old)
+            while self._idle and self._idle[-1].broken:
+                _close_quietly(self._idle.pop())
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()

@@ -259,6 +259,11 @@ class PgConnection:
         self._raw.adapters.register_loader("numeric", _numeric_loader())
 
     @property
+    def broken(self) -> bool:
+        """The connection is closed or lost (a server restart): the store opens a new one."""
+        return bool(self._raw.closed or self._raw.broken)
+
+    @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus  # lazy: only a PostgreSQL store loads the driver
 
