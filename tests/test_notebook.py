@@ -80,7 +80,8 @@ def test_the_html_notebook_is_self_contained_and_escapes_names(built, tmp_path):
     assert "<b>x</b>" not in text and "&lt;b&gt;x&lt;/b&gt;" in text  # tables and graph labels alike
     assert "<script src=" not in text and "Plotly" in text  # plotly.js inline: opens offline
     assert "sft1 (sft, finished)" in text
-    assert "Revision batches (1)" in text and "Pair batches (1)" in text and "batchs" not in text
+    # pair batches: pairs1 and the evaluation's comparisons
+    assert "Revision batches (1)" in text and "Pair batches (2)" in text and "batchs" not in text
     data = json.loads(_ok("notebook", "--json", "--workspace", str(built.workspace.root)).stdout)
     assert {n["kind"] for n in data["nodes"]} >= {"constitution", "revision batch", "pair batch", "judge", "export",
                                                  "run", "evaluation"}
@@ -94,7 +95,7 @@ def test_the_page_shows_counts_graph_tables_and_builds_the_html(built, monkeypat
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Runs"] == "1" and metrics["Evaluations"] == "1" and metrics["Exports"] == "2"
-    assert metrics["Revision batches"] == "1" and metrics["Pair batches"] == "1"  # not "batchs"
+    assert metrics["Revision batches"] == "1" and metrics["Pair batches"] == "2"  # not "batchs"
     assert at.get("plotly_chart")
     assert not any("<b>" in m.value for m in at.markdown)
     at.button(key="nb_build").click().run()
