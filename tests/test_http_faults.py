@@ -211,3 +211,20 @@ def test_a_kept_alive_connection_closed_while_idle_is_reopened_uncounted(monkeyp
             assert b.fault_counts()["retries"] == 0 and b.fault_counts()["connection"] == 0
         finally:
             srv2.stop()
+
+
+def test_the_mock_server_is_deterministic_and_refuses_bad_options(capsys):
+    from cai_core.cli import main
+
+    conv = convs(1)
+    with MockServer() as a, MockServer(kind="llamacpp") as b:
+        ba, bb = HttpBackend(a.url), HttpBackend(b.url)
+        assert texts(ba.generate(conv, SAMPLED)) == texts(bb.generate(conv, SAMPLED))
+        other_seed = GenerationParams(max_new_tokens=24, temperature=0.8, seed=8)
+        assert texts(ba.generate(conv, other_seed)) != texts(ba.generate(conv, SAMPLED))
+        greedy_other_seed = GenerationParams(max_new_tokens=24, temperature=0.0, seed=8)
+        assert texts(ba.generate(conv, greedy_other_seed)) == texts(ba.generate(conv, GREEDY))
+        assert bb.server_kind == "llama.cpp" and bb.option_scoring() == "exact"  # /apply-template
+        assert ba.choice_logprobs(conv, ["(A)", "(B)"]) == bb.choice_logprobs(conv, ["(A)", "(B)"])
+    assert main(["serve-mock", "--fail-rate", "0.7", "--drop-rate", "0.7"]) == 2
+    assert "must not exceed 1" in capsys.readouterr().err
