@@ -169,8 +169,10 @@ with batch_tab:
         b_settings = settings_form("batch", b_const)
         c1, c2, c3 = st.columns(3)
         limit = c1.number_input("Prompts (first N)", 1, max(1, n_prompts), max(1, n_prompts), key="batch_limit")
-        batch_size = c2.number_input("Batch size", 1, 256, 8, key="batch_size",
-                                     help="Prompts generated together (larger is faster on a GPU)")
+        batch_size = c2.number_input("Batch size", 0, 1024, 0, key="batch_size",
+                                     help="Work in flight: 0 keeps as much outstanding as the model serves (an "
+                                          "endpoint's concurrency; 8 prompts per batched call on the CPU); a "
+                                          "number overrides it (--batch-size)")
         default_name = default_batch_name(set_name, b_const.version)
         # The suggested name follows the chosen set and version until the user types their own.
         if st.session_state.get("batch_name") in (None, st.session_state.get("batch_name_default")):
@@ -189,7 +191,7 @@ with batch_tab:
                 model=model, constitution=f"{b_const.name}@{b_const.version}", prompts=set_name,
                 rounds=b_settings.rounds, schedule=b_settings.schedule, sequence=",".join(b_settings.sequence),
                 seed=b_settings.seed, max_new_tokens=b_settings.max_new_tokens, temperature=b_settings.temperature,
-                batch_size=int(batch_size), limit=int(limit), batch=batch_name, cot=b_settings.cot,
+                batch_size=int(batch_size) or None, limit=int(limit), batch=batch_name, cot=b_settings.cot,
                 early_stop=b_settings.early_stop, no_few_shot=not b_settings.few_shot, truncate_prompts=batch_truncate)
 
         batch_spec, batch_problem = form_spec(store, _batch_spec)

@@ -73,7 +73,8 @@ def cmd_sample(args) -> int:
                           seed=args.seed, progress=lambda d, t, m: reporter.progress(d, t, m),
                           should_stop=lambda: reporter.should_stop, batch_size=args.batch_size)
     reporter.progress(len(prompts), len(prompts), "done", force=True)
-    reporter.finish(result)
+    result["faults"] = backend.fault_counts()
+    reporter.finish(result, counts={**result["counts"], "retries": int(result["faults"].get("retries", 0))})
     print(json.dumps(result))
     return 0
 
