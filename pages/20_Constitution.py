@@ -68,7 +68,8 @@ if names:
     ce.drafts_caption(name, version)
 else:
     name = version = None
-    st.info("No constitution yet: import one below (or the samples load on the app's first start).")
+    st.info("No constitution yet: make one (New / duplicate / rename) or import one below (the samples load "
+            "on the app's first start).")
 
 
 # -- new / duplicate / rename as new -----------------------------------------------------------
@@ -97,25 +98,8 @@ def _make() -> None:
     st.session_state["ce_make_name"] = ""
 
 
-with st.expander("New, duplicate or rename as new", icon=":material/add:",
-                 expanded="ce_make_flash" in st.session_state or not names):
-    m1, m2, m3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-    m1.radio("Make", list(MAKE) if names else ["New"], horizontal=True, key="ce_make_how",
-             help="New: one starter principle to edit. Duplicate: a copy of the version shown under a new name. "
-                  "Rename as new: the version shown continues under a new name; the old name's versions stay "
-                  "stored and listed (runs and judgments name them).")
-    m2.text_input("New name", key="ce_make_name", placeholder="my_constitution")
-    m3.button("Create", key="ce_make", on_click=_make, disabled=not (st.session_state.get("ce_make_name") or "").strip())
-    make_flash = st.session_state.pop("ce_make_flash", None)
-    if make_flash:
-        (st.error if make_flash[0] == "error" else st.success)(md_escape(make_flash[1]))
-    if names and st.session_state.get("ce_make_how", "New") != "New" and ce.has_draft(name, version):
-        st.caption(f"Copies version {version} as saved: the unsaved edits stay with {md_escape(name)} @ {version} "
-                   "(save them first to carry them over).")
-    if (st.session_state.get("ce_make_name") or "").strip():
-        show_command(store, _make_action().to_argv(), note="The same from a shell:")
-
-tab_edit, tab_versions, tab_io, tab_prompts = st.tabs(["Edit", "Versions and diff", "Import / export", "Prompt sets"])
+tab_edit, tab_versions, tab_make, tab_io, tab_prompts = st.tabs(
+    ["Edit", "Versions and diff", "New / duplicate / rename", "Import / export", "Prompt sets"])
 
 
 def _save() -> None:
@@ -245,6 +229,27 @@ with tab_versions:
             old_v = d1.selectbox("Old", list(labels), index=1, format_func=labels.get, key=f"ce_diff_old_{diff_key}")
             new_v = d2.selectbox("New", list(labels), index=0, format_func=labels.get, key=f"ce_diff_new_{diff_key}")
             ce.render_changes(diff_constitutions(get_constitution(store, name, old_v), get_constitution(store, name, new_v)))
+
+# -- new / duplicate / rename as new (the actions above) --------------------------------------
+with tab_make:
+    st.caption("A constitution under a new name: its first version is saved at once and it becomes the "
+               "current constitution.")
+    m1, m2, m3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    m1.radio("Make", list(MAKE) if names else ["New"], horizontal=True, key="ce_make_how",
+             help="New: one starter principle to edit. Duplicate: a copy of the version shown under a new name. "
+                  "Rename as new: the version shown continues under a new name; the old name's versions stay "
+                  "stored and listed (runs and judgments name them).")
+    m2.text_input("New name", key="ce_make_name", placeholder="my_constitution")
+    m3.button("Create", key="ce_make", on_click=_make, disabled=not (st.session_state.get("ce_make_name") or "").strip())
+    make_flash = st.session_state.pop("ce_make_flash", None)
+    if make_flash:
+        (st.error if make_flash[0] == "error" else st.success)(md_escape(make_flash[1]))
+    if names and st.session_state.get("ce_make_how", "New") != "New" and ce.has_draft(name, version):
+        st.caption(f"Copies version {version} as saved: the unsaved edits stay with {md_escape(name)} @ {version} "
+                   "(save them first to carry them over).")
+    if (st.session_state.get("ce_make_name") or "").strip():
+        show_command(store, _make_action().to_argv(), note="The same from a shell:")
+
 
 # -- import / export ---------------------------------------------------------------------------
 with tab_io:

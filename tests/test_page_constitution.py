@@ -37,7 +37,8 @@ def _uid_of(at, principle_id: str) -> str:
 def test_renders_all_tabs(page):
     at, _ = page
     assert at.title[0].value == "Constitution"
-    assert [t.label for t in at.tabs] == ["Edit", "Versions and diff", "Import / export", "Prompt sets"]
+    assert [t.label for t in at.tabs] == ["Edit", "Versions and diff", "New / duplicate / rename", "Import / export",
+                                          "Prompt sets"]
     assert at.selectbox(key="ps_show").options  # sample prompt sets listed
     assert len([e for e in at.expander if "·" in e.label]) == 4  # the seed's principles
 

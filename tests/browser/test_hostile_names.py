@@ -30,6 +30,9 @@ def hostile(app_server, app_store):
         Principle(id="p1", name=HOSTILE, critique_request="Critique: " + HOSTILE, revision_request="Revise it.")],
         few_shot=[FewShotExample(question=HOSTILE, response="r", critique="c", revision="v", principle_id="p1")])
     save_constitution(app_store, c)
+    from cai_core.settings import set_current
+
+    set_current(app_store, "constitution", HOSTILE)  # a fresh workspace starts on harmless_helpful (issue 22)
     t = time.time()
     with app_store.tx() as conn:
         tid = conn.execute(
