@@ -81,7 +81,7 @@ def seed_evaluation(store, name="ev1"):
                 conn.execute(
                     "INSERT INTO judgments (comparison_id, judge_key, judge_model, principle_id, style, order_shown, p_a, "
                     "parse_status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (cur.lastrowid, "mc|j", "j", "harmless", "mc", order, p, "ok", now()))
+                    (ids[-1], "mc|j", "j", "harmless", "mc", order, p, "ok", now()))
     pol = {"n": 2, "wins": 0, "ties": 0, "losses": 2, "win": 0.0, "tie": 0.0, "loss": 1.0, "win_rate": 0.0,
            "win_ci": [0, 0], "tie_ci": [0, 0], "loss_ci": [1, 1], "win_rate_ci": [0.0, 0.0], "bt": 900.0,
            "bt_ci": [850.0, 950.0], "elo": 980.0}

@@ -335,3 +335,13 @@ def test_ended_threads_hand_their_postgresql_connection_on(workspace, pg_url):
     open_conns = s.scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()")
     assert open_conns <= 3, open_conns
     s.close()
+
+
+def test_lastrowid_of_a_plain_insert_on_either_database(workspace, db_url):
+    s = Store(workspace, db_url)
+    with s.tx() as conn:
+        first = conn.execute("INSERT INTO prompt_sets (name, kind, created_at) VALUES (?,?,?)", ("a", "other", 1.0))
+        second = conn.execute("INSERT INTO prompt_sets (name, kind, created_at) VALUES (?,?,?)", ("b", "other", 1.0))
+        assert (first.lastrowid, second.lastrowid) == (1, 2)
+        assert first.fetchall() == []  # no result rows, as sqlite3 answers an INSERT
+    s.close()

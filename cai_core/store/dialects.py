@@ -5,7 +5,8 @@ The code base writes one SQL: SQLite's spelling with `?` placeholders, `INSERT .
 thin layer over psycopg 3 translates each statement once (cached): `?` -> `%s` outside string
 literals, `%` escaped, `BEGIN IMMEDIATE` -> `BEGIN`, a leftover `INSERT OR IGNORE` -> `ON CONFLICT
 DO NOTHING`, `LIKE` -> `ILIKE` (SQLite's LIKE ignores ASCII case), `GROUP_CONCAT` -> `string_agg`,
-`rowid` -> `ctid` (insertion order of the append-only tables that have no id); the migrations' column types map to PostgreSQL's (INTEGER -> BIGINT, an INTEGER
+`rowid` -> `ctid` (insertion order of the append-only tables that have no id); a plain INSERT into a
+table with an id gets `RETURNING id` so `cursor.lastrowid` answers as sqlite3's does; the migrations' column types map to PostgreSQL's (INTEGER -> BIGINT, an INTEGER
 PRIMARY KEY -> a BIGINT identity, REAL -> DOUBLE PRECISION, BLOB -> BYTEA). Rows behave like
 sqlite3.Row (index and key access, .keys()), and database errors are raised as the DB-API classes
 the code already catches (sqlite3.IntegrityError, sqlite3.OperationalError), so one `except`
@@ -130,6 +131,18 @@ def pg_sql(sql: str, named: bool = False, ddl: bool = False) -> str:
     return out
 
 
+_PLAIN_INSERT = re.compile(r'(?is)^\s*INSERT\s+(?:OR\s+IGNORE\s+)?INTO\s+"?(\w+)"?')
+
+
+@lru_cache(maxsize=4096)
+def _plain_insert_table(sql: str) -> str | None:
+    """The table of an INSERT without RETURNING (whose cursor.lastrowid a caller may read), else None."""
+    m = _PLAIN_INSERT.match(sql)
+    if m is None or any(is_code and _RETURNING.search(text) for is_code, text in _split_code(sql)):
+        return None
+    return m.group(1).lower()
+
+
 # -- PostgreSQL connection wrapper --------------------------------------------------------------
 class PgIntegrityError(sqlite3.IntegrityError):
     """A PostgreSQL constraint violation, catchable as sqlite3.IntegrityError (the store's IntegrityError)."""
@@ -193,17 +206,26 @@ def _params(params: Any) -> Any:
 class PgCursor:
     """What callers use of sqlite3.Cursor: fetchone/fetchall/iteration/rowcount."""
 
-    def __init__(self, cur, url: str):
+    def __init__(self, cur, url: str, returning_id: bool = False):
         self._cur = cur
         self._url = url
+        self._lastrowid = None
+        if returning_id:  # the id of the row a plain INSERT stored (see PgConnection.execute), not a result row
+            row = cur.fetchone()
+            self._lastrowid = row[0] if row else None
+            self._cur = None
 
     def fetchone(self):
+        if self._cur is None:
+            return None
         try:
             return self._cur.fetchone() if self._cur.description is not None else None
         except Exception as exc:  # noqa: BLE001 - re-raised as the DB-API class
             raise _translate_error(exc, self._url) from exc
 
     def fetchall(self) -> list:
+        if self._cur is None:
+            return []
         try:
             return self._cur.fetchall() if self._cur.description is not None else []
         except Exception as exc:  # noqa: BLE001 - re-raised as the DB-API class
@@ -214,14 +236,16 @@ class PgCursor:
 
     @property
     def rowcount(self) -> int:
-        return self._cur.rowcount
+        return self._cur.rowcount if self._cur is not None else 1
 
     @property
     def lastrowid(self):
-        raise sqlite3.NotSupportedError("cursor.lastrowid is SQLite-only: use INSERT ... RETURNING id")
+        """As sqlite3's: the id of the row the INSERT stored (new code writes RETURNING id)."""
+        return self._lastrowid
 
     def close(self) -> None:
-        self._cur.close()
+        if self._cur is not None:
+            self._cur.close()
 
 
 def _translate_error(exc: Exception, url: str) -> Exception:
@@ -271,11 +295,25 @@ class PgConnection:
 
     def execute(self, sql: str, params: Any = ()) -> PgCursor:
         cur = self._raw.cursor()
+        query = pg_sql(sql, isinstance(params, dict))
+        table = _plain_insert_table(sql)
+        returning_id = table is not None and self._has_id(table)
+        if returning_id:  # cursor.lastrowid, as sqlite3 gives it
+            query += " RETURNING id"
         try:
-            cur.execute(pg_sql(sql, isinstance(params, dict)), _params(params))
+            cur.execute(query, _params(params))
         except Exception as exc:  # noqa: BLE001 - re-raised as the DB-API class
             raise _translate_error(exc, self.url) from exc
-        return PgCursor(cur, self.url)
+        return PgCursor(cur, self.url, returning_id)
+
+    def _has_id(self, table: str) -> bool:
+        known = self.__dict__.setdefault("_id_tables", {})
+        if table not in known:
+            cur = self._raw.cursor()
+            cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                        "AND table_name = %s AND column_name = 'id'", (table,))
+            known[table] = cur.fetchone() is not None
+        return known[table]
 
     def executemany(self, sql: str, seq) -> PgCursor:
         cur = self._raw.cursor()
