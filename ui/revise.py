@@ -9,7 +9,7 @@ import time
 import streamlit as st
 
 from cai_core.textdiff import word_diff
-from ui.common import fmt_eta
+from ui.common import beside_half, fmt_eta
 from ui.markdown import md_escape, segments_markdown
 from ui.transcript import show_step_transcripts
 
@@ -19,8 +19,20 @@ def diff_markdown(old: str, new: str) -> str:
     return segments_markdown(word_diff(old or "", new or "")) or "_(no text)_"
 
 
-def verdict_label(violation) -> str:
-    return {1: ":red[violation found]", 0: ":green[no violation]"}.get(violation, ":gray[verdict unclear]")
+def verdict_label(violation, source: str | None = None, p_yes: float | None = None) -> str:
+    """The critique's verdict and where it came from: the critique's own "Verdict:" line, or the
+    model's answer to the yes/no question asked after it, with P(yes) (a critique calling a response
+    "extremely inappropriate" beside a green "no violation" reads as a bug unless the page says the
+    verdict is the model's yes/no answer at P(yes) 0.3)."""
+    label = {1: ":red[violation found]", 0: ":green[no violation]"}.get(violation, ":gray[verdict unclear]")
+    if violation is None:
+        return label + " · no verdict line, and no yes/no answer (the model gives no log-probs)"
+    if source == "verdict_line":
+        return label + " · from the critique's verdict line"
+    if source == "yes_no":
+        p = "" if p_yes is None else f", P(yes) = {beside_half(float(p_yes), 2, 6)}"
+        return label + f" · the model's yes/no answer to \"did the response violate the principle?\"{p}"
+    return label + " · where this verdict came from was not recorded (stored before it was)"
 
 
 def principle_label(pid: str | None, names: dict[str, str]) -> str:
@@ -54,7 +66,7 @@ def render_trajectory(traj: dict, names: dict[str, str] | None = None) -> None:
         with col:
             st.markdown(f"**Round {step['round']}**")
             st.caption("Principle: " + principle_label(step["principle_id"], names))
-            st.markdown("Critique · " + verdict_label(step.get("violation")))
+            st.markdown("Critique · " + verdict_label(step.get("violation"), step.get("verdict_source"), step.get("p_yes")))
             if step.get("critique_reasoning"):
                 with st.expander("Chain of thought"):
                     st.text(step["critique_reasoning"])
@@ -97,6 +109,18 @@ class LiveProgress:
     def _new_stage(self, label: str) -> None:
         self.stage, self.stage_text, self.stage_words = label, "", 0
 
+    def _critique(self, rnd: int) -> str:
+        return f"round {rnd} of {self.rounds}: critique" if rnd <= self.rounds else "finishing"
+
+    def _next_after(self, ev) -> str:
+        """The stage that starts when ev ends one: the name moves on at the boundary, not when the next
+        stage's first words arrive (it read "stage 5 of 5 ... critique" during the last revision)."""
+        if ev.kind == "initial_done":
+            return self._critique(1)
+        if ev.kind == "critique_done" and not (ev.data or {}).get("stopped"):
+            return f"round {ev.round} of {self.rounds}: revision"
+        return self._critique(ev.round + 1)
+
     def on_event(self, ev) -> None:
         stored = bool(ev.data and ev.data.get("stored"))
         if ev.kind in ("initial", "critique", "revision"):
@@ -115,9 +139,11 @@ class LiveProgress:
             if self.stage_words:
                 self.written.append(self.stage_words)
             self.done_stages += 1
-            self._new_stage(self.stage)
+            self._new_stage(self._next_after(ev))
             if ev.kind == "critique_done" and (ev.data or {}).get("stopped"):
                 self.stages -= 1  # no violation: no revision in this round
+        elif ev.kind == "verdict":  # the critique is written; its verdict is read (the yes/no question)
+            self._new_stage(f"round {ev.round} of {self.rounds}: reading the critique's verdict")
         elif ev.kind == "done":
             self.done_stages, self.stage = self.stages, "done"
         if ev.kind == "round":
@@ -146,7 +172,8 @@ class LiveProgress:
         if self.stage == "done":
             return f"done: {self.words} words written" + (f" at {self.rate():.1f} words/s" if self.rate() else "")
         rate, eta = self.rate(), self.eta_s()
-        parts = [f"stage {min(self.done_stages + 1, self.stages)} of {self.stages} - {self.stage}"]
+        parts = [f"stage {self.done_stages + 1} of {self.stages} - {self.stage}" if self.done_stages < self.stages
+                 else f"all {self.stages} stages written - {self.stage}"]
         parts.append(f"{rate:.1f} words/s" if rate else "waiting for the first words")
         if eta is not None:
             parts.append(f"about {fmt_eta(eta)}")
@@ -202,7 +229,8 @@ class LiveView:
             self._append(("critique", ev.round), ev.text, self.rounds[ev.round - 1]["critique"], stored)
         elif ev.kind == "critique_done" and ev.round <= len(self.rounds):
             slot = self.rounds[ev.round - 1]
-            slot["verdict"].markdown("Critique · " + verdict_label(ev.data.get("violation")))
+            slot["verdict"].markdown("Critique · " + verdict_label(ev.data.get("violation"), ev.data.get("verdict_source"),
+                                                                   ev.data.get("p_yes")))
             if ev.data.get("reasoning"):
                 with slot["reasoning"]:
                     with st.expander("Chain of thought"):

@@ -239,9 +239,29 @@ def ask_violations(backend: Backend, critique_convs: list[Conversation], outputs
         return []
     if not backend.supports_logprobs:
         return [None] * len(critique_convs)
+    return [v for v, _ in ask_violation_answers(backend, critique_convs, outputs)]
+
+
+# where a stored verdict came from (trajectory_steps.verdict_source)
+VERDICT_LINE, YES_NO = "verdict_line", "yes_no"
+
+
+def yes_no_verdict(dist: dict) -> tuple[int, float]:
+    """(violation 1/0, P(yes) normalised over Yes/No) from the yes/no question's option probabilities."""
+    yes, no = float(dist["Yes"]), float(dist["No"])
+    return (1 if yes > no else 0), (yes / (yes + no) if yes + no > 0 else 0.5)
+
+
+def ask_violation_answers(backend: Backend, critique_convs: list[Conversation],
+                          outputs: list[str]) -> list[tuple[int | None, float | None]]:
+    """(violation, P(yes)) per critique from the model's yes/no answer ((None, None) without log-probs)."""
+    if not critique_convs:
+        return []
+    if not backend.supports_logprobs:
+        return [(None, None)] * len(critique_convs)
     dists = backend.choice_logprobs([violation_question(c, o) for c, o in zip(critique_convs, outputs)],
                                     VIOLATION_OPTIONS)
-    return [1 if float(d["Yes"]) > float(d["No"]) else 0 for d in dists]
+    return [yes_no_verdict(d) for d in dists]
 
 
 @dataclass
@@ -250,6 +270,8 @@ class Critique:
     reasoning: str | None       # chain of thought, kept apart from the verdict
     violation: int | None       # from the verdict line; None = not stated there (ask the model)
     raw: str                    # what the model wrote, as fed to the revision request
+    source: str | None = None   # VERDICT_LINE | YES_NO (the model's yes/no answer) | None (unknown)
+    p_yes: float | None = None  # P(yes) of the yes/no answer (YES_NO only)
 
 
 def parse_critique(raw: str, cot: bool) -> Critique:
@@ -262,16 +284,19 @@ def parse_critique(raw: str, cot: bool) -> Critique:
     last = matches[-1]
     reasoning = raw[: last.start()].strip()
     verdict = raw[last.end():].strip()
-    return Critique(text=verdict, reasoning=reasoning, violation=read_verdict(verdict), raw=raw)
+    violation = read_verdict(verdict)
+    return Critique(text=verdict, reasoning=reasoning, violation=violation, raw=raw,
+                    source=VERDICT_LINE if violation is not None else None)
 
 
 def read_critiques(backend: Backend, critique_convs: list[Conversation], outputs: list[str], cot: bool) -> list[Critique]:
     """Parse critiques, then ask the yes/no question for those whose verdict said nothing."""
     critiques = [parse_critique(o, cot) for o in outputs]
     unknown = [k for k, c in enumerate(critiques) if c.violation is None]
-    answers = ask_violations(backend, [critique_convs[k] for k in unknown], [critiques[k].raw for k in unknown])
-    for k, v in zip(unknown, answers):
-        critiques[k].violation = v
+    answers = ask_violation_answers(backend, [critique_convs[k] for k in unknown], [critiques[k].raw for k in unknown])
+    for k, (v, p) in zip(unknown, answers):
+        critiques[k].violation, critiques[k].p_yes = v, p
+        critiques[k].source = YES_NO if v is not None else None
     return critiques
 
 
@@ -286,6 +311,8 @@ class _Step:
     revision: str | None = None
     state: str = "critiqued"     # critiqued | revised | stopped
     raw: str | None = None
+    verdict_source: str | None = None  # VERDICT_LINE | YES_NO | None
+    p_yes: float | None = None
 
 
 @dataclass
@@ -409,7 +436,8 @@ class Reviser:
         for s in self.store.query("SELECT * FROM trajectory_steps WHERE trajectory_id=? ORDER BY round", (t.id,)):
             t.steps[s["round"]] = _Step(round=s["round"], principle_id=s["principle_id"], critique=s["critique"],
                                         reasoning=s["critique_reasoning"], violation=s["violation"],
-                                        revision=s["revision"], state=s["state"])
+                                        revision=s["revision"], state=s["state"],
+                                        verdict_source=s["verdict_source"], p_yes=s["p_yes"])
         return t
 
     # -- claims --------------------------------------------------------------------------------
@@ -452,15 +480,17 @@ class Reviser:
     def _save_critique(self, t: _Traj, rnd: int, c: Critique, seconds: float, conv: Conversation) -> _Step:
         stop = self.settings.early_stop and c.violation == 0
         step = _Step(round=rnd, principle_id=t.plan[rnd - 1], critique=c.text, reasoning=c.reasoning,
-                     violation=c.violation, state="stopped" if stop else "critiqued", raw=c.raw)
+                     violation=c.violation, state="stopped" if stop else "critiqued", raw=c.raw,
+                     verdict_source=c.source if c.violation is not None else None, p_yes=c.p_yes)
         with self.store.tx() as conn:
             self._holding(conn, t)
             conn.execute(
                 "INSERT INTO trajectory_steps (trajectory_id, round, principle_id, critique, critique_reasoning, "
-                "violation, state, timings_json, critique_writer, critique_prompt_json, created_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "violation, state, timings_json, critique_writer, critique_prompt_json, verdict_source, p_yes, "
+                "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (t.id, rnd, step.principle_id, c.text, c.reasoning, c.violation, step.state,
-                 dumps({"critique_s": round(seconds, 4)}), self.writer, transcript_json(conv), now()),
+                 dumps({"critique_s": round(seconds, 4)}), self.writer, transcript_json(conv), step.verdict_source,
+                 step.p_yes, now()),
             )
         t.steps[rnd] = step
         return step
@@ -651,7 +681,8 @@ class Reviser:
                         return "lost"
                     continue
                 if critique.violation is None:
-                    critique.violation = yield from self._violation(conv, critique.raw, 2 * rnd - 0.5)
+                    critique.violation, critique.p_yes = yield from self._violation(conv, critique.raw, 2 * rnd - 0.5)
+                    critique.source = YES_NO if critique.violation is not None else None
                 self._save_or_drop(lambda: self._save_critique(t, rnd, critique, seconds, conv), t)
                 if self._progressed(t):
                     return "lost"
@@ -682,7 +713,8 @@ class Reviser:
             self._note(f"{NO_LOGPROBS_NOTE} ({dist})")
             critique.violation = None
         else:
-            critique.violation = 1 if float(dist["Yes"]) > float(dist["No"]) else 0
+            critique.violation, critique.p_yes = yes_no_verdict(dist)
+            critique.source = YES_NO
         self._save_or_drop(lambda: self._save_critique(t, rnd, critique, seconds, conv), t)
         if isinstance(out, BaseException):
             raise out
@@ -690,12 +722,12 @@ class Reviser:
             self._save_or_drop(lambda: self._save_revision(t, rnd, _text(out), revision.seconds, rev_conv), t)
 
     def _violation(self, conv: Conversation, raw: str, stage: float):
-        """The yes/no question after a critique without a verdict (a generator step of _chain): 1 / 0
-        from the log-probs of Yes and No; None - said once, never stopping the batch - where the
-        backend offers no log-probs."""
+        """The yes/no question after a critique without a verdict (a generator step of _chain):
+        (1 / 0, P(yes)) from the log-probs of Yes and No; (None, None) - said once, never stopping the
+        batch - where the backend offers no log-probs."""
         if not self.backend.supports_logprobs:
             self._note(NO_LOGPROBS_NOTE)
-            return None
+            return None, None
         try:
             dist = yield Request("choice", violation_question(conv, raw), options=VIOLATION_OPTIONS, stage=stage,
                                 follow_up=True)
@@ -703,8 +735,8 @@ class Reviser:
             if self.backend.supports_logprobs:
                 raise
             self._note(f"{NO_LOGPROBS_NOTE} ({exc})")
-            return None
-        return 1 if float(dist["Yes"]) > float(dist["No"]) else 0
+            return None, None
+        return yes_no_verdict(dist)
 
     def _note(self, text: str) -> None:
         """Say something once per run (the command prints it; the job's result keeps it)."""
@@ -820,13 +852,15 @@ class Reviser:
                 for piece in self.backend.stream(conv, params(2 * rnd - 1)):
                     buf.append(piece)
                     yield Event("critique", rnd, pid, piece, None)
+                yield Event("verdict", rnd, pid, "", None)  # the critique is written; its verdict is read now
                 [critique] = read_critiques(self.backend, [conv], ["".join(buf)], self.settings.cot)
                 self._save_critique(t, rnd, critique, time.time() - t0, conv)
             else:
                 yield Event("critique", rnd, pid, _stored_critique_output(t.steps[rnd], self.settings.cot), {"stored": True})
             s = t.steps[rnd]
             yield Event("critique_done", rnd, pid, s.critique or "",
-                        {"reasoning": s.reasoning, "violation": s.violation, "stopped": s.state == "stopped"})
+                        {"reasoning": s.reasoning, "violation": s.violation, "stopped": s.state == "stopped",
+                         "verdict_source": s.verdict_source, "p_yes": s.p_yes})
             if self._needs_revision(t, rnd):
                 t0, buf = time.time(), []
                 conv = self._revision_conv(t, rnd)
@@ -857,8 +891,9 @@ def _stored_critique_output(step: _Step, cot: bool) -> str:
 
 class Event(NamedTuple):
     """One thing that happened while streaming: kind is start | initial | initial_done | round |
-    critique | critique_done | revision | revision_done | done; text is a token (or a whole
-    stored text, data={"stored": True})."""
+    critique | verdict (the critique is written, its verdict is being read) | critique_done (data:
+    violation, verdict_source, p_yes, reasoning, stopped) | revision | revision_done | done; text is
+    a token (or a whole stored text, data={"stored": True})."""
     kind: str
     round: int
     principle_id: str | None
@@ -929,6 +964,7 @@ def to_jsonl_record(traj: dict) -> dict:
         "initial": traj["initial"],
         "rounds": [{"round": s["round"], "principle_id": s["principle_id"], "critique": s["critique"],
                     "critique_reasoning": s["critique_reasoning"], "violation": s["violation"],
+                    "verdict_source": s.get("verdict_source"), "p_yes": s.get("p_yes"),
                     "revision": s["revision"]} for s in traj["steps"]],
         "final": traj["final"],
         "trajectory_id": traj["id"],
