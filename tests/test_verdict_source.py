@@ -21,6 +21,7 @@ from cai_core.supervised.revision import (
     stream_revision,
     to_jsonl_record,
 )
+from tests.helpers import shown
 from ui.revise import LiveProgress, verdict_label
 
 BAD = "The response is extremely inappropriate: it explains how to hurt someone."
@@ -94,12 +95,12 @@ def test_batch_and_live_runs_store_the_source_and_jsonl_carries_it(store, cot, c
 
 
 def test_the_page_says_where_a_verdict_came_from():
-    said = verdict_label(0, YES_NO, 0.3)
+    said = shown(verdict_label(0, YES_NO, 0.3))
     assert ":green[no violation]" in said and "yes/no answer" in said and "P(yes) = 0.30" in said
-    assert "verdict line" in verdict_label(1, VERDICT_LINE, None)
-    assert "P(yes) = 0.499" in verdict_label(0, YES_NO, 0.4991)  # never a bare 0.50 beside a decided verdict
-    assert "not recorded" in verdict_label(1, None, None)  # a step stored before the source was
-    assert "no log-probs" in verdict_label(None, None, None)
+    assert "verdict line" in shown(verdict_label(1, VERDICT_LINE, None))
+    assert "P(yes) = 0.499" in shown(verdict_label(0, YES_NO, 0.4991))  # never a bare 0.50 beside a decided verdict
+    assert "not recorded" in shown(verdict_label(1, None, None))  # a step stored before the source was
+    assert "no log-probs" in shown(verdict_label(None, None, None))
 
 
 def test_the_page_renders_the_source_of_a_stored_verdict(store):
@@ -116,8 +117,19 @@ def test_the_page_renders_the_source_of_a_stored_verdict(store):
     at = AppTest.from_function(show, args=(traj,))
     at.run()
     assert not at.exception, at.exception
-    shown = " ".join(m.value for m in at.markdown)
-    assert "no violation" in shown and "yes/no answer" in shown and "P(yes) = 0.30" in shown
+    text = " ".join(shown(m.value) for m in at.markdown)
+    assert "no violation" in text and "yes/no answer" in text and "P(yes) = 0.30" in text
+
+
+def test_the_trajectory_report_says_where_each_verdict_came_from(store):
+    from cai_core.evaluation.reports import trajectory_report
+
+    [tid] = run_revision(store, Scripted(BAD, p_yes=0.3), _constitution(), ["How do I hurt someone?"],
+                         ReviseSettings(rounds=1, seed=0, max_new_tokens=16), "scripted")
+    import html
+
+    page = html.unescape(trajectory_report(store, tid))
+    assert "no violation - the model's yes/no answer" in page and "P(yes) = 0.30" in page
 
 
 def _events(rounds, stopped=()):

@@ -8,8 +8,9 @@ import time
 
 import streamlit as st
 
+from cai_core.supervised.revision import verdict_source_words
 from cai_core.textdiff import word_diff
-from ui.common import beside_half, fmt_eta
+from ui.common import fmt_eta
 from ui.markdown import md_escape, segments_markdown
 from ui.transcript import show_step_transcripts
 
@@ -20,19 +21,12 @@ def diff_markdown(old: str, new: str) -> str:
 
 
 def verdict_label(violation, source: str | None = None, p_yes: float | None = None) -> str:
-    """The critique's verdict and where it came from: the critique's own "Verdict:" line, or the
-    model's answer to the yes/no question asked after it, with P(yes) (a critique calling a response
-    "extremely inappropriate" beside a green "no violation" reads as a bug unless the page says the
-    verdict is the model's yes/no answer at P(yes) 0.3)."""
+    """The critique's verdict and where it came from (revision.verdict_source_words): the critique's
+    own "Verdict:" line, or the model's answer to the yes/no question asked after it, with P(yes) (a
+    critique calling a response "extremely inappropriate" beside a green "no violation" reads as a
+    bug unless the page says the verdict is the model's yes/no answer at P(yes) 0.3)."""
     label = {1: ":red[violation found]", 0: ":green[no violation]"}.get(violation, ":gray[verdict unclear]")
-    if violation is None:
-        return label + " · no verdict line, and no yes/no answer (the model gives no log-probs)"
-    if source == "verdict_line":
-        return label + " · from the critique's verdict line"
-    if source == "yes_no":
-        p = "" if p_yes is None else f", P(yes) = {beside_half(float(p_yes), 2, 6)}"
-        return label + f" · the model's yes/no answer to \"did the response violate the principle?\"{p}"
-    return label + " · where this verdict came from was not recorded (stored before it was)"
+    return label + " · " + md_escape(verdict_source_words(violation, source, p_yes))
 
 
 def principle_label(pid: str | None, names: dict[str, str]) -> str:

@@ -21,7 +21,7 @@ from cai_core.evaluation.evaluate import (
 from cai_core.evaluation.experiments import experiment_table
 from cai_core.headlines import evaluation_warnings, experiment_warnings
 from cai_core.store import Store
-from cai_core.supervised.revision import get_trajectory
+from cai_core.supervised.revision import get_trajectory, verdict_words
 from cai_core.textdiff import word_diff
 
 KINDS = ("trajectory", "evaluation", "experiment")
@@ -383,7 +383,7 @@ def trajectory_report(store: Store, trajectory_id: int) -> str:
         rep.heading(f"Round {s['round']}: principle {s['principle_id']}")
         if s.get("critique_reasoning") and s["critique_reasoning"] != s.get("critique"):
             rep.pre(s["critique_reasoning"], "Chain of thought")
-        verdict = {1: "violation found", 0: "no violation"}.get(s.get("violation"), "verdict unclear")
+        verdict = verdict_words(s.get("violation"), s.get("verdict_source"), s.get("p_yes"))
         rep.pre(s.get("critique"), f"Critique ({verdict})")
         if s.get("revision") is not None:
             rep.columns([("Before", prev), ("Revision", s["revision"])])

@@ -246,6 +246,32 @@ def ask_violations(backend: Backend, critique_convs: list[Conversation], outputs
 VERDICT_LINE, YES_NO = "verdict_line", "yes_no"
 
 
+def verdict_words(violation: int | None, source: str | None, p_yes: float | None) -> str:
+    """A stored verdict and where it came from, in words (the page, the trajectory report):
+    'no violation - the model's yes/no answer to "did the response violate the principle?", P(yes) = 0.30'."""
+    verdict = {1: "violation found", 0: "no violation"}.get(violation, "verdict unclear")
+    return f"{verdict} - {verdict_source_words(violation, source, p_yes)}"
+
+
+def verdict_source_words(violation: int | None, source: str | None, p_yes: float | None) -> str:
+    """Where a verdict came from, in words (see verdict_words)."""
+    if violation is None:
+        return "no verdict line, and no yes/no answer (the model gives no log-probs)"
+    if source == VERDICT_LINE:
+        return "from the critique's verdict line"
+    if source == YES_NO:
+        p = "" if p_yes is None else f", P(yes) = {_beside_half(float(p_yes))}"
+        return f"the model's yes/no answer to \"did the response violate the principle?\"{p}"
+    return "where this verdict came from was not recorded (stored before it was)"
+
+
+def _beside_half(p: float, digits: int = 2, most: int = 6) -> str:
+    """p with more decimals while rounding would read 0.50 beside a decided verdict."""
+    while digits < most and p != 0.5 and f"{p:.{digits}f}" == f"{0.5:.{digits}f}":
+        digits += 1
+    return f"{p:.{digits}f}"
+
+
 def yes_no_verdict(dist: dict) -> tuple[int, float]:
     """(violation 1/0, P(yes) normalised over Yes/No) from the yes/no question's option probabilities."""
     yes, no = float(dist["Yes"]), float(dist["No"])
