@@ -736,7 +736,7 @@ class Reviser:
         if isinstance(dist, BaseException):
             if self.backend.supports_logprobs:
                 raise dist
-            self._note(f"{NO_LOGPROBS_NOTE} ({dist})")
+            self._note(f"{NO_LOGPROBS_NOTE} ({_why(dist)})")
             critique.violation = None
         else:
             critique.violation, critique.p_yes = yes_no_verdict(dist)
@@ -760,7 +760,7 @@ class Reviser:
         except Exception as exc:  # noqa: BLE001 - only "no log-probs" is handled here; others fail the prompt
             if self.backend.supports_logprobs:
                 raise
-            self._note(f"{NO_LOGPROBS_NOTE} ({exc})")
+            self._note(f"{NO_LOGPROBS_NOTE} ({_why(exc)})")
             return None, None
         return yes_no_verdict(dist)
 
@@ -901,6 +901,11 @@ class Reviser:
         if t.status != "done":
             self._finish(t)
         yield Event("done", len(t.plan), None, t.final(), get_trajectory(self.store, t.id))
+
+
+def _why(exc: BaseException) -> str:
+    """An error's first clause (a backend's no-log-probs error goes on with advice for judges)."""
+    return str(exc).split("; ")[0]
 
 
 def _text(out) -> str:
