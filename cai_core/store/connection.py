@@ -177,9 +177,11 @@ class Store:
         process or any other. On SQLite: `PRAGMA data_version` read on a dedicated connection that
         never writes (so every other connection's commit, in this process or another, moves it), the
         connection's generation (a reopened one restarts its count), and this process's own count
-        of committed write transactions. On PostgreSQL: the WAL insert position on a dedicated
-        connection (every commit that wrote inserts its commit record before it becomes visible; a
-        write anywhere in the cluster also moves it, a false "changed" the contract allows).
+        of committed write transactions. On PostgreSQL: the current snapshot (xmin:xmax:in-progress
+        ids) on a dedicated connection: a transaction that writes takes an id (xmax moves) and leaves
+        the in-progress list exactly when its commit becomes visible; reads move nothing. A write
+        transaction that rolls back, or one in another database of the cluster, also moves it (a
+        false "changed", which the contract allows).
         Cheap (one round trip); not comparable across processes.
         """
         with _counter_lock:
@@ -197,7 +199,7 @@ class Store:
                 self._watch_gen = getattr(self, "_watch_gen", 0) + 1
             if self.postgres:
                 try:
-                    version = watch.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+                    version = watch.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
                 except sqlite3.Error as exc:
                     raise CaiError(f"cannot read the store {self.where}: {exc}") from exc
             else:
