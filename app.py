@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cai_core.errors import CaiError
 from cai_core.sample_data import ensure_samples
-from ui.common import active_model, get_store, workspace_root
+from ui.common import active_model, error_box, get_store, workspace_root
 from ui.navigation import page_files, page_title, page_url
 from ui.sidebar import render_sidebar
 
@@ -37,7 +38,11 @@ def discover_pages() -> list:
 
 # an emoji favicon is drawn in the page; a ":material/...:" one is fetched from fonts.gstatic.com (offline: fails)
 st.set_page_config(page_title="CAI workbench", page_icon="⚖️", layout="wide")
-store = get_store()
+try:
+    store = get_store()
+except CaiError as exc:  # the store cannot be opened (a PostgreSQL server down, a newer schema): say so, stop
+    error_box(str(exc))
+    st.stop()
 ensure_samples(store)  # first start: sample constitutions and prompt sets (one query afterwards)
 nav = st.navigation(discover_pages())
 render_sidebar(store, workspace_root(), active_model())

@@ -345,3 +345,17 @@ def test_lastrowid_of_a_plain_insert_on_either_database(workspace, db_url):
         assert (first.lastrowid, second.lastrowid) == (1, 2)
         assert first.fetchall() == []  # no result rows, as sqlite3 answers an INSERT
     s.close()
+
+
+def test_the_app_refuses_a_store_newer_than_it_knows_with_a_clear_message(ws):
+    from streamlit.testing.v1 import AppTest
+
+    s = Store(Workspace.open(ws))
+    s.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9991, '9991_future.sql', ?)", (now(),))
+    s.close()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("newer than this workbench knows" in e.value for e in at.error), [e.value for e in at.error]
+    out = run_cli("db", "info", "--workspace", str(ws))
+    assert out.returncode == 2 and "newer than this workbench knows" in out.stderr
