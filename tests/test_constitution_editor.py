@@ -304,3 +304,22 @@ def test_the_diff_starts_on_newest_vs_previous_of_the_shown_constitution(samples
     assert not [s for s in at.selectbox if s.label == "Old"], "one version: nothing to compare"
     at.selectbox(key="ce_name").set_value("anti_evasive").run()
     assert not at.exception, at.exception
+
+
+def test_an_empty_picker_draws_and_changes_nothing(ws):
+    """No items at all: the box is empty, nothing is made current (and nothing raises)."""
+    from streamlit.testing.v1 import AppTest
+
+    from cai_core.settings import get_current
+    from cai_core.store import open_store
+
+    def script():
+        import streamlit as st
+
+        from ui.common import pick_current
+
+        st.write(pick_current(st, "prompt_set", "Prompt set", [], key="empty_box"))
+
+    at = AppTest.from_function(script, default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert get_current(open_store(ws), "prompt_set") is None

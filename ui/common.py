@@ -109,6 +109,8 @@ def pick_current(container, kind: str, label: str, options: list[str], *, key: s
     view, and its help says so: it starts on the current item, follows it until the user picks another
     option there, and picking never changes the current item.
     """
+    if not options:  # nothing to pick: an empty box, and the current item is left as it is
+        return container.selectbox(label, options, key=key, **kwargs)
     items = item_names(kind)
     current = current_item(kind)
     value = st.session_state.get(key)
