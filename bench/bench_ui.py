@@ -22,6 +22,7 @@ import cProfile
 import json
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -120,6 +121,8 @@ def main() -> None:
     p.add_argument("--pages", default=None, help="only the pages whose file name contains one of these comma-separated words")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="write a cProfile of each page's first and warm render to DIR/<page>.{first,warm}.prof")
+    p.add_argument("--keep", action="store_true", help="keep the seeded workspace (deleted at the end by default: "
+                                                          "1M rows take ~5 GB)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="the clock the targets are checked on: wall seconds, or the process's CPU seconds "
                         "(steady on a shared, loaded machine); both are printed")
@@ -188,6 +191,11 @@ def main() -> None:
     figures["first_target"] = FIRST_TARGET
     if errors:
         figures["page_exceptions"] = errors
+    if args.keep:
+        figures["workspace"] = str(store.workspace.root)
+    else:
+        store.close()
+        shutil.rmtree(store.workspace.root, ignore_errors=True)
     finish(args, figures, max(v[1] for v in checked.values()), TARGET, higher_is_better=False)
 
 
