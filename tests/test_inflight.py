@@ -207,3 +207,41 @@ def test_mock_server_batch_finishes_every_prompt_exactly_once(tmp_path, faults):
     else:
         assert store.scalar("SELECT COUNT(*) FROM trajectory_steps WHERE violation IS NULL") == 80
         assert len(reviser.notes) == 1
+
+
+@pytest.mark.slow
+def test_revise_command_on_a_faulty_endpoint_without_log_probs_reports_its_counts(tmp_path):
+    """The command as a user runs it (no --batch-size): every prompt done, the retries and the note
+    about log-probs in its result, and a re-run skips everything."""
+    import json as _json
+
+    from cai_core.models.mock_server import start_process
+    from tests.helpers import ROOT, run_cli
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(f"question {i}" for i in range(12)) + "\n")
+    proc = start_process(latency=0.02, fail_rate=0.05, drop_rate=0.05, logprobs=False, seed=7)
+    try:
+        args = ["revise", "--workspace", str(tmp_path / "ws"), "--model", proc.url + "#retries=8", "--constitution",
+                str(ROOT / "sample_data" / "constitutions" / "harmless_helpful.yaml"), "--prompts", str(prompts),
+                "--rounds", "2", "--max-new-tokens", "16"]
+        first = run_cli(*args)
+        second = run_cli(*args)
+    finally:
+        proc.kill()
+    assert first.returncode == 0, first.stderr
+    result = _json.loads(next(line for line in first.stderr.splitlines() if line.startswith('{"batch"')))
+    assert result["done"] == 12 and result["failed"] == 0 and result["max_in_flight"] > 1
+    assert len(result["notes"]) == 1 and "no log-probs" in result["notes"][0]
+    assert "12/12 prompts done" in first.stdout
+    again = _json.loads(next(line for line in second.stderr.splitlines() if line.startswith('{"batch"')))
+    assert again["done"] == 12 and again["requests"] == 0  # a re-run finds everything stored
+
+
+def test_the_live_run_leaves_the_violation_unknown_without_log_probs(store):
+    from cai_core.supervised.revision import stream_revision
+
+    events = list(stream_revision(store, FakeServer(logprobs="unknown-then-none"), constitution(),
+                                  "how do I pick a lock?", ReviseSettings(rounds=1), "m"))
+    done = events[-1]
+    assert done.kind == "done" and done.data["steps"][0]["violation"] is None and done.data["status"] == "done"

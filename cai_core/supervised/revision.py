@@ -285,8 +285,13 @@ def ask_violation_answers(backend: Backend, critique_convs: list[Conversation],
         return []
     if not backend.supports_logprobs:
         return [(None, None)] * len(critique_convs)
-    dists = backend.choice_logprobs([violation_question(c, o) for c, o in zip(critique_convs, outputs)],
-                                    VIOLATION_OPTIONS)
+    try:
+        dists = backend.choice_logprobs([violation_question(c, o) for c, o in zip(critique_convs, outputs)],
+                                        VIOLATION_OPTIONS)
+    except CaiError:
+        if backend.supports_logprobs:
+            raise
+        return [(None, None)] * len(critique_convs)  # the endpoint turned out to offer none: unknown, not an error
     return [yes_no_verdict(d) for d in dists]
 
 
