@@ -164,3 +164,11 @@ def test_heavy_pages_render_20k_rows_within_bounds(ws, tiny_model_dir, monkeypat
     assert all(first < 60 and warm < 15 for first, warm in times.values()), times
     # the cache answers the second render: the store-heavy pages are not recomputed
     assert times["50_Judge_Reliability"][1] < times["50_Judge_Reliability"][0], times
+
+
+def test_store_cached_refuses_functions_whose_name_is_not_unique(ws):
+    from cai_core.errors import CaiError
+    from ui.common import store_cached
+
+    with pytest.raises(CaiError, match="module-level"):
+        store_cached(lambda store: 1)

@@ -46,7 +46,11 @@ def store_cached(fn, *args, **kwargs):
     """fn(store, *args, **kwargs) for the workspace store, computed once per store change: cached
     (every session of this process) under Store.change_counter(), which moves on every commit by
     this process or another, so a page never shows data older than its render. Arguments must be
-    hashable by st.cache_data (str, int, tuples, lists); the result is a copy (safe to mutate)."""
+    hashable by st.cache_data (str, int, tuples, lists); the result is a copy (safe to mutate).
+    fn must be a module-level function: its qualified name is part of the key, and two lambdas or
+    nested functions of one module would share it."""
+    if "<" in fn.__qualname__:
+        raise CaiError(f"store_cached needs a module-level function, not {fn.__qualname__}")
     store = get_store()
     return _store_cached(workspace_root(), store.change_counter(), f"{fn.__module__}.{fn.__qualname__}", fn,
                          args, tuple(sorted(kwargs.items())))
