@@ -59,15 +59,20 @@ def test_change_counter_moves_on_every_commit_and_only_then(store):
     assert store.scalar("SELECT COUNT(*) FROM settings WHERE key=?", ("g4",)) == 0
 
 
+_CALLS: list[str] = []
+
+
+def count_settings(store, prefix: str) -> int:
+    """A module-level page-data function for store_cached; counts its calls."""
+    _CALLS.append(prefix)
+    return int(store.scalar("SELECT COUNT(*) FROM settings WHERE key LIKE ?", (prefix + "%",)) or 0)
+
+
 def test_store_cached_recomputes_after_a_commit_and_not_before(ws):
     from ui.common import get_store, store_cached
 
-    calls = []
-
-    def count_settings(store, prefix: str) -> int:
-        calls.append(prefix)
-        return int(store.scalar("SELECT COUNT(*) FROM settings WHERE key LIKE ?", (prefix + "%",)) or 0)
-
+    calls = _CALLS
+    calls.clear()
     store = get_store()
     first = store_cached(count_settings, "scale-")
     assert store_cached(count_settings, "scale-") == first and len(calls) == 1  # served from the cache
