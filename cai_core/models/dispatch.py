@@ -26,13 +26,14 @@ goes on; the counts say how many chains ended done, failed, or stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, Callable, ContextManager, Generator, Iterable
 
 from cai_core.errors import CaiError
 from cai_core.models.backends.base import Backend, Conversation, GenerationParams
@@ -132,18 +133,24 @@ def run_chains(backend: Backend, chains: Iterable[tuple[Any, Chain]], *, in_flig
                should_stop: Callable[[], bool] | None = None,
                on_done: Callable[[Any, Any], None] | None = None,
                on_error: Callable[[Any, BaseException], None] | None = None,
-               concurrent: bool | None = None) -> Counts:
+               concurrent: bool | None = None,
+               together: Callable[[], ContextManager] | None = None) -> Counts:
     """Run every chain to its end; returns the counts. chains: (key, generator) pairs, started
     lazily in order. on_done(key, value the generator returned); on_error(key, exception) for a
-    chain that raised (the dispatch goes on). concurrent: override the backend's mode (tests)."""
+    chain that raised (the dispatch goes on). concurrent: override the backend's mode (tests).
+    together: a context for handling a group of answers that came back at once (the store's
+    transaction: one commit for all their writes instead of one each)."""
     limit = in_flight_for(backend, in_flight)
     counts = Counts(max_in_flight=0)
     mode = backend.concurrent if concurrent is None else concurrent
     runner = _Concurrent(backend, limit, counts) if mode else _Batched(backend, limit, counts)
+    runner.together = together or contextlib.nullcontext
     return runner.run(iter(chains), should_stop or (lambda: False), on_done, on_error)
 
 
 class _Runner:
+    together: Callable[[], ContextManager] = contextlib.nullcontext
+
     def __init__(self, backend: Backend, limit: int, counts: Counts):
         self.backend, self.limit, self.counts = backend, limit, counts
 
@@ -228,14 +235,15 @@ class _Concurrent(_Runner):
         try:
             while True:
                 stopping = should_stop()
-                while not exhausted and not stopping and load < self.limit:
-                    try:
-                        key, gen = next(chains)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    chain = _Active(key, gen)
-                    submit(chain, self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error))
+                with self.together():
+                    while not exhausted and not stopping and load < self.limit:
+                        try:
+                            key, gen = next(chains)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        chain = _Active(key, gen)
+                        submit(chain, self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error))
                 if not active:
                     break
                 done = [finished.get()]
@@ -245,12 +253,13 @@ class _Concurrent(_Runner):
                     except queue.Empty:
                         break
                 stopping = should_stop()
-                for fut in done:
-                    chain, req, index = active.pop(fut)
-                    load -= req.weight
-                    err = fut.exception()
-                    submit(chain, self.answered(chain, index, None if err else fut.result(), err, stopping=stopping,
-                                                on_done=on_done, on_error=on_error))
+                with self.together():
+                    for fut in done:
+                        chain, req, index = active.pop(fut)
+                        load -= req.weight
+                        err = fut.exception()
+                        submit(chain, self.answered(chain, index, None if err else fut.result(), err,
+                                                    stopping=stopping, on_done=on_done, on_error=on_error))
         finally:
             for fut in active:
                 fut.cancel()
@@ -302,9 +311,10 @@ class _Batched(_Runner):
                 results, errors = [None] * len(batch), [exc] * len(batch)
             for _, r, _ in batch:
                 r.seconds = (time.time() - t0) / len(batch)
-            for (chain, _, index), value, err in zip(batch, results, errors):
-                reqs = self.answered(chain, index, value, err, stopping=False, on_done=on_done, on_error=on_error)
-                ready += [(chain, r, i) for i, r in enumerate(reqs or ())]
+            with self.together():
+                for (chain, _, index), value, err in zip(batch, results, errors):
+                    reqs = self.answered(chain, index, value, err, stopping=False, on_done=on_done, on_error=on_error)
+                    ready += [(chain, r, i) for i, r in enumerate(reqs or ())]
         return self.counts
 
 

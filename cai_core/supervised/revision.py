@@ -395,6 +395,7 @@ def as_prompt_items(items: Iterable) -> list[PromptItem]:
 # -- claims: one live process per trajectory -------------------------------------------------------
 CLAIM_STALE_S = 900.0  # a claim from another host not refreshed for this long is taken over
 CLAIM_WAIT_S = 0.5  # how often a process waiting for another one's prompts looks again
+CLAIM_REFRESH_S = 60.0  # how often a writer refreshes all its claims (the one it saves: on every save)
 
 
 def new_writer_id(job_id: int | None = None) -> str:
@@ -438,6 +439,7 @@ class Reviser:
         self.notes: list[str] = []      # things said once per run (an endpoint without log-probs)
         self.counts: dict = {}          # the last run's done / failed / skipped / stopped prompts
         self._report = None
+        self._claims_refreshed = 0.0
 
     # -- store ---------------------------------------------------------------------------------
     def _load_or_create(self, item: PromptItem) -> _Traj:
@@ -489,9 +491,12 @@ class Reviser:
 
     def _release(self, trajs: list[_Traj]) -> None:
         """Give back the claims on trajectories this process did not finish (stopped early)."""
-        self.store.execute(
-            f"UPDATE trajectories SET claimed_by=NULL, claimed_at=NULL WHERE claimed_by=? AND status!='done' "
-            f"AND id IN ({','.join('?' * len(trajs))})", (self.writer, *[t.id for t in trajs]))
+        ids = [t.id for t in trajs if t.status != "done"]
+        for start in range(0, len(ids), 500):  # 100k prompts would pass SQLite's limit on parameters
+            chunk = ids[start:start + 500]
+            self.store.execute(
+                f"UPDATE trajectories SET claimed_by=NULL, claimed_at=NULL WHERE claimed_by=? AND status!='done' "
+                f"AND id IN ({','.join('?' * len(chunk))})", (self.writer, *chunk))
 
     def _holding(self, conn, t: _Traj) -> None:
         """Inside a save's transaction: refuse to write unless this process still holds the claim."""
@@ -499,7 +504,12 @@ class Reviser:
                            (t.id,)).fetchone()
         if row is None or row["claimed_by"] != self.writer:
             raise ClaimLost(f"trajectory {t.id} is now claimed by {row['claimed_by'] if row else 'nobody'}")
-        conn.execute("UPDATE trajectories SET claimed_at=? WHERE claimed_by=?", (now(), self.writer))
+        conn.execute("UPDATE trajectories SET claimed_at=? WHERE id=?", (now(), t.id))
+        if time.time() - self._claims_refreshed >= CLAIM_REFRESH_S:  # the claims still waiting their turn
+            # (not on every save: that rewrote every row this run had claimed, O(batch) per save)
+            conn.execute("UPDATE trajectories SET claimed_at=? WHERE claimed_by=? AND status!='done'",
+                         (now(), self.writer))
+            self._claims_refreshed = time.time()
 
     def _save_initial(self, t: _Traj, text: str, seconds: float) -> None:
         with self.store.tx() as conn:
@@ -661,8 +671,9 @@ class Reviser:
         try:
             while pending:
                 busy.clear()
+                # answers that come back together are stored in one transaction (one commit, not one each)
                 result = run_chains(self.backend, ((t, self._chain(t)) for t in pending), in_flight=in_flight,
-                                    should_stop=stopping, on_done=ended, on_error=failed)
+                                    should_stop=stopping, on_done=ended, on_error=failed, together=self.store.tx)
                 self.counts["requests"] += result.requests
                 self.counts["stopped"] += result.stopped
                 self.counts["max_in_flight"] = max(self.counts["max_in_flight"], result.max_in_flight)
