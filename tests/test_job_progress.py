@@ -143,3 +143,25 @@ def test_a_real_judge_job_counts_judgments_finished_and_stopped(store, tmp_path,
     # 300 pairs x 2 orders, 8 of them stored by the first job
     assert job.progress.text() == f"stopped - {held + 8} of 600 judgments (8 skipped (already done))"
     assert job.progress.fraction < 0.5
+
+
+@pytest.mark.slow
+def test_an_eval_judge_job_counts_stored_judgments_as_skipped(tmp_path, tiny_model_dir):
+    """eval-judge ends in judgments too: a second run over the same gold items reads "4 of 4
+    judgments (4 skipped (already done))", not "0 of 4" from the store's count of its own rows."""
+    from cai_core.store import open_store
+    from tests.helpers import PAPER_DATA
+
+    hhh = PAPER_DATA / "438HHHEvaluations.jsonl"
+    if not hhh.exists():
+        pytest.skip("the paper's HHH file is not in shared/datasets")
+    ws = tmp_path / "ws"
+    store = open_store(ws)
+    texts = []
+    for _ in range(2):
+        job_id = _job(store, kind="eval-judge", status="queued")
+        out = run_cli("eval-judge", "--judge-model", str(tiny_model_dir), "--gold", str(hhh), "--limit", "2",
+                      "--n-boot", "50", "--workspace", str(ws), "--job-id", str(job_id), timeout=300)
+        assert out.returncode == 0, out.stderr
+        texts.append(get_job(store, job_id).progress.text())
+    assert texts == ["finished - 4 of 4 judgments", "finished - 4 of 4 judgments (4 skipped (already done))"]

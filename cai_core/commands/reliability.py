@@ -168,9 +168,12 @@ def cmd_eval_judge(args) -> int:
     check_batch_size(args.batch_size)
     store = open_store(args.workspace)
     spec = EvalJudgeSpec.from_args(args)
-    reporter = JobReporter(store, args.job_id)
+    reporter = JobReporter(store, args.job_id, unit="judgments")
+    plan: dict = {}  # the judgments left to do when judging began (those already stored are skipped)
 
     def progress(done, total, message):
+        plan.setdefault("to_do", total)
+        plan["done"] = done
         reporter.progress(done, total, message)
         if not args.job_id and not args.json:
             print(f"\r{message}", end="", file=sys.stderr, flush=True)
@@ -187,8 +190,8 @@ def cmd_eval_judge(args) -> int:
                                           "truncated", "context_window")}
     # judged now + already stored = every pair in each order (judge_pairs counted only those still to do)
     orders = report["items"] * (2 if report["swap"] else 1)
-    reporter.progress(orders, orders, "done", force=True)
-    reporter.finish(summary)
+    to_do = min(orders, plan.get("to_do", orders))
+    reporter.finish(summary, counts={"total": orders, "skipped": orders - to_do, "done": min(to_do, plan.get("done", 0))})
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
