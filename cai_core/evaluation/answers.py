@@ -85,5 +85,5 @@ def generate_answers(store: Store, policy: Policy, prompts: list[str], params: G
         # overrides; a local model answers them in batched calls of that many, as before); each answer
         # is stored as it returns, one that still fails is left unanswered (None) for a re-run
         run_chains(backend, ((i, answer(i)) for i in todo), in_flight=batch_size, should_stop=should_stop,
-                   on_done=ended, on_error=failed)
+                   on_done=ended, on_error=failed, together=store.tx)
     return [answers.get(k) for k in keys]

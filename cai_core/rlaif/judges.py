@@ -561,7 +561,7 @@ def judge_ensemble(
         no_logprobs: list[BaseException] = []
         run_chains(backend, ((k, _judge_item(spec, it)) for k, it in enumerate(items)),
                    in_flight=spec.batch_size, should_stop=lambda: bool(no_logprobs) or bool(should_stop and should_stop()),
-                   on_done=stored, on_error=failed)
+                   on_done=stored, on_error=failed, together=store.tx if store is not None else None)
         if no_logprobs:
             raise CaiError(f"judge {spec.model} gives no log-probs ({no_logprobs[0]}): use the parse style "
                            "(--style parse)")

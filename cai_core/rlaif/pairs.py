@@ -339,7 +339,7 @@ def sample_pairs(
     # samples are the same whatever else runs; a prompt whose request still fails is counted and
     # left for a re-run (nothing was stored for it)
     run_chains(backend, ((i, plan(i, p)) for i, p in enumerate(prompts)),
-               in_flight=batch_size, should_stop=should_stop, on_done=ended, on_error=fail)
+               in_flight=batch_size, should_stop=should_stop, on_done=ended, on_error=fail, together=store.tx)
     total = store.scalar("SELECT COUNT(*) FROM comparisons WHERE batch=? AND origin='sampled'", (batch,))
     return {"batch": batch, "model": model, "prompts": len(prompts), "pairs_added": made,
             "identical_skipped": identical, "prompts_already_done": skipped, "pairs_in_batch": total,
