@@ -110,6 +110,11 @@ def fit_pairs(backend: Backend, spec: JudgeSpec, constitution: Constitution | No
         if short is None:
             raise CaiError(f"pair {pair.get('id')!r} is {n:,} tokens, over the {window:,}-token context of "
                            f"{backend.spec}, and this backend cannot cut it")
+        if measure(short) > budget:  # the template and worked examples alone leave no room
+            raise CaiError(f"pair {pair.get('id')}: the judge's template and {len(examples)} worked example(s) alone "
+                           f"are {measure(['', '', '']):,} tokens, so no cut of the pair fits the {window:,}-token "
+                           f"context of {backend.spec}; judge without the examples (--zero-shot) or with a model "
+                           "that has a longer context")
         out.append({**pair, **dict(zip(PARTS, short))})
         cut.append(i)
     return FittedPairs(out, cut, window)
