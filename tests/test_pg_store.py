@@ -359,3 +359,49 @@ def test_the_app_refuses_a_store_newer_than_it_knows_with_a_clear_message(ws):
     assert any("newer than this workbench knows" in e.value for e in at.error), [e.value for e in at.error]
     out = run_cli("db", "info", "--workspace", str(ws))
     assert out.returncode == 2 and "newer than this workbench knows" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_revise_batch_killed_mid_way_resumes_without_redoing_work(tmp_path, db_url, tiny_model_dir):
+    import signal
+    import time
+
+    (tmp_path / "c.json").write_text(json.dumps({"name": "mini", "principles": [
+        {"id": "harm", "name": "Harmless", "critique_request": "Identify harm.", "revision_request": "Remove harm."}]}))
+    n = 8
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"Question {i}: thing {i}?"}) + "\n" for i in range(n)))
+    ws = tmp_path / "ws"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if db_url:
+        env["CAI_DATABASE_URL"] = db_url
+    argv = [sys.executable, "-m", "cai_core", "revise", "--workspace", str(ws), "--model", str(tiny_model_dir),
+            "--constitution", str(tmp_path / "c.json"), "--prompts", str(tmp_path / "p.jsonl"), "--rounds", "1",
+            "--max-new-tokens", "24", "--batch-size", "1", "--batch", "killed"]
+    proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store = Store(Workspace.open(ws), db_url)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        done = store.scalar("SELECT COUNT(*) FROM trajectories WHERE status='done'") or 0
+        if done >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the batch finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r["id"]: r["initial"] for r in store.query("SELECT id, initial FROM trajectories WHERE status='done'")}
+    assert 2 <= len(before) < n
+    again = subprocess.run(argv, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = store.query("SELECT id, status, initial FROM trajectories")
+    assert len(rows) == n and all(r["status"] == "done" for r in rows)
+    assert all(r["initial"] == before[r["id"]] for r in rows if r["id"] in before)  # finished work kept as it was
+    assert store.scalar("SELECT COUNT(*) FROM trajectory_steps") == n  # one round each, nothing twice
+    store.close()
+
+
+def test_a_nul_in_model_text_is_stored_on_either_database(workspace, db_url):
+    """A random model can write NUL; PostgreSQL's text cannot hold it: stored there as U+FFFD."""
+    s = Store(workspace, db_url)
+    s.execute("INSERT INTO settings (key, value_json) VALUES (?, ?)", ("nul", "a\x00b"))
+    assert s.scalar("SELECT value_json FROM settings WHERE key='nul'") == ("a\ufffdb" if db_url else "a\x00b")
+    s.close()

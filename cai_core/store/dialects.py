@@ -192,6 +192,9 @@ def _row_factory(cursor):
 def _param(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)  # SQLite stores booleans as 0/1 in INTEGER columns; so do we
+    if isinstance(value, str) and "\x00" in value:
+        # PostgreSQL's text cannot hold NUL; a model's (garbage) NUL is stored as U+FFFD, as a decoder would show it
+        return value.replace("\x00", "\ufffd")
     return value
 
 
