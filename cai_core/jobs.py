@@ -389,6 +389,8 @@ class JobReporter:
     def fail(self, error: str) -> None:
         if self.store is None:
             return
+        if self.counts:  # the counts so far (a throttled count() may not have been written)
+            self._write_counts(now())
         self.store.execute(
             "UPDATE jobs SET status='failed', error=?, exit_code=1, ended_at=?, updated_at=? WHERE id=?",
             (error, now(), now(), self.job_id),
