@@ -139,6 +139,8 @@ def copy_store(source: Store, to: str, *, progress: Callable[[str], None] | None
                         seq = tconn.execute("SELECT pg_get_serial_sequence(?, 'id')", (t,)).fetchone()[0]
                         if seq:
                             tconn.execute(f'SELECT setval(?, (SELECT COALESCE(MAX(id), 0) + 1 FROM "{t}"), false)', (seq,))
+        if target.postgres:  # planner statistics for the bulk load (autovacuum would take them only later)
+            target.conn().execute("ANALYZE")
         mismatched = []
         for t in tables:
             cols = [c for c in _columns(source, t) if c in set(_columns(target, t))]
