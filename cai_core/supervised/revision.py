@@ -4,16 +4,21 @@ For each prompt the model answers, then for each round a principle is picked (pa
 fresh one at random, drawn from (seed, prompt, round) only, so the same seed gives the same
 principle sequence whatever the model or generation settings), the model critiques its latest answer against that principle's
 critique request (plain, or chain-of-thought ending in a verdict) and revises it following the
-revision request. Work is batched across prompts (all initial answers in one `generate` call,
-then all round-1 critiques, ...), and every step is committed to the store as soon as it is
-generated: a trajectory's key is a hash of prompt + constitution version + model + settings +
-seed, so a killed batch resumes where it stopped and a re-run never redoes a stored step.
+revision request. Work is in flight (models/dispatch.py): each prompt's chain of requests advances
+as soon as its own last request returns, with as much outstanding as the backend serves (an
+endpoint's concurrency; a local model gets batched calls by stage, the lock-step calls), and every
+step is committed to the store as soon as it is generated (a prompt whose request still fails is
+stored as failed with its error; the batch goes on and a re-run retries it): a trajectory's key
+is a hash of prompt + constitution version + model + settings + seed, so a killed batch resumes
+where it stopped and a re-run never redoes a stored step.
 
 Whether a critique found a violation (early stop, per-principle violation rates) is read from a
 verdict, never from the first negation in free text: with chain-of-thought the prompt asks for a
 "Verdict: violation | no violation" line, and that line's opening words decide; otherwise (or
 when the verdict line says neither) the model is asked a yes/no question about its own critique
-and its log-probs of "Yes" and "No" decide. A backend without log-probs leaves it unknown (NULL).
+and its log-probs of "Yes" and "No" decide (one scoring request; without early stop it goes out
+beside the revision, which never reads it). A backend without log-probs leaves it unknown (NULL),
+said once per batch, never stopping it.
 
 Every step keeps the exact messages sent for its critique and its revision
 (trajectory_steps.critique_prompt_json / revision_prompt_json): the page shows them as a transcript.
