@@ -222,3 +222,19 @@ def test_eval_judge_truncate_prompts_judges_all_438_hhh_items_on_the_tiny_model(
         messages = json.loads(row["prompt_json"])["messages"]
         assert tiny_backend.prompt_tokens(messages) + tail <= window
         assert (CUT_MARK.strip() in messages[-1]["content"]) == (str(row["comparison_id"]) in over)
+
+
+# -- the page ------------------------------------------------------------------------------------
+def test_the_eval_judge_form_offers_truncation_and_says_an_endpoints_numerics_are_the_servers(ws):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "50_Judge_Reliability.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.checkbox(key="rel_run_truncate").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    commands = [c.value for c in at.code if "eval-judge" in c.value]
+    assert commands and TRUNCATE_FLAG in commands[-1], commands  # the previewed command carries the flag
+    assert not any("numerics are the server's" in c.value for c in at.caption)
+    at.text_input(key="rel_run_model").set_value("http://127.0.0.1:9/v1").run()
+    assert any("numerics are the server's" in c.value and "--dtype float32" in c.value for c in at.caption)
