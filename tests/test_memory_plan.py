@@ -23,7 +23,9 @@ ANSWER = "I can't help with that, but here is how to stay safe and get support."
 def test_a_run_that_fits_gets_no_advice(tiny_model_dir):
     plan = memory_plan(new_spec("sft", dataset="d", device="cpu"), tiny_model_dir, available_mb=64_000)
     assert plan["fits"] is True and plan["advice"] is None
-    assert plan["total_mb"] == pytest.approx(plan["allocated_mb"] * 1.15 + RUNTIME_MB["cpu"])
+    assert plan["total_mb"] == pytest.approx(plan["allocated_mb"] + RUNTIME_MB["cpu"])  # no CUDA allocator reserve
+    gpu = memory_plan(new_spec("sft", dataset="d", device="cuda", precision="bf16"), tiny_model_dir, available_mb=80_000)
+    assert gpu["total_mb"] == pytest.approx(gpu["allocated_mb"] * 1.15 + RUNTIME_MB["cuda"])
 
 
 def test_unknown_device_memory_is_said_not_guessed(tiny_model_dir, monkeypatch):
