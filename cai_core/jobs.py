@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -170,8 +171,8 @@ def start_job(store: Store, spec: JobSpec, *, title: str | None = None, total: i
     argv = cli_argv(args, store.workspace.root, python=sys.executable) + ["--job-id", str(job_id)]
     pid = supervisor.spawn(argv, log_path, env={**store.child_env(), **(env or {})})  # a PostgreSQL store's URL too
     store.execute(
-        "UPDATE jobs SET pid=?, log_path=?, argv_json=?, updated_at=? WHERE id=?",
-        (pid, str(log_path), dumps(argv), now(), job_id),
+        "UPDATE jobs SET pid=?, host=?, log_path=?, argv_json=?, updated_at=? WHERE id=?",
+        (pid, socket.gethostname(), str(log_path), dumps(argv), now(), job_id),
     )
     return job_id
 
@@ -243,8 +244,10 @@ def _with_stored(store: Store, jobs: list[Job]) -> list[Job]:
 
 
 def refresh(store: Store) -> None:
-    """Mark jobs whose process is gone (killed, crashed) as failed, with the reason from the log."""
-    for row in store.query("SELECT * FROM jobs WHERE status IN ('queued','running')"):
+    """Mark jobs whose process is gone (killed, crashed) as failed, with the reason from the log.
+    Only this machine's jobs: another machine's pid means nothing here (a store shared by several)."""
+    for row in store.query("SELECT * FROM jobs WHERE status IN ('queued','running') AND (host IS NULL OR host=?)",
+                           (socket.gethostname(),)):
         job = Job.from_row(row)
         if not job.pid or supervisor.alive(job.pid):
             continue
@@ -275,6 +278,9 @@ def stop_job(store: Store, job_id: int, *, grace_s: float = supervisor.STOP_GRAC
     job = get_job(store, job_id)
     if job.status in TERMINAL:
         return job
+    host = store.scalar("SELECT host FROM jobs WHERE id=?", (job_id,))
+    if host and host != socket.gethostname():
+        raise CaiError(f"job {job_id} runs on {host}: stop it there (python -m cai_core jobs stop {job_id})")
     ended = supervisor.stop(job.pid, grace_s=grace_s)
     own = get_job(store, job_id)
     if own.status in TERMINAL:  # the job recorded its own end (stopped after the item in flight, or finished)

@@ -405,3 +405,31 @@ def test_a_nul_in_model_text_is_stored_on_either_database(workspace, db_url):
     s.execute("INSERT INTO settings (key, value_json) VALUES (?, ?)", ("nul", "a\x00b"))
     assert s.scalar("SELECT value_json FROM settings WHERE key='nul'") == ("a\ufffdb" if db_url else "a\x00b")
     s.close()
+
+
+def test_another_machines_jobs_and_runs_are_left_to_it(workspace, db_url):
+    """A pid names a process on the machine that started it: with one store for several machines,
+    refresh never fails another machine's job or run, and stopping one here is refused."""
+    from cai_core import jobs
+    from cai_core.training import runs
+
+    s = Store(workspace, db_url)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with s.tx() as conn:
+        for host in ("gpu-node-7", None):
+            conn.execute("INSERT INTO jobs (kind, status, argv_json, pid, host, created_at, updated_at) "
+                         "VALUES ('judge', 'running', '[]', ?, ?, ?, ?)", (dead.pid, host, now(), now()))
+        conn.execute("INSERT INTO runs (name, kind, spec_json, status, pid, host, run_dir, created_at) "
+                     "VALUES ('far', 'sft', '{}', 'running', ?, 'gpu-node-7', 'runs/far', ?)", (dead.pid, now()))
+    jobs.refresh(s)
+    runs.refresh(s)
+    status = {r["host"]: r["status"] for r in s.query("SELECT host, status FROM jobs")}
+    assert status == {"gpu-node-7": "running", None: "failed"}
+    assert s.scalar("SELECT status FROM runs WHERE name='far'") == "running"
+    far_job = s.scalar("SELECT id FROM jobs WHERE host='gpu-node-7'")
+    with pytest.raises(CaiError, match="runs on gpu-node-7"):
+        jobs.stop_job(s, far_job)
+    with pytest.raises(CaiError, match="runs on gpu-node-7"):
+        runs.kill_run(s, "far")
+    s.close()

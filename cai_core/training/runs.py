@@ -15,6 +15,7 @@ import math
 import os
 import shlex
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -206,7 +207,7 @@ def train_command(store: Store, run_dir: Path, run_id: int, *, resume: bool = Fa
 
 def _spawn(store: Store, run: Run, argv: list[str], env: dict | None = None) -> Run:
     pid = supervisor.spawn(argv, run.paths.log, env={**store.child_env(), **(env or {})}, header=f"\n$ {shlex.join(argv)}\n")
-    store.execute("UPDATE runs SET pid=? WHERE id=?", (pid, run.id))
+    store.execute("UPDATE runs SET pid=?, host=? WHERE id=?", (pid, socket.gethostname(), run.id))
     return get_run(store, run.id)
 
 
@@ -340,7 +341,8 @@ def death_reason(pid: int, code: int | None, tail: str) -> str:
 def refresh(store: Store) -> list[int]:
     """Reattach: runs whose process is gone are marked failed with the reason from their log."""
     failed = []
-    for row in store.query("SELECT * FROM runs WHERE status IN ('queued','running')"):
+    for row in store.query("SELECT * FROM runs WHERE status IN ('queued','running') AND (host IS NULL OR host=?)",
+                           (socket.gethostname(),)):  # another machine's pid means nothing here
         run = Run.from_row(row, store.workspace)
         if run.pid is None:
             if now() - run.created_at > QUEUED_GRACE_S:
@@ -378,6 +380,9 @@ def kill_run(store: Store, ref: int | str) -> Run:
     run = get_run(store, ref)
     if not run.active:
         raise CaiError(f"run {run.name} is {run.status}, not running")
+    host = store.scalar("SELECT host FROM runs WHERE id=?", (run.id,))
+    if host and host != socket.gethostname():
+        raise CaiError(f"run {run.name} runs on {host}: kill it there, or stop it from here (runs stop)")
     supervisor.stop(run.pid, grace_s=0)  # SIGKILL to the whole group (launcher and ranks) at once
     store.execute("UPDATE runs SET status='failed', error=?, exit_code=?, ended_at=?, log_tail=? WHERE id=? "
                   "AND status IN ('queued','running')",
