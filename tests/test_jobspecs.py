@@ -10,7 +10,7 @@ import pytest
 from cai_core.cli import build_parser
 from cai_core.jobspecs import SPECS, command_line, spec_from_json
 
-SKIP = {"help", "workspace", "job_id", "engine"}  # common options; a job inherits $CAI_ENGINE
+SKIP = {"help", "workspace", "job_id", "engine", "database_url"}  # common options; a job inherits $CAI_ENGINE and $CAI_DATABASE_URL
 
 
 def command_parser(cls) -> argparse.ArgumentParser:
