@@ -138,11 +138,13 @@ def test_batched_runs_the_lock_step_calls_cohort_by_cohort():
                              ("generate", 0, 2), ("generate", 1, 2)]
 
 
-def test_batched_call_failure_fails_its_items_only():
+def test_a_failed_batched_call_is_retried_item_by_item_and_only_the_bad_item_fails():
     backend = Local(delay=lambda c: 0.0, limit=2, fail=lambda c: c[-1]["content"] == "b/0")
-    failed = {}
-    counts = run_chains(backend, ((n, chain(n)) for n in "abcd"), on_error=failed.__setitem__)
-    assert set(failed) == {"a", "b"} and counts.done == 2 and counts.failed == 2  # a shared b's batched call
+    failed, done = {}, {}
+    counts = run_chains(backend, ((n, chain(n)) for n in "abcd"), on_error=failed.__setitem__, on_done=done.__setitem__)
+    assert set(failed) == {"b"} and counts.done == 3 and counts.failed == 1 and done["a"] == "A/0/1"
+    # the cohort's batched call failed, then a and b alone; a went on with its next step
+    assert backend.calls[:4] == [("generate", 0, 2), ("generate", 0, 1), ("generate", 0, 1), ("generate", 1, 1)]
 
 
 def test_map_requests_and_in_flight_override():

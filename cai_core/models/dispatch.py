@@ -21,8 +21,9 @@ Two ways to keep the backend busy, chosen by the backend (`Backend.concurrent`):
   batch size.
 
 Results never depend on the schedule for a server: every request carries its own seed. A chain
-whose request fails (after the backend's own retries) ends as failed (`on_error`), and the batch
-goes on; the counts say how many chains ended done, failed, or stopped.
+whose request fails (after the backend's own retries; a failed batched call of a local model is
+first tried again item by item, so one bad item never fails its batch-mates) ends as failed
+(`on_error`), and the batch goes on; the counts say how many chains ended done, failed, or stopped.
 """
 from __future__ import annotations
 
@@ -307,8 +308,19 @@ class _Batched(_Runner):
             try:
                 results = _call(self.backend, [r for _, r, _ in batch])
                 errors: list[BaseException | None] = [None] * len(batch)
-            except Exception as exc:  # noqa: BLE001 - the batch's items fail; the dispatch goes on
-                results, errors = [None] * len(batch), [exc] * len(batch)
+            except Exception as exc:  # noqa: BLE001 - one item's failure must not fail its batch-mates
+                if len(batch) == 1:
+                    results, errors = [None], [exc]
+                else:  # each alone (out of memory, or one bad item): only what fails alone fails
+                    results, errors = [], []
+                    for _, r, _ in batch:
+                        try:
+                            results += _call(self.backend, [r])
+                            errors.append(None)
+                        except Exception as one:  # noqa: BLE001 - this item fails; the dispatch goes on
+                            results.append(None)
+                            errors.append(one)
+                        self.counts.calls += 1
             for _, r, _ in batch:
                 r.seconds = (time.time() - t0) / len(batch)
             with self.together():
