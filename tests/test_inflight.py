@@ -119,7 +119,9 @@ PROMPTS = [f"question {i}: how do I {w}?" for i, w in enumerate(
 ], ids=["plain", "cot-early-stop"])
 def test_in_flight_stores_what_lock_step_stored_for_the_same_seed(tmp_path, settings):
     lock_store, flight_store = fresh_store(tmp_path, "lock"), fresh_store(tmp_path, "flight")
-    lock_ids = Reviser(lock_store, FakeServer(verdicts=settings.cot), constitution(), settings, "m",
+    # the reference under another model label: its own trajectory keys even where both stores are one
+    # database (CAI_TEST_STORE=postgresql); the label changes neither principles nor seeds
+    lock_ids = Reviser(lock_store, FakeServer(verdicts=settings.cot), constitution(), settings, "lock",
                        batch="b")._run_lockstep(PROMPTS, batch_size=8)
     backend = FakeServer(limit=5, verdicts=settings.cot)
     reviser = Reviser(flight_store, backend, constitution(), settings, "m", batch="b")
@@ -139,7 +141,7 @@ def test_in_flight_on_the_tiny_model_matches_lock_step(tmp_path, tiny_backend):
     for settings in (ReviseSettings(rounds=2, max_new_tokens=6, seed=2),
                      ReviseSettings(rounds=2, max_new_tokens=6, cot=True, early_stop=True)):
         a, b = fresh_store(tmp_path, f"a{settings.cot}"), fresh_store(tmp_path, f"b{settings.cot}")
-        ref = Reviser(a, tiny_backend, c, settings, "tiny", batch="b")._run_lockstep(PROMPTS[:7], batch_size=3)
+        ref = Reviser(a, tiny_backend, c, settings, "lock", batch="b")._run_lockstep(PROMPTS[:7], batch_size=3)
         new = Reviser(b, tiny_backend, c, settings, "tiny", batch="b").run(PROMPTS[:7], batch_size=3)
         assert stored(b, new) == stored(a, ref)
 
@@ -165,7 +167,7 @@ def test_a_failing_prompt_is_stored_failed_and_a_rerun_retries_it(tmp_path):
     assert store.scalar("SELECT COUNT(*) FROM trajectories WHERE status='done' AND error IS NULL") == len(PROMPTS)
     assert store.scalar("SELECT COUNT(*) FROM trajectory_steps") == 2 * len(PROMPTS)
     lock = fresh_store(tmp_path, "lock")
-    ref = Reviser(lock, FakeServer(), constitution(), settings, "m", batch="b")._run_lockstep(PROMPTS)
+    ref = Reviser(lock, FakeServer(), constitution(), settings, "lock", batch="b")._run_lockstep(PROMPTS)
     assert stored(store, ids) == stored(lock, ref)  # the retried prompts are what an unbroken run writes
 
 
