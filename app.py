@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cai_core.errors import CaiError
-from cai_core.sample_data import ensure_samples
+from cai_core.data.sample_data import ensure_samples
 from ui.common import active_model, error_box, get_store, workspace_root
 from ui.navigation import page_files, page_title, page_url
 from ui.sidebar import render_sidebar

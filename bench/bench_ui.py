@@ -33,7 +33,7 @@ FIRST_TARGET = 2.0  # seconds, first render, slowest page
 
 
 def seed(store, n: int) -> None:
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.constitution.versions import list_constitutions
 
     ensure_samples(store)

@@ -1,7 +1,7 @@
 """Home: the CAI flow in a few lines, each step linked, with live counts from the store."""
 import streamlit as st
 
-from cai_core.overview import workspace_counts
+from cai_core.summaries.overview import workspace_counts
 from ui.common import get_store
 
 st.title("Constitutional AI workbench")

@@ -17,7 +17,7 @@ from cai_core.constitution.versions import (
     save_imported,
 )
 from cai_core.errors import CaiError
-from cai_core.prompt_sets import (
+from cai_core.data.prompt_sets import (
     KINDS,
     delete_prompt_set,
     get_prompts,

@@ -12,9 +12,9 @@ import streamlit as st
 from cai_core.constitution.versions import get_by_version, get_constitution, list_constitutions, list_versions
 from cai_core.errors import CaiError
 from cai_core.jobs import TERMINAL, job_spec, list_jobs, stop_job
-from cai_core.jobspecs import ExportSftSpec, ReviseSpec
+from cai_core.jobs.specs import ExportSftSpec, ReviseSpec
 from cai_core.models.specs import get_backend
-from cai_core.prompt_sets import get_prompts, list_prompt_sets
+from cai_core.data.prompt_sets import get_prompts, list_prompt_sets
 from cai_core.supervised.revision import (
     CHANGE_FILTERS,
     SCHEDULES,

@@ -10,7 +10,7 @@ from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
 from cai_core.exports import list_exports
 from cai_core.jobs import list_jobs
-from cai_core.jobspecs import ExportPrefsSpec, JudgeJobSpec, PairsSampleSpec
+from cai_core.jobs.specs import ExportPrefsSpec, JudgeJobSpec, PairsSampleSpec
 from cai_core.rlaif.judges import STYLES, judgment_rows, list_judges
 from cai_core.rlaif.pairs import import_pairs_file, list_batches
 from cai_core.rlaif.preferences import (
@@ -26,7 +26,7 @@ from cai_core.rlaif.preferences import (
     queue,
     stats,
 )
-from cai_core.prompt_sets import list_prompt_sets
+from cai_core.data.prompt_sets import list_prompt_sets
 from cai_core.settings import get_setting, set_setting
 from cai_core.workspace import fresh_name, safe_name
 from ui.command_preview import form_spec, preview_button, start_from_form

@@ -8,7 +8,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
-from cai_core.headlines import HEADLINE_N_BOOT, reliability_headlines, too_few
+from cai_core.summaries.headlines import HEADLINE_N_BOOT, reliability_headlines, too_few
 from cai_core.reliability.paper_evals import PAPER_DATA_ENV, PAPER_EVAL_SETS, paper_data_dir, paper_eval_path
 from cai_core.reliability.gold import (
     best_gold_set,
@@ -24,8 +24,8 @@ from cai_core.reliability.gold import (
 )
 from cai_core.reliability.labels import parse_labels
 from cai_core.jobs import list_jobs
-from cai_core.jobspecs import EvalJudgeSpec
-from cai_core.overview import workspace_counts
+from cai_core.jobs.specs import EvalJudgeSpec
+from cai_core.summaries.overview import workspace_counts
 from cai_core.rlaif.judges import STYLES
 from cai_core.rlaif.preferences import add_label
 from cai_core.reliability.metrics import agreement, collapse, json_safe, match, stratified_sample

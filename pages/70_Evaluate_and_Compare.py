@@ -12,10 +12,10 @@ from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import evaluation_contamination, get_evaluation, list_evaluations
 from cai_core.evaluation.policies import parse_policies, policy_options
 from cai_core.evaluation.evasiveness import detect, rules
-from cai_core.headlines import evaluation_warnings
+from cai_core.summaries.headlines import evaluation_warnings
 from cai_core.jobs import TERMINAL, list_jobs, stop_job
-from cai_core.jobspecs import ABExperimentSpec, EvaluateSpec
-from cai_core.prompt_sets import list_prompt_sets
+from cai_core.jobs.specs import ABExperimentSpec, EvaluateSpec
+from cai_core.data.prompt_sets import list_prompt_sets
 from cai_core.workspace import safe_name
 from ui.command_preview import form_spec, preview_button, start_from_form
 from ui.common import active_model, get_store, job_progress, pick_current, rerun_when_jobs_end, show_error

@@ -136,7 +136,7 @@ elif step == 4:
                 "(the paper's 438 HHH evaluations can be imported as a gold set).")
         make_it("pages/50_Judge_Reliability.py", "Check the judge", "demo_make_reliability")
     else:
-        acc = rel["accuracy"]  # the dashboard's own figure (cai_core.headlines): same value, CI and n
+        acc = rel["accuracy"]  # the dashboard's own figure (cai_core.summaries.headlines): same value, CI and n
         st.header("Agreement with human labels")
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Judge accuracy", acc.value_text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cai_core.lineage import workspace_lineage
+from cai_core.summaries.lineage import workspace_lineage
 from ui.command_preview import show_command
 from ui.common import get_store, store_cached
 from ui.lineage import counts, graph, html_export, tables

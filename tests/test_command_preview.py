@@ -34,10 +34,10 @@ class _Spawned:
 @pytest.fixture
 def seeded(ws, monkeypatch, tiny_model_dir):
     """The shared workspace with a constitution (two versions), a prompt set and a pair; Popen recorded."""
-    from cai_core import supervisor
+    from cai_core.jobs import supervisor
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.data.prompt_sets import import_prompt_set
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.store import open_store
 
@@ -63,7 +63,7 @@ def _previews(at: AppTest, command: str) -> list[str]:
 
 def _started_matches(store, at: AppTest, command: str, kind: str) -> list[str]:
     """The newest job is of `kind`, and its recorded argv is the preview the page showed."""
-    from cai_core.command_line import as_previewed
+    from cai_core.jobs.command_line import as_previewed
     from cai_core.jobs import list_jobs
 
     assert not at.exception, at.exception

@@ -10,7 +10,7 @@ from tests.helpers import ROOT, render_page
 
 @pytest.fixture
 def samples(ws, monkeypatch):
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.settings import set_current
     from cai_core.store import open_store
 
@@ -174,7 +174,7 @@ def test_the_active_model_is_read_from_the_store_each_run(samples):
 
 
 def test_a_fresh_workspace_starts_on_the_readme_pair(ws):
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.settings import get_current, set_current
     from cai_core.store import open_store
 

@@ -10,7 +10,7 @@ from tests.helpers import render_page
 @pytest.fixture
 def sampled(ws):
     """The page needs a constitution to draw its tabs: the samples."""
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.store import open_store
 
     ensure_samples(open_store(ws))

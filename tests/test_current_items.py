@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from cai_core.constitution.model import Constitution, Principle
 from cai_core.constitution.versions import save_constitution
-from cai_core.prompt_sets import import_prompt_set
+from cai_core.data.prompt_sets import import_prompt_set
 from cai_core.settings import get_current, set_current
 from cai_core.store import open_store
 from tests.helpers import ROOT, render_page

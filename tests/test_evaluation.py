@@ -20,7 +20,7 @@ from cai_core.evaluation.policies import (
     policy_options,
     split_specs,
 )
-from cai_core.jobspecs import EvaluateSpec
+from cai_core.jobs.specs import EvaluateSpec
 from cai_core.rlaif.judges import PairVerdict
 from cai_core.training.paths import RunPaths
 

@@ -8,7 +8,7 @@ from cai_core.constitution.files import dump_constitution
 from cai_core.errors import CaiError
 from cai_core.evaluation.experiments import experiment_table, principle_changes, run_ab_experiment
 from cai_core.evaluation.evaluate import get_evaluation
-from cai_core.jobspecs import ABExperimentSpec
+from cai_core.jobs.specs import ABExperimentSpec
 
 from tests.helpers import run_cli
 

@@ -1,8 +1,8 @@
-"""cai_core.headlines: one owner for every headline figure, its n (the real denominator), its CI, its
+"""cai_core.summaries.headlines: one owner for every headline figure, its n (the real denominator), its CI, its
 words and the small-n rule (issue 22, items 7-9)."""
 from __future__ import annotations
 
-from cai_core.headlines import (
+from cai_core.summaries.headlines import (
     HEADLINE_N_BOOT,
     MIN_ITEMS,
     evaluation_warnings,
@@ -116,7 +116,7 @@ def test_judge_headline_is_the_dashboards_default_pick_at_the_default_resamples(
 
 
 def test_the_notebook_lists_an_evaluation_with_the_owners_headline(ws):
-    from cai_core.lineage import notebook_rows, workspace_lineage
+    from cai_core.summaries.lineage import notebook_rows, workspace_lineage
 
     store = open_store(ws)
     seed_evaluation(store, "ev-nb")

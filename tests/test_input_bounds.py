@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import run_cli
 from cai_core.errors import CaiError
 from cai_core.models.bounds import fit_prompts, pair_text
-from cai_core.uploads import MAX_TEXT_FILE_BYTES, check_upload, read_user_file
+from cai_core.data.uploads import MAX_TEXT_FILE_BYTES, check_upload, read_user_file
 
 LONG = "word " * 3000  # ~3,000 tokens: over the tiny model's 2,048-token context
 
@@ -129,8 +129,8 @@ def test_an_ab_experiment_refuses_a_long_prompt_before_either_arm(store, tiny_mo
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
     from cai_core.evaluation.experiments import run_ab_experiment
-    from cai_core.jobspecs import ABExperimentSpec
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.jobs.specs import ABExperimentSpec
+    from cai_core.data.prompt_sets import import_prompt_set
 
     versions = []
     for text in ("Fix it.", "Rewrite it."):

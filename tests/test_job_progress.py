@@ -109,7 +109,7 @@ CONSTITUTION = {"name": "mini", "principles": [
 
 
 def _judge_spec(tmp_path, tiny_model_dir, n):
-    from cai_core.jobspecs import JudgeJobSpec
+    from cai_core.jobs.specs import JudgeJobSpec
 
     (tmp_path / "c.json").write_text(json.dumps(CONSTITUTION))
     rows = [{"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.", "response_b": f"No {i}."}

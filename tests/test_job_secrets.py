@@ -56,7 +56,7 @@ def endpoint():
 @pytest.mark.slow
 def test_a_key_in_streamlit_secrets_reaches_the_job_and_nothing_else(tmp_path, monkeypatch, endpoint):
     from cai_core.jobs import list_jobs, wait_job
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.data.prompt_sets import import_prompt_set
     from cai_core.store import open_store
 
     for var in ("CAI_API_KEY", "OPENAI_API_KEY"):

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from cai_core import supervisor
+from cai_core.jobs import supervisor
 from cai_core.jobs import get_job, start_job, stop_job, wait_job
-from cai_core.jobspecs import JudgeJobSpec
+from cai_core.jobs.specs import JudgeJobSpec
 
 CONSTITUTION = {"name": "mini", "principles": [
     {"id": "harm", "name": "Harmless", "critique_request": "Identify harm.", "revision_request": "Remove harm.",
@@ -76,7 +76,7 @@ def test_a_graceful_exit_reports_its_own_exit_code(tmp_path):
 
 def test_a_job_that_finished_before_stop_stays_finished(store, tmp_path):
     """Stop on a job whose process already ended keeps the status the job wrote (no fake 'stopped')."""
-    from cai_core.jobspecs import ExportPrefsSpec
+    from cai_core.jobs.specs import ExportPrefsSpec
 
     job_id = start_job(store, ExportPrefsSpec(name="nothing-here"))  # fails at once: nothing to export
     job = wait_job(store, job_id, timeout=120)

@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from cai_core.cli import build_parser
-from cai_core.jobspecs import SPECS, command_line, spec_from_json
+from cai_core.jobs.specs import SPECS, command_line, spec_from_json
 
 SKIP = {"help", "workspace", "job_id", "engine", "database_url"}  # common options; a job inherits $CAI_ENGINE and $CAI_DATABASE_URL
 
@@ -60,7 +60,7 @@ def test_every_option_is_a_field_with_the_same_default(kind):
     cls = SPECS[kind]
     opts = options(command_parser(cls))
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    assert set(opts) == set(fields), (f"{cls.__name__} (cai_core/jobspecs.py) and `{' '.join(cls.COMMAND)}` "
+    assert set(opts) == set(fields), (f"{cls.__name__} (cai_core/jobs/specs.py) and `{' '.join(cls.COMMAND)}` "
                                       f"disagree: options only {sorted(set(opts) - set(fields))}, "
                                       f"fields only {sorted(set(fields) - set(opts))}")
     for name, f in fields.items():
@@ -86,7 +86,7 @@ def test_spec_round_trips_through_the_commands_argparse(kind, build):
 
 
 def test_pinned_inputs_read_in_words():
-    from cai_core.jobspecs import JudgeJobSpec, ReviseSpec
+    from cai_core.jobs.specs import JudgeJobSpec, ReviseSpec
 
     judge = JudgeJobSpec(judge_model="default", constitution="hh@abc123", batch="pairs-1")
     assert judge.pinned() == {"batch": "pairs-1", "constitution": "hh@abc123", "judge model": "default"}

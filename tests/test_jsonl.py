@@ -63,7 +63,7 @@ def test_jsonl_rows_skips_blank_lines_and_locates_a_bad_one():
 def test_every_user_jsonl_reader_names_the_bad_line_in_its_own_words(tmp_path, reader, message):
     """Labels, the paper's evals, prompt sets and pairs files share jsonl_rows; each keeps its wording."""
     from cai_core.errors import CaiError
-    from cai_core.prompt_sets import load_prompts_file
+    from cai_core.data.prompt_sets import load_prompts_file
     from cai_core.reliability.labels import parse_labels
     from cai_core.reliability.paper_evals import load_paper_eval
     from cai_core.rlaif.pairs import load_pairs_file

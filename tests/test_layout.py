@@ -125,3 +125,9 @@ def test_function_level_imports_state_why():
 def test_cli_and_commands_do_not_import_each_other():
     edges, _ = _edges(_modules())
     assert not any("cai_core.cli" in targets for mod, targets in edges.items() if mod.startswith("cai_core.commands"))
+
+
+def test_at_most_a_dozen_shared_modules_at_the_top():
+    """The shared modules are grouped (jobs/, data/, summaries/, store/): cai_core's top stays readable."""
+    top = sorted(p.name for p in PKG.glob("*.py"))
+    assert len(top) <= 12, f"{len(top)} modules at cai_core's top: {top}"

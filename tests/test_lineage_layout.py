@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cai_core.lineage import (
+from cai_core.summaries.lineage import (
     Lineage,
     Node,
     _distinct_labels,
@@ -130,7 +130,7 @@ def test_random_workspaces_never_draw_a_link_through_an_item():
     """Seeded random graphs of every kind, with same-kind chains and links that skip columns."""
     import random
 
-    from cai_core.lineage import LAYERS
+    from cai_core.summaries.lineage import LAYERS
 
     for seed in range(25):
         rng = random.Random(seed)
@@ -160,7 +160,7 @@ def test_random_workspaces_never_draw_a_link_through_an_item():
 def test_the_html_notebook_has_plural_headings_and_the_layered_graph(ws):
     import html as html_lib
 
-    from cai_core.lineage import notebook_html
+    from cai_core.summaries.lineage import notebook_html
     from cai_core.store import open_store
     from tests.helpers import seed_evaluation
 

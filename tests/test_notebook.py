@@ -51,7 +51,7 @@ def built(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.slow  # the module's workspace is built by the real CLI (trains, evaluates)
 def test_the_graph_follows_what_the_commands_recorded(built):
-    from cai_core.lineage import notebook_rows, workspace_lineage
+    from cai_core.summaries.lineage import notebook_rows, workspace_lineage
 
     lin = workspace_lineage(built)
     edges = {(e.src.split(":")[0], e.label, e.dst) for e in lin.edges}

@@ -13,7 +13,7 @@ PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "20_Constitution.p
 
 @pytest.fixture
 def page(ws):
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.store import open_store
 
     store = open_store(ws)
@@ -163,7 +163,7 @@ def test_principle_expander_keeps_its_identity_while_its_id_and_name_change(page
 
 @pytest.mark.slow
 def test_deleting_a_prompt_set_needs_a_confirmation(page):
-    from cai_core.prompt_sets import list_prompt_sets
+    from cai_core.data.prompt_sets import list_prompt_sets
 
     at, store = page
     shown = at.selectbox(key="ps_show").value

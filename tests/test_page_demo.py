@@ -317,7 +317,7 @@ def test_demo_names_no_constitution_the_constitution_page_does_not_list(ws):
 
 def test_demo_judge_figure_is_the_dashboards_figure(ws):
     """Issue 22 item 8: the demo's CI for the judge (30-70%) differed from the dashboard's (30.0-75.0%)."""
-    from cai_core.headlines import HEADLINE_N_BOOT, reliability_headlines
+    from cai_core.summaries.headlines import HEADLINE_N_BOOT, reliability_headlines
     from cai_core.reliability.gold import judge_vs_gold, load_gold
 
     store = open_store(ws)

@@ -45,7 +45,7 @@ def test_seeded_evaluation_renders_leaderboard_and_comparisons(ws):
 
 
 def test_ab_version_list_follows_the_chosen_constitution(ws):
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.constitution.versions import list_constitutions, list_versions
 
     store = open_store(ws)
@@ -81,7 +81,7 @@ def test_side_by_side_shows_a_flipped_verdict_as_the_tie_the_leaderboard_counts(
 @pytest.mark.slow
 def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp_path):
     """The runs were trained from the sidebar's model: it must be pickable (and picked), not only 'default'."""
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
 
     ensure_samples(open_store(ws))  # prompt sets, so the form shows
     model = tmp_path / "my-base"
@@ -95,7 +95,7 @@ def test_new_evaluation_offers_the_active_model_as_a_policy(ws, monkeypatch, tmp
 
 @pytest.mark.slow
 def test_a_mistyped_policy_is_refused_before_any_job_starts(ws, tmp_path):
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.jobs import list_jobs
 
     store = open_store(ws)
@@ -111,7 +111,7 @@ def test_a_mistyped_policy_is_refused_before_any_job_starts(ws, tmp_path):
 
 def test_the_html_report_carries_every_warning_the_page_shows(ws):
     """Issue 22 item 9: the evaluation's report left out the contamination warning the page showed and said
-    nothing about n=2 per policy; both now come from cai_core.headlines.evaluation_warnings."""
+    nothing about n=2 per policy; both now come from cai_core.summaries.headlines.evaluation_warnings."""
     import html
 
     from cai_core.evaluation.reports import report_html

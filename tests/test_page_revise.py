@@ -13,7 +13,7 @@ SCRIPT = "<script>alert('x')</script> **bold** $x$"
 def page_env(ws, monkeypatch, tiny_model_dir):
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.versions import save_constitution
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.data.prompt_sets import import_prompt_set
     from cai_core.store import open_store
 
     monkeypatch.setenv("CAI_MODEL", str(tiny_model_dir))
@@ -109,7 +109,7 @@ def test_word_diff_markdown_keeps_directives_on_one_line():
 
 @pytest.mark.slow
 def test_batch_name_follows_the_prompt_set_until_edited(page_env):
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.data.prompt_sets import import_prompt_set
 
     import_prompt_set(page_env, "zz_other", ["Another prompt"])
     at = _page()

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cai_core.errors import CaiError
-from cai_core.prompt_sets import (
+from cai_core.data.prompt_sets import (
     delete_prompt_set,
     get_prompts,
     import_hf_dataset_column,

@@ -43,7 +43,7 @@ def test_default_export_holds_no_gold_or_evaluation_rows(tmp_path, tiny_model_di
     """As found: `export-prefs --name X` (no --batch) exported human labels, the imported HHH gold set
     and an evaluation's AI-judged comparisons. Now only the train split, and the card says so."""
     from cai_core.evaluation.evaluate import evaluation_contamination, run_evaluation
-    from cai_core.jobspecs import EvaluateSpec
+    from cai_core.jobs.specs import EvaluateSpec
     from cai_core.reliability.gold import import_paper_eval
     from cai_core.rlaif.pairs import add_pairs
     from cai_core.rlaif.preferences import add_label
@@ -343,7 +343,7 @@ def test_one_constitution_grammar_for_every_command(tmp_path, tiny_model_dir):
 
 def test_one_prompts_grammar(store, tmp_path):
     from cai_core.evaluation.evaluate import load_eval_prompts
-    from cai_core.prompt_sets import import_prompt_set, resolve_prompts
+    from cai_core.data.prompt_sets import import_prompt_set, resolve_prompts
 
     import_prompt_set(store, "reds", ["a?", "b?", "c?"])
     f = _write(tmp_path / "p.jsonl", [{"prompt": "x?", "category": "k"}, {"prompt": "y?"}])
@@ -375,7 +375,7 @@ def test_comparisons_have_one_writer_and_resolvers_one_home():
         if re.search(r"^def resolve_prompts\(", text, re.M):
             prompt_resolvers.append(rel)
     assert writers == ["cai_core/rlaif/pairs.py"]
-    assert prompt_resolvers == ["cai_core/prompt_sets.py"]
+    assert prompt_resolvers == ["cai_core/data/prompt_sets.py"]
     assert "cai_core/constitution/spec.py" in constitution_resolvers
     # a wrapper (eval-judge's documented 'builtin' default) delegates to the grammar, never a second one
     for rel in set(constitution_resolvers) - {"cai_core/constitution/spec.py"}:

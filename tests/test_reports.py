@@ -91,7 +91,7 @@ def test_experiment_report(store, tiny_model_dir, tmp_path):
     from cai_core.constitution.model import Constitution, Principle
     from cai_core.constitution.files import dump_constitution
     from cai_core.evaluation.experiments import run_ab_experiment
-    from cai_core.jobspecs import ABExperimentSpec
+    from cai_core.jobs.specs import ABExperimentSpec
 
     def const(w):
         return Constitution(name="c", principles=[Principle(id="harm", name="Harm", critique_request=w,
@@ -172,7 +172,7 @@ def test_tradeoff_share_axis_spans_zero_to_one():
 
 
 def test_the_experiment_report_carries_the_small_n_warnings_of_its_tab():
-    from cai_core.headlines import MIN_ITEMS, experiment_warnings
+    from cai_core.summaries.headlines import MIN_ITEMS, experiment_warnings
 
     few = experiment_warnings({"prompts": 3})
     assert len(few) == 2 and "n=3 prompts" in few[0] and "no difference is called significant" in few[1]

@@ -54,7 +54,7 @@ def test_revise_txt_stored_constitution_and_prompt_set(inputs, tiny_model_dir):
     ws = tmp / "ws"
     from cai_core.constitution.files import load_constitution_file
     from cai_core.constitution.versions import save_constitution
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.data.prompt_sets import import_prompt_set
     from cai_core.store import open_store
 
     store = open_store(ws)

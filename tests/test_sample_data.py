@@ -5,11 +5,11 @@ import collections
 
 import pytest
 
-from cai_core.sample_data import SAMPLE_DIR, ensure_samples, sample_constitution_files
+from cai_core.data.sample_data import SAMPLE_DIR, ensure_samples, sample_constitution_files
 from cai_core.constitution.model import ALLOWED_VARIABLES, template_variables
 from cai_core.constitution.versions import list_constitutions
 from cai_core.constitution.files import load_constitution_file
-from cai_core.prompt_sets import delete_prompt_set, get_prompts, list_prompt_sets, load_prompts_file
+from cai_core.data.prompt_sets import delete_prompt_set, get_prompts, list_prompt_sets, load_prompts_file
 from tests.helpers import PAPER_DATA
 
 

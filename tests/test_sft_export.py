@@ -82,7 +82,7 @@ def test_export_filters_and_bad_input(filled):
 
 
 def test_mix_helpful_generates_missing_once_and_reuses(filled, tiny_backend):
-    from cai_core.prompt_sets import import_prompt_set
+    from cai_core.data.prompt_sets import import_prompt_set
 
     import_prompt_set(filled, "helpful", ["What is the capital of France?", "Explain photosynthesis"], kind="helpfulness")
     with pytest.raises(CaiError, match="give a model"):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cai_core import supervisor
+from cai_core.jobs import supervisor
 
 
 def _state(pid: int) -> str | None:
@@ -55,7 +55,7 @@ def test_a_running_child_is_not_reaped_early(tmp_path):
 def test_a_finished_job_leaves_no_zombie(store):
     """A job that writes its own end is never looked at by refresh() again: its process must still go."""
     from cai_core.jobs import get_job, start_job
-    from cai_core.jobspecs import ExportPrefsSpec
+    from cai_core.jobs.specs import ExportPrefsSpec
 
     job_id = start_job(store, ExportPrefsSpec(name="empty-export"))
     deadline = time.time() + 120

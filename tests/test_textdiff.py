@@ -1,4 +1,4 @@
-from cai_core.textdiff import change_ratio, edit_distance_words, word_diff
+from cai_core.data.textdiff import change_ratio, edit_distance_words, word_diff
 
 
 def test_word_diff_segments_rebuild_both_texts():

@@ -82,7 +82,7 @@ def test_every_command_whose_errors_name_truncate_prompts_accepts_it():
     have = {name for name, parser in commands.items() if TRUNCATE_FLAG in _flags(parser)}
     assert {"revise", "pairs sample", "judge", "eval-judge"} <= have
     # the job specs whose service reads spec.truncate_prompts are exactly those of commands with the flag
-    from cai_core.jobspecs import SPECS
+    from cai_core.jobs.specs import SPECS
 
     for spec in SPECS.values():
         if "truncate_prompts" in spec.__dataclass_fields__:
@@ -183,7 +183,7 @@ def test_eval_judge_truncate_prompts_judges_all_438_hhh_items_on_the_tiny_model(
     """The tiny model's context is 2,048 tokens (its config); item 13 alone is over it with the real
     tokenizer. With --truncate-prompts every item is judged, exactly the items whose full judge prompt is
     over the context are cut (measured here independently), and every judged prompt fits."""
-    from cai_core.jobspecs import EvalJudgeSpec
+    from cai_core.jobs.specs import EvalJudgeSpec
     from cai_core.reliability.eval_judge import judge_constitution, run_eval_judge
     from cai_core.reliability.gold import comparison_meta
     from cai_core.rlaif.judges import MC_PREFIX, judge_conversation

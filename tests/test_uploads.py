@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from cai_core.errors import CaiError
-from cai_core.uploads import check_upload, looks_like_pickle
+from cai_core.data.uploads import check_upload, looks_like_pickle
 
 
 def safetensors_bytes() -> bytes:

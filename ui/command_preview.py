@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from cai_core.command_line import cli_argv, command_line
+from cai_core.jobs.command_line import cli_argv, command_line
 from cai_core.errors import CaiError
 from cai_core import jobs
-from cai_core.jobspecs import JobSpec
+from cai_core.jobs.specs import JobSpec
 from cai_core.store import Store
 from ui.common import api_key, show_error
 from ui.markdown import md_escape

@@ -8,7 +8,7 @@ import streamlit as st
 
 from cai_core.errors import CaiError
 from cai_core.constitution.versions import constitution_names
-from cai_core.prompt_sets import list_prompt_sets
+from cai_core.data.prompt_sets import list_prompt_sets
 from cai_core.settings import DEFAULT_CURRENT, get_current, set_current
 from cai_core.store import Store, open_store
 from ui.markdown import md_escape
@@ -233,7 +233,7 @@ def age(ts: float | None) -> str:
 
 def read_upload(uploaded, allowed: tuple[str, ...]) -> str:
     """An uploaded file's text after the upload checks (type, size, no pickles); raises CaiError."""
-    from cai_core.uploads import check_upload
+    from cai_core.data.uploads import check_upload
 
     data = uploaded.getvalue()
     check_upload(uploaded.name, data, allowed)

@@ -14,13 +14,13 @@ import streamlit as st
 from cai_core.constitution.versions import get_constitution, list_constitutions
 from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import evaluation_comparisons, latest_evaluation, leaderboard
-from cai_core.headlines import judge_headline, policy_record, score_difference
-from cai_core.lineage import work_origin
+from cai_core.summaries.headlines import judge_headline, policy_record, score_difference
+from cai_core.summaries.lineage import work_origin
 from cai_core.reliability.gold import judge_keys, judge_labels
 from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE
 from cai_core.rlaif.judges import stored_verdicts
 from cai_core.rlaif.pairs import get_comparison
-from cai_core.prompt_sets import get_prompts, list_prompt_sets
+from cai_core.data.prompt_sets import get_prompts, list_prompt_sets
 from cai_core.settings import get_current
 from cai_core.supervised.revision import get_trajectory, list_trajectories, principle_stats
 from cai_core.training.runs import list_runs
@@ -33,7 +33,7 @@ BUILTIN_JUDGE_VERSIONS = {c.version for c in (HARMLESS_JUDGE, HELPFUL_JUDGE, HHH
 
 
 def demo_origin(store) -> dict:
-    """What produced the workspace's work (cai_core.lineage.work_origin): the constitution, model, runs."""
+    """What produced the workspace's work (cai_core.summaries.lineage.work_origin): the constitution, model, runs."""
     return work_origin(store)
 
 
@@ -106,7 +106,7 @@ def demo_preference(store) -> dict | None:
 
 def demo_reliability(store) -> dict | None:
     """The judge's agreement with gold exactly as the Judge Reliability dashboard headlines it
-    (cai_core.headlines.judge_headline: the same gold set, judge, resamples, CI and small-n rule)."""
+    (cai_core.summaries.headlines.judge_headline: the same gold set, judge, resamples, CI and small-n rule)."""
     return judge_headline(store)
 
 
@@ -151,7 +151,7 @@ class Finding:
 
 
 def best_record(data: dict, axis: str = "harmless") -> dict | None:
-    """The evaluated policy's record (cai_core.headlines.policy_record: wins / ties / losses, win rate with a
+    """The evaluated policy's record (cai_core.summaries.headlines.policy_record: wins / ties / losses, win rate with a
     tie as half, its CI and n) and its score against the base (score_difference, with its caution)."""
     if not data or not data.get("best"):
         return None
@@ -179,7 +179,7 @@ def origin_sentence(store, origin: dict, constitution) -> str:
 
 def demo_findings(store) -> list[Finding]:
     """What the workspace shows, step by step of the CAI loop, in plain sentences (no claim without data);
-    every figure is the owner's (cai_core.headlines), with its n and its small-n caution."""
+    every figure is the owner's (cai_core.summaries.headlines), with its n and its small-n caution."""
     out = []
     origin = demo_origin(store)
     constitution = demo_constitution(store, origin)

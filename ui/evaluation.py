@@ -17,7 +17,7 @@ from cai_core.evaluation.reports import (
     report_html,
     tradeoff_figure,
 )
-from cai_core.headlines import experiment_warnings
+from cai_core.summaries.headlines import experiment_warnings
 from ui.common import show_error
 from ui.markdown import md_code, md_escape
 from ui.pair import show_pair
@@ -48,7 +48,7 @@ def leaderboard_frame(result: dict, axis: str) -> pd.DataFrame:
 
 def render_contamination(check: dict, warn: bool = True) -> None:
     """The leaderboard's contamination flag: evaluation prompts that a training export already holds
-    (warn=False: the warning itself is shown with the others from cai_core.headlines.evaluation_warnings)."""
+    (warn=False: the warning itself is shown with the others from cai_core.summaries.headlines.evaluation_warnings)."""
     if not check.get("flagged"):
         st.caption(f"Contamination check: none of the {check.get('checked', 0)} evaluation prompts occurs in a "
                    "training export.")

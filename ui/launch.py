@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from cai_core.uploads import MAX_TEXT_FILE_BYTES
+from cai_core.data.uploads import MAX_TEXT_FILE_BYTES
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -34,7 +34,7 @@ DEFAULTS = {
     "server.address": "127.0.0.1",
     "client.toolbarMode": "minimal",
     "browser.gatherUsageStats": "false",
-    # every uploader takes text files, capped by cai_core.uploads at 20 MB: the browser refuses a bigger one
+    # every uploader takes text files, capped by cai_core.data.uploads at 20 MB: the browser refuses a bigger one
     # before sending it (Streamlit's default, 200 MB, was read into memory first)
     "server.maxUploadSize": str(MAX_TEXT_FILE_BYTES // 2**20),
     # no source watching: Streamlit watched the whole repository (.venv and workspace/ included), and the

@@ -1,13 +1,13 @@
 """The Notebook page's parts: counts, the lineage graph, one table per kind, the HTML export.
 
-Everything comes from cai_core.lineage; tables are st.dataframe (names shown literally) and the graph
+Everything comes from cai_core.summaries.lineage; tables are st.dataframe (names shown literally) and the graph
 is the same plotly figure the HTML export embeds."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from cai_core.lineage import LAYERS, Lineage, kind_title, lineage_figure, notebook_html, notebook_rows
+from cai_core.summaries.lineage import LAYERS, Lineage, kind_title, lineage_figure, notebook_html, notebook_rows
 from cai_core.store import Store
 from ui.common import show_error
 

@@ -5,7 +5,7 @@ backslash-escaped (so `<script>`, `**`, `$$`, `:red[...]`, `:emoji:`, `[l](javas
 literally). Use md_escape for any such string that reaches a Streamlit element which renders
 markdown: st.markdown, st.caption, headers, st.info/success/warning/error, st.progress/spinner text,
 and the labels of expanders, tabs, metrics, buttons and radio options. (Select box options and
-st.text/st.code/st.dataframe cells are plain text already.) Word diffs come from cai_core.textdiff
+st.text/st.code/st.dataframe cells are plain text already.) Word diffs come from cai_core.data.textdiff
 as segments.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Charts and tables of the Judge reliability page (plotly figures built from reliability reports) and judges
-named in words. The headline figures, their n and the "too few items" rule are cai_core.headlines'."""
+named in words. The headline figures, their n and the "too few items" rule are cai_core.summaries.headlines'."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,7 +8,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import get_by_version
 from cai_core.errors import CaiError
-from cai_core.headlines import MIN_ITEMS, num, pct, pct_range, reliability_headlines, too_few
+from cai_core.summaries.headlines import MIN_ITEMS, num, pct, pct_range, reliability_headlines, too_few
 from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, HHH_JUDGE
 from cai_core.rlaif.judges import APPROX_KEY_SUFFIX
 
@@ -142,7 +142,7 @@ def group_figure(rows: list[dict], field: str, reference: dict, names: dict[str,
 
 
 def metric_cards(report: dict) -> None:
-    """The headline numbers (cai_core.headlines.reliability_headlines), each with the n its own number was
+    """The headline numbers (cai_core.summaries.headlines.reliability_headlines), each with the n its own number was
     computed over: accuracy, flip rate, first-position wins, length bias, calibration, kappa; and a plain
     warning when there are too few items to conclude anything (the owner's rule and words)."""
     h = reliability_headlines(report)

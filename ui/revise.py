@@ -9,7 +9,7 @@ import time
 import streamlit as st
 
 from cai_core.supervised.revision import verdict_source_words
-from cai_core.textdiff import word_diff
+from cai_core.data.textdiff import word_diff
 from ui.common import fmt_eta
 from ui.markdown import md_escape, segments_markdown
 from ui.transcript import show_step_transcripts

@@ -6,7 +6,7 @@ import streamlit as st
 
 from cai_core.constitution.versions import list_constitutions
 from cai_core.errors import CaiError
-from cai_core.prompt_sets import list_prompt_sets
+from cai_core.data.prompt_sets import list_prompt_sets
 from cai_core.models.specs import DEFAULT_SPEC, ENGINES, check_spec, default_engine, is_http, set_default_engine
 from cai_core.settings import get_setting, set_setting
 from ui.common import pick_current, set_active_model, show_error

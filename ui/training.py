@@ -351,7 +351,7 @@ def run_details(store, run_id: int):
         st.json(tr.lineage(store, run))
         st.code(run.command or "", language="bash")
     with tab_log:
-        from cai_core.supervisor import log_tail
+        from cai_core.jobs.supervisor import log_tail
 
         st.code(log_tail(run.paths.log, 60) or run.log_tail or "(no log)", language="text")
     return run

@@ -8,7 +8,7 @@ from cai_core.commands._common import add_command, add_n_boot, output_file
 from cai_core.errors import CaiError
 from cai_core.evaluation.evaluate import leaderboard, run_evaluation, validate_spec
 from cai_core.jobs import JobReporter
-from cai_core.jobspecs import EvaluateSpec
+from cai_core.jobs.specs import EvaluateSpec
 from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
 from cai_core.store import open_store

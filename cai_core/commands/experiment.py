@@ -9,7 +9,7 @@ from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
 from cai_core.evaluation.experiments import experiment_table, run_ab_experiment, validate_ab
 from cai_core.jobs import JobReporter
-from cai_core.jobspecs import ABExperimentSpec
+from cai_core.jobs.specs import ABExperimentSpec
 from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
 from cai_core.store import open_store
 

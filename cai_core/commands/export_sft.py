@@ -9,7 +9,7 @@ from cai_core.errors import CaiError
 from cai_core.exports import export_exists
 from cai_core.jobs import JobReporter
 from cai_core.models.specs import get_backend
-from cai_core.prompt_sets import get_prompt_set
+from cai_core.data.prompt_sets import get_prompt_set
 from cai_core.provenance import parse_splits
 from cai_core.store import open_store
 from cai_core.supervised.sft_export import (

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict
 
 from cai_core.commands._common import add_command, output_file
-from cai_core.lineage import notebook_html, workspace_lineage
+from cai_core.summaries.lineage import notebook_html, workspace_lineage
 from cai_core.store import open_store
 
 

@@ -10,7 +10,7 @@ from cai_core.jobs import JobReporter
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
 from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.models.specs import get_backend
-from cai_core.prompt_sets import resolve_prompts
+from cai_core.data.prompt_sets import resolve_prompts
 from cai_core.rlaif.pairs import (
     import_pairs_file,
     list_batches,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from cai_core.commands._common import add_command, add_group
-from cai_core.prompt_sets import (
+from cai_core.data.prompt_sets import (
     KINDS,
     delete_prompt_set,
     get_prompts,

@@ -8,7 +8,7 @@ from pathlib import Path
 from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
 from cai_core.jobs import JobReporter
-from cai_core.jobspecs import EvalJudgeSpec
+from cai_core.jobs.specs import EvalJudgeSpec
 from cai_core.models.bounds import TRUNCATE_FLAG
 from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.reliability.eval_judge import DEFAULT_CONSTITUTION, labels_for_gold_file, run_eval_judge

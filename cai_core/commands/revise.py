@@ -14,7 +14,7 @@ from cai_core.jsonl import write_jsonl
 from cai_core.models.bounds import TRUNCATE_FLAG, fit_prompts
 from cai_core.models.dispatch import BATCH_SIZE_HELP, check_batch_size
 from cai_core.models.specs import get_backend, recorded_model
-from cai_core.prompt_sets import resolve_prompts
+from cai_core.data.prompt_sets import resolve_prompts
 from cai_core.store import open_store
 from cai_core.supervised.revision import (
     ReviseSettings,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cai_core.constitution.model import Constitution
-from cai_core.textdiff import Segment, word_diff
+from cai_core.data.textdiff import Segment, word_diff
 
 # -- diff --------------------------------------------------------------------------------------
 DIFF_FIELDS = ("name", "critique_request", "revision_request", "comparison_question", "tags", "enabled")

@@ -24,7 +24,7 @@ from cai_core.constitution.model import (
 )
 from cai_core.constitution.parse import item_lines, located_at, parse_mapping
 from cai_core.errors import CaiError
-from cai_core.uploads import read_user_file
+from cai_core.data.uploads import read_user_file
 
 
 def is_paper_critique_revision(data) -> bool:

@@ -31,10 +31,10 @@ from cai_core.evaluation.evasiveness import detect
 from cai_core.evaluation.policies import NAME_PATTERN, Policy, parse_policies
 from cai_core.exports import exports_containing, prompt_hash
 from cai_core.evaluation.stats import bootstrap_ci, bradley_terry_ci, elo, win_tie_loss
-from cai_core.jobspecs import EvaluateSpec, JobSpec
+from cai_core.jobs.specs import EvaluateSpec, JobSpec
 from cai_core.models.backends.base import GenerationParams
 from cai_core.models.specs import get_backend, recorded_model
-from cai_core.prompt_sets import resolve_prompts
+from cai_core.data.prompt_sets import resolve_prompts
 from cai_core.rlaif.judge_defaults import HARMLESS_JUDGE, HELPFUL_JUDGE, check_style, resolve_style
 from cai_core.rlaif.judges import JudgeSpec, check_can_judge, judge_pairs, stored_verdicts
 from cai_core.rlaif.pairs import add_pairs

@@ -36,10 +36,10 @@ from cai_core.evaluation.stats import (
     paired_bootstrap_diff,
     win_tie_loss,
 )
-from cai_core.jobspecs import ABExperimentSpec
+from cai_core.jobs.specs import ABExperimentSpec
 from cai_core.models.bounds import fit_prompts
 from cai_core.models.specs import get_backend
-from cai_core.prompt_sets import resolve_prompts
+from cai_core.data.prompt_sets import resolve_prompts
 from cai_core.rlaif.judges import JudgeSpec, check_can_judge, judge_pairs
 from cai_core.rlaif.pairs import add_pairs
 from cai_core.store import Store, dumps, now
@@ -49,7 +49,7 @@ from cai_core.supervised.revision import (
     get_trajectories,
     run_revision,
 )
-from cai_core.textdiff import edit_distance_words
+from cai_core.data.textdiff import edit_distance_words
 
 KIND = "ab-experiment"
 PRINCIPLE_FIELDS = ("name", "critique_request", "revision_request", "comparison_question", "enabled")

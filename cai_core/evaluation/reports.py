@@ -19,10 +19,10 @@ from cai_core.evaluation.evaluate import (
     leaderboard,
 )
 from cai_core.evaluation.experiments import experiment_table
-from cai_core.headlines import evaluation_warnings, experiment_warnings
+from cai_core.summaries.headlines import evaluation_warnings, experiment_warnings
 from cai_core.store import Store
 from cai_core.supervised.revision import get_trajectory, verdict_words
-from cai_core.textdiff import word_diff
+from cai_core.data.textdiff import word_diff
 
 KINDS = ("trajectory", "evaluation", "experiment")
 

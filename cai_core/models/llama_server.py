@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from cai_core.errors import CaiError
-from cai_core.supervisor import alive as pid_alive, log_tail
+from cai_core.jobs.supervisor import alive as pid_alive, log_tail
 from cai_core.models.specs import embedded_gguf, unload
 from cai_core.workspace import Workspace
 

@@ -24,7 +24,7 @@ from cai_core.constitution.paper_formats import attach_few_shot, load_few_shot_f
 from cai_core.constitution.spec import resolve_constitution
 from cai_core.constitution.versions import get_constitution
 from cai_core.errors import CaiError
-from cai_core.jobspecs import EvalJudgeSpec
+from cai_core.jobs.specs import EvalJudgeSpec
 from cai_core.models.specs import get_backend
 from cai_core.reliability.gold import (
     comparison_meta,

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from cai_core.errors import CaiError
 from cai_core.jsonl import jsonl_rows, write_jsonl
 from cai_core.label_rule import label_from_p
-from cai_core.uploads import read_user_file
+from cai_core.data.uploads import read_user_file
 
 LABELS = ("A", "B", "tie")
 

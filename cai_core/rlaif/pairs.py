@@ -30,7 +30,7 @@ from cai_core.models.specs import recorded_model
 from cai_core.provenance import check_origin, check_split, split_of
 from cai_core.reliability.paper_evals import load_paper_eval
 from cai_core.store import Store, dumps, loads, now
-from cai_core.uploads import read_user_file
+from cai_core.data.uploads import read_user_file
 from cai_core.workspace import safe_name
 
 Progress = Callable[[int, int, str], None]

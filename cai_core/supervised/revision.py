@@ -46,9 +46,9 @@ from cai_core.models.dispatch import Request, in_flight_for, run_chains
 from cai_core.models.specs import recorded_model
 from cai_core.provenance import check_origin, split_of
 from cai_core.store import Store, dumps, loads, now
-from cai_core.supervisor import alive as pid_alive
+from cai_core.jobs.supervisor import alive as pid_alive
 from cai_core.supervised.refusals import refusal_introduced
-from cai_core.textdiff import change_ratio, edit_distance_words
+from cai_core.data.textdiff import change_ratio, edit_distance_words
 from cai_core.workspace import slug
 
 SCHEDULES = ("random", "sequence", "all")

@@ -19,7 +19,7 @@ from cai_core.constitution.model import Constitution, Principle
 from cai_core.errors import CaiError
 from cai_core.exports import export_exists, record_export
 from cai_core.jsonl import write_jsonl
-from cai_core.prompt_sets import get_prompt_set, get_prompts
+from cai_core.data.prompt_sets import get_prompt_set, get_prompts
 from cai_core.provenance import SPLITS, TRAIN_ONLY, parse_splits
 from cai_core.store import Store, now
 from cai_core.supervised.revision import ReviseSettings, run_revision, trajectory_filter

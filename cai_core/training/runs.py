@@ -25,10 +25,10 @@ import yaml
 
 from cai_core.errors import CaiError
 from cai_core.exports import get_export
-from cai_core import supervisor
+from cai_core.jobs import supervisor
 from cai_core.jsonl import append_jsonl
 from cai_core.models.llama_server import free_port
-from cai_core.supervisor import log_tail
+from cai_core.jobs.supervisor import log_tail
 from cai_core.store import Store, dumps, loads, now
 from cai_core.training.paths import RunPaths, checkpoint_step, latest_checkpoint
 from cai_core.training.sources import (

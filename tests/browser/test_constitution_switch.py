@@ -28,7 +28,7 @@ def _state(store, name: str) -> list[str]:
 def _open_principle_1(page, name: str) -> None:
     """Open the expander of principle 1 of `name` (its label: '1. <principle name>  ·  <id>')."""
     from cai_core.constitution.files import load_constitution_file
-    from cai_core.sample_data import SAMPLE_DIR
+    from cai_core.data.sample_data import SAMPLE_DIR
 
     first = load_constitution_file(SAMPLE_DIR / "constitutions" / f"{name}.yaml").principles[0]
     details = page.locator("[data-testid='stMain'] [data-testid='stExpander'] details").filter(
@@ -85,7 +85,7 @@ def _boxes(page) -> tuple[str, str]:
 
 def _replay(page, app_server, app_store, *, start: str, target: str, sidebar: bool, edit: str) -> None:
     from cai_core.constitution.versions import get_constitution, list_versions
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.settings import set_current
 
     ensure_samples(app_store)  # what the app's first start does; here before the first page is opened
@@ -176,7 +176,7 @@ def test_duplicate_from_the_page_then_edit_and_save(page, app_server, app_store)
     """Item 2 in the browser: Duplicate makes the copy current in both boxes, and an edit saved there is the
     copy's new version, the source untouched."""
     from cai_core.constitution.versions import get_constitution, list_versions
-    from cai_core.sample_data import ensure_samples
+    from cai_core.data.sample_data import ensure_samples
     from cai_core.settings import set_current
 
     ensure_samples(app_store)

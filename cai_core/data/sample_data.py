@@ -12,7 +12,7 @@ from pathlib import Path
 from cai_core.constitution.files import load_constitution_file
 from cai_core.constitution.versions import list_constitutions, save_constitution
 from cai_core.errors import CaiError
-from cai_core.prompt_sets import import_prompt_set, list_prompt_sets
+from cai_core.data.prompt_sets import import_prompt_set, list_prompt_sets
 from cai_core.settings import get_setting, set_default_current, set_setting
 from cai_core.store import Store
 

@@ -86,7 +86,7 @@ def check_size(name: str, size: int, limit: int = MAX_TEXT_FILE_BYTES) -> None:
     """Refuse a file over `limit` bytes, naming both sizes (checked before anything is read or parsed)."""
     if size > limit:
         raise CaiError(f"{name}: the file is {_mb(size)}, over the {_mb(limit)} limit for files read here "
-                       "(MAX_TEXT_FILE_BYTES in cai_core/uploads.py); split it into smaller files")
+                       "(MAX_TEXT_FILE_BYTES in cai_core/data/uploads.py); split it into smaller files")
 
 
 def read_user_file(path: str | os.PathLike, *, encoding: str = "utf-8-sig") -> str:

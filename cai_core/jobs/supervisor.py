@@ -1,6 +1,6 @@
 """The one process supervisor: spawn, liveness, stop, reap and log tails of background processes.
 
-Background jobs (cai_core/jobs.py) and training runs (cai_core/training/runs.py) are both
+Background jobs (cai_core/jobs/__init__.py) and training runs (cai_core/training/runs.py) are both
 processes started in their own session (so their process group is the whole job: the command, an
 `accelerate launch` and its ranks, a llama.cpp child). Everything about those processes lives here:
 

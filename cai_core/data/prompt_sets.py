@@ -16,7 +16,7 @@ from typing import Iterable
 from cai_core.errors import CaiError
 from cai_core.jsonl import jsonl_rows
 from cai_core.store import Store, dumps, loads, now
-from cai_core.uploads import read_user_file
+from cai_core.data.uploads import read_user_file
 
 KINDS = ("red-team", "helpfulness", "other")
 PROMPT_FIELDS = ("prompt", "text", "question")  # accepted column names, first match wins

@@ -1,8 +1,8 @@
 """Background jobs: long work (batch revise, sampling, judging, evaluation) as its own process.
 
-A page builds a typed spec (cai_core/jobspecs.py) and calls `start_job(store, spec)`; it records
+A page builds a typed spec (cai_core/jobs/specs.py) and calls `start_job(store, spec)`; it records
 the job with the spec's JSON, then spawns `python -m cai_core <spec argv> --job-id N` through the
-process supervisor (cai_core/supervisor.py: own session, output in workspace/jobs/N.log). The job
+process supervisor (cai_core/jobs/supervisor.py: own session, output in workspace/jobs/N.log). The job
 process reports progress through `JobReporter`. Closing the browser or restarting the app never
 stops a job; `refresh()` marks jobs whose process died as failed, with the exit status and the
 reason from the log tail; `stop_job` ends the whole process group before it returns.
@@ -16,10 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from cai_core import supervisor
-from cai_core.command_line import cli_argv
+from cai_core.jobs import supervisor
+from cai_core.jobs.command_line import cli_argv
 from cai_core.errors import CaiError
-from cai_core.jobspecs import SPECS, JobSpec, spec_from_json
+from cai_core.jobs.specs import SPECS, JobSpec, spec_from_json
 from cai_core.store import Store, dumps, loads, now
 
 TERMINAL = {"finished", "failed", "stopped"}

@@ -23,8 +23,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
-from cai_core.command_line import cli_argv
-from cai_core.command_line import command_line as format_command
+from cai_core.jobs.command_line import cli_argv
+from cai_core.jobs.command_line import command_line as format_command
 from cai_core.errors import CaiError
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai_core.evaluation.reports import Report
-from cai_core.headlines import evaluation_headline, experiment_warnings
+from cai_core.summaries.headlines import evaluation_headline, experiment_warnings
 from cai_core.store import Store, loads
 
 # Columns of the graph, left to right: the order in which CAI work feeds the next step.

@@ -1,0 +1,1 @@
+"""Files users bring and the sample data: prompt sets, uploads, text diffs."""

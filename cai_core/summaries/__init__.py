@@ -1,0 +1,1 @@
+"""Read-side summaries of the whole workspace: Home counts, the lineage notebook, headline figures."""
