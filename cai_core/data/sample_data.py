@@ -16,7 +16,7 @@ from cai_core.data.prompt_sets import import_prompt_set, list_prompt_sets
 from cai_core.settings import get_setting, set_default_current, set_setting
 from cai_core.store import Store
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 MARKER = "bootstrap.samples_loaded"
 # prompt set name -> (file under sample_data/prompts, kind)
 SAMPLE_PROMPT_SETS = {

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL: long enough for a job to finish and store the item in flight
 
 
