@@ -9,6 +9,7 @@ from cai_core.commands._common import add_command, add_n_boot
 from cai_core.errors import CaiError
 from cai_core.evaluation.experiments import experiment_table, run_ab_experiment, validate_ab
 from cai_core.jobs import JobReporter
+from cai_core.models.dispatch import BATCH_SIZE_HELP
 from cai_core.jobs.specs import ABExperimentSpec
 from cai_core.rlaif.judge_defaults import JUDGE_STYLE_CHOICES
 from cai_core.store import open_store
@@ -41,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     add_n_boot(p)
     p.add_argument("--name", default=None, help="experiment name (default ab-<date>-<time>); the same name resumes")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -38,6 +38,7 @@ from cai_core.evaluation.stats import (
 )
 from cai_core.jobs.specs import ABExperimentSpec
 from cai_core.models.bounds import fit_prompts
+from cai_core.models.dispatch import check_batch_size
 from cai_core.models.specs import get_backend
 from cai_core.data.prompt_sets import resolve_prompts
 from cai_core.rlaif.judges import JudgeSpec, check_can_judge, judge_pairs
@@ -79,8 +80,7 @@ def validate_ab(store: Store, spec: ABExperimentSpec):
 
     if spec.name is not None and not _NAME.match(spec.name):
         raise CaiError(f"invalid experiment name {spec.name!r}: 1-64 letters, digits, '.', '_' or '-'")
-    if spec.batch_size < 1:
-        raise CaiError("--batch-size must be at least 1")
+    check_batch_size(spec.batch_size)
     check_style(spec.judge_style)
     ca = resolve_constitution(store, spec.constitution_a)
     cb = resolve_constitution(store, spec.constitution_b)

@@ -292,7 +292,7 @@ class ABExperimentSpec(JobSpec):
     max_new_tokens: int = 128
     temperature: float = 0.7
     top_p: float = 0.95
-    batch_size: int = 8
+    batch_size: int | None = None            # work in flight per arm (None: what the backend serves; models/dispatch.py)
     n_boot: int = 1000
     name: str | None = None
     json: bool = False
