@@ -11,7 +11,7 @@ from cai_core.errors import CaiError
 from cai_core.summaries.headlines import HEADLINE_N_BOOT, reliability_headlines, too_few
 from cai_core.reliability.paper_evals import PAPER_DATA_ENV, PAPER_EVAL_SETS, paper_data_dir, paper_eval_path
 from cai_core.reliability.gold import (
-    best_gold_set,
+    best_covered,
     comparison_meta,
     gold_coverage,
     gold_sets,
@@ -100,7 +100,7 @@ def pick_gold(key: str):
         return None, []
     # open on the gold set the most judged items cover, not on whichever sorts first (3 human labels
     # headlined "33%, CI 0-100%" while 12 judged paper items sat one click away)
-    best = store_cached(best_gold_set)
+    best = best_covered(coverage, golds)  # from the reads above (gold_coverage is the costly one)
     name = st.selectbox("Gold set", gold_names, key=key, index=gold_names.index(best) if best in gold_names else 0,
                         format_func=lambda n: next((f"{g['name']} ({g['count']} items, "
                                                     f"{max(coverage.get(n, {}).values(), default=0)} judged)"

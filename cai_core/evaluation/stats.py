@@ -35,34 +35,49 @@ def bootstrap_ci(items: Sequence[Any], statistic: Callable[[list], float] | None
     (nan, nan) when too few remain (fewer than max(10, n_boot // 10)), when there are no items, or
     when n_boot is 0. Seeded: the same items, statistic, n_boot and seed give the same interval.
     """
+    return bootstrap_cis(items, [statistic], n_boot=n_boot, alpha=alpha, seed=seed)[0]
+
+
+def bootstrap_cis(items: Sequence[Any], statistics: Sequence[Callable[[list], float] | None], *,
+                  n_boot: int = BOOTSTRAP_RESAMPLES, alpha: float = 0.05,
+                  seed: int = 0) -> list[tuple[float, float]]:
+    """bootstrap_ci of several statistics of the same items and seed, drawing the resamples once:
+    each interval equals bootstrap_ci(items, statistic, n_boot=n_boot, alpha=alpha, seed=seed)
+    (the same seeded stream of resample indices), for the price of one draw."""
     items = list(items)
     n = len(items)
     if n == 0 or n_boot <= 0:
-        return (math.nan, math.nan)
+        return [(math.nan, math.nan) for _ in statistics]
     rng = np.random.default_rng(seed)
-    arr = np.asarray(items, dtype=float) if statistic is None else None
-    prepare, batch = getattr(statistic, "prepare", None), getattr(statistic, "batch", None)
-    if prepare is not None:
-        batch_of = prepare(items)
-    elif batch is not None:
-        batch_of = lambda idx: batch(items, idx)  # noqa: E731
-    else:
-        batch_of = None
-    boots: list[float] = []
+    funcs = []
+    for statistic in statistics:
+        prepare, batch = getattr(statistic, "prepare", None), getattr(statistic, "batch", None)
+        if statistic is None:
+            arr = np.asarray(items, dtype=float)
+            funcs.append(lambda idx, arr=arr: arr[idx].mean(axis=1))
+        elif prepare is not None:
+            funcs.append(prepare(items))
+        elif batch is not None:
+            funcs.append(lambda idx, batch=batch: batch(items, idx))
+        else:
+            funcs.append(lambda idx, statistic=statistic: [statistic([items[i] for i in row]) for row in idx.tolist()])
+    boots: list[list[float]] = [[] for _ in funcs]
     per_draw = max(1, _ROWS_PER_DRAW // n)
     for start in range(0, n_boot, per_draw):
         idx = rng.integers(0, n, size=(min(per_draw, n_boot - start), n))
-        if arr is not None:
-            values = arr[idx].mean(axis=1).tolist()
-        elif batch_of is not None:
-            values = np.asarray(batch_of(idx), dtype=float).tolist()
-        else:
-            values = [statistic([items[i] for i in row]) for row in idx.tolist()]
-        boots += [float(v) for v in values if v is not None and not math.isnan(v)]
-    if len(boots) < max(10, n_boot // 10):
-        return (math.nan, math.nan)
-    lo, hi = np.quantile(np.asarray(boots), [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+        for statistic, f, out in zip(statistics, funcs, boots):
+            values = f(idx)
+            if statistic is None or hasattr(statistic, "prepare") or hasattr(statistic, "batch"):
+                values = np.asarray(values, dtype=float).tolist()
+            out += [float(v) for v in values if v is not None and not math.isnan(v)]
+    cis = []
+    for out in boots:
+        if len(out) < max(10, n_boot // 10):
+            cis.append((math.nan, math.nan))
+            continue
+        lo, hi = np.quantile(np.asarray(out), [alpha / 2, 1 - alpha / 2])
+        cis.append((float(lo), float(hi)))
+    return cis
 
 
 # Below this many pairs no difference is called significant: even when every pair moves the same way,

@@ -13,6 +13,7 @@ Conventions, stated once so every number means the same thing everywhere:
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections import Counter, defaultdict
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from cai_core.evaluation.stats import bootstrap_ci, paired_bootstrap_diff
+from cai_core.evaluation.stats import bootstrap_ci, bootstrap_cis, paired_bootstrap_diff
 
 from cai_core.label_rule import label_from_p
 
@@ -420,15 +421,16 @@ def agreement(items: Sequence[dict], *, n_boot: int = 1000, seed: int = 0, n_bin
     pred = [i["label"] for i in items]
     gold = [i["gold"] for i in items]
     no_ties = [i for i in items if i["label"] != "tie" and i["gold"] != "tie"]
+    accuracy_ci, kappa_ci = bootstrap_cis(items, [_acc, _kappa], n_boot=n_boot, seed=seed)  # one draw, both
     report: dict[str, Any] = {
         "n": len(items),
         "accuracy": accuracy(pred, gold),
-        "accuracy_ci": list(bootstrap_ci(items, _acc, n_boot=n_boot, seed=seed)),
+        "accuracy_ci": list(accuracy_ci),
         "n_no_ties": len(no_ties),
         "accuracy_no_ties": _acc_no_ties(items),
         "accuracy_no_ties_ci": list(bootstrap_ci(no_ties, _acc, n_boot=n_boot, seed=seed)),
         "cohen_kappa": cohen_kappa(pred, gold),
-        "cohen_kappa_ci": list(bootstrap_ci(items, _kappa, n_boot=n_boot, seed=seed)),
+        "cohen_kappa_ci": list(kappa_ci),
         "judge_tie_rate": pred.count("tie") / len(pred) if pred else NAN,
         "gold_tie_rate": gold.count("tie") / len(gold) if gold else NAN,
         "chance": 0.5,
@@ -630,16 +632,23 @@ def reliability_report(judge_rows: Sequence[dict], gold_rows: Sequence[dict], *,
     gold_rows = list(gold_rows)
     gold_ids = {str(g["id"]) for g in gold_rows}
     per_judge = match(valid, gold_rows, ("rater", "id"))
-    combined = match([dict(r, rater="combined") for r in valid], gold_rows, ("rater", "id"))
-    per_principle = match(valid, gold_rows, ("rater", "id", "principle"))
+    one_judge = len({i["rater"] for i in per_judge}) == 1
+    # One judge: the combined verdicts are its own (the same groups in the same order; agreement() reads no
+    # rater), so its match and agreement are reused. Nothing merged per (rater, id): the per-principle
+    # groups are the same singletons, so is its match.
+    combined = per_judge if one_judge else match([dict(r, rater="combined") for r in valid], gold_rows, ("rater", "id"))
+    per_principle = (per_judge if not any("n_merged" in i for i in per_judge)
+                     else match(valid, gold_rows, ("rater", "id", "principle")))
     report: dict[str, Any] = agreement(combined, n_boot=n_boot, seed=seed)
     raters = sorted({r["rater"] for r in valid})
+    judges = ([{"rater": str(per_judge[0]["rater"]), **copy.deepcopy(report)}] if one_judge
+              else breakdown(per_judge, "rater", n_boot=n_boot, seed=seed))
     report.update({
         "n_judge_rows": len(judge_rows),
         "n_invalid": len(judge_rows) - len(valid),
         "n_unmatched": len({str(r["id"]) for r in valid} - gold_ids),
         "raters": raters,
-        "judges": breakdown(per_judge, "rater", n_boot=n_boot, seed=seed),
+        "judges": judges,
         "by_principle": (breakdown(per_principle, ("rater", "principle"), n_boot=n_boot, seed=seed)
                          if any(i.get("principle") is not None for i in per_principle) else []),
         "by_category": (breakdown(per_judge, ("rater", "category"), n_boot=n_boot, seed=seed)

@@ -435,26 +435,32 @@ def _save(store: Store, record: dict, job_id: int | None) -> None:
 
 
 # -- aggregation -------------------------------------------------------------------------------
-def aggregate(pair_id: str, records: list[dict], combine: str = "mean", comparison_id: int | None = None) -> PairVerdict:
-    """Combine one pair's judgment records (any judges, principles, orders) into a verdict."""
-    if combine not in COMBINES:
-        raise CaiError(f"unknown combine {combine!r}: use mean or vote")
+def aggregate_members(records: list[dict]) -> list[Member]:
+    """One pair's judgment records as ensemble members, one per (judge, principle), in the order the
+    records first name them: both orders' P(A) and their mean, the label, whether it flipped."""
     groups: dict[tuple, dict[str, dict]] = {}
     for r in records:
         groups.setdefault((r["judge_key"], r["principle_id"]), {})[r["order_shown"]] = r
     members = []
-    invalid_total = 0
     for (jkey, pid), by_order in groups.items():
         ab, ba = by_order.get("AB"), by_order.get("BA")
         p_ab = ab["p_a"] if ab and ab["parse_status"] == "ok" else None
         p_ba = ba["p_a"] if ba and ba["parse_status"] == "ok" else None
         invalid = sum(1 for r in by_order.values() if r["parse_status"] != "ok")
-        invalid_total += invalid
         p = _mean([p_ab, p_ba])
         flipped = is_flipped(p_ab, p_ba)
         model = next(iter(by_order.values()))["judge_model"]
         members.append(Member(jkey, model, pid, p, p_ab, p_ba, label_from_p(p), flipped, invalid,
                               ab.get("reasoning") if ab else None, ba.get("reasoning") if ba else None))
+    return members
+
+
+def aggregate(pair_id: str, records: list[dict], combine: str = "mean", comparison_id: int | None = None) -> PairVerdict:
+    """Combine one pair's judgment records (any judges, principles, orders) into a verdict."""
+    if combine not in COMBINES:
+        raise CaiError(f"unknown combine {combine!r}: use mean or vote")
+    members = aggregate_members(records)
+    invalid_total = sum(m.invalid for m in members)
     valid = [m for m in members if m.p_a is not None]
     p_ab = _mean(m.p_a_ab for m in valid)
     p_ba = _mean(m.p_a_ba for m in valid)
@@ -581,21 +587,37 @@ def judge_pairs(backend: Backend, spec: JudgeSpec, constitution: Constitution | 
     return judge_ensemble([(backend, spec)], constitution, pairs, store, progress=progress, **kwargs)
 
 
+# what aggregate() reads of a judgment row (not its transcript, raw output or timings: a verdict needs none)
+VERDICT_COLUMNS = ("comparison_id", "judge_key", "judge_model", "principle_id", "order_shown", "p_a", "parse_status",
+                   "reasoning")
+
+
 def stored_verdicts(store: Store, comparison_ids: list[int], judge_keys: list[str] | None = None,
                     combine: str = "mean") -> dict[int, PairVerdict]:
     """Verdicts rebuilt from stored judgments (all judges, or the given keys) per comparison id."""
+    return {cid: aggregate(str(cid), recs, combine, cid)
+            for cid, recs in _stored_records(store, comparison_ids, judge_keys).items()}
+
+
+def stored_members(store: Store, comparison_ids: list[int], judge_keys: list[str] | None = None) -> dict[int, list[Member]]:
+    """The members of stored_verdicts' verdicts, without combining them (what a per-principle view reads)."""
+    return {cid: aggregate_members(recs) for cid, recs in _stored_records(store, comparison_ids, judge_keys).items()}
+
+
+def _stored_records(store: Store, comparison_ids: list[int], judge_keys: list[str] | None) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = {}
     ids = list(comparison_ids)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        sql = f"SELECT * FROM judgments WHERE comparison_id IN ({','.join('?' * len(chunk))})"
+        sql = (f"SELECT {', '.join(VERDICT_COLUMNS)} FROM judgments"
+               f" WHERE comparison_id IN ({','.join('?' * len(chunk))})")
         params: list = list(chunk)
         if judge_keys:
             sql += f" AND judge_key IN ({','.join('?' * len(judge_keys))})"
             params += list(judge_keys)
         for r in store.query(sql, params):
             out.setdefault(r["comparison_id"], []).append(dict(r))
-    return {cid: aggregate(str(cid), recs, combine, cid) for cid, recs in out.items()}
+    return out
 
 
 def judgment_rows(store: Store, comparison_id: int) -> list[dict]:
