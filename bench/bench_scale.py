@@ -18,6 +18,10 @@ ratio = workbench completions/s / bare client completions/s at --latency; target
 two figures against an instant server (latency 0) are reported too (not part of the ratio).
 
     python bench/bench_scale.py [--quick] [--latency 0.5] [--prompts 200] [--fail-rate 0.05 --drop-rate 0.05]
+
+`--database-url postgresql://user@host:port/db` keeps the workbench's store in PostgreSQL instead of the
+workspace's SQLite file: each revise run gets a fresh database created on that server (the URL's user
+needs CREATEDB) and dropped afterwards, so no run resumes another's work.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Callable
 
 from benchlib import ROOT, finish, parser, red_team_prompts
 
@@ -80,26 +85,48 @@ def bare_client(url: str, seconds: float, threads: int = BARE_THREADS) -> tuple[
     return sum(done) / elapsed, sum(done), sum(errors)
 
 
-def workbench(url: str, prompts_file: Path, rounds: int, extra: list[str]) -> dict:
-    """One `revise` through the CLI's main() in this process, in a fresh workspace."""
+def fresh_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the PostgreSQL server of server_url: (its URL, drop it)."""
+    import uuid
+
+    import psycopg
+
+    name = f"cai_bench_scale_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # the CLI's store may still hold one
+
+    return urllib.parse.urlparse(server_url)._replace(path=f"/{name}").geturl(), drop
+
+
+def workbench(url: str, prompts_file: Path, rounds: int, extra: list[str], database_url: str | None = None) -> dict:
+    """One `revise` through the CLI's main() in this process, in a fresh workspace (and, with
+    database_url, a fresh PostgreSQL database on that server)."""
     from cai_core.cli import main
     from cai_core.models.mock_server import fetch_stats
 
     ws = tempfile.mkdtemp(prefix="cai-bench-scale-")
+    db_url, drop = fresh_database(database_url) if database_url else (None, lambda: None)
     before = fetch_stats(url)
     t0 = time.monotonic()
     code = main(["revise", "--workspace", ws, "--model", url, "--constitution", str(CONSTITUTION),
-                 "--prompts", str(prompts_file), "--rounds", str(rounds), "--batch", "scale", *extra])
+                 "--prompts", str(prompts_file), "--rounds", str(rounds), "--batch", "scale", *extra,
+                 *(["--database-url", db_url] if db_url else [])])
     seconds = time.monotonic() - t0
     after = fetch_stats(url)
     if code != 0:
+        drop()
         raise SystemExit(f"revise exited {code}")
     from cai_core.store import Store
     from cai_core.workspace import Workspace
 
-    store = Store(Workspace.open(ws))
+    store = Store(Workspace.open(ws), db_url)
     statuses = dict(store.query("SELECT status, COUNT(*) FROM trajectories GROUP BY status"))
     store.close()
+    drop()
     by_path = {p: after["by_path"].get(p, 0) - before["by_path"].get(p, 0) for p in after["by_path"]}
     model = after["model_requests"] - before["model_requests"]
     return {"seconds": seconds, "model_requests": model, "rate": model / seconds, "statuses": statuses,
@@ -115,7 +142,8 @@ def measure(latency: float, args, prompts_file: Path, n: int) -> dict:
         bare_rate, bare_n, bare_err = bare_client(srv.url, args.bare_seconds)
     # a fresh server for the workbench: its peak in flight and counters are the run's own
     with start_process(opts) as srv:
-        wb = workbench(srv.url, prompts_file, args.rounds, args.revise_args.split() if args.revise_args else [])
+        wb = workbench(srv.url, prompts_file, args.rounds, args.revise_args.split() if args.revise_args else [],
+                       args.database_url)
     expected = n
     done = wb["statuses"].get("done", 0)
     return {"bare": bare_rate, "bare_line": f"{bare_rate:.1f} completions/s ({bare_n} in {args.bare_seconds:g} s, "
@@ -137,6 +165,9 @@ def main() -> None:
     p.add_argument("--bare-seconds", type=float, default=None, help="bare client's run (default 8 s; 3 with --quick)")
     p.add_argument("--revise-args", default="", help="extra revise arguments (default none: its defaults)")
     p.add_argument("--no-instant", action="store_true", help="skip the instant-server (latency 0) figures")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="keep the workbench's store in PostgreSQL (postgresql://user@host:port/db, a user who may "
+                        "create databases: each run gets a fresh one, dropped after) instead of a SQLite file")
     args = p.parse_args()
     n = args.prompts or (20 if args.quick else 200)
     args.bare_seconds = args.bare_seconds or (3.0 if args.quick else 8.0)
@@ -146,7 +177,8 @@ def main() -> None:
     prompts_file = Path(tempfile.mkdtemp(prefix="cai-bench-scale-")) / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": f"{t} (#{i})"}) + "\n"
                                     for i, t in enumerate(red_team_prompts(n))))
-    figures: dict = {"server": f"mock_server, latency {args.latency:g} s, fail {args.fail_rate:g}, drop {args.drop_rate:g}",
+    figures: dict = {"store": "PostgreSQL" if args.database_url else "SQLite (workspace file)",
+                     "server": f"mock_server, latency {args.latency:g} s, fail {args.fail_rate:g}, drop {args.drop_rate:g}",
                      "workload": f"revise, {n} prompts x {args.rounds} rounds, defaults otherwise "
                                  f"{args.revise_args or ''}".strip()}
     main_run = measure(args.latency, args, prompts_file, n)
