@@ -52,10 +52,7 @@ def _run_dir(store: Store, name: str) -> Path:
     if row["kind"] in NOT_POLICIES:
         raise CaiError(f"run {name!r} trained a {row['kind']} model, which scores answers but does not write "
                        "them: evaluate a policy run (sft, dpo, ppo, rloo, grpo)")
-    path = Path(row["run_dir"])
-    if not path.is_absolute():
-        path = store.workspace.root / path
-    return path
+    return store.workspace.resolve(row["run_dir"])
 
 
 def checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -153,9 +150,7 @@ def policy_options(store: Store) -> list[dict]:
     for r in store.query("SELECT name, kind, status, run_dir FROM runs ORDER BY created_at DESC"):
         if r["kind"] in NOT_POLICIES:
             continue
-        folder = Path(r["run_dir"])
-        if not folder.is_absolute():
-            folder = store.workspace.root / folder
+        folder = store.workspace.resolve(r["run_dir"])
         if is_model_dir(folder):
             out.append({"label": f"run {r['name']} ({r['kind']}, {r['status']})", "spec": f"run:{r['name']}"})
         for step, _ in checkpoints(folder):

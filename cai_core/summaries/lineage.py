@@ -178,7 +178,7 @@ def workspace_lineage(store: Store) -> Lineage:
         nid = lin.add(Node(f"run:{r['name']}", "run", f"{r['name']} ({r['kind']}, {r['status']})",
                            {"name": r["name"], "kind": r["kind"], "status": r["status"], "run_dir": r["run_dir"],
                             "model": spec.get("model"), "dataset": spec.get("dataset")}, r["created_at"] or 0))
-        runs_by_dir[str(Path(r["run_dir"]))] = nid
+        runs_by_dir[str(store.workspace.resolve(r["run_dir"]))] = nid
     exports_by_id = {r["id"]: r["name"] for r in store.query("SELECT id, name FROM exports")}
     for r in run_rows:
         nid = f"run:{r['name']}"

@@ -45,9 +45,7 @@ def resolve_dataset(store: Store | None, given: str) -> DatasetRef:
     if store is not None:
         row = get_export(store, given)
         if row is not None:
-            path = Path(row["path"])
-            if not path.is_absolute():
-                path = store.workspace.root / path
+            path = store.workspace.resolve(row["path"])
             ref = _from_path(path, given)
             ref.export_id, ref.export_name, ref.export_kind = row["id"], row["name"], row["kind"]
             ref.card = row["card"]

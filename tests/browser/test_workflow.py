@@ -142,7 +142,7 @@ def test_03_export_sft_data(page, app_server, app_store, state):
     page.get_by_text("rows written to", exact=False).first.wait_for()
     assert_no_exception(page)
     export = app_store.one("SELECT * FROM exports WHERE name='sft-browser'")
-    assert export is not None and export["kind"] == "sft" and Path(export["path"]).exists()
+    assert export is not None and export["kind"] == "sft" and app_store.workspace.resolve(export["path"]).exists()
     assert job["result_json"]
     snap(page, "step3_sft_export")
 
