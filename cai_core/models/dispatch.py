@@ -184,6 +184,15 @@ class _Runner:
         chain.multi, chain.values, chain.left = multi, [None] * len(reqs), len(reqs)
         return reqs
 
+    def start_next(self, chains, on_done, on_error) -> tuple[_Active, list[Request] | None] | None:
+        """The next work item's chain and its first requests; None when there is no more work."""
+        try:
+            key, gen = next(chains)
+        except StopIteration:
+            return None
+        chain = _Active(key, gen)
+        return chain, self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error)
+
     def answered(self, chain: _Active, index: int, value, exc: BaseException | None, *, stopping: bool,
                  on_done, on_error) -> list[Request] | None:
         """One of a chain's outstanding requests came back; its next requests once all did ([] while
@@ -238,13 +247,11 @@ class _Concurrent(_Runner):
                 stopping = should_stop()
                 with self.together():
                     while not exhausted and not stopping and load < self.limit:
-                        try:
-                            key, gen = next(chains)
-                        except StopIteration:
+                        started = self.start_next(chains, on_done, on_error)
+                        if started is None:
                             exhausted = True
                             break
-                        chain = _Active(key, gen)
-                        submit(chain, self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error))
+                        submit(*started)
                 if not active:
                     break
                 done = [finished.get()]
@@ -285,13 +292,11 @@ class _Batched(_Runner):
             if not ready and not exhausted:  # a new cohort
                 admitted = 0
                 while admitted < self.limit:
-                    try:
-                        key, gen = next(chains)
-                    except StopIteration:
+                    started = self.start_next(chains, on_done, on_error)
+                    if started is None:
                         exhausted = True
                         break
-                    chain = _Active(key, gen)
-                    reqs = self.step(chain, None, stopping=False, on_done=on_done, on_error=on_error)
+                    chain, reqs = started
                     if reqs:  # a chain with nothing to send (stored, or another process's) takes no row
                         ready += [(chain, r, i) for i, r in enumerate(reqs)]
                         admitted += 1
