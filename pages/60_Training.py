@@ -15,9 +15,9 @@ st.title("Training")
 st.caption("SFT on the critique-revision data, a reward model on the AI preferences, then PPO (or DPO, RLOO, "
            "GRPO). Each run is its own process: closing the browser or restarting the app does not stop it.")
 
-launched = st.session_state.pop("tr_launched", None)
-if launched:
-    st.success(md_escape(launched))
+launched = st.session_state.get("tr_launched")
+if launched and launched["run_id"] == st.session_state.get("tr_selected"):
+    st.success(md_escape(launched["text"]))
 tr.refresh(store)  # a run that died since the last look is shown as failed, here and in the run list
 all_runs = tr.list_runs(store)
 if not all_runs:

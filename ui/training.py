@@ -173,8 +173,10 @@ def new_run_form(store, default_model: str) -> None:
         # show it at once in the Runs tab (the run list above was read before the launch)
         st.session_state["tr_selected"] = run.id
         st.session_state["tr_goto_runs"] = True
-        st.session_state["tr_launched"] = (f"Run {run.name} started (pid {run.pid}). It keeps running if you close "
-                                           "the browser.")
+        # kept while this run stays picked: the page reruns at the run's first status change, and a
+        # one-shot message vanished before it could be read (a tiny run finishes in seconds)
+        st.session_state["tr_launched"] = {"run_id": run.id, "text": f"Run {run.name} started (pid {run.pid}). "
+                                                                     "It keeps running if you close the browser."}
         st.rerun()
 
 
